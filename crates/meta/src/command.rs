@@ -1,0 +1,85 @@
+//! Commands proposed to Raft groups and their results. Applying a command is deterministic:
+//! every replica that applies the same log ends in the same state.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{BucketRecord, ChunkId, ObjectRecord, PartRecord, UploadRecord};
+
+/// A condition checked atomically with a write, inside the state machine.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Condition {
+    #[default]
+    None,
+    /// The key must not exist (`If-None-Match: *`).
+    Absent,
+    /// The current version's ETag must equal this (unquoted); `*` means "must exist".
+    EtagMatches(String),
+}
+
+/// A change to a chunk's reference set, delivered from an object's partition to the chunk's
+/// partition through the outbox. Set semantics make redelivery harmless.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefOp {
+    Add { chunk: ChunkId, owner: String },
+    Remove { chunk: ChunkId, owner: String },
+}
+
+impl RefOp {
+    pub fn chunk(&self) -> &ChunkId {
+        match self {
+            RefOp::Add { chunk, .. } | RefOp::Remove { chunk, .. } => chunk,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    // ---- system group ----
+    CreateBucket { record: BucketRecord },
+    DeleteBucket { name: String },
+
+    // ---- partition groups ----
+    PutObject { bucket: String, key: String, record: ObjectRecord, condition: Condition },
+    DeleteObject { bucket: String, key: String },
+    CreateUpload { record: UploadRecord },
+    PutPart { bucket: String, key: String, upload_id: String, part: PartRecord },
+    /// Turns an upload into an object. `parts` are the (number, etag) pairs the record was
+    /// built from; the apply re-checks them so a part replaced meanwhile fails the completion.
+    CompleteUpload {
+        bucket: String,
+        key: String,
+        upload_id: String,
+        parts: Vec<(u32, String)>,
+        record: ObjectRecord,
+        condition: Condition,
+    },
+    AbortUpload { bucket: String, key: String, upload_id: String },
+    /// Applied in a chunk's partition: update reference sets.
+    RefOps { ops: Vec<RefOp> },
+    /// Applied in an object's partition: outbox entries up to `up_to` (inclusive) were delivered.
+    OutboxAck { up_to: u64 },
+}
+
+/// Why a command was refused by the state machine. The state is unchanged in that case.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum CommandError {
+    #[error("bucket already exists")]
+    BucketExists,
+    #[error("bucket does not exist")]
+    NoSuchBucket,
+    #[error("upload does not exist")]
+    NoSuchUpload,
+    #[error("precondition failed")]
+    PreconditionFailed,
+    #[error("invalid part: {0}")]
+    InvalidPart(String),
+}
+
+/// The result of applying one command.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Done,
+    /// DeleteObject: whether something was deleted.
+    Deleted(bool),
+    Refused(CommandError),
+}

@@ -1,0 +1,38 @@
+//! Cairn's metadata: the records (`model`), the commands proposed to Raft groups (`command`),
+//! and the deterministic state machine over redb (`store`).
+
+pub mod command;
+pub mod keys;
+pub mod model;
+pub mod placement;
+pub mod store;
+
+pub use command::{Command, CommandError, Condition, RefOp, Response};
+pub use store::{Listing, MetaStore};
+
+/// A storage or encoding failure in the metadata store.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("metadata database error: {0}")]
+    Db(#[from] redb::Error),
+    #[error("metadata encoding error: {0}")]
+    Codec(String),
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for MetaError {
+            fn from(e: $t) -> Self {
+                MetaError::Db(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::DatabaseError,
+    redb::SetDurabilityError
+);

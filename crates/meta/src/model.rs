@@ -1,0 +1,179 @@
+//! Records kept in the state machines: buckets (system group), objects, multipart uploads and
+//! chunk reference sets (partition groups).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Content address of a chunk: the BLAKE3 hash of its bytes.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ChunkId(pub [u8; 32]);
+
+impl ChunkId {
+    /// Hashes `data` into its content address.
+    pub fn of(data: &[u8]) -> Self {
+        Self(*blake3::hash(data).as_bytes())
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Parses a 64-character lowercase hex string.
+    pub fn from_hex(s: &str) -> Option<Self> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out).ok()?;
+        Some(Self(out))
+    }
+
+    /// The partition that owns this chunk's reference set.
+    pub fn partition(&self, partitions: u32) -> u32 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&self.0[..8]);
+        (u64::from_be_bytes(b) % u64::from(partitions.max(1))) as u32
+    }
+}
+
+impl std::fmt::Debug for ChunkId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ChunkId({})", &self.to_hex()[..16])
+    }
+}
+
+impl std::fmt::Display for ChunkId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// One chunk of an object, in order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRef {
+    pub id: ChunkId,
+    pub len: u64,
+}
+
+/// Where an object's bytes live.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ObjectData {
+    /// Small objects live inside the metadata record: one Raft round trip, no chunk files.
+    Inline(#[serde(with = "serde_bytes_compat")] Vec<u8>),
+    /// Larger objects are a sequence of content-addressed chunks.
+    Chunks(Vec<ChunkRef>),
+}
+
+impl ObjectData {
+    /// Chunks this data references (none when inline).
+    pub fn chunks(&self) -> &[ChunkRef] {
+        match self {
+            ObjectData::Inline(_) => &[],
+            ObjectData::Chunks(c) => c,
+        }
+    }
+}
+
+/// S3 checksum algorithms whose value we store and return.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChecksumAlgo {
+    Crc32,
+    Crc32c,
+    Crc64Nvme,
+    Sha1,
+    Sha256,
+}
+
+/// HTTP headers stored with an object and returned on GET/HEAD.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectHeaders {
+    pub content_type: Option<String>,
+    pub content_encoding: Option<String>,
+    pub content_disposition: Option<String>,
+    pub content_language: Option<String>,
+    pub cache_control: Option<String>,
+    pub expires: Option<String>,
+    /// `x-amz-meta-*` values, keyed by the lower-case suffix.
+    pub user: BTreeMap<String, String>,
+}
+
+/// The current version of an object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRecord {
+    /// Unique per write; names this version in chunk reference sets.
+    pub version: String,
+    pub size: u64,
+    /// Hex MD5 for a single PUT, `md5-of-md5s-N` for a multipart upload (no quotes).
+    pub etag: String,
+    /// Unix milliseconds.
+    pub last_modified_ms: i64,
+    pub headers: ObjectHeaders,
+    /// Base64 S3 checksum, when the client sent one.
+    pub checksum: Option<(ChecksumAlgo, String)>,
+    /// Part sizes when the object came from a multipart upload.
+    pub parts: Option<Vec<u64>>,
+    pub data: ObjectData,
+}
+
+/// A bucket, kept in the system group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketRecord {
+    pub name: String,
+    pub created_ms: i64,
+}
+
+/// An open multipart upload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadRecord {
+    pub upload_id: String,
+    pub bucket: String,
+    pub key: String,
+    pub initiated_ms: i64,
+    pub headers: ObjectHeaders,
+    pub checksum_algo: Option<ChecksumAlgo>,
+}
+
+/// One uploaded part of a multipart upload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartRecord {
+    pub part_number: u32,
+    /// Unique per upload of this part; names it in chunk reference sets.
+    pub version: String,
+    pub size: u64,
+    /// Hex MD5 of the part (no quotes).
+    pub etag: String,
+    pub last_modified_ms: i64,
+    pub checksum: Option<(ChecksumAlgo, String)>,
+    pub data: ObjectData,
+}
+
+/// Serialises `Vec<u8>` as a msgpack binary rather than an array of integers.
+mod serde_bytes_compat {
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Vec<u8>, A::Error> {
+                let mut out = Vec::new();
+                while let Some(b) = a.next_element::<u8>()? {
+                    out.push(b);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_byte_buf(V)
+    }
+}

@@ -1,0 +1,593 @@
+//! `MetaStore`: the state machines of all Raft groups hosted on this node, kept in one redb
+//! database (shared with the Raft log store). `apply` is the deterministic transition function;
+//! the query functions read committed state.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use redb::{Database, ReadableTable, ReadableDatabase, Table, TableDefinition, WriteTransaction};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::command::{Command, CommandError, Condition, RefOp, Response};
+use crate::keys;
+use crate::model::{BucketRecord, ChunkId, ObjectRecord, PartRecord, UploadRecord};
+use crate::MetaError;
+
+pub(crate) const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sm_objects");
+pub(crate) const UPLOADS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sm_uploads");
+pub(crate) const PARTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sm_parts");
+pub(crate) const REFS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sm_refs");
+pub(crate) const OUTBOX: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sm_outbox");
+pub(crate) const BUCKETS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sm_buckets");
+pub(crate) const SM_META: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sm_meta");
+
+/// Every state-machine table, in a fixed order (the snapshot format numbers them).
+pub(crate) const ALL_TABLES: [TableDefinition<&[u8], &[u8]>; 7] =
+    [OBJECTS, UPLOADS, PARTS, REFS, OUTBOX, BUCKETS, SM_META];
+const SM_META_INDEX: usize = 6;
+
+const OUTBOX_SEQ: &str = "outbox_seq";
+
+pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, MetaError> {
+    rmp_serde::to_vec(v).map_err(|e| MetaError::Codec(e.to_string()))
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, MetaError> {
+    rmp_serde::from_slice(b).map_err(|e| MetaError::Codec(e.to_string()))
+}
+
+/// Owner name of an object version in chunk reference sets.
+pub fn object_owner(bucket: &str, key: &str, version: &str) -> String {
+    format!("o\0{bucket}\0{key}\0{version}")
+}
+
+/// Owner name of an uploaded part in chunk reference sets.
+pub fn part_owner(upload_id: &str, part_number: u32, version: &str) -> String {
+    format!("p\0{upload_id}\0{part_number}\0{version}")
+}
+
+/// State machines of every group on this node.
+#[derive(Clone)]
+pub struct MetaStore {
+    db: Arc<Database>,
+    partitions: u32,
+}
+
+impl MetaStore {
+    /// Wraps `db`, creating the state-machine tables. `partitions` is P, used to route chunk
+    /// reference updates to the chunk's partition.
+    pub fn new(db: Arc<Database>, partitions: u32) -> Result<Self, MetaError> {
+        let txn = db.begin_write()?;
+        for t in ALL_TABLES {
+            txn.open_table(t)?;
+        }
+        txn.commit()?;
+        Ok(Self { db, partitions })
+    }
+
+    pub fn db(&self) -> &Arc<Database> {
+        &self.db
+    }
+
+    pub fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    /// Applies `cmd` to `group`'s state inside `txn`. A refused command changes nothing and
+    /// returns `Response::Refused`; an `Err` is a storage failure.
+    pub fn apply(&self, txn: &WriteTransaction, group: u64, cmd: &Command) -> Result<Response, MetaError> {
+        match cmd {
+            Command::CreateBucket { record } => {
+                let mut t = txn.open_table(BUCKETS)?;
+                let k = keys::bucket(group, &record.name);
+                if t.get(k.as_slice())?.is_some() {
+                    return Ok(Response::Refused(CommandError::BucketExists));
+                }
+                t.insert(k.as_slice(), encode(record)?.as_slice())?;
+                Ok(Response::Done)
+            }
+            Command::DeleteBucket { name } => {
+                let mut t = txn.open_table(BUCKETS)?;
+                let k = keys::bucket(group, name);
+                if t.remove(k.as_slice())?.is_none() {
+                    return Ok(Response::Refused(CommandError::NoSuchBucket));
+                }
+                Ok(Response::Done)
+            }
+            Command::PutObject { bucket, key, record, condition } => {
+                let mut objects = txn.open_table(OBJECTS)?;
+                let k = keys::object(group, bucket, key);
+                let old: Option<ObjectRecord> = match objects.get(k.as_slice())? {
+                    Some(v) => Some(decode(v.value())?),
+                    None => None,
+                };
+                if !condition_holds(condition, old.as_ref()) {
+                    return Ok(Response::Refused(CommandError::PreconditionFailed));
+                }
+                objects.insert(k.as_slice(), encode(record)?.as_slice())?;
+                drop(objects);
+                let mut ops = add_ops(record.data.chunks(), &object_owner(bucket, key, &record.version));
+                if let Some(old) = old {
+                    ops.extend(remove_ops(old.data.chunks(), &object_owner(bucket, key, &old.version)));
+                }
+                self.push_outbox(txn, group, ops)?;
+                Ok(Response::Done)
+            }
+            Command::DeleteObject { bucket, key } => {
+                let mut objects = txn.open_table(OBJECTS)?;
+                let k = keys::object(group, bucket, key);
+                let old: Option<ObjectRecord> = match objects.remove(k.as_slice())? {
+                    Some(v) => Some(decode(v.value())?),
+                    None => None,
+                };
+                drop(objects);
+                match old {
+                    Some(old) => {
+                        let ops = remove_ops(old.data.chunks(), &object_owner(bucket, key, &old.version));
+                        self.push_outbox(txn, group, ops)?;
+                        Ok(Response::Deleted(true))
+                    }
+                    None => Ok(Response::Deleted(false)),
+                }
+            }
+            Command::CreateUpload { record } => {
+                let mut t = txn.open_table(UPLOADS)?;
+                let k = keys::upload(group, &record.bucket, &record.key, &record.upload_id);
+                t.insert(k.as_slice(), encode(record)?.as_slice())?;
+                Ok(Response::Done)
+            }
+            Command::PutPart { bucket, key, upload_id, part } => {
+                let uploads = txn.open_table(UPLOADS)?;
+                if uploads.get(keys::upload(group, bucket, key, upload_id).as_slice())?.is_none() {
+                    return Ok(Response::Refused(CommandError::NoSuchUpload));
+                }
+                drop(uploads);
+                let mut parts = txn.open_table(PARTS)?;
+                let k = keys::part(group, upload_id, part.part_number);
+                let old: Option<PartRecord> = match parts.insert(k.as_slice(), encode(part)?.as_slice())? {
+                    Some(v) => Some(decode(v.value())?),
+                    None => None,
+                };
+                drop(parts);
+                let mut ops = add_ops(part.data.chunks(), &part_owner(upload_id, part.part_number, &part.version));
+                if let Some(old) = old {
+                    ops.extend(remove_ops(old.data.chunks(), &part_owner(upload_id, old.part_number, &old.version)));
+                }
+                self.push_outbox(txn, group, ops)?;
+                Ok(Response::Done)
+            }
+            Command::CompleteUpload { bucket, key, upload_id, parts: wanted, record, condition } => {
+                let mut uploads = txn.open_table(UPLOADS)?;
+                let uk = keys::upload(group, bucket, key, upload_id);
+                if uploads.get(uk.as_slice())?.is_none() {
+                    return Ok(Response::Refused(CommandError::NoSuchUpload));
+                }
+                let stored = self.read_parts(txn, group, upload_id)?;
+                for (n, etag) in wanted {
+                    match stored.iter().find(|p| p.part_number == *n) {
+                        Some(p) if p.etag == *etag => {}
+                        _ => return Ok(Response::Refused(CommandError::InvalidPart(format!("part {n}")))),
+                    }
+                }
+                let mut objects = txn.open_table(OBJECTS)?;
+                let ok = keys::object(group, bucket, key);
+                let old: Option<ObjectRecord> = match objects.get(ok.as_slice())? {
+                    Some(v) => Some(decode(v.value())?),
+                    None => None,
+                };
+                if !condition_holds(condition, old.as_ref()) {
+                    return Ok(Response::Refused(CommandError::PreconditionFailed));
+                }
+                objects.insert(ok.as_slice(), encode(record)?.as_slice())?;
+                drop(objects);
+                uploads.remove(uk.as_slice())?;
+                drop(uploads);
+                let mut ops = add_ops(record.data.chunks(), &object_owner(bucket, key, &record.version));
+                if let Some(old) = old {
+                    ops.extend(remove_ops(old.data.chunks(), &object_owner(bucket, key, &old.version)));
+                }
+                ops.extend(self.drop_parts(txn, group, upload_id, stored)?);
+                self.push_outbox(txn, group, ops)?;
+                Ok(Response::Done)
+            }
+            Command::AbortUpload { bucket, key, upload_id } => {
+                let mut uploads = txn.open_table(UPLOADS)?;
+                if uploads.remove(keys::upload(group, bucket, key, upload_id).as_slice())?.is_none() {
+                    return Ok(Response::Refused(CommandError::NoSuchUpload));
+                }
+                drop(uploads);
+                let stored = self.read_parts(txn, group, upload_id)?;
+                let ops = self.drop_parts(txn, group, upload_id, stored)?;
+                self.push_outbox(txn, group, ops)?;
+                Ok(Response::Done)
+            }
+            Command::RefOps { ops } => {
+                let mut refs = txn.open_table(REFS)?;
+                for op in ops {
+                    match op {
+                        RefOp::Add { chunk, owner } => {
+                            refs.insert(keys::chunk_ref(group, &chunk.0, owner).as_slice(), [].as_slice())?;
+                        }
+                        RefOp::Remove { chunk, owner } => {
+                            refs.remove(keys::chunk_ref(group, &chunk.0, owner).as_slice())?;
+                        }
+                    }
+                }
+                Ok(Response::Done)
+            }
+            Command::OutboxAck { up_to } => {
+                let mut outbox = txn.open_table(OUTBOX)?;
+                let start = keys::outbox(group, 0);
+                let end = keys::outbox(group, *up_to);
+                outbox.retain_in(start.as_slice()..=end.as_slice(), |_, _| false)?;
+                Ok(Response::Done)
+            }
+        }
+    }
+
+    fn read_parts(&self, txn: &WriteTransaction, group: u64, upload_id: &str) -> Result<Vec<PartRecord>, MetaError> {
+        let parts = txn.open_table(PARTS)?;
+        let start = keys::parts_prefix(group, upload_id);
+        let end = keys::prefix_end(&start).unwrap_or_else(|| keys::group_end(group));
+        let mut out = Vec::new();
+        for item in parts.range(start.as_slice()..end.as_slice())? {
+            let (_, v) = item?;
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Deletes an upload's part records; returns the reference removals for their chunks.
+    fn drop_parts(
+        &self,
+        txn: &WriteTransaction,
+        group: u64,
+        upload_id: &str,
+        stored: Vec<PartRecord>,
+    ) -> Result<Vec<RefOp>, MetaError> {
+        let mut parts = txn.open_table(PARTS)?;
+        let mut ops = Vec::new();
+        for p in stored {
+            parts.remove(keys::part(group, upload_id, p.part_number).as_slice())?;
+            ops.extend(remove_ops(p.data.chunks(), &part_owner(upload_id, p.part_number, &p.version)));
+        }
+        Ok(ops)
+    }
+
+    fn push_outbox(&self, txn: &WriteTransaction, group: u64, ops: Vec<RefOp>) -> Result<(), MetaError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let mut meta = txn.open_table(SM_META)?;
+        let seq_key = keys::sm_meta(group, OUTBOX_SEQ);
+        let mut seq: u64 = match meta.get(seq_key.as_slice())? {
+            Some(v) => decode(v.value())?,
+            None => 0,
+        };
+        let mut outbox = txn.open_table(OUTBOX)?;
+        for op in ops {
+            seq += 1;
+            outbox.insert(keys::outbox(group, seq).as_slice(), encode(&op)?.as_slice())?;
+        }
+        meta.insert(seq_key.as_slice(), encode(&seq)?.as_slice())?;
+        Ok(())
+    }
+
+    // ---- raw state-machine metadata (used by the Raft adaptor) ----
+
+    /// Stores a small value under `name` in `group`'s metadata, inside `txn`.
+    pub fn put_sm_meta<T: Serialize>(&self, txn: &WriteTransaction, group: u64, name: &str, v: &T) -> Result<(), MetaError> {
+        let mut meta = txn.open_table(SM_META)?;
+        meta.insert(keys::sm_meta(group, name).as_slice(), encode(v)?.as_slice())?;
+        Ok(())
+    }
+
+    /// Reads a value stored by `put_sm_meta`.
+    pub fn get_sm_meta<T: DeserializeOwned>(&self, group: u64, name: &str) -> Result<Option<T>, MetaError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(SM_META)?;
+        match meta.get(keys::sm_meta(group, name).as_slice())? {
+            Some(v) => Ok(Some(decode(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    // ---- queries ----
+
+    pub fn get_bucket(&self, group: u64, name: &str) -> Result<Option<BucketRecord>, MetaError> {
+        self.get_one(BUCKETS, &keys::bucket(group, name))
+    }
+
+    pub fn list_buckets(&self, group: u64) -> Result<Vec<BucketRecord>, MetaError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(BUCKETS)?;
+        let (s, e) = (keys::group_start(group), keys::group_end(group));
+        let mut out = Vec::new();
+        for item in t.range(s.as_slice()..e.as_slice())? {
+            let (_, v) = item?;
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    pub fn get_object(&self, group: u64, bucket: &str, key: &str) -> Result<Option<ObjectRecord>, MetaError> {
+        self.get_one(OBJECTS, &keys::object(group, bucket, key))
+    }
+
+    pub fn get_upload(&self, group: u64, bucket: &str, key: &str, upload_id: &str) -> Result<Option<UploadRecord>, MetaError> {
+        self.get_one(UPLOADS, &keys::upload(group, bucket, key, upload_id))
+    }
+
+    /// Parts of `upload_id` with number > `after`, at most `max`, plus whether more follow.
+    pub fn list_parts(&self, group: u64, upload_id: &str, after: u32, max: usize) -> Result<(Vec<PartRecord>, bool), MetaError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(PARTS)?;
+        let start = keys::part(group, upload_id, after.saturating_add(1));
+        let end = keys::prefix_end(&keys::parts_prefix(group, upload_id)).unwrap_or_else(|| keys::group_end(group));
+        let mut out = Vec::new();
+        if after == u32::MAX {
+            return Ok((out, false));
+        }
+        for item in t.range(start.as_slice()..end.as_slice())? {
+            let (_, v) = item?;
+            if out.len() == max {
+                return Ok((out, true));
+            }
+            out.push(decode(v.value())?);
+        }
+        Ok((out, false))
+    }
+
+    /// Whether `bucket` has any object or open upload in `group`.
+    pub fn bucket_has_data(&self, group: u64, bucket: &str) -> Result<bool, MetaError> {
+        let txn = self.db.begin_read()?;
+        let p = keys::bucket_prefix(group, bucket);
+        let end = keys::prefix_end(&p).unwrap_or_else(|| keys::group_end(group));
+        for t in [OBJECTS, UPLOADS] {
+            let t = txn.open_table(t)?;
+            if t.range(p.as_slice()..end.as_slice())?.next().is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Lists objects of `bucket` in key order: keys starting with `prefix`, strictly after
+    /// `after`, rolling keys that contain `delimiter` after the prefix into common prefixes.
+    pub fn list_objects(
+        &self,
+        group: u64,
+        bucket: &str,
+        prefix: &str,
+        delimiter: Option<&str>,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<Listing<ObjectRecord>, MetaError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(OBJECTS)?;
+        list_range(&t, group, bucket, prefix, delimiter, after, max, |k| Some(k.to_string()))
+    }
+
+    /// Lists open uploads of `bucket` ordered by (key, upload id).
+    pub fn list_uploads(
+        &self,
+        group: u64,
+        bucket: &str,
+        prefix: &str,
+        delimiter: Option<&str>,
+        after: Option<(&str, Option<&str>)>,
+        max: usize,
+    ) -> Result<Listing<UploadRecord>, MetaError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(UPLOADS)?;
+        // Upload entries are `key 0 upload_id`; the "key" for prefix/delimiter is the part before NUL.
+        let after_raw = after.map(|(k, id)| match id {
+            Some(id) => format!("{k}\0{id}"),
+            // AWS: with only key-marker, uploads for that key are skipped entirely.
+            None => format!("{k}\0\u{10FFFF}"),
+        });
+        list_range(&t, group, bucket, prefix, delimiter, after_raw.as_deref(), max, |raw| {
+            raw.split('\0').next().map(str::to_string)
+        })
+    }
+
+    /// Owners referencing `chunk` (in the chunk's partition `group`).
+    pub fn chunk_ref_count(&self, group: u64, chunk: &ChunkId) -> Result<usize, MetaError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(REFS)?;
+        let p = keys::refs_prefix(group, &chunk.0);
+        let end = keys::prefix_end(&p).unwrap_or_else(|| keys::group_end(group));
+        let mut n = 0;
+        for item in t.range(p.as_slice()..end.as_slice())? {
+            item?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Up to `max` undelivered outbox entries of `group`, oldest first.
+    pub fn outbox(&self, group: u64, max: usize) -> Result<Vec<(u64, RefOp)>, MetaError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(OUTBOX)?;
+        let (s, e) = (keys::group_start(group), keys::group_end(group));
+        let mut out = Vec::new();
+        for item in t.range(s.as_slice()..e.as_slice())?.take(max) {
+            let (k, v) = item?;
+            let mut seq = [0u8; 8];
+            let kb = k.value();
+            if kb.len() != 16 {
+                return Err(MetaError::Codec("bad outbox key".into()));
+            }
+            seq.copy_from_slice(&kb[8..16]);
+            out.push((u64::from_be_bytes(seq), decode(v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Every upload older than `before_ms` in `group` (for the abandoned-upload reaper).
+    pub fn uploads_older_than(&self, group: u64, before_ms: i64) -> Result<Vec<UploadRecord>, MetaError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(UPLOADS)?;
+        let (s, e) = (keys::group_start(group), keys::group_end(group));
+        let mut out = Vec::new();
+        for item in t.range(s.as_slice()..e.as_slice())? {
+            let (_, v) = item?;
+            let u: UploadRecord = decode(v.value())?;
+            if u.initiated_ms < before_ms {
+                out.push(u);
+            }
+        }
+        Ok(out)
+    }
+
+    fn get_one<T: DeserializeOwned>(&self, table: TableDefinition<&[u8], &[u8]>, key: &[u8]) -> Result<Option<T>, MetaError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(table)?;
+        match t.get(key)? {
+            Some(v) => Ok(Some(decode(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    // ---- snapshots ----
+
+    /// Serialises all of `group`'s state (every table's range) into one blob; also returns the
+    /// group's state-machine metadata entries read in the same transaction.
+    pub fn export_group(&self, group: u64) -> Result<(Vec<u8>, BTreeMap<String, Vec<u8>>), MetaError> {
+        let txn = self.db.begin_read()?;
+        let (s, e) = (keys::group_start(group), keys::group_end(group));
+        let mut rows: Vec<(u8, Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut sm_meta = BTreeMap::new();
+        for (i, def) in ALL_TABLES.iter().enumerate() {
+            let t = txn.open_table(*def)?;
+            for item in t.range(s.as_slice()..e.as_slice())? {
+                let (k, v) = item?;
+                if i == SM_META_INDEX {
+                    let name = String::from_utf8_lossy(&k.value()[8..]).into_owned();
+                    sm_meta.insert(name, v.value().to_vec());
+                }
+                rows.push((i as u8, k.value()[8..].to_vec(), v.value().to_vec()));
+            }
+        }
+        Ok((encode(&rows)?, sm_meta))
+    }
+
+    /// Replaces all of `group`'s state with `blob` (from `export_group`), inside `txn`.
+    pub fn import_group(&self, txn: &WriteTransaction, group: u64, blob: &[u8]) -> Result<(), MetaError> {
+        let rows: Vec<(u8, Vec<u8>, Vec<u8>)> = decode(blob)?;
+        let (s, e) = (keys::group_start(group), keys::group_end(group));
+        let mut tables: Vec<Table<&[u8], &[u8]>> = Vec::new();
+        for def in ALL_TABLES {
+            let mut t = txn.open_table(def)?;
+            t.retain_in(s.as_slice()..e.as_slice(), |_, _| false)?;
+            tables.push(t);
+        }
+        for (i, k, v) in rows {
+            let t = tables.get_mut(usize::from(i)).ok_or_else(|| MetaError::Codec("bad table id".into()))?;
+            let mut full = keys::group_start(group);
+            full.extend_from_slice(&k);
+            t.insert(full.as_slice(), v.as_slice())?;
+        }
+        Ok(())
+    }
+}
+
+/// One page of a sorted listing.
+#[derive(Clone, Debug, Default)]
+pub struct Listing<T> {
+    pub entries: Vec<(String, T)>,
+    pub common_prefixes: Vec<String>,
+    pub truncated: bool,
+    /// The last entry key or common prefix emitted.
+    pub last: Option<String>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn list_range<T: DeserializeOwned>(
+    t: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    group: u64,
+    bucket: &str,
+    prefix: &str,
+    delimiter: Option<&str>,
+    after: Option<&str>,
+    max: usize,
+    logical_key: impl Fn(&str) -> Option<String>,
+) -> Result<Listing<T>, MetaError> {
+    let base = keys::bucket_prefix(group, bucket);
+    let mut lo = base.clone();
+    lo.extend_from_slice(prefix.as_bytes());
+    let hi = keys::prefix_end(&lo).unwrap_or_else(|| keys::group_end(group));
+    let mut cursor: Vec<u8> = lo.clone();
+    let mut exclusive = false;
+    if let Some(a) = after {
+        let mut k = base.clone();
+        k.extend_from_slice(a.as_bytes());
+        if k >= cursor {
+            cursor = k;
+            exclusive = true;
+        }
+    }
+    let delimiter = delimiter.filter(|d| !d.is_empty());
+    let mut out = Listing { entries: Vec::new(), common_prefixes: Vec::new(), truncated: false, last: None };
+    if max == 0 {
+        return Ok(out);
+    }
+    'outer: loop {
+        let range = if exclusive {
+            t.range::<&[u8]>((std::ops::Bound::Excluded(cursor.as_slice()), std::ops::Bound::Excluded(hi.as_slice())))?
+        } else {
+            t.range::<&[u8]>(cursor.as_slice()..hi.as_slice())?
+        };
+        for item in range {
+            let (k, v) = item?;
+            let raw = std::str::from_utf8(&k.value()[base.len()..])
+                .map_err(|_| MetaError::Codec("non-utf8 key".into()))?
+                .to_string();
+            let Some(key) = logical_key(&raw) else { continue };
+            if let Some(d) = delimiter {
+                if let Some(pos) = key[prefix.len()..].find(d) {
+                    let cp = key[..prefix.len() + pos + d.len()].to_string();
+                    if out.entries.len() + out.common_prefixes.len() == max {
+                        out.truncated = true;
+                        break 'outer;
+                    }
+                    // Resume after every key under this common prefix: 0xff never occurs in UTF-8.
+                    let mut next = base.clone();
+                    next.extend_from_slice(cp.as_bytes());
+                    next.push(0xff);
+                    out.last = Some(cp.clone());
+                    out.common_prefixes.push(cp);
+                    cursor = next;
+                    exclusive = false;
+                    continue 'outer;
+                }
+            }
+            if out.entries.len() + out.common_prefixes.len() == max {
+                out.truncated = true;
+                break 'outer;
+            }
+            out.last = Some(raw.clone());
+            out.entries.push((key, decode(v.value())?));
+        }
+        break;
+    }
+    Ok(out)
+}
+
+fn condition_holds(c: &Condition, current: Option<&ObjectRecord>) -> bool {
+    match c {
+        Condition::None => true,
+        Condition::Absent => current.is_none(),
+        Condition::EtagMatches(e) if e == "*" => current.is_some(),
+        Condition::EtagMatches(e) => current.is_some_and(|r| r.etag == *e),
+    }
+}
+
+fn add_ops(chunks: &[crate::model::ChunkRef], owner: &str) -> Vec<RefOp> {
+    chunks.iter().map(|c| RefOp::Add { chunk: c.id, owner: owner.to_string() }).collect()
+}
+
+fn remove_ops(chunks: &[crate::model::ChunkRef], owner: &str) -> Vec<RefOp> {
+    chunks.iter().map(|c| RefOp::Remove { chunk: c.id, owner: owner.to_string() }).collect()
+}

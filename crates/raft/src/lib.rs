@@ -1,0 +1,44 @@
+//! Multi-Raft on one node. Each Raft group (the system group 0 and one per partition) is an
+//! openraft instance; all of them share one redb database (`<data>/meta.redb`) that holds their
+//! logs ([`log_store`], written by a single group-committing writer) and their state machines
+//! ([`state_machine`], backed by `cairn_meta::MetaStore`). The [`Registry`] hosts the groups and
+//! routes proposals and linearizable reads to them.
+
+pub mod log_store;
+pub mod network;
+pub mod registry;
+pub mod state_machine;
+
+use std::io::Cursor;
+
+pub use registry::{Registry, RegistryConfig};
+
+openraft::declare_raft_types!(
+    /// Raft types shared by every Cairn group.
+    pub TypeConfig:
+        D = cairn_meta::Command,
+        R = cairn_meta::Response,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+pub type GroupId = u64;
+pub type RaftNode = openraft::Raft<TypeConfig>;
+
+/// Why a proposal or a read could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum RaftError {
+    #[error("raft group {0} is not hosted on this node")]
+    UnknownGroup(GroupId),
+    #[error("raft group {group} has no reachable leader here (leader: {leader:?})")]
+    NotLeader { group: GroupId, leader: Option<u64> },
+    #[error("raft group {group} failed: {msg}")]
+    Group { group: GroupId, msg: String },
+    #[error("metadata store: {0}")]
+    Meta(#[from] cairn_meta::MetaError),
+    #[error("raft storage: {0}")]
+    Storage(String),
+}
