@@ -1,0 +1,366 @@
+//! Node configuration. Sources, lowest precedence first: built-in defaults, the TOML file given
+//! with `--config`, environment variables (upper-case names, e.g. `NODE_API_PORT`), then
+//! command-line flags. The file uses the same names in lower case. Durations are seconds.
+//! Invalid values fail at start with a message naming the setting.
+
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Every setting a node reads.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Data directory: metadata, chunks, node identity.
+    pub storage_path: PathBuf,
+    /// Node name in the cluster; generated once and persisted when unset.
+    pub node_id: Option<String>,
+    pub node_bind_addr: String,
+    /// Address peers and clients use to reach this node (default: the bind address).
+    pub node_advertise_addr: Option<String>,
+    pub node_api_port: u16,
+    pub node_rpc_port: u16,
+    pub node_admin_port: u16,
+    /// Root S3 credentials; generated at first start and persisted when unset.
+    pub access_key: Option<String>,
+    pub secret_key: Option<String>,
+    /// `host:rpc_port,...` to join through; empty = single node.
+    pub cluster_seeds: String,
+    pub cluster_join_token: Option<String>,
+    pub cluster_name: String,
+    /// Partitions P (fixed at cluster creation; power of two).
+    pub partitions: u32,
+    /// Chunk size in bytes.
+    pub chunk_size: u64,
+    /// Objects up to this many bytes are stored inside their metadata record.
+    pub inline_threshold: u64,
+    /// Age before an unreferenced chunk may be deleted.
+    pub gc_grace_secs: u64,
+    pub gc_interval_secs: u64,
+    /// Multipart uploads older than this are aborted.
+    pub multipart_expiry_secs: u64,
+    /// Raft entries between snapshots of a group.
+    pub raft_snapshot_every: u64,
+    pub s3_region: String,
+    /// Comma-separated base domains for virtual-host-style requests (`bucket.domain`).
+    pub s3_domains: String,
+    /// `tracing` filter, e.g. `info` or `cairn=debug`.
+    pub log: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            storage_path: PathBuf::from("./data"),
+            node_id: None,
+            node_bind_addr: "0.0.0.0".into(),
+            node_advertise_addr: None,
+            node_api_port: 9000,
+            node_rpc_port: 7000,
+            node_admin_port: 8080,
+            access_key: None,
+            secret_key: None,
+            cluster_seeds: String::new(),
+            cluster_join_token: None,
+            cluster_name: "cairn".into(),
+            partitions: 64,
+            chunk_size: 4 << 20,
+            inline_threshold: 64 << 10,
+            gc_grace_secs: 600,
+            gc_interval_secs: 60,
+            multipart_expiry_secs: 86_400,
+            raft_snapshot_every: 10_000,
+            s3_region: "us-east-1".into(),
+            s3_domains: "localhost".into(),
+            log: "info".into(),
+        }
+    }
+}
+
+/// Names of every setting (lower case, as in the file).
+pub const SETTINGS: &[&str] = &[
+    "storage_path",
+    "node_id",
+    "node_bind_addr",
+    "node_advertise_addr",
+    "node_api_port",
+    "node_rpc_port",
+    "node_admin_port",
+    "access_key",
+    "secret_key",
+    "cluster_seeds",
+    "cluster_join_token",
+    "cluster_name",
+    "partitions",
+    "chunk_size",
+    "inline_threshold",
+    "gc_grace_secs",
+    "gc_interval_secs",
+    "multipart_expiry_secs",
+    "raft_snapshot_every",
+    "s3_region",
+    "s3_domains",
+    "log",
+];
+
+/// Flags of `cairn server`; each overrides the file and the environment.
+#[derive(clap::Args, Clone, Debug, Default, Serialize)]
+pub struct ServerFlags {
+    /// TOML configuration file.
+    #[arg(long)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Data directory [env: STORAGE_PATH]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_path: Option<PathBuf>,
+    /// Node name [env: NODE_ID]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    /// Bind address [env: NODE_BIND_ADDR]
+    #[arg(long = "bind-addr")]
+    #[serde(rename = "node_bind_addr", skip_serializing_if = "Option::is_none")]
+    pub bind_addr: Option<String>,
+    /// S3 port [env: NODE_API_PORT]
+    #[arg(long = "api-port")]
+    #[serde(rename = "node_api_port", skip_serializing_if = "Option::is_none")]
+    pub api_port: Option<u16>,
+    /// gRPC port [env: NODE_RPC_PORT]
+    #[arg(long = "rpc-port")]
+    #[serde(rename = "node_rpc_port", skip_serializing_if = "Option::is_none")]
+    pub rpc_port: Option<u16>,
+    /// Management HTTP port [env: NODE_ADMIN_PORT]
+    #[arg(long = "admin-port")]
+    #[serde(rename = "node_admin_port", skip_serializing_if = "Option::is_none")]
+    pub admin_port: Option<u16>,
+    /// Log filter [env: LOG]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+}
+
+/// A configuration problem, naming the setting (by its environment name).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {path}: {msg}")]
+    File { path: PathBuf, msg: String },
+    #[error("invalid setting {setting}: {msg}")]
+    Invalid { setting: String, msg: String },
+}
+
+fn invalid(setting: &str, msg: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { setting: setting.to_uppercase(), msg: msg.into() }
+}
+
+impl Config {
+    /// Loads defaults < `flags.config` file < environment < flags, then validates.
+    pub fn load(flags: &ServerFlags) -> Result<Self, ConfigError> {
+        Self::load_from(flags, Env::raw().only(SETTINGS))
+    }
+
+    fn load_from(flags: &ServerFlags, env: Env) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = &flags.config {
+            if !path.is_file() {
+                return Err(ConfigError::File { path: path.clone(), msg: "not found or not a file".into() });
+            }
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        fig = fig.merge(env).merge(Serialized::defaults(flags));
+        let cfg: Config = fig.extract().map_err(|e| {
+            let setting = e.path.last().cloned().unwrap_or_else(|| "configuration".into());
+            match (&flags.config, e.kind.clone()) {
+                (Some(path), figment::error::Kind::UnknownField(f, _)) => {
+                    ConfigError::File { path: path.clone(), msg: format!("unknown setting `{f}`") }
+                }
+                _ => invalid(&setting, e.kind.to_string()),
+            }
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.storage_path.as_os_str().is_empty() {
+            return Err(invalid("storage_path", "must not be empty"));
+        }
+        if let Some(id) = &self.node_id {
+            if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
+                return Err(invalid("node_id", "must be 1-64 characters of [A-Za-z0-9._-]"));
+            }
+        }
+        if self.node_bind_addr.parse::<std::net::IpAddr>().is_err() {
+            return Err(invalid("node_bind_addr", format!("`{}` is not an IP address", self.node_bind_addr)));
+        }
+        for (name, port) in [
+            ("node_api_port", self.node_api_port),
+            ("node_rpc_port", self.node_rpc_port),
+            ("node_admin_port", self.node_admin_port),
+        ] {
+            if port == 0 {
+                return Err(invalid(name, "must be between 1 and 65535"));
+            }
+        }
+        if self.node_api_port == self.node_rpc_port
+            || self.node_api_port == self.node_admin_port
+            || self.node_rpc_port == self.node_admin_port
+        {
+            return Err(invalid("node_api_port", "NODE_API_PORT, NODE_RPC_PORT and NODE_ADMIN_PORT must differ"));
+        }
+        match (&self.access_key, &self.secret_key) {
+            (Some(_), None) => return Err(invalid("secret_key", "ACCESS_KEY is set but SECRET_KEY is not")),
+            (None, Some(_)) => return Err(invalid("access_key", "SECRET_KEY is set but ACCESS_KEY is not")),
+            (Some(a), Some(s)) => {
+                if a.len() < 3 || a.len() > 128 || !a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                    return Err(invalid("access_key", "must be 3-128 characters of [A-Za-z0-9_-]"));
+                }
+                if s.len() < 8 || s.len() > 128 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    return Err(invalid("secret_key", "must be 8-128 characters without whitespace"));
+                }
+            }
+            (None, None) => {}
+        }
+        if self.partitions == 0 || !self.partitions.is_power_of_two() || self.partitions > 4096 {
+            return Err(invalid("partitions", "must be a power of two between 1 and 4096"));
+        }
+        if !(64 << 10..=64 << 20).contains(&self.chunk_size) {
+            return Err(invalid("chunk_size", "must be between 65536 (64 KiB) and 67108864 (64 MiB) bytes"));
+        }
+        if self.inline_threshold > self.chunk_size || self.inline_threshold > 1 << 20 {
+            return Err(invalid("inline_threshold", "must be at most 1 MiB and at most CHUNK_SIZE"));
+        }
+        if self.gc_interval_secs == 0 {
+            return Err(invalid("gc_interval_secs", "must be at least 1"));
+        }
+        if self.multipart_expiry_secs == 0 {
+            return Err(invalid("multipart_expiry_secs", "must be at least 1"));
+        }
+        if self.raft_snapshot_every < 100 {
+            return Err(invalid("raft_snapshot_every", "must be at least 100"));
+        }
+        if self.s3_region.is_empty() {
+            return Err(invalid("s3_region", "must not be empty"));
+        }
+        for seed in self.seeds() {
+            if !seed.contains(':') {
+                return Err(invalid("cluster_seeds", format!("`{seed}` is not host:port")));
+            }
+        }
+        Ok(())
+    }
+
+    /// `CLUSTER_SEEDS` split on commas.
+    pub fn seeds(&self) -> Vec<String> {
+        split_list(&self.cluster_seeds)
+    }
+
+    /// `S3_DOMAINS` split on commas.
+    pub fn domains(&self) -> Vec<String> {
+        split_list(&self.s3_domains)
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.storage_path
+    }
+}
+
+fn split_list(s: &str) -> Vec<String> {
+    s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_with(env: &[(&str, &str)], flags: &ServerFlags) -> Result<Config, ConfigError> {
+        let mut result = None;
+        figment::Jail::expect_with(|jail| {
+            for (k, v) in env {
+                jail.set_env(k, v);
+            }
+            result = Some(Config::load(flags));
+            Ok(())
+        });
+        result.unwrap_or_else(|| Ok(Config::default()))
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = load_with(&[], &ServerFlags::default()).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.node_api_port, 9000);
+        assert_eq!(c.storage_path, PathBuf::from("./data"));
+    }
+
+    #[test]
+    fn environment_overrides_file_and_flags_override_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cairn.toml");
+        std::fs::write(&file, "node_api_port = 9100\nnode_rpc_port = 7100\nstorage_path = \"/tmp/x\"\n").unwrap();
+        let flags = ServerFlags { config: Some(file.clone()), ..Default::default() };
+        let c = load_with(&[("NODE_API_PORT", "9200")], &flags).unwrap();
+        assert_eq!(c.node_api_port, 9200, "env beats file");
+        assert_eq!(c.node_rpc_port, 7100, "file beats default");
+        assert_eq!(c.storage_path, PathBuf::from("/tmp/x"));
+        let flags = ServerFlags { config: Some(file), api_port: Some(9300), ..Default::default() };
+        let c = load_with(&[("NODE_API_PORT", "9200")], &flags).unwrap();
+        assert_eq!(c.node_api_port, 9300, "flag beats env");
+    }
+
+    #[test]
+    fn seed_environment_names_work() {
+        let c = load_with(
+            &[
+                ("STORAGE_PATH", "/srv/cairn"),
+                ("NODE_ID", "n1"),
+                ("NODE_BIND_ADDR", "127.0.0.2"),
+                ("NODE_RPC_PORT", "7001"),
+                ("NODE_ADMIN_PORT", "8081"),
+                ("ACCESS_KEY", "admin"),
+                ("SECRET_KEY", "secret-key-1"),
+                ("CLUSTER_SEEDS", "a:7000, b:7000"),
+            ],
+            &ServerFlags::default(),
+        )
+        .unwrap();
+        assert_eq!(c.node_id.as_deref(), Some("n1"));
+        assert_eq!(c.node_bind_addr, "127.0.0.2");
+        assert_eq!(c.node_rpc_port, 7001);
+        assert_eq!(c.node_admin_port, 8081);
+        assert_eq!(c.access_key.as_deref(), Some("admin"));
+        assert_eq!(c.seeds(), vec!["a:7000", "b:7000"]);
+    }
+
+    #[test]
+    fn invalid_values_name_the_setting() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("NODE_API_PORT", "abc", "NODE_API_PORT"),
+            ("NODE_API_PORT", "0", "NODE_API_PORT"),
+            ("NODE_BIND_ADDR", "not-an-ip", "NODE_BIND_ADDR"),
+            ("PARTITIONS", "3", "PARTITIONS"),
+            ("CHUNK_SIZE", "10", "CHUNK_SIZE"),
+            ("ACCESS_KEY", "admin", "SECRET_KEY"),
+            ("NODE_ID", "bad id", "NODE_ID"),
+            ("CLUSTER_SEEDS", "nohost", "CLUSTER_SEEDS"),
+        ];
+        for (k, v, named) in cases {
+            let err = load_with(&[(k, v)], &ServerFlags::default()).unwrap_err().to_string();
+            assert!(err.contains(named), "{k}={v}: error `{err}` should name {named}");
+        }
+    }
+
+    #[test]
+    fn unknown_file_setting_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cairn.toml");
+        std::fs::write(&file, "node_api_prot = 1\n").unwrap();
+        let flags = ServerFlags { config: Some(file), ..Default::default() };
+        let err = load_with(&[], &flags).unwrap_err().to_string();
+        assert!(err.contains("node_api_prot"), "{err}");
+    }
+}

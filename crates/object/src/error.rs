@@ -1,0 +1,46 @@
+use thiserror::Error;
+
+/// What can go wrong in an object operation. The S3 layer maps each variant to one S3 error code.
+#[derive(Debug, Error)]
+pub enum ObjectError {
+    #[error("bucket does not exist")]
+    NoSuchBucket,
+    #[error("bucket already exists")]
+    BucketAlreadyExists,
+    #[error("bucket is not empty")]
+    BucketNotEmpty,
+    #[error("key does not exist")]
+    NoSuchKey,
+    #[error("multipart upload does not exist")]
+    NoSuchUpload,
+    #[error("precondition failed")]
+    PreconditionFailed,
+    #[error("invalid part: {0}")]
+    InvalidPart(String),
+    #[error("parts are not in ascending order")]
+    InvalidPartOrder,
+    #[error("part {part_number} is smaller than the 5 MiB minimum")]
+    EntityTooSmall { part_number: u32 },
+    #[error("object is larger than the maximum allowed size")]
+    EntityTooLarge,
+    #[error("content MD5 does not match")]
+    BadDigest,
+    #[error("{algo:?} checksum does not match")]
+    ChecksumMismatch { algo: cairn_meta::model::ChecksumAlgo },
+    #[error("body ended before Content-Length bytes were received")]
+    IncompleteBody,
+    #[error("body is longer than Content-Length")]
+    BodyTooLong,
+    #[error("requested range is not satisfiable")]
+    InvalidRange,
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("error reading request body: {0}")]
+    Body(String),
+    #[error("stored data is corrupt or missing: {0}")]
+    DataLoss(String),
+    #[error("storage error: {0}")]
+    Storage(String),
+    #[error("metadata is unavailable: {0}")]
+    Unavailable(String),
+}

@@ -1,0 +1,21 @@
+//! The object service sits between the S3 handlers and storage:
+//! `s3 handler → ObjectService → chunk writer / partition router → Raft group`.
+//!
+//! It streams request bodies into content-addressed chunks with bounded memory, computes the
+//! digests S3 needs in one pass, commits version records through the object's partition group,
+//! and reads objects back chunk by chunk, verifying every chunk's hash. Its background workers
+//! deliver chunk-reference updates, collect unreferenced chunks and reap abandoned uploads.
+
+mod digest;
+mod error;
+mod service;
+pub mod workers;
+
+pub use cairn_meta::model::{
+    BucketRecord, ChecksumAlgo, ObjectData, ObjectHeaders, ObjectRecord, PartRecord, UploadRecord,
+};
+pub use error::ObjectError;
+pub use service::{
+    BodyStream, ByteStream, Digests, ListMultipartPage, ListPage, ListPartsPage, ListQuery, ObjectService, PartSpec,
+    Precondition, PutOptions, ServiceConfig, Verifier, MAX_PUT_SIZE, MIN_PART_SIZE,
+};

@@ -1,0 +1,710 @@
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use futures::stream::{FuturesOrdered, StreamExt};
+use futures::Stream;
+
+use cairn_chunk::{ChunkPin, ChunkStore};
+use cairn_meta::model::{
+    BucketRecord, ChecksumAlgo, ChunkId, ChunkRef, ObjectData, ObjectHeaders, ObjectRecord, PartRecord, UploadRecord,
+};
+use cairn_meta::placement::{bucket_partition, partition_group, SYSTEM_GROUP};
+use cairn_meta::{Command, CommandError, Condition, Response};
+use cairn_raft::{GroupId, Registry};
+
+use crate::digest::{multipart_etag, BodyDigest};
+use crate::ObjectError;
+
+/// S3's limit for a single PUT, a part, and a copy source.
+pub const MAX_PUT_SIZE: u64 = 5 << 30;
+/// S3's minimum size of every part but the last.
+pub const MIN_PART_SIZE: u64 = 5 << 20;
+/// Chunk writes in flight per request: bounds memory to (this + 1) chunks.
+const WRITES_IN_FLIGHT: usize = 2;
+
+/// A request body: chunks of bytes or an I/O-ish error message.
+pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, ObjectError>> + Send>>;
+/// Bytes of an object being read back; every chunk was hash-verified before being yielded.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, ObjectError>> + Send>>;
+
+/// Digests computed in the same pass that cuts the body into chunks.
+#[derive(Clone, Debug)]
+pub struct Digests {
+    pub size: u64,
+    pub md5: [u8; 16],
+    /// Base64 value of the requested S3 checksum, if one was asked for.
+    pub checksum: Option<(ChecksumAlgo, String)>,
+}
+
+/// Called once the whole body has been read and before anything is committed: the S3 layer
+/// checks Content-MD5 and `x-amz-checksum-*` (header or aws-chunked trailer) here. Returning an
+/// error aborts the write; nothing becomes visible.
+pub type Verifier = Box<dyn FnOnce(&Digests) -> Result<(), ObjectError> + Send>;
+
+/// Conditions a PUT must satisfy at commit time (checked inside the partition state machine,
+/// so they are atomic with the write).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Precondition {
+    #[default]
+    None,
+    /// `If-None-Match: *`: the key must not exist.
+    IfNoneMatchStar,
+    /// `If-Match: "etag"`: the current version must have this ETag (unquoted; `*` = exists).
+    IfMatch(String),
+}
+
+/// Options for a PUT or UploadPart.
+pub struct PutOptions {
+    pub headers: ObjectHeaders,
+    /// Content-Length the client declared, if any: a body of another length is refused.
+    pub content_length: Option<u64>,
+    /// Which S3 checksum to compute (and store).
+    pub checksum_algo: Option<ChecksumAlgo>,
+    pub precondition: Precondition,
+    pub verify: Option<Verifier>,
+}
+
+impl Default for PutOptions {
+    fn default() -> Self {
+        Self {
+            headers: ObjectHeaders::default(),
+            content_length: None,
+            checksum_algo: None,
+            precondition: Precondition::None,
+            verify: None,
+        }
+    }
+}
+
+/// A ListObjects query (V1 and V2 both map onto it).
+#[derive(Clone, Debug, Default)]
+pub struct ListQuery {
+    pub prefix: String,
+    pub delimiter: Option<String>,
+    /// Exclusive lower bound on keys (V1 marker, V2 start-after or continuation token).
+    pub after: Option<String>,
+    /// 0..=1000; 0 returns an empty, non-truncated page.
+    pub max_keys: usize,
+}
+
+/// One page of a listing, keys in UTF-8 binary order.
+#[derive(Clone, Debug, Default)]
+pub struct ListPage {
+    pub objects: Vec<(String, ObjectRecord)>,
+    pub common_prefixes: Vec<String>,
+    pub is_truncated: bool,
+    /// The last key or common prefix returned: resume after it.
+    pub next_marker: Option<String>,
+}
+
+/// A part named in CompleteMultipartUpload.
+#[derive(Clone, Debug)]
+pub struct PartSpec {
+    pub part_number: u32,
+    /// Unquoted ETag as the client sent it.
+    pub etag: String,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ListPartsPage {
+    pub upload: Option<UploadRecord>,
+    pub parts: Vec<PartRecord>,
+    pub is_truncated: bool,
+    pub next_part_number_marker: Option<u32>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ListMultipartPage {
+    pub uploads: Vec<UploadRecord>,
+    pub common_prefixes: Vec<String>,
+    pub is_truncated: bool,
+    pub next_key_marker: Option<String>,
+    pub next_upload_id_marker: Option<String>,
+}
+
+/// Tunables of the object service.
+#[derive(Clone, Debug)]
+pub struct ServiceConfig {
+    pub chunk_size: usize,
+    pub inline_threshold: usize,
+}
+
+/// The object service. Cheap to clone.
+#[derive(Clone)]
+pub struct ObjectService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ServiceConfig,
+    registry: Arc<Registry>,
+    chunks: ChunkStore,
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn new_version() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+impl From<cairn_raft::RaftError> for ObjectError {
+    fn from(e: cairn_raft::RaftError) -> Self {
+        match e {
+            cairn_raft::RaftError::Meta(m) => ObjectError::Storage(m.to_string()),
+            other => ObjectError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl From<cairn_meta::MetaError> for ObjectError {
+    fn from(e: cairn_meta::MetaError) -> Self {
+        ObjectError::Storage(e.to_string())
+    }
+}
+
+fn refused(e: CommandError) -> ObjectError {
+    match e {
+        CommandError::BucketExists => ObjectError::BucketAlreadyExists,
+        CommandError::NoSuchBucket => ObjectError::NoSuchBucket,
+        CommandError::NoSuchUpload => ObjectError::NoSuchUpload,
+        CommandError::PreconditionFailed => ObjectError::PreconditionFailed,
+        CommandError::InvalidPart(m) => ObjectError::InvalidPart(m),
+    }
+}
+
+fn condition(p: &Precondition) -> Condition {
+    match p {
+        Precondition::None => Condition::None,
+        Precondition::IfNoneMatchStar => Condition::Absent,
+        Precondition::IfMatch(e) => Condition::EtagMatches(e.clone()),
+    }
+}
+
+/// What `ingest` produced: the data layout, digests, and pins that keep the chunks safe from
+/// GC until the metadata referencing them is committed.
+struct Ingested {
+    data: ObjectData,
+    digests: Digests,
+    _pins: Vec<ChunkPin>,
+}
+
+async fn write_chunk(store: ChunkStore, id: ChunkId, data: Bytes) -> Result<bool, cairn_chunk::ChunkError> {
+    store.put(id, data).await
+}
+
+impl ObjectService {
+    /// Builds the service over this node's Raft registry and chunk store.
+    pub fn new(config: ServiceConfig, registry: Arc<Registry>, chunks: ChunkStore) -> Self {
+        Self { inner: Arc::new(Inner { config, registry, chunks }) }
+    }
+
+    pub fn config(&self) -> &ServiceConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn registry(&self) -> &Arc<Registry> {
+        &self.inner.registry
+    }
+
+    pub(crate) fn chunks(&self) -> &ChunkStore {
+        &self.inner.chunks
+    }
+
+    pub(crate) fn partitions(&self) -> u32 {
+        self.inner.registry.meta().partitions()
+    }
+
+    /// The Raft group holding `bucket`'s object index (one shard per bucket for now).
+    fn group_of(&self, bucket: &str) -> GroupId {
+        partition_group(bucket_partition(bucket, 0, self.partitions()))
+    }
+
+    async fn propose(&self, group: GroupId, cmd: Command) -> Result<Response, ObjectError> {
+        Ok(self.inner.registry.propose(group, cmd).await?)
+    }
+
+    /// Proposes and turns a refusal into its error.
+    async fn propose_ok(&self, group: GroupId, cmd: Command) -> Result<Response, ObjectError> {
+        match self.propose(group, cmd).await? {
+            Response::Refused(e) => Err(refused(e)),
+            r => Ok(r),
+        }
+    }
+
+    // ---- buckets ----
+
+    /// Creates a bucket. `BucketAlreadyExists` if it exists.
+    pub async fn create_bucket(&self, name: &str) -> Result<BucketRecord, ObjectError> {
+        let record = BucketRecord { name: name.to_string(), created_ms: now_ms() };
+        self.propose_ok(SYSTEM_GROUP, Command::CreateBucket { record: record.clone() }).await?;
+        Ok(record)
+    }
+
+    /// Deletes an empty bucket: `BucketNotEmpty` if it holds objects or open uploads.
+    pub async fn delete_bucket(&self, name: &str) -> Result<(), ObjectError> {
+        self.head_bucket(name).await?;
+        let group = self.group_of(name);
+        self.inner.registry.read_barrier(group).await?;
+        if self.inner.registry.meta().bucket_has_data(group, name)? {
+            return Err(ObjectError::BucketNotEmpty);
+        }
+        self.propose_ok(SYSTEM_GROUP, Command::DeleteBucket { name: name.to_string() }).await?;
+        Ok(())
+    }
+
+    /// The bucket's record, or `NoSuchBucket`.
+    pub async fn head_bucket(&self, name: &str) -> Result<BucketRecord, ObjectError> {
+        self.inner.registry.read_barrier(SYSTEM_GROUP).await?;
+        self.inner.registry.meta().get_bucket(SYSTEM_GROUP, name)?.ok_or(ObjectError::NoSuchBucket)
+    }
+
+    /// All buckets, sorted by name.
+    pub async fn list_buckets(&self) -> Result<Vec<BucketRecord>, ObjectError> {
+        self.inner.registry.read_barrier(SYSTEM_GROUP).await?;
+        Ok(self.inner.registry.meta().list_buckets(SYSTEM_GROUP)?)
+    }
+
+    // ---- ingest ----
+
+    /// Reads `body` to the end, cutting it into chunks (written durably, at most
+    /// `WRITES_IN_FLIGHT` at a time) or keeping it inline if it fits `inline_limit`.
+    async fn ingest(
+        &self,
+        mut body: BodyStream,
+        content_length: Option<u64>,
+        checksum_algo: Option<ChecksumAlgo>,
+        inline_limit: usize,
+    ) -> Result<Ingested, ObjectError> {
+        let chunk_size = self.inner.config.chunk_size.max(1);
+        let mut digest = BodyDigest::new(checksum_algo);
+        let mut buf = BytesMut::with_capacity(chunk_size.min(1 << 20));
+        let mut chunk_hasher = blake3::Hasher::new();
+        let mut refs: Vec<ChunkRef> = Vec::new();
+        let mut pins: Vec<ChunkPin> = Vec::new();
+        let mut writes = FuturesOrdered::new();
+        let limit = content_length.unwrap_or(MAX_PUT_SIZE);
+
+        while let Some(piece) = body.next().await {
+            let mut piece = piece?;
+            if digest.size + piece.len() as u64 > limit {
+                return Err(if content_length.is_some() { ObjectError::BodyTooLong } else { ObjectError::EntityTooLarge });
+            }
+            digest.update(&piece);
+            while !piece.is_empty() {
+                let take = (chunk_size - buf.len()).min(piece.len());
+                let part = piece.split_to(take);
+                chunk_hasher.update(&part);
+                buf.extend_from_slice(&part);
+                if buf.len() == chunk_size {
+                    let data = buf.split().freeze();
+                    let id = ChunkId(*std::mem::replace(&mut chunk_hasher, blake3::Hasher::new()).finalize().as_bytes());
+                    pins.push(self.inner.chunks.pin(id));
+                    refs.push(ChunkRef { id, len: data.len() as u64 });
+                    writes.push_back(write_chunk(self.inner.chunks.clone(), id, data));
+                    if writes.len() >= WRITES_IN_FLIGHT {
+                        if let Some(r) = writes.next().await {
+                            r.map_err(|e| ObjectError::Storage(e.to_string()))?;
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(n) = content_length {
+            if digest.size != n {
+                return Err(ObjectError::IncompleteBody);
+            }
+        }
+        let data = if refs.is_empty() && buf.len() <= inline_limit {
+            ObjectData::Inline(buf.to_vec())
+        } else {
+            if !buf.is_empty() {
+                let data = buf.split().freeze();
+                let id = ChunkId(*chunk_hasher.finalize().as_bytes());
+                pins.push(self.inner.chunks.pin(id));
+                refs.push(ChunkRef { id, len: data.len() as u64 });
+                writes.push_back(write_chunk(self.inner.chunks.clone(), id, data));
+            }
+            while let Some(r) = writes.next().await {
+                r.map_err(|e| ObjectError::Storage(e.to_string()))?;
+            }
+            ObjectData::Chunks(refs)
+        };
+        Ok(Ingested { data, digests: digest.finish(), _pins: pins })
+    }
+
+    // ---- objects ----
+
+    /// Streams `body` into storage and commits it as the current version of `key`.
+    /// Returns the committed record. Nothing is visible unless this returns Ok.
+    pub async fn put_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: BodyStream,
+        opts: PutOptions,
+    ) -> Result<ObjectRecord, ObjectError> {
+        self.head_bucket(bucket).await?;
+        let inline = self.inner.config.inline_threshold;
+        let ingested = self.ingest(body, opts.content_length, opts.checksum_algo, inline).await?;
+        if let Some(verify) = opts.verify {
+            verify(&ingested.digests)?;
+        }
+        let record = ObjectRecord {
+            version: new_version(),
+            size: ingested.digests.size,
+            etag: hex::encode(ingested.digests.md5),
+            last_modified_ms: now_ms(),
+            headers: opts.headers,
+            checksum: ingested.digests.checksum.clone(),
+            parts: None,
+            data: ingested.data.clone(),
+        };
+        let cmd = Command::PutObject {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            record: record.clone(),
+            condition: condition(&opts.precondition),
+        };
+        self.propose_ok(self.group_of(bucket), cmd).await?;
+        drop(ingested);
+        Ok(record)
+    }
+
+    /// The current record of `key` (linearizable read), or `NoSuchKey` / `NoSuchBucket`.
+    pub async fn head_object(&self, bucket: &str, key: &str) -> Result<ObjectRecord, ObjectError> {
+        self.head_bucket(bucket).await?;
+        let group = self.group_of(bucket);
+        self.inner.registry.read_barrier(group).await?;
+        self.inner.registry.meta().get_object(group, bucket, key)?.ok_or(ObjectError::NoSuchKey)
+    }
+
+    /// Streams bytes `[start, end)` of `record` (the whole object when `range` is None).
+    /// The caller has already validated the range against `record.size`.
+    pub fn read_object(&self, record: &ObjectRecord, range: Option<(u64, u64)>) -> ByteStream {
+        let (start, end) = range.unwrap_or((0, record.size));
+        let end = end.min(record.size);
+        match &record.data {
+            ObjectData::Inline(bytes) => {
+                let slice = if start < end { Bytes::copy_from_slice(&bytes[start as usize..end as usize]) } else { Bytes::new() };
+                Box::pin(futures::stream::iter([Ok(slice)]))
+            }
+            ObjectData::Chunks(chunks) => {
+                // (chunk, offset within chunk, length) for every chunk overlapping the range.
+                let mut pieces = Vec::new();
+                let mut pos = 0u64;
+                for c in chunks {
+                    let (cs, ce) = (pos, pos + c.len);
+                    pos = ce;
+                    if ce <= start || cs >= end {
+                        continue;
+                    }
+                    let from = start.max(cs) - cs;
+                    let to = end.min(ce) - cs;
+                    pieces.push((c.id, from as usize, to as usize));
+                }
+                let store = self.inner.chunks.clone();
+                let stream = futures::stream::iter(pieces)
+                    .map(move |(id, from, to)| {
+                        let store = store.clone();
+                        async move {
+                            let data = store.get(&id).await.map_err(|e| match e {
+                                cairn_chunk::ChunkError::Io(e) => ObjectError::Storage(e.to_string()),
+                                other => ObjectError::DataLoss(other.to_string()),
+                            })?;
+                            if to > data.len() {
+                                return Err(ObjectError::DataLoss(format!("chunk {id} is shorter than recorded")));
+                            }
+                            Ok(data.slice(from..to))
+                        }
+                    })
+                    // Prefetch the next chunk while the current one is being sent.
+                    .buffered(2);
+                Box::pin(stream)
+            }
+        }
+    }
+
+    /// Deletes `key`; deleting a missing key succeeds (S3 semantics). `NoSuchBucket` if the
+    /// bucket is missing.
+    pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), ObjectError> {
+        self.head_bucket(bucket).await?;
+        let cmd = Command::DeleteObject { bucket: bucket.to_string(), key: key.to_string() };
+        self.propose_ok(self.group_of(bucket), cmd).await?;
+        Ok(())
+    }
+
+    /// Copies `src` to `dst_bucket/dst_key` with new headers. Chunks are shared, not copied.
+    pub async fn copy_object(
+        &self,
+        src: &ObjectRecord,
+        dst_bucket: &str,
+        dst_key: &str,
+        headers: ObjectHeaders,
+        precondition: Precondition,
+    ) -> Result<ObjectRecord, ObjectError> {
+        self.head_bucket(dst_bucket).await?;
+        if src.size > MAX_PUT_SIZE {
+            return Err(ObjectError::InvalidArgument("copy source is larger than 5 GiB; use UploadPartCopy".into()));
+        }
+        // Pins keep the shared chunks alive should the source be deleted before our refs land.
+        let _pins: Vec<ChunkPin> = src.data.chunks().iter().map(|c| self.inner.chunks.pin(c.id)).collect();
+        let record = ObjectRecord {
+            version: new_version(),
+            last_modified_ms: now_ms(),
+            headers,
+            ..src.clone()
+        };
+        let cmd = Command::PutObject {
+            bucket: dst_bucket.to_string(),
+            key: dst_key.to_string(),
+            record: record.clone(),
+            condition: condition(&precondition),
+        };
+        self.propose_ok(self.group_of(dst_bucket), cmd).await?;
+        Ok(record)
+    }
+
+    /// Lists keys in `bucket` per `query`.
+    pub async fn list_objects(&self, bucket: &str, query: &ListQuery) -> Result<ListPage, ObjectError> {
+        self.head_bucket(bucket).await?;
+        let group = self.group_of(bucket);
+        self.inner.registry.read_barrier(group).await?;
+        let l = self.inner.registry.meta().list_objects(
+            group,
+            bucket,
+            &query.prefix,
+            query.delimiter.as_deref(),
+            query.after.as_deref(),
+            query.max_keys,
+        )?;
+        Ok(ListPage { objects: l.entries, common_prefixes: l.common_prefixes, is_truncated: l.truncated, next_marker: l.last })
+    }
+
+    // ---- multipart ----
+
+    /// Starts a multipart upload; returns its record (with the new upload id).
+    pub async fn create_multipart(
+        &self,
+        bucket: &str,
+        key: &str,
+        headers: ObjectHeaders,
+        checksum_algo: Option<ChecksumAlgo>,
+    ) -> Result<UploadRecord, ObjectError> {
+        self.head_bucket(bucket).await?;
+        let record = UploadRecord {
+            upload_id: new_version(),
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            initiated_ms: now_ms(),
+            headers,
+            checksum_algo,
+        };
+        self.propose_ok(self.group_of(bucket), Command::CreateUpload { record: record.clone() }).await?;
+        Ok(record)
+    }
+
+    async fn get_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<UploadRecord, ObjectError> {
+        self.head_bucket(bucket).await?;
+        let group = self.group_of(bucket);
+        self.inner.registry.read_barrier(group).await?;
+        self.inner.registry.meta().get_upload(group, bucket, key, upload_id)?.ok_or(ObjectError::NoSuchUpload)
+    }
+
+    /// Stores one part (1..=10000), replacing any earlier part with that number.
+    pub async fn upload_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        body: BodyStream,
+        opts: PutOptions,
+    ) -> Result<PartRecord, ObjectError> {
+        if !(1..=10_000).contains(&part_number) {
+            return Err(ObjectError::InvalidArgument("part number must be between 1 and 10000".into()));
+        }
+        self.get_upload(bucket, key, upload_id).await?;
+        // Parts are always chunked so a completed object is a plain chunk list.
+        let ingested = self.ingest(body, opts.content_length, opts.checksum_algo, 0).await?;
+        if let Some(verify) = opts.verify {
+            verify(&ingested.digests)?;
+        }
+        self.commit_part(bucket, key, upload_id, part_number, ingested).await
+    }
+
+    async fn commit_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        ingested: Ingested,
+    ) -> Result<PartRecord, ObjectError> {
+        let part = PartRecord {
+            part_number,
+            version: new_version(),
+            size: ingested.digests.size,
+            etag: hex::encode(ingested.digests.md5),
+            last_modified_ms: now_ms(),
+            checksum: ingested.digests.checksum.clone(),
+            data: ingested.data.clone(),
+        };
+        let cmd = Command::PutPart {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            upload_id: upload_id.to_string(),
+            part: part.clone(),
+        };
+        self.propose_ok(self.group_of(bucket), cmd).await?;
+        drop(ingested);
+        Ok(part)
+    }
+
+    /// Stores bytes `[start, end)` of `src` as a part (UploadPartCopy).
+    pub async fn upload_part_copy(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        src: &ObjectRecord,
+        range: Option<(u64, u64)>,
+    ) -> Result<PartRecord, ObjectError> {
+        if !(1..=10_000).contains(&part_number) {
+            return Err(ObjectError::InvalidArgument("part number must be between 1 and 10000".into()));
+        }
+        let (start, end) = range.unwrap_or((0, src.size));
+        if start > end || end > src.size {
+            return Err(ObjectError::InvalidRange);
+        }
+        if end - start > MAX_PUT_SIZE {
+            return Err(ObjectError::InvalidArgument("copy range is larger than 5 GiB".into()));
+        }
+        self.get_upload(bucket, key, upload_id).await?;
+        let body = self.read_object(src, Some((start, end)));
+        let ingested = self.ingest(body, Some(end - start), None, 0).await?;
+        self.commit_part(bucket, key, upload_id, part_number, ingested).await
+    }
+
+    /// Completes an upload from the listed parts (ascending, each but the last ≥ 5 MiB).
+    pub async fn complete_multipart(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<PartSpec>,
+        precondition: Precondition,
+    ) -> Result<ObjectRecord, ObjectError> {
+        let upload = self.get_upload(bucket, key, upload_id).await?;
+        if parts.is_empty() {
+            return Err(ObjectError::InvalidArgument("you must specify at least one part".into()));
+        }
+        if parts.windows(2).any(|w| w[0].part_number >= w[1].part_number) {
+            return Err(ObjectError::InvalidPartOrder);
+        }
+        let group = self.group_of(bucket);
+        let (stored, _) = self.inner.registry.meta().list_parts(group, upload_id, 0, 10_000)?;
+        let mut chosen = Vec::with_capacity(parts.len());
+        for spec in &parts {
+            let etag = spec.etag.trim_matches('"');
+            match stored.iter().find(|p| p.part_number == spec.part_number) {
+                Some(p) if p.etag == etag => chosen.push(p),
+                _ => {
+                    return Err(ObjectError::InvalidPart(format!(
+                        "part {} was not uploaded or its ETag does not match",
+                        spec.part_number
+                    )))
+                }
+            }
+        }
+        let last = chosen.len() - 1;
+        for (i, p) in chosen.iter().enumerate() {
+            if i < last && p.size < MIN_PART_SIZE {
+                return Err(ObjectError::EntityTooSmall { part_number: p.part_number });
+            }
+        }
+        let etags: Vec<String> = chosen.iter().map(|p| p.etag.clone()).collect();
+        let etag = multipart_etag(&etags).ok_or_else(|| ObjectError::Storage("stored part ETag is not hex".into()))?;
+        let mut chunks = Vec::new();
+        for p in &chosen {
+            chunks.extend_from_slice(p.data.chunks());
+        }
+        let record = ObjectRecord {
+            version: new_version(),
+            size: chosen.iter().map(|p| p.size).sum(),
+            etag,
+            last_modified_ms: now_ms(),
+            headers: upload.headers,
+            checksum: None,
+            parts: Some(chosen.iter().map(|p| p.size).collect()),
+            data: ObjectData::Chunks(chunks),
+        };
+        let cmd = Command::CompleteUpload {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            upload_id: upload_id.to_string(),
+            parts: chosen.iter().map(|p| (p.part_number, p.etag.clone())).collect(),
+            record: record.clone(),
+            condition: condition(&precondition),
+        };
+        self.propose_ok(group, cmd).await?;
+        Ok(record)
+    }
+
+    /// Aborts an upload and releases its parts.
+    pub async fn abort_multipart(&self, bucket: &str, key: &str, upload_id: &str) -> Result<(), ObjectError> {
+        self.head_bucket(bucket).await?;
+        let cmd = Command::AbortUpload { bucket: bucket.to_string(), key: key.to_string(), upload_id: upload_id.to_string() };
+        self.propose_ok(self.group_of(bucket), cmd).await?;
+        Ok(())
+    }
+
+    /// Parts of an upload with number > `after`, up to `max` of them.
+    pub async fn list_parts(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        after: u32,
+        max: usize,
+    ) -> Result<ListPartsPage, ObjectError> {
+        let upload = self.get_upload(bucket, key, upload_id).await?;
+        let (parts, is_truncated) = self.inner.registry.meta().list_parts(self.group_of(bucket), upload_id, after, max)?;
+        let next_part_number_marker = parts.last().map(|p| p.part_number);
+        Ok(ListPartsPage { upload: Some(upload), parts, is_truncated, next_part_number_marker })
+    }
+
+    /// Open uploads in `bucket` under `prefix`, after (key, upload id) markers.
+    pub async fn list_multipart_uploads(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        delimiter: Option<&str>,
+        key_marker: Option<&str>,
+        upload_id_marker: Option<&str>,
+        max: usize,
+    ) -> Result<ListMultipartPage, ObjectError> {
+        self.head_bucket(bucket).await?;
+        let group = self.group_of(bucket);
+        self.inner.registry.read_barrier(group).await?;
+        let after = key_marker.map(|k| (k, upload_id_marker));
+        let l = self.inner.registry.meta().list_uploads(group, bucket, prefix, delimiter, after, max)?;
+        let last = l.entries.last().map(|(_, u)| (u.key.clone(), u.upload_id.clone()));
+        let (next_key_marker, next_upload_id_marker) = match (l.truncated, last) {
+            (true, Some((k, id))) => (Some(k), Some(id)),
+            (true, None) => (l.last.clone(), None),
+            _ => (None, None),
+        };
+        Ok(ListMultipartPage {
+            uploads: l.entries.into_iter().map(|(_, u)| u).collect(),
+            common_prefixes: l.common_prefixes,
+            is_truncated: l.truncated,
+            next_key_marker,
+            next_upload_id_marker,
+        })
+    }
+}
