@@ -74,7 +74,7 @@ impl Default for Config {
             raft_snapshot_every: 10_000,
             s3_region: "us-east-1".into(),
             s3_domains: "localhost".into(),
-            log: "info".into(),
+            log: "info,s3s=off".into(),
         }
     }
 }
@@ -152,7 +152,10 @@ pub enum ConfigError {
 }
 
 fn invalid(setting: &str, msg: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { setting: setting.to_uppercase(), msg: msg.into() }
+    ConfigError::Invalid {
+        setting: setting.to_uppercase(),
+        msg: msg.into(),
+    }
 }
 
 impl Config {
@@ -165,17 +168,25 @@ impl Config {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = &flags.config {
             if !path.is_file() {
-                return Err(ConfigError::File { path: path.clone(), msg: "not found or not a file".into() });
+                return Err(ConfigError::File {
+                    path: path.clone(),
+                    msg: "not found or not a file".into(),
+                });
             }
             fig = fig.merge(Toml::file_exact(path));
         }
         fig = fig.merge(env).merge(Serialized::defaults(flags));
         let cfg: Config = fig.extract().map_err(|e| {
-            let setting = e.path.last().cloned().unwrap_or_else(|| "configuration".into());
+            let setting = e
+                .path
+                .last()
+                .cloned()
+                .unwrap_or_else(|| "configuration".into());
             match (&flags.config, e.kind.clone()) {
-                (Some(path), figment::error::Kind::UnknownField(f, _)) => {
-                    ConfigError::File { path: path.clone(), msg: format!("unknown setting `{f}`") }
-                }
+                (Some(path), figment::error::Kind::UnknownField(f, _)) => ConfigError::File {
+                    path: path.clone(),
+                    msg: format!("unknown setting `{f}`"),
+                },
                 _ => invalid(&setting, e.kind.to_string()),
             }
         })?;
@@ -189,12 +200,23 @@ impl Config {
             return Err(invalid("storage_path", "must not be empty"));
         }
         if let Some(id) = &self.node_id {
-            if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
-                return Err(invalid("node_id", "must be 1-64 characters of [A-Za-z0-9._-]"));
+            if id.is_empty()
+                || id.len() > 64
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+            {
+                return Err(invalid(
+                    "node_id",
+                    "must be 1-64 characters of [A-Za-z0-9._-]",
+                ));
             }
         }
         if self.node_bind_addr.parse::<std::net::IpAddr>().is_err() {
-            return Err(invalid("node_bind_addr", format!("`{}` is not an IP address", self.node_bind_addr)));
+            return Err(invalid(
+                "node_bind_addr",
+                format!("`{}` is not an IP address", self.node_bind_addr),
+            ));
         }
         for (name, port) in [
             ("node_api_port", self.node_api_port),
@@ -209,29 +231,65 @@ impl Config {
             || self.node_api_port == self.node_admin_port
             || self.node_rpc_port == self.node_admin_port
         {
-            return Err(invalid("node_api_port", "NODE_API_PORT, NODE_RPC_PORT and NODE_ADMIN_PORT must differ"));
+            return Err(invalid(
+                "node_api_port",
+                "NODE_API_PORT, NODE_RPC_PORT and NODE_ADMIN_PORT must differ",
+            ));
         }
         match (&self.access_key, &self.secret_key) {
-            (Some(_), None) => return Err(invalid("secret_key", "ACCESS_KEY is set but SECRET_KEY is not")),
-            (None, Some(_)) => return Err(invalid("access_key", "SECRET_KEY is set but ACCESS_KEY is not")),
+            (Some(_), None) => {
+                return Err(invalid(
+                    "secret_key",
+                    "ACCESS_KEY is set but SECRET_KEY is not",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "access_key",
+                    "SECRET_KEY is set but ACCESS_KEY is not",
+                ))
+            }
             (Some(a), Some(s)) => {
-                if a.len() < 3 || a.len() > 128 || !a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                    return Err(invalid("access_key", "must be 3-128 characters of [A-Za-z0-9_-]"));
+                if a.len() < 3
+                    || a.len() > 128
+                    || !a
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                {
+                    return Err(invalid(
+                        "access_key",
+                        "must be 3-128 characters of [A-Za-z0-9_-]",
+                    ));
                 }
-                if s.len() < 8 || s.len() > 128 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                    return Err(invalid("secret_key", "must be 8-128 characters without whitespace"));
+                if s.len() < 8
+                    || s.len() > 128
+                    || s.chars().any(|c| c.is_whitespace() || c.is_control())
+                {
+                    return Err(invalid(
+                        "secret_key",
+                        "must be 8-128 characters without whitespace",
+                    ));
                 }
             }
             (None, None) => {}
         }
         if self.partitions == 0 || !self.partitions.is_power_of_two() || self.partitions > 4096 {
-            return Err(invalid("partitions", "must be a power of two between 1 and 4096"));
+            return Err(invalid(
+                "partitions",
+                "must be a power of two between 1 and 4096",
+            ));
         }
         if !(64 << 10..=64 << 20).contains(&self.chunk_size) {
-            return Err(invalid("chunk_size", "must be between 65536 (64 KiB) and 67108864 (64 MiB) bytes"));
+            return Err(invalid(
+                "chunk_size",
+                "must be between 65536 (64 KiB) and 67108864 (64 MiB) bytes",
+            ));
         }
         if self.inline_threshold > self.chunk_size || self.inline_threshold > 1 << 20 {
-            return Err(invalid("inline_threshold", "must be at most 1 MiB and at most CHUNK_SIZE"));
+            return Err(invalid(
+                "inline_threshold",
+                "must be at most 1 MiB and at most CHUNK_SIZE",
+            ));
         }
         if self.gc_interval_secs == 0 {
             return Err(invalid("gc_interval_secs", "must be at least 1"));
@@ -247,7 +305,10 @@ impl Config {
         }
         for seed in self.seeds() {
             if !seed.contains(':') {
-                return Err(invalid("cluster_seeds", format!("`{seed}` is not host:port")));
+                return Err(invalid(
+                    "cluster_seeds",
+                    format!("`{seed}` is not host:port"),
+                ));
             }
         }
         Ok(())
@@ -270,13 +331,18 @@ impl Config {
 }
 
 fn split_list(s: &str) -> Vec<String> {
-    s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
+    s.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    #[allow(clippy::result_large_err)] // figment::Jail fixes the closure's error type
     fn load_with(env: &[(&str, &str)], flags: &ServerFlags) -> Result<Config, ConfigError> {
         let mut result = None;
         figment::Jail::expect_with(|jail| {
@@ -301,13 +367,24 @@ mod tests {
     fn environment_overrides_file_and_flags_override_environment() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("cairn.toml");
-        std::fs::write(&file, "node_api_port = 9100\nnode_rpc_port = 7100\nstorage_path = \"/tmp/x\"\n").unwrap();
-        let flags = ServerFlags { config: Some(file.clone()), ..Default::default() };
+        std::fs::write(
+            &file,
+            "node_api_port = 9100\nnode_rpc_port = 7100\nstorage_path = \"/tmp/x\"\n",
+        )
+        .unwrap();
+        let flags = ServerFlags {
+            config: Some(file.clone()),
+            ..Default::default()
+        };
         let c = load_with(&[("NODE_API_PORT", "9200")], &flags).unwrap();
         assert_eq!(c.node_api_port, 9200, "env beats file");
         assert_eq!(c.node_rpc_port, 7100, "file beats default");
         assert_eq!(c.storage_path, PathBuf::from("/tmp/x"));
-        let flags = ServerFlags { config: Some(file), api_port: Some(9300), ..Default::default() };
+        let flags = ServerFlags {
+            config: Some(file),
+            api_port: Some(9300),
+            ..Default::default()
+        };
         let c = load_with(&[("NODE_API_PORT", "9200")], &flags).unwrap();
         assert_eq!(c.node_api_port, 9300, "flag beats env");
     }
@@ -349,8 +426,13 @@ mod tests {
             ("CLUSTER_SEEDS", "nohost", "CLUSTER_SEEDS"),
         ];
         for (k, v, named) in cases {
-            let err = load_with(&[(k, v)], &ServerFlags::default()).unwrap_err().to_string();
-            assert!(err.contains(named), "{k}={v}: error `{err}` should name {named}");
+            let err = load_with(&[(k, v)], &ServerFlags::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(named),
+                "{k}={v}: error `{err}` should name {named}"
+            );
         }
     }
 
@@ -359,7 +441,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("cairn.toml");
         std::fs::write(&file, "node_api_prot = 1\n").unwrap();
-        let flags = ServerFlags { config: Some(file), ..Default::default() };
+        let flags = ServerFlags {
+            config: Some(file),
+            ..Default::default()
+        };
         let err = load_with(&[], &flags).unwrap_err().to_string();
         assert!(err.contains("node_api_prot"), "{err}");
     }

@@ -35,14 +35,33 @@ impl RefOp {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     // ---- system group ----
-    CreateBucket { record: BucketRecord },
-    DeleteBucket { name: String },
+    CreateBucket {
+        record: BucketRecord,
+    },
+    DeleteBucket {
+        name: String,
+    },
 
     // ---- partition groups ----
-    PutObject { bucket: String, key: String, record: ObjectRecord, condition: Condition },
-    DeleteObject { bucket: String, key: String },
-    CreateUpload { record: UploadRecord },
-    PutPart { bucket: String, key: String, upload_id: String, part: PartRecord },
+    PutObject {
+        bucket: String,
+        key: String,
+        record: ObjectRecord,
+        condition: Condition,
+    },
+    DeleteObject {
+        bucket: String,
+        key: String,
+    },
+    CreateUpload {
+        record: UploadRecord,
+    },
+    PutPart {
+        bucket: String,
+        key: String,
+        upload_id: String,
+        part: PartRecord,
+    },
     /// Turns an upload into an object. `parts` are the (number, etag) pairs the record was
     /// built from; the apply re-checks them so a part replaced meanwhile fails the completion.
     CompleteUpload {
@@ -53,11 +72,19 @@ pub enum Command {
         record: ObjectRecord,
         condition: Condition,
     },
-    AbortUpload { bucket: String, key: String, upload_id: String },
+    AbortUpload {
+        bucket: String,
+        key: String,
+        upload_id: String,
+    },
     /// Applied in a chunk's partition: update reference sets.
-    RefOps { ops: Vec<RefOp> },
+    RefOps {
+        ops: Vec<RefOp>,
+    },
     /// Applied in an object's partition: outbox entries up to `up_to` (inclusive) were delivered.
-    OutboxAck { up_to: u64 },
+    OutboxAck {
+        up_to: u64,
+    },
 }
 
 /// Why a command was refused by the state machine. The state is unchanged in that case.

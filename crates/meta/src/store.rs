@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use redb::{Database, ReadableTable, ReadableDatabase, Table, TableDefinition, WriteTransaction};
+use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -76,7 +76,12 @@ impl MetaStore {
 
     /// Applies `cmd` to `group`'s state inside `txn`. A refused command changes nothing and
     /// returns `Response::Refused`; an `Err` is a storage failure.
-    pub fn apply(&self, txn: &WriteTransaction, group: u64, cmd: &Command) -> Result<Response, MetaError> {
+    pub fn apply(
+        &self,
+        txn: &WriteTransaction,
+        group: u64,
+        cmd: &Command,
+    ) -> Result<Response, MetaError> {
         match cmd {
             Command::CreateBucket { record } => {
                 let mut t = txn.open_table(BUCKETS)?;
@@ -95,7 +100,12 @@ impl MetaStore {
                 }
                 Ok(Response::Done)
             }
-            Command::PutObject { bucket, key, record, condition } => {
+            Command::PutObject {
+                bucket,
+                key,
+                record,
+                condition,
+            } => {
                 let mut objects = txn.open_table(OBJECTS)?;
                 let k = keys::object(group, bucket, key);
                 let old: Option<ObjectRecord> = match objects.get(k.as_slice())? {
@@ -107,9 +117,15 @@ impl MetaStore {
                 }
                 objects.insert(k.as_slice(), encode(record)?.as_slice())?;
                 drop(objects);
-                let mut ops = add_ops(record.data.chunks(), &object_owner(bucket, key, &record.version));
+                let mut ops = add_ops(
+                    record.data.chunks(),
+                    &object_owner(bucket, key, &record.version),
+                );
                 if let Some(old) = old {
-                    ops.extend(remove_ops(old.data.chunks(), &object_owner(bucket, key, &old.version)));
+                    ops.extend(remove_ops(
+                        old.data.chunks(),
+                        &object_owner(bucket, key, &old.version),
+                    ));
                 }
                 self.push_outbox(txn, group, ops)?;
                 Ok(Response::Done)
@@ -124,7 +140,8 @@ impl MetaStore {
                 drop(objects);
                 match old {
                     Some(old) => {
-                        let ops = remove_ops(old.data.chunks(), &object_owner(bucket, key, &old.version));
+                        let ops =
+                            remove_ops(old.data.chunks(), &object_owner(bucket, key, &old.version));
                         self.push_outbox(txn, group, ops)?;
                         Ok(Response::Deleted(true))
                     }
@@ -137,27 +154,49 @@ impl MetaStore {
                 t.insert(k.as_slice(), encode(record)?.as_slice())?;
                 Ok(Response::Done)
             }
-            Command::PutPart { bucket, key, upload_id, part } => {
+            Command::PutPart {
+                bucket,
+                key,
+                upload_id,
+                part,
+            } => {
                 let uploads = txn.open_table(UPLOADS)?;
-                if uploads.get(keys::upload(group, bucket, key, upload_id).as_slice())?.is_none() {
+                if uploads
+                    .get(keys::upload(group, bucket, key, upload_id).as_slice())?
+                    .is_none()
+                {
                     return Ok(Response::Refused(CommandError::NoSuchUpload));
                 }
                 drop(uploads);
                 let mut parts = txn.open_table(PARTS)?;
                 let k = keys::part(group, upload_id, part.part_number);
-                let old: Option<PartRecord> = match parts.insert(k.as_slice(), encode(part)?.as_slice())? {
-                    Some(v) => Some(decode(v.value())?),
-                    None => None,
-                };
+                let old: Option<PartRecord> =
+                    match parts.insert(k.as_slice(), encode(part)?.as_slice())? {
+                        Some(v) => Some(decode(v.value())?),
+                        None => None,
+                    };
                 drop(parts);
-                let mut ops = add_ops(part.data.chunks(), &part_owner(upload_id, part.part_number, &part.version));
+                let mut ops = add_ops(
+                    part.data.chunks(),
+                    &part_owner(upload_id, part.part_number, &part.version),
+                );
                 if let Some(old) = old {
-                    ops.extend(remove_ops(old.data.chunks(), &part_owner(upload_id, old.part_number, &old.version)));
+                    ops.extend(remove_ops(
+                        old.data.chunks(),
+                        &part_owner(upload_id, old.part_number, &old.version),
+                    ));
                 }
                 self.push_outbox(txn, group, ops)?;
                 Ok(Response::Done)
             }
-            Command::CompleteUpload { bucket, key, upload_id, parts: wanted, record, condition } => {
+            Command::CompleteUpload {
+                bucket,
+                key,
+                upload_id,
+                parts: wanted,
+                record,
+                condition,
+            } => {
                 let mut uploads = txn.open_table(UPLOADS)?;
                 let uk = keys::upload(group, bucket, key, upload_id);
                 if uploads.get(uk.as_slice())?.is_none() {
@@ -167,7 +206,11 @@ impl MetaStore {
                 for (n, etag) in wanted {
                     match stored.iter().find(|p| p.part_number == *n) {
                         Some(p) if p.etag == *etag => {}
-                        _ => return Ok(Response::Refused(CommandError::InvalidPart(format!("part {n}")))),
+                        _ => {
+                            return Ok(Response::Refused(CommandError::InvalidPart(format!(
+                                "part {n}"
+                            ))))
+                        }
                     }
                 }
                 let mut objects = txn.open_table(OBJECTS)?;
@@ -183,17 +226,30 @@ impl MetaStore {
                 drop(objects);
                 uploads.remove(uk.as_slice())?;
                 drop(uploads);
-                let mut ops = add_ops(record.data.chunks(), &object_owner(bucket, key, &record.version));
+                let mut ops = add_ops(
+                    record.data.chunks(),
+                    &object_owner(bucket, key, &record.version),
+                );
                 if let Some(old) = old {
-                    ops.extend(remove_ops(old.data.chunks(), &object_owner(bucket, key, &old.version)));
+                    ops.extend(remove_ops(
+                        old.data.chunks(),
+                        &object_owner(bucket, key, &old.version),
+                    ));
                 }
                 ops.extend(self.drop_parts(txn, group, upload_id, stored)?);
                 self.push_outbox(txn, group, ops)?;
                 Ok(Response::Done)
             }
-            Command::AbortUpload { bucket, key, upload_id } => {
+            Command::AbortUpload {
+                bucket,
+                key,
+                upload_id,
+            } => {
                 let mut uploads = txn.open_table(UPLOADS)?;
-                if uploads.remove(keys::upload(group, bucket, key, upload_id).as_slice())?.is_none() {
+                if uploads
+                    .remove(keys::upload(group, bucket, key, upload_id).as_slice())?
+                    .is_none()
+                {
                     return Ok(Response::Refused(CommandError::NoSuchUpload));
                 }
                 drop(uploads);
@@ -207,7 +263,10 @@ impl MetaStore {
                 for op in ops {
                     match op {
                         RefOp::Add { chunk, owner } => {
-                            refs.insert(keys::chunk_ref(group, &chunk.0, owner).as_slice(), [].as_slice())?;
+                            refs.insert(
+                                keys::chunk_ref(group, &chunk.0, owner).as_slice(),
+                                [].as_slice(),
+                            )?;
                         }
                         RefOp::Remove { chunk, owner } => {
                             refs.remove(keys::chunk_ref(group, &chunk.0, owner).as_slice())?;
@@ -226,7 +285,12 @@ impl MetaStore {
         }
     }
 
-    fn read_parts(&self, txn: &WriteTransaction, group: u64, upload_id: &str) -> Result<Vec<PartRecord>, MetaError> {
+    fn read_parts(
+        &self,
+        txn: &WriteTransaction,
+        group: u64,
+        upload_id: &str,
+    ) -> Result<Vec<PartRecord>, MetaError> {
         let parts = txn.open_table(PARTS)?;
         let start = keys::parts_prefix(group, upload_id);
         let end = keys::prefix_end(&start).unwrap_or_else(|| keys::group_end(group));
@@ -250,12 +314,20 @@ impl MetaStore {
         let mut ops = Vec::new();
         for p in stored {
             parts.remove(keys::part(group, upload_id, p.part_number).as_slice())?;
-            ops.extend(remove_ops(p.data.chunks(), &part_owner(upload_id, p.part_number, &p.version)));
+            ops.extend(remove_ops(
+                p.data.chunks(),
+                &part_owner(upload_id, p.part_number, &p.version),
+            ));
         }
         Ok(ops)
     }
 
-    fn push_outbox(&self, txn: &WriteTransaction, group: u64, ops: Vec<RefOp>) -> Result<(), MetaError> {
+    fn push_outbox(
+        &self,
+        txn: &WriteTransaction,
+        group: u64,
+        ops: Vec<RefOp>,
+    ) -> Result<(), MetaError> {
         if ops.is_empty() {
             return Ok(());
         }
@@ -277,14 +349,24 @@ impl MetaStore {
     // ---- raw state-machine metadata (used by the Raft adaptor) ----
 
     /// Stores a small value under `name` in `group`'s metadata, inside `txn`.
-    pub fn put_sm_meta<T: Serialize>(&self, txn: &WriteTransaction, group: u64, name: &str, v: &T) -> Result<(), MetaError> {
+    pub fn put_sm_meta<T: Serialize>(
+        &self,
+        txn: &WriteTransaction,
+        group: u64,
+        name: &str,
+        v: &T,
+    ) -> Result<(), MetaError> {
         let mut meta = txn.open_table(SM_META)?;
         meta.insert(keys::sm_meta(group, name).as_slice(), encode(v)?.as_slice())?;
         Ok(())
     }
 
     /// Reads a value stored by `put_sm_meta`.
-    pub fn get_sm_meta<T: DeserializeOwned>(&self, group: u64, name: &str) -> Result<Option<T>, MetaError> {
+    pub fn get_sm_meta<T: DeserializeOwned>(
+        &self,
+        group: u64,
+        name: &str,
+    ) -> Result<Option<T>, MetaError> {
         let txn = self.db.begin_read()?;
         let meta = txn.open_table(SM_META)?;
         match meta.get(keys::sm_meta(group, name).as_slice())? {
@@ -311,20 +393,38 @@ impl MetaStore {
         Ok(out)
     }
 
-    pub fn get_object(&self, group: u64, bucket: &str, key: &str) -> Result<Option<ObjectRecord>, MetaError> {
+    pub fn get_object(
+        &self,
+        group: u64,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<ObjectRecord>, MetaError> {
         self.get_one(OBJECTS, &keys::object(group, bucket, key))
     }
 
-    pub fn get_upload(&self, group: u64, bucket: &str, key: &str, upload_id: &str) -> Result<Option<UploadRecord>, MetaError> {
+    pub fn get_upload(
+        &self,
+        group: u64,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<Option<UploadRecord>, MetaError> {
         self.get_one(UPLOADS, &keys::upload(group, bucket, key, upload_id))
     }
 
     /// Parts of `upload_id` with number > `after`, at most `max`, plus whether more follow.
-    pub fn list_parts(&self, group: u64, upload_id: &str, after: u32, max: usize) -> Result<(Vec<PartRecord>, bool), MetaError> {
+    pub fn list_parts(
+        &self,
+        group: u64,
+        upload_id: &str,
+        after: u32,
+        max: usize,
+    ) -> Result<(Vec<PartRecord>, bool), MetaError> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(PARTS)?;
         let start = keys::part(group, upload_id, after.saturating_add(1));
-        let end = keys::prefix_end(&keys::parts_prefix(group, upload_id)).unwrap_or_else(|| keys::group_end(group));
+        let end = keys::prefix_end(&keys::parts_prefix(group, upload_id))
+            .unwrap_or_else(|| keys::group_end(group));
         let mut out = Vec::new();
         if after == u32::MAX {
             return Ok((out, false));
@@ -366,7 +466,9 @@ impl MetaStore {
     ) -> Result<Listing<ObjectRecord>, MetaError> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(OBJECTS)?;
-        list_range(&t, group, bucket, prefix, delimiter, after, max, |k| Some(k.to_string()))
+        list_range(&t, group, bucket, prefix, delimiter, after, max, |k| {
+            Some(k.to_string())
+        })
     }
 
     /// Lists open uploads of `bucket` ordered by (key, upload id).
@@ -387,9 +489,16 @@ impl MetaStore {
             // AWS: with only key-marker, uploads for that key are skipped entirely.
             None => format!("{k}\0\u{10FFFF}"),
         });
-        list_range(&t, group, bucket, prefix, delimiter, after_raw.as_deref(), max, |raw| {
-            raw.split('\0').next().map(str::to_string)
-        })
+        list_range(
+            &t,
+            group,
+            bucket,
+            prefix,
+            delimiter,
+            after_raw.as_deref(),
+            max,
+            |raw| raw.split('\0').next().map(str::to_string),
+        )
     }
 
     /// Owners referencing `chunk` (in the chunk's partition `group`).
@@ -426,7 +535,11 @@ impl MetaStore {
     }
 
     /// Every upload older than `before_ms` in `group` (for the abandoned-upload reaper).
-    pub fn uploads_older_than(&self, group: u64, before_ms: i64) -> Result<Vec<UploadRecord>, MetaError> {
+    pub fn uploads_older_than(
+        &self,
+        group: u64,
+        before_ms: i64,
+    ) -> Result<Vec<UploadRecord>, MetaError> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(UPLOADS)?;
         let (s, e) = (keys::group_start(group), keys::group_end(group));
@@ -441,7 +554,11 @@ impl MetaStore {
         Ok(out)
     }
 
-    fn get_one<T: DeserializeOwned>(&self, table: TableDefinition<&[u8], &[u8]>, key: &[u8]) -> Result<Option<T>, MetaError> {
+    fn get_one<T: DeserializeOwned>(
+        &self,
+        table: TableDefinition<&[u8], &[u8]>,
+        key: &[u8],
+    ) -> Result<Option<T>, MetaError> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(table)?;
         match t.get(key)? {
@@ -454,7 +571,7 @@ impl MetaStore {
 
     /// Serialises all of `group`'s state (every table's range) into one blob; also returns the
     /// group's state-machine metadata entries read in the same transaction.
-    pub fn export_group(&self, group: u64) -> Result<(Vec<u8>, BTreeMap<String, Vec<u8>>), MetaError> {
+    pub fn export_group(&self, group: u64) -> Result<(Vec<u8>, SmMetaEntries), MetaError> {
         let txn = self.db.begin_read()?;
         let (s, e) = (keys::group_start(group), keys::group_end(group));
         let mut rows: Vec<(u8, Vec<u8>, Vec<u8>)> = Vec::new();
@@ -474,7 +591,12 @@ impl MetaStore {
     }
 
     /// Replaces all of `group`'s state with `blob` (from `export_group`), inside `txn`.
-    pub fn import_group(&self, txn: &WriteTransaction, group: u64, blob: &[u8]) -> Result<(), MetaError> {
+    pub fn import_group(
+        &self,
+        txn: &WriteTransaction,
+        group: u64,
+        blob: &[u8],
+    ) -> Result<(), MetaError> {
         let rows: Vec<(u8, Vec<u8>, Vec<u8>)> = decode(blob)?;
         let (s, e) = (keys::group_start(group), keys::group_end(group));
         let mut tables: Vec<Table<&[u8], &[u8]>> = Vec::new();
@@ -484,7 +606,9 @@ impl MetaStore {
             tables.push(t);
         }
         for (i, k, v) in rows {
-            let t = tables.get_mut(usize::from(i)).ok_or_else(|| MetaError::Codec("bad table id".into()))?;
+            let t = tables
+                .get_mut(usize::from(i))
+                .ok_or_else(|| MetaError::Codec("bad table id".into()))?;
             let mut full = keys::group_start(group);
             full.extend_from_slice(&k);
             t.insert(full.as_slice(), v.as_slice())?;
@@ -492,6 +616,9 @@ impl MetaStore {
         Ok(())
     }
 }
+
+/// A group's state-machine metadata entries by name (`applied`, `membership`, ...).
+pub type SmMetaEntries = BTreeMap<String, Vec<u8>>;
 
 /// One page of a sorted listing.
 #[derive(Clone, Debug, Default)]
@@ -529,13 +656,21 @@ fn list_range<T: DeserializeOwned>(
         }
     }
     let delimiter = delimiter.filter(|d| !d.is_empty());
-    let mut out = Listing { entries: Vec::new(), common_prefixes: Vec::new(), truncated: false, last: None };
+    let mut out = Listing {
+        entries: Vec::new(),
+        common_prefixes: Vec::new(),
+        truncated: false,
+        last: None,
+    };
     if max == 0 {
         return Ok(out);
     }
     'outer: loop {
         let range = if exclusive {
-            t.range::<&[u8]>((std::ops::Bound::Excluded(cursor.as_slice()), std::ops::Bound::Excluded(hi.as_slice())))?
+            t.range::<&[u8]>((
+                std::ops::Bound::Excluded(cursor.as_slice()),
+                std::ops::Bound::Excluded(hi.as_slice()),
+            ))?
         } else {
             t.range::<&[u8]>(cursor.as_slice()..hi.as_slice())?
         };
@@ -544,7 +679,9 @@ fn list_range<T: DeserializeOwned>(
             let raw = std::str::from_utf8(&k.value()[base.len()..])
                 .map_err(|_| MetaError::Codec("non-utf8 key".into()))?
                 .to_string();
-            let Some(key) = logical_key(&raw) else { continue };
+            let Some(key) = logical_key(&raw) else {
+                continue;
+            };
             if let Some(d) = delimiter {
                 if let Some(pos) = key[prefix.len()..].find(d) {
                     let cp = key[..prefix.len() + pos + d.len()].to_string();
@@ -585,9 +722,21 @@ fn condition_holds(c: &Condition, current: Option<&ObjectRecord>) -> bool {
 }
 
 fn add_ops(chunks: &[crate::model::ChunkRef], owner: &str) -> Vec<RefOp> {
-    chunks.iter().map(|c| RefOp::Add { chunk: c.id, owner: owner.to_string() }).collect()
+    chunks
+        .iter()
+        .map(|c| RefOp::Add {
+            chunk: c.id,
+            owner: owner.to_string(),
+        })
+        .collect()
 }
 
 fn remove_ops(chunks: &[crate::model::ChunkRef], owner: &str) -> Vec<RefOp> {
-    chunks.iter().map(|c| RefOp::Remove { chunk: c.id, owner: owner.to_string() }).collect()
+    chunks
+        .iter()
+        .map(|c| RefOp::Remove {
+            chunk: c.id,
+            owner: owner.to_string(),
+        })
+        .collect()
 }

@@ -17,9 +17,15 @@ impl ChecksumHasher {
     pub fn new(algo: ChecksumAlgo) -> Self {
         use crc_fast::CrcAlgorithm;
         match algo {
-            ChecksumAlgo::Crc32 => Self::Crc(crc_fast::Digest::new(CrcAlgorithm::Crc32IsoHdlc), algo),
-            ChecksumAlgo::Crc32c => Self::Crc(crc_fast::Digest::new(CrcAlgorithm::Crc32Iscsi), algo),
-            ChecksumAlgo::Crc64Nvme => Self::Crc(crc_fast::Digest::new(CrcAlgorithm::Crc64Nvme), algo),
+            ChecksumAlgo::Crc32 => {
+                Self::Crc(crc_fast::Digest::new(CrcAlgorithm::Crc32IsoHdlc), algo)
+            }
+            ChecksumAlgo::Crc32c => {
+                Self::Crc(crc_fast::Digest::new(CrcAlgorithm::Crc32Iscsi), algo)
+            }
+            ChecksumAlgo::Crc64Nvme => {
+                Self::Crc(crc_fast::Digest::new(CrcAlgorithm::Crc64Nvme), algo)
+            }
             ChecksumAlgo::Sha1 => Self::Sha1(sha1::Sha1::new()),
             ChecksumAlgo::Sha256 => Self::Sha256(sha2::Sha256::new()),
         }
@@ -61,7 +67,11 @@ pub struct BodyDigest {
 
 impl BodyDigest {
     pub fn new(algo: Option<ChecksumAlgo>) -> Self {
-        Self { md5: Md5::new(), checksum: algo.map(ChecksumHasher::new), size: 0 }
+        Self {
+            md5: Md5::new(),
+            checksum: algo.map(ChecksumHasher::new),
+            size: 0,
+        }
     }
 
     pub fn update(&mut self, data: &[u8]) {
@@ -75,7 +85,11 @@ impl BodyDigest {
     pub fn finish(self) -> crate::Digests {
         let mut md5 = [0u8; 16];
         md5.copy_from_slice(&self.md5.finalize());
-        crate::Digests { size: self.size, md5, checksum: self.checksum.map(ChecksumHasher::finish) }
+        crate::Digests {
+            size: self.size,
+            md5,
+            checksum: self.checksum.map(ChecksumHasher::finish),
+        }
     }
 }
 
@@ -87,7 +101,11 @@ pub fn multipart_etag(part_etags: &[String]) -> Option<String> {
         hex::decode_to_slice(e, &mut b).ok()?;
         h.update(b);
     }
-    Some(format!("{}-{}", hex::encode(h.finalize()), part_etags.len()))
+    Some(format!(
+        "{}-{}",
+        hex::encode(h.finalize()),
+        part_etags.len()
+    ))
 }
 
 #[cfg(test)]
@@ -113,7 +131,11 @@ mod tests {
 
     #[test]
     fn multipart_etag_format() {
-        let e = multipart_etag(&["5eb63bbbe01eeed093cb22bb8f5acdc3".into(), "5eb63bbbe01eeed093cb22bb8f5acdc3".into()]).unwrap();
+        let e = multipart_etag(&[
+            "5eb63bbbe01eeed093cb22bb8f5acdc3".into(),
+            "5eb63bbbe01eeed093cb22bb8f5acdc3".into(),
+        ])
+        .unwrap();
         assert!(e.ends_with("-2"));
         assert_eq!(e.len(), 34);
         assert!(multipart_etag(&["zz".into()]).is_none());

@@ -26,7 +26,9 @@ pub enum ObjectError {
     #[error("content MD5 does not match")]
     BadDigest,
     #[error("{algo:?} checksum does not match")]
-    ChecksumMismatch { algo: cairn_meta::model::ChecksumAlgo },
+    ChecksumMismatch {
+        algo: cairn_meta::model::ChecksumAlgo,
+    },
     #[error("body ended before Content-Length bytes were received")]
     IncompleteBody,
     #[error("body is longer than Content-Length")]

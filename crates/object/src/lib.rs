@@ -16,6 +16,7 @@ pub use cairn_meta::model::{
 };
 pub use error::ObjectError;
 pub use service::{
-    BodyStream, ByteStream, Digests, ListMultipartPage, ListPage, ListPartsPage, ListQuery, ObjectService, PartSpec,
-    Precondition, PutOptions, ServiceConfig, Verifier, MAX_PUT_SIZE, MIN_PART_SIZE,
+    BodyStream, ByteStream, Digests, ListMultipartPage, ListPage, ListPartsPage, ListQuery,
+    ObjectService, PartSpec, Precondition, PutOptions, ServiceConfig, Verifier, MAX_PUT_SIZE,
+    MIN_PART_SIZE,
 };

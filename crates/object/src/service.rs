@@ -8,7 +8,8 @@ use futures::Stream;
 
 use cairn_chunk::{ChunkPin, ChunkStore};
 use cairn_meta::model::{
-    BucketRecord, ChecksumAlgo, ChunkId, ChunkRef, ObjectData, ObjectHeaders, ObjectRecord, PartRecord, UploadRecord,
+    BucketRecord, ChecksumAlgo, ChunkId, ChunkRef, ObjectData, ObjectHeaders, ObjectRecord,
+    PartRecord, UploadRecord,
 };
 use cairn_meta::placement::{bucket_partition, partition_group, SYSTEM_GROUP};
 use cairn_meta::{Command, CommandError, Condition, Response};
@@ -144,7 +145,10 @@ struct Inner {
 }
 
 pub(crate) fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn new_version() -> String {
@@ -192,14 +196,24 @@ struct Ingested {
     _pins: Vec<ChunkPin>,
 }
 
-async fn write_chunk(store: ChunkStore, id: ChunkId, data: Bytes) -> Result<bool, cairn_chunk::ChunkError> {
+async fn write_chunk(
+    store: ChunkStore,
+    id: ChunkId,
+    data: Bytes,
+) -> Result<bool, cairn_chunk::ChunkError> {
     store.put(id, data).await
 }
 
 impl ObjectService {
     /// Builds the service over this node's Raft registry and chunk store.
     pub fn new(config: ServiceConfig, registry: Arc<Registry>, chunks: ChunkStore) -> Self {
-        Self { inner: Arc::new(Inner { config, registry, chunks }) }
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                registry,
+                chunks,
+            }),
+        }
     }
 
     pub fn config(&self) -> &ServiceConfig {
@@ -239,8 +253,17 @@ impl ObjectService {
 
     /// Creates a bucket. `BucketAlreadyExists` if it exists.
     pub async fn create_bucket(&self, name: &str) -> Result<BucketRecord, ObjectError> {
-        let record = BucketRecord { name: name.to_string(), created_ms: now_ms() };
-        self.propose_ok(SYSTEM_GROUP, Command::CreateBucket { record: record.clone() }).await?;
+        let record = BucketRecord {
+            name: name.to_string(),
+            created_ms: now_ms(),
+        };
+        self.propose_ok(
+            SYSTEM_GROUP,
+            Command::CreateBucket {
+                record: record.clone(),
+            },
+        )
+        .await?;
         Ok(record)
     }
 
@@ -252,14 +275,24 @@ impl ObjectService {
         if self.inner.registry.meta().bucket_has_data(group, name)? {
             return Err(ObjectError::BucketNotEmpty);
         }
-        self.propose_ok(SYSTEM_GROUP, Command::DeleteBucket { name: name.to_string() }).await?;
+        self.propose_ok(
+            SYSTEM_GROUP,
+            Command::DeleteBucket {
+                name: name.to_string(),
+            },
+        )
+        .await?;
         Ok(())
     }
 
     /// The bucket's record, or `NoSuchBucket`.
     pub async fn head_bucket(&self, name: &str) -> Result<BucketRecord, ObjectError> {
         self.inner.registry.read_barrier(SYSTEM_GROUP).await?;
-        self.inner.registry.meta().get_bucket(SYSTEM_GROUP, name)?.ok_or(ObjectError::NoSuchBucket)
+        self.inner
+            .registry
+            .meta()
+            .get_bucket(SYSTEM_GROUP, name)?
+            .ok_or(ObjectError::NoSuchBucket)
     }
 
     /// All buckets, sorted by name.
@@ -291,7 +324,11 @@ impl ObjectService {
         while let Some(piece) = body.next().await {
             let mut piece = piece?;
             if digest.size + piece.len() as u64 > limit {
-                return Err(if content_length.is_some() { ObjectError::BodyTooLong } else { ObjectError::EntityTooLarge });
+                return Err(if content_length.is_some() {
+                    ObjectError::BodyTooLong
+                } else {
+                    ObjectError::EntityTooLarge
+                });
             }
             digest.update(&piece);
             while !piece.is_empty() {
@@ -301,9 +338,16 @@ impl ObjectService {
                 buf.extend_from_slice(&part);
                 if buf.len() == chunk_size {
                     let data = buf.split().freeze();
-                    let id = ChunkId(*std::mem::replace(&mut chunk_hasher, blake3::Hasher::new()).finalize().as_bytes());
+                    let id = ChunkId(
+                        *std::mem::replace(&mut chunk_hasher, blake3::Hasher::new())
+                            .finalize()
+                            .as_bytes(),
+                    );
                     pins.push(self.inner.chunks.pin(id));
-                    refs.push(ChunkRef { id, len: data.len() as u64 });
+                    refs.push(ChunkRef {
+                        id,
+                        len: data.len() as u64,
+                    });
                     writes.push_back(write_chunk(self.inner.chunks.clone(), id, data));
                     if writes.len() >= WRITES_IN_FLIGHT {
                         if let Some(r) = writes.next().await {
@@ -325,7 +369,10 @@ impl ObjectService {
                 let data = buf.split().freeze();
                 let id = ChunkId(*chunk_hasher.finalize().as_bytes());
                 pins.push(self.inner.chunks.pin(id));
-                refs.push(ChunkRef { id, len: data.len() as u64 });
+                refs.push(ChunkRef {
+                    id,
+                    len: data.len() as u64,
+                });
                 writes.push_back(write_chunk(self.inner.chunks.clone(), id, data));
             }
             while let Some(r) = writes.next().await {
@@ -333,7 +380,11 @@ impl ObjectService {
             }
             ObjectData::Chunks(refs)
         };
-        Ok(Ingested { data, digests: digest.finish(), _pins: pins })
+        Ok(Ingested {
+            data,
+            digests: digest.finish(),
+            _pins: pins,
+        })
     }
 
     // ---- objects ----
@@ -349,7 +400,9 @@ impl ObjectService {
     ) -> Result<ObjectRecord, ObjectError> {
         self.head_bucket(bucket).await?;
         let inline = self.inner.config.inline_threshold;
-        let ingested = self.ingest(body, opts.content_length, opts.checksum_algo, inline).await?;
+        let ingested = self
+            .ingest(body, opts.content_length, opts.checksum_algo, inline)
+            .await?;
         if let Some(verify) = opts.verify {
             verify(&ingested.digests)?;
         }
@@ -379,7 +432,11 @@ impl ObjectService {
         self.head_bucket(bucket).await?;
         let group = self.group_of(bucket);
         self.inner.registry.read_barrier(group).await?;
-        self.inner.registry.meta().get_object(group, bucket, key)?.ok_or(ObjectError::NoSuchKey)
+        self.inner
+            .registry
+            .meta()
+            .get_object(group, bucket, key)?
+            .ok_or(ObjectError::NoSuchKey)
     }
 
     /// Streams bytes `[start, end)` of `record` (the whole object when `range` is None).
@@ -389,7 +446,11 @@ impl ObjectService {
         let end = end.min(record.size);
         match &record.data {
             ObjectData::Inline(bytes) => {
-                let slice = if start < end { Bytes::copy_from_slice(&bytes[start as usize..end as usize]) } else { Bytes::new() };
+                let slice = if start < end {
+                    Bytes::copy_from_slice(&bytes[start as usize..end as usize])
+                } else {
+                    Bytes::new()
+                };
                 Box::pin(futures::stream::iter([Ok(slice)]))
             }
             ObjectData::Chunks(chunks) => {
@@ -412,11 +473,15 @@ impl ObjectService {
                         let store = store.clone();
                         async move {
                             let data = store.get(&id).await.map_err(|e| match e {
-                                cairn_chunk::ChunkError::Io(e) => ObjectError::Storage(e.to_string()),
+                                cairn_chunk::ChunkError::Io(e) => {
+                                    ObjectError::Storage(e.to_string())
+                                }
                                 other => ObjectError::DataLoss(other.to_string()),
                             })?;
                             if to > data.len() {
-                                return Err(ObjectError::DataLoss(format!("chunk {id} is shorter than recorded")));
+                                return Err(ObjectError::DataLoss(format!(
+                                    "chunk {id} is shorter than recorded"
+                                )));
                             }
                             Ok(data.slice(from..to))
                         }
@@ -432,7 +497,10 @@ impl ObjectService {
     /// bucket is missing.
     pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), ObjectError> {
         self.head_bucket(bucket).await?;
-        let cmd = Command::DeleteObject { bucket: bucket.to_string(), key: key.to_string() };
+        let cmd = Command::DeleteObject {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+        };
         self.propose_ok(self.group_of(bucket), cmd).await?;
         Ok(())
     }
@@ -448,10 +516,17 @@ impl ObjectService {
     ) -> Result<ObjectRecord, ObjectError> {
         self.head_bucket(dst_bucket).await?;
         if src.size > MAX_PUT_SIZE {
-            return Err(ObjectError::InvalidArgument("copy source is larger than 5 GiB; use UploadPartCopy".into()));
+            return Err(ObjectError::InvalidArgument(
+                "copy source is larger than 5 GiB; use UploadPartCopy".into(),
+            ));
         }
         // Pins keep the shared chunks alive should the source be deleted before our refs land.
-        let _pins: Vec<ChunkPin> = src.data.chunks().iter().map(|c| self.inner.chunks.pin(c.id)).collect();
+        let _pins: Vec<ChunkPin> = src
+            .data
+            .chunks()
+            .iter()
+            .map(|c| self.inner.chunks.pin(c.id))
+            .collect();
         let record = ObjectRecord {
             version: new_version(),
             last_modified_ms: now_ms(),
@@ -469,7 +544,11 @@ impl ObjectService {
     }
 
     /// Lists keys in `bucket` per `query`.
-    pub async fn list_objects(&self, bucket: &str, query: &ListQuery) -> Result<ListPage, ObjectError> {
+    pub async fn list_objects(
+        &self,
+        bucket: &str,
+        query: &ListQuery,
+    ) -> Result<ListPage, ObjectError> {
         self.head_bucket(bucket).await?;
         let group = self.group_of(bucket);
         self.inner.registry.read_barrier(group).await?;
@@ -481,7 +560,12 @@ impl ObjectService {
             query.after.as_deref(),
             query.max_keys,
         )?;
-        Ok(ListPage { objects: l.entries, common_prefixes: l.common_prefixes, is_truncated: l.truncated, next_marker: l.last })
+        Ok(ListPage {
+            objects: l.entries,
+            common_prefixes: l.common_prefixes,
+            is_truncated: l.truncated,
+            next_marker: l.last,
+        })
     }
 
     // ---- multipart ----
@@ -503,15 +587,30 @@ impl ObjectService {
             headers,
             checksum_algo,
         };
-        self.propose_ok(self.group_of(bucket), Command::CreateUpload { record: record.clone() }).await?;
+        self.propose_ok(
+            self.group_of(bucket),
+            Command::CreateUpload {
+                record: record.clone(),
+            },
+        )
+        .await?;
         Ok(record)
     }
 
-    async fn get_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<UploadRecord, ObjectError> {
+    async fn get_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<UploadRecord, ObjectError> {
         self.head_bucket(bucket).await?;
         let group = self.group_of(bucket);
         self.inner.registry.read_barrier(group).await?;
-        self.inner.registry.meta().get_upload(group, bucket, key, upload_id)?.ok_or(ObjectError::NoSuchUpload)
+        self.inner
+            .registry
+            .meta()
+            .get_upload(group, bucket, key, upload_id)?
+            .ok_or(ObjectError::NoSuchUpload)
     }
 
     /// Stores one part (1..=10000), replacing any earlier part with that number.
@@ -525,15 +624,20 @@ impl ObjectService {
         opts: PutOptions,
     ) -> Result<PartRecord, ObjectError> {
         if !(1..=10_000).contains(&part_number) {
-            return Err(ObjectError::InvalidArgument("part number must be between 1 and 10000".into()));
+            return Err(ObjectError::InvalidArgument(
+                "part number must be between 1 and 10000".into(),
+            ));
         }
         self.get_upload(bucket, key, upload_id).await?;
         // Parts are always chunked so a completed object is a plain chunk list.
-        let ingested = self.ingest(body, opts.content_length, opts.checksum_algo, 0).await?;
+        let ingested = self
+            .ingest(body, opts.content_length, opts.checksum_algo, 0)
+            .await?;
         if let Some(verify) = opts.verify {
             verify(&ingested.digests)?;
         }
-        self.commit_part(bucket, key, upload_id, part_number, ingested).await
+        self.commit_part(bucket, key, upload_id, part_number, ingested)
+            .await
     }
 
     async fn commit_part(
@@ -575,19 +679,24 @@ impl ObjectService {
         range: Option<(u64, u64)>,
     ) -> Result<PartRecord, ObjectError> {
         if !(1..=10_000).contains(&part_number) {
-            return Err(ObjectError::InvalidArgument("part number must be between 1 and 10000".into()));
+            return Err(ObjectError::InvalidArgument(
+                "part number must be between 1 and 10000".into(),
+            ));
         }
         let (start, end) = range.unwrap_or((0, src.size));
         if start > end || end > src.size {
             return Err(ObjectError::InvalidRange);
         }
         if end - start > MAX_PUT_SIZE {
-            return Err(ObjectError::InvalidArgument("copy range is larger than 5 GiB".into()));
+            return Err(ObjectError::InvalidArgument(
+                "copy range is larger than 5 GiB".into(),
+            ));
         }
         self.get_upload(bucket, key, upload_id).await?;
         let body = self.read_object(src, Some((start, end)));
         let ingested = self.ingest(body, Some(end - start), None, 0).await?;
-        self.commit_part(bucket, key, upload_id, part_number, ingested).await
+        self.commit_part(bucket, key, upload_id, part_number, ingested)
+            .await
     }
 
     /// Completes an upload from the listed parts (ascending, each but the last ≥ 5 MiB).
@@ -601,13 +710,22 @@ impl ObjectService {
     ) -> Result<ObjectRecord, ObjectError> {
         let upload = self.get_upload(bucket, key, upload_id).await?;
         if parts.is_empty() {
-            return Err(ObjectError::InvalidArgument("you must specify at least one part".into()));
+            return Err(ObjectError::InvalidArgument(
+                "you must specify at least one part".into(),
+            ));
         }
-        if parts.windows(2).any(|w| w[0].part_number >= w[1].part_number) {
+        if parts
+            .windows(2)
+            .any(|w| w[0].part_number >= w[1].part_number)
+        {
             return Err(ObjectError::InvalidPartOrder);
         }
         let group = self.group_of(bucket);
-        let (stored, _) = self.inner.registry.meta().list_parts(group, upload_id, 0, 10_000)?;
+        let (stored, _) = self
+            .inner
+            .registry
+            .meta()
+            .list_parts(group, upload_id, 0, 10_000)?;
         let mut chosen = Vec::with_capacity(parts.len());
         for spec in &parts {
             let etag = spec.etag.trim_matches('"');
@@ -624,11 +742,14 @@ impl ObjectService {
         let last = chosen.len() - 1;
         for (i, p) in chosen.iter().enumerate() {
             if i < last && p.size < MIN_PART_SIZE {
-                return Err(ObjectError::EntityTooSmall { part_number: p.part_number });
+                return Err(ObjectError::EntityTooSmall {
+                    part_number: p.part_number,
+                });
             }
         }
         let etags: Vec<String> = chosen.iter().map(|p| p.etag.clone()).collect();
-        let etag = multipart_etag(&etags).ok_or_else(|| ObjectError::Storage("stored part ETag is not hex".into()))?;
+        let etag = multipart_etag(&etags)
+            .ok_or_else(|| ObjectError::Storage("stored part ETag is not hex".into()))?;
         let mut chunks = Vec::new();
         for p in &chosen {
             chunks.extend_from_slice(p.data.chunks());
@@ -647,7 +768,10 @@ impl ObjectService {
             bucket: bucket.to_string(),
             key: key.to_string(),
             upload_id: upload_id.to_string(),
-            parts: chosen.iter().map(|p| (p.part_number, p.etag.clone())).collect(),
+            parts: chosen
+                .iter()
+                .map(|p| (p.part_number, p.etag.clone()))
+                .collect(),
             record: record.clone(),
             condition: condition(&precondition),
         };
@@ -656,9 +780,18 @@ impl ObjectService {
     }
 
     /// Aborts an upload and releases its parts.
-    pub async fn abort_multipart(&self, bucket: &str, key: &str, upload_id: &str) -> Result<(), ObjectError> {
+    pub async fn abort_multipart(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<(), ObjectError> {
         self.head_bucket(bucket).await?;
-        let cmd = Command::AbortUpload { bucket: bucket.to_string(), key: key.to_string(), upload_id: upload_id.to_string() };
+        let cmd = Command::AbortUpload {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            upload_id: upload_id.to_string(),
+        };
         self.propose_ok(self.group_of(bucket), cmd).await?;
         Ok(())
     }
@@ -673,9 +806,18 @@ impl ObjectService {
         max: usize,
     ) -> Result<ListPartsPage, ObjectError> {
         let upload = self.get_upload(bucket, key, upload_id).await?;
-        let (parts, is_truncated) = self.inner.registry.meta().list_parts(self.group_of(bucket), upload_id, after, max)?;
+        let (parts, is_truncated) =
+            self.inner
+                .registry
+                .meta()
+                .list_parts(self.group_of(bucket), upload_id, after, max)?;
         let next_part_number_marker = parts.last().map(|p| p.part_number);
-        Ok(ListPartsPage { upload: Some(upload), parts, is_truncated, next_part_number_marker })
+        Ok(ListPartsPage {
+            upload: Some(upload),
+            parts,
+            is_truncated,
+            next_part_number_marker,
+        })
     }
 
     /// Open uploads in `bucket` under `prefix`, after (key, upload id) markers.
@@ -692,8 +834,15 @@ impl ObjectService {
         let group = self.group_of(bucket);
         self.inner.registry.read_barrier(group).await?;
         let after = key_marker.map(|k| (k, upload_id_marker));
-        let l = self.inner.registry.meta().list_uploads(group, bucket, prefix, delimiter, after, max)?;
-        let last = l.entries.last().map(|(_, u)| (u.key.clone(), u.upload_id.clone()));
+        let l = self
+            .inner
+            .registry
+            .meta()
+            .list_uploads(group, bucket, prefix, delimiter, after, max)?;
+        let last = l
+            .entries
+            .last()
+            .map(|(_, u)| (u.key.clone(), u.upload_id.clone()));
         let (next_key_marker, next_upload_id_marker) = match (l.truncated, last) {
             (true, Some((k, id))) => (Some(k), Some(id)),
             (true, None) => (l.last.clone(), None),

@@ -40,15 +40,25 @@ pub struct WorkerStatus {
 }
 
 /// Starts the workers; they stop when `shutdown` flips to true.
-pub fn spawn(service: ObjectService, cfg: WorkerConfig, shutdown: watch::Receiver<bool>) -> Arc<WorkerStatus> {
+pub fn spawn(
+    service: ObjectService,
+    cfg: WorkerConfig,
+    shutdown: watch::Receiver<bool>,
+) -> Arc<WorkerStatus> {
     let status = Arc::new(WorkerStatus::default());
-    spawn_loop("ref-sync", cfg.ref_sync_interval, shutdown.clone(), status.clone(), {
-        let s = service.clone();
-        move |st| {
-            let s = s.clone();
-            async move { deliver_refs(&s, &st).await }
-        }
-    });
+    spawn_loop(
+        "ref-sync",
+        cfg.ref_sync_interval,
+        shutdown.clone(),
+        status.clone(),
+        {
+            let s = service.clone();
+            move |st| {
+                let s = s.clone();
+                async move { deliver_refs(&s, &st).await }
+            }
+        },
+    );
     let grace = cfg.gc_grace;
     spawn_loop("gc", cfg.gc_interval, shutdown.clone(), status.clone(), {
         let s = service.clone();
@@ -58,13 +68,19 @@ pub fn spawn(service: ObjectService, cfg: WorkerConfig, shutdown: watch::Receive
         }
     });
     let expiry = cfg.upload_expiry;
-    spawn_loop("upload-reaper", cfg.upload_reap_interval, shutdown, status.clone(), {
-        let s = service;
-        move |st| {
-            let s = s.clone();
-            async move { reap_uploads(&s, expiry, &st).await }
-        }
-    });
+    spawn_loop(
+        "upload-reaper",
+        cfg.upload_reap_interval,
+        shutdown,
+        status.clone(),
+        {
+            let s = service;
+            move |st| {
+                let s = s.clone();
+                async move { reap_uploads(&s, expiry, &st).await }
+            }
+        },
+    );
     status
 }
 
@@ -106,7 +122,9 @@ pub async fn deliver_refs(s: &ObjectService, status: &WorkerStatus) -> Result<()
         }
         loop {
             let pending = reg.meta().outbox(group, 1024)?;
-            let Some(&(up_to, _)) = pending.last() else { break };
+            let Some(&(up_to, _)) = pending.last() else {
+                break;
+            };
             // Keep outbox order per target partition.
             let mut by_target: BTreeMap<u64, Vec<RefOp>> = BTreeMap::new();
             for (_, op) in pending.iter() {
@@ -128,10 +146,17 @@ pub async fn deliver_refs(s: &ObjectService, status: &WorkerStatus) -> Result<()
 }
 
 /// One GC pass: deletes chunk files that nothing references any more.
-pub async fn collect_garbage(s: &ObjectService, grace: Duration, status: &WorkerStatus) -> Result<(), ObjectError> {
+pub async fn collect_garbage(
+    s: &ObjectService,
+    grace: Duration,
+    status: &WorkerStatus,
+) -> Result<(), ObjectError> {
     let chunks = s.chunks();
     let reg = s.registry();
-    let candidates = chunks.list_older_than(grace).await.map_err(|e| ObjectError::Storage(e.to_string()))?;
+    let candidates = chunks
+        .list_older_than(grace)
+        .await
+        .map_err(|e| ObjectError::Storage(e.to_string()))?;
     status.gc_passes.fetch_add(1, Ordering::Relaxed);
     if candidates.is_empty() {
         return Ok(());
@@ -161,7 +186,11 @@ pub async fn collect_garbage(s: &ObjectService, grace: Duration, status: &Worker
         if chunks.is_pinned(&id) {
             continue;
         }
-        if chunks.delete(&id).await.map_err(|e| ObjectError::Storage(e.to_string()))? {
+        if chunks
+            .delete(&id)
+            .await
+            .map_err(|e| ObjectError::Storage(e.to_string()))?
+        {
             status.gc_chunks_deleted.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(chunk = %id, "collected unreferenced chunk");
         }
@@ -170,7 +199,11 @@ pub async fn collect_garbage(s: &ObjectService, grace: Duration, status: &Worker
 }
 
 /// One pass of the abandoned-upload reaper.
-pub async fn reap_uploads(s: &ObjectService, expiry: Duration, status: &WorkerStatus) -> Result<(), ObjectError> {
+pub async fn reap_uploads(
+    s: &ObjectService,
+    expiry: Duration,
+    status: &WorkerStatus,
+) -> Result<(), ObjectError> {
     let reg = s.registry();
     let before = now_ms() - expiry.as_millis() as i64;
     for group in reg.groups() {
@@ -178,7 +211,11 @@ pub async fn reap_uploads(s: &ObjectService, expiry: Duration, status: &WorkerSt
             continue;
         }
         for u in reg.meta().uploads_older_than(group, before)? {
-            let cmd = Command::AbortUpload { bucket: u.bucket.clone(), key: u.key.clone(), upload_id: u.upload_id.clone() };
+            let cmd = Command::AbortUpload {
+                bucket: u.bucket.clone(),
+                key: u.key.clone(),
+                upload_id: u.upload_id.clone(),
+            };
             reg.propose(group, cmd).await?;
             status.uploads_reaped.fetch_add(1, Ordering::Relaxed);
             tracing::info!(bucket = %u.bucket, key = %u.key, upload_id = %u.upload_id, "aborted abandoned multipart upload");

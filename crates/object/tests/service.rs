@@ -7,7 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use cairn_object::workers::{collect_garbage, deliver_refs, WorkerStatus};
 use cairn_object::{
-    BodyStream, ListQuery, ObjectData, ObjectError, ObjectService, PartSpec, Precondition, PutOptions, ServiceConfig,
+    BodyStream, ListQuery, ObjectData, ObjectError, ObjectService, PartSpec, Precondition,
+    PutOptions, ServiceConfig,
 };
 use futures::StreamExt;
 
@@ -24,21 +25,42 @@ async fn open(dir: &std::path::Path) -> (ObjectService, Arc<cairn_raft::Registry
     })
     .await
     .unwrap();
-    let svc = ObjectService::new(ServiceConfig { chunk_size: CHUNK, inline_threshold: 1024 }, registry.clone(), chunks);
+    let svc = ObjectService::new(
+        ServiceConfig {
+            chunk_size: CHUNK,
+            inline_threshold: 1024,
+        },
+        registry.clone(),
+        chunks,
+    );
     (svc, registry)
 }
 
 fn body(data: &[u8], piece: usize) -> BodyStream {
-    let pieces: Vec<Result<Bytes, ObjectError>> =
-        data.chunks(piece.max(1)).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+    let pieces: Vec<Result<Bytes, ObjectError>> = data
+        .chunks(piece.max(1))
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
     Box::pin(futures::stream::iter(pieces))
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed).wrapping_add((i >> 11) as u8)).collect()
+    (0..len)
+        .map(|i| {
+            (i as u8)
+                .wrapping_mul(31)
+                .wrapping_add(seed)
+                .wrapping_add((i >> 11) as u8)
+        })
+        .collect()
 }
 
-async fn read_all(svc: &ObjectService, bucket: &str, key: &str, range: Option<(u64, u64)>) -> Vec<u8> {
+async fn read_all(
+    svc: &ObjectService,
+    bucket: &str,
+    key: &str,
+    range: Option<(u64, u64)>,
+) -> Vec<u8> {
     let rec = svc.head_object(bucket, key).await.unwrap();
     let mut s = svc.read_object(&rec, range);
     let mut out = Vec::new();
@@ -67,34 +89,73 @@ async fn chunked_put_get_range_and_inline() {
     let dir = tempfile::tempdir().unwrap();
     let (svc, reg) = open(dir.path()).await;
     svc.create_bucket("b").await.unwrap();
-    assert!(matches!(svc.create_bucket("b").await, Err(ObjectError::BucketAlreadyExists)));
+    assert!(matches!(
+        svc.create_bucket("b").await,
+        Err(ObjectError::BucketAlreadyExists)
+    ));
 
     let big = pattern(CHUNK * 3 + 123, 1);
-    let rec = svc.put_object("b", "big", body(&big, 7000), PutOptions::default()).await.unwrap();
+    let rec = svc
+        .put_object("b", "big", body(&big, 7000), PutOptions::default())
+        .await
+        .unwrap();
     assert_eq!(rec.size, big.len() as u64);
     assert!(matches!(&rec.data, ObjectData::Chunks(c) if c.len() == 4));
     assert_eq!(rec.etag, format!("{:x}", md5_of(&big)));
     assert_eq!(read_all(&svc, "b", "big", None).await, big);
     let (s, e) = (CHUNK as u64 - 10, 2 * CHUNK as u64 + 10);
-    assert_eq!(read_all(&svc, "b", "big", Some((s, e))).await, big[s as usize..e as usize]);
+    assert_eq!(
+        read_all(&svc, "b", "big", Some((s, e))).await,
+        big[s as usize..e as usize]
+    );
 
     let small = b"hello".to_vec();
-    let rec = svc.put_object("b", "small", body(&small, 2), PutOptions::default()).await.unwrap();
+    let rec = svc
+        .put_object("b", "small", body(&small, 2), PutOptions::default())
+        .await
+        .unwrap();
     assert!(matches!(rec.data, ObjectData::Inline(_)));
     assert_eq!(read_all(&svc, "b", "small", Some((1, 4))).await, b"ell");
 
     // Content-Length mismatch and conditional PUT leave the store unchanged.
-    let opts = PutOptions { content_length: Some(10), ..Default::default() };
-    assert!(matches!(svc.put_object("b", "x", body(b"short", 5), opts).await, Err(ObjectError::IncompleteBody)));
-    let opts = PutOptions { precondition: Precondition::IfNoneMatchStar, ..Default::default() };
-    assert!(matches!(svc.put_object("b", "small", body(b"new", 3), opts).await, Err(ObjectError::PreconditionFailed)));
-    assert!(matches!(svc.head_object("b", "x").await, Err(ObjectError::NoSuchKey)));
+    let opts = PutOptions {
+        content_length: Some(10),
+        ..Default::default()
+    };
+    assert!(matches!(
+        svc.put_object("b", "x", body(b"short", 5), opts).await,
+        Err(ObjectError::IncompleteBody)
+    ));
+    let opts = PutOptions {
+        precondition: Precondition::IfNoneMatchStar,
+        ..Default::default()
+    };
+    assert!(matches!(
+        svc.put_object("b", "small", body(b"new", 3), opts).await,
+        Err(ObjectError::PreconditionFailed)
+    ));
+    assert!(matches!(
+        svc.head_object("b", "x").await,
+        Err(ObjectError::NoSuchKey)
+    ));
     assert_eq!(read_all(&svc, "b", "small", None).await, small);
 
-    let page = svc.list_objects("b", &ListQuery { max_keys: 1000, ..Default::default() }).await.unwrap();
+    let page = svc
+        .list_objects(
+            "b",
+            &ListQuery {
+                max_keys: 1000,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     let keys: Vec<_> = page.objects.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(keys, ["big", "small"]);
-    assert!(matches!(svc.delete_bucket("b").await, Err(ObjectError::BucketNotEmpty)));
+    assert!(matches!(
+        svc.delete_bucket("b").await,
+        Err(ObjectError::BucketNotEmpty)
+    ));
     reg.shutdown().await;
 }
 
@@ -108,24 +169,72 @@ async fn multipart_and_gc_keep_exactly_the_live_chunks() {
     let dir = tempfile::tempdir().unwrap();
     let (svc, reg) = open(dir.path()).await;
     svc.create_bucket("b").await.unwrap();
-    let up = svc.create_multipart("b", "mp", Default::default(), None).await.unwrap();
+    let up = svc
+        .create_multipart("b", "mp", Default::default(), None)
+        .await
+        .unwrap();
     let p1 = pattern(5 << 20, 2);
     let p2 = pattern(1000, 3);
-    let r1 = svc.upload_part("b", "mp", &up.upload_id, 1, body(&p1, 65536), PutOptions::default()).await.unwrap();
-    let r2 = svc.upload_part("b", "mp", &up.upload_id, 2, body(&p2, 65536), PutOptions::default()).await.unwrap();
+    let r1 = svc
+        .upload_part(
+            "b",
+            "mp",
+            &up.upload_id,
+            1,
+            body(&p1, 65536),
+            PutOptions::default(),
+        )
+        .await
+        .unwrap();
+    let r2 = svc
+        .upload_part(
+            "b",
+            "mp",
+            &up.upload_id,
+            2,
+            body(&p2, 65536),
+            PutOptions::default(),
+        )
+        .await
+        .unwrap();
     // Out of order and unknown ETags are refused.
-    let bad = vec![PartSpec { part_number: 2, etag: r2.etag.clone() }, PartSpec { part_number: 1, etag: r1.etag.clone() }];
+    let bad = vec![
+        PartSpec {
+            part_number: 2,
+            etag: r2.etag.clone(),
+        },
+        PartSpec {
+            part_number: 1,
+            etag: r1.etag.clone(),
+        },
+    ];
     assert!(matches!(
-        svc.complete_multipart("b", "mp", &up.upload_id, bad, Precondition::None).await,
+        svc.complete_multipart("b", "mp", &up.upload_id, bad, Precondition::None)
+            .await,
         Err(ObjectError::InvalidPartOrder)
     ));
-    let specs = vec![PartSpec { part_number: 1, etag: r1.etag.clone() }, PartSpec { part_number: 2, etag: r2.etag }];
-    let rec = svc.complete_multipart("b", "mp", &up.upload_id, specs, Precondition::None).await.unwrap();
+    let specs = vec![
+        PartSpec {
+            part_number: 1,
+            etag: r1.etag.clone(),
+        },
+        PartSpec {
+            part_number: 2,
+            etag: r2.etag,
+        },
+    ];
+    let rec = svc
+        .complete_multipart("b", "mp", &up.upload_id, specs, Precondition::None)
+        .await
+        .unwrap();
     assert!(rec.etag.ends_with("-2"));
     let mut all = p1.clone();
     all.extend_from_slice(&p2);
     assert_eq!(read_all(&svc, "b", "mp", None).await, all);
-    assert!(matches!(svc.list_parts("b", "mp", &up.upload_id, 0, 100).await, Err(ObjectError::NoSuchUpload)));
+    assert!(matches!(
+        svc.list_parts("b", "mp", &up.upload_id, 0, 100).await,
+        Err(ObjectError::NoSuchUpload)
+    ));
 
     // Deliver reference updates, then GC with zero grace: live chunks stay.
     let status = WorkerStatus::default();
@@ -135,23 +244,31 @@ async fn multipart_and_gc_keep_exactly_the_live_chunks() {
     let unique: std::collections::HashSet<_> = rec.data.chunks().iter().map(|c| c.id).collect();
     assert_eq!(live, unique.len());
     assert!(unique.len() < rec.data.chunks().len());
-    collect_garbage(&svc, Duration::ZERO, &status).await.unwrap();
+    collect_garbage(&svc, Duration::ZERO, &status)
+        .await
+        .unwrap();
     assert_eq!(chunk_files(dir.path()), live);
     assert_eq!(read_all(&svc, "b", "mp", None).await, all);
 
     // A copy shares chunks; deleting the original keeps them for the copy.
     let src = svc.head_object("b", "mp").await.unwrap();
-    svc.copy_object(&src, "b", "copy", Default::default(), Precondition::None).await.unwrap();
+    svc.copy_object(&src, "b", "copy", Default::default(), Precondition::None)
+        .await
+        .unwrap();
     svc.delete_object("b", "mp").await.unwrap();
     deliver_refs(&svc, &status).await.unwrap();
-    collect_garbage(&svc, Duration::ZERO, &status).await.unwrap();
+    collect_garbage(&svc, Duration::ZERO, &status)
+        .await
+        .unwrap();
     assert_eq!(chunk_files(dir.path()), live);
     assert_eq!(read_all(&svc, "b", "copy", None).await, all);
 
     // Deleting the last reference frees every chunk.
     svc.delete_object("b", "copy").await.unwrap();
     deliver_refs(&svc, &status).await.unwrap();
-    collect_garbage(&svc, Duration::ZERO, &status).await.unwrap();
+    collect_garbage(&svc, Duration::ZERO, &status)
+        .await
+        .unwrap();
     assert_eq!(chunk_files(dir.path()), 0);
     svc.delete_bucket("b").await.unwrap();
     reg.shutdown().await;
@@ -164,7 +281,9 @@ async fn objects_survive_restart() {
     {
         let (svc, reg) = open(dir.path()).await;
         svc.create_bucket("b").await.unwrap();
-        svc.put_object("b", "k", body(&data, 4096), PutOptions::default()).await.unwrap();
+        svc.put_object("b", "k", body(&data, 4096), PutOptions::default())
+            .await
+            .unwrap();
         reg.shutdown().await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -179,14 +298,25 @@ async fn corrupt_chunk_is_never_returned() {
     let (svc, reg) = open(dir.path()).await;
     svc.create_bucket("b").await.unwrap();
     let data = pattern(CHUNK + 10, 4);
-    let rec = svc.put_object("b", "k", body(&data, 8192), PutOptions::default()).await.unwrap();
+    let rec = svc
+        .put_object("b", "k", body(&data, 8192), PutOptions::default())
+        .await
+        .unwrap();
     let first = rec.data.chunks()[0].id.to_hex();
-    let path = dir.path().join("chunks").join(&first[0..2]).join(&first[2..4]).join(&first);
+    let path = dir
+        .path()
+        .join("chunks")
+        .join(&first[0..2])
+        .join(&first[2..4])
+        .join(&first);
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[100] ^= 0xff;
     std::fs::write(&path, bytes).unwrap();
     let mut s = svc.read_object(&rec, None);
     let first = s.next().await.unwrap();
-    assert!(matches!(first, Err(ObjectError::DataLoss(_))), "bitrot must surface as an error");
+    assert!(
+        matches!(first, Err(ObjectError::DataLoss(_))),
+        "bitrot must surface as an error"
+    );
     reg.shutdown().await;
 }

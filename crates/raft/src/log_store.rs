@@ -50,12 +50,30 @@ fn write_err(e: impl std::fmt::Display) -> StorageError<u64> {
 }
 
 enum Op {
-    Append { group: GroupId, entries: Vec<(u64, Vec<u8>)>, done: Done },
-    State { group: GroupId, name: &'static str, value: Vec<u8>, done: Done },
+    Append {
+        group: GroupId,
+        entries: Vec<(u64, Vec<u8>)>,
+        done: Done,
+    },
+    State {
+        group: GroupId,
+        name: &'static str,
+        value: Vec<u8>,
+        done: Done,
+    },
     /// Deletes entries with index >= `from`.
-    Truncate { group: GroupId, from: u64, done: Done },
+    Truncate {
+        group: GroupId,
+        from: u64,
+        done: Done,
+    },
     /// Deletes entries with index <= `upto` and records the purge point.
-    Purge { group: GroupId, upto: u64, log_id: Vec<u8>, done: Done },
+    Purge {
+        group: GroupId,
+        upto: u64,
+        log_id: Vec<u8>,
+        done: Done,
+    },
     /// Ends the writer after everything queued before it.
     Stop(std::sync::mpsc::Sender<()>),
 }
@@ -86,7 +104,10 @@ impl Done {
 impl Op {
     fn into_done(self) -> Done {
         match self {
-            Op::Append { done, .. } | Op::State { done, .. } | Op::Truncate { done, .. } | Op::Purge { done, .. } => done,
+            Op::Append { done, .. }
+            | Op::State { done, .. }
+            | Op::Truncate { done, .. }
+            | Op::Purge { done, .. } => done,
             Op::Stop(_) => Done::Lazy,
         }
     }
@@ -125,11 +146,16 @@ impl LogEngine {
 
     /// The log of one group.
     pub fn group(&self, group: GroupId) -> GroupLog {
-        GroupLog { engine: self.clone(), group }
+        GroupLog {
+            engine: self.clone(),
+            group,
+        }
     }
 
     fn send(&self, op: Op) -> Result<(), StorageError<u64>> {
-        self.tx.send(op).map_err(|_| write_err("raft log writer stopped"))
+        self.tx
+            .send(op)
+            .map_err(|_| write_err("raft log writer stopped"))
     }
 
     async fn send_wait(&self, make: impl FnOnce(Done) -> Op) -> Result<(), StorageError<u64>> {
@@ -162,9 +188,10 @@ fn writer_loop(db: Arc<Database>, rx: std::sync::mpsc::Receiver<Op>) {
         let stop = batch.iter().position(|op| matches!(op, Op::Stop(_)));
         let stop = stop.map(|i| batch.split_off(i));
         let durable = batch.iter().any(|op| match op {
-            Op::Append { done, .. } | Op::State { done, .. } | Op::Truncate { done, .. } | Op::Purge { done, .. } => {
-                done.durable()
-            }
+            Op::Append { done, .. }
+            | Op::State { done, .. }
+            | Op::Truncate { done, .. }
+            | Op::Purge { done, .. } => done.durable(),
             Op::Stop(_) => false,
         });
         let result = write_batch(&db, &batch, durable).map_err(|e| e.to_string());
@@ -181,7 +208,9 @@ fn writer_loop(db: Arc<Database>, rx: std::sync::mpsc::Receiver<Op>) {
                     Op::Stop(ack) => {
                         let _ = ack.send(());
                     }
-                    other => other.into_done().finish(&Err("raft log writer stopped".into())),
+                    other => other
+                        .into_done()
+                        .finish(&Err("raft log writer stopped".into())),
                 }
             }
             return;
@@ -191,7 +220,11 @@ fn writer_loop(db: Arc<Database>, rx: std::sync::mpsc::Receiver<Op>) {
 
 fn write_batch(db: &Database, batch: &[Op], durable: bool) -> Result<(), redb::Error> {
     let mut txn = db.begin_write()?;
-    txn.set_durability(if durable { Durability::Immediate } else { Durability::None })?;
+    txn.set_durability(if durable {
+        Durability::Immediate
+    } else {
+        Durability::None
+    })?;
     {
         let mut log = txn.open_table(LOG)?;
         let mut state = txn.open_table(STATE)?;
@@ -202,7 +235,9 @@ fn write_batch(db: &Database, batch: &[Op], durable: bool) -> Result<(), redb::E
                         log.insert(log_key(*group, *idx).as_slice(), bytes.as_slice())?;
                     }
                 }
-                Op::State { group, name, value, .. } => {
+                Op::State {
+                    group, name, value, ..
+                } => {
                     state.insert(state_key(*group, name).as_slice(), value.as_slice())?;
                 }
                 Op::Truncate { group, from, .. } => {
@@ -210,7 +245,12 @@ fn write_batch(db: &Database, batch: &[Op], durable: bool) -> Result<(), redb::E
                     let e = log_key(*group, u64::MAX);
                     log.retain_in(s.as_slice()..=e.as_slice(), |_, _| false)?;
                 }
-                Op::Purge { group, upto, log_id, .. } => {
+                Op::Purge {
+                    group,
+                    upto,
+                    log_id,
+                    ..
+                } => {
                     let s = log_key(*group, 0);
                     let e = log_key(*group, *upto);
                     log.retain_in(s.as_slice()..=e.as_slice(), |_, _| false)?;
@@ -298,7 +338,10 @@ impl RaftLogStorage<TypeConfig> for GroupLog {
             None => None,
         };
         let last = self.last_entry_id()?.or(purged);
-        Ok(LogState { last_purged_log_id: purged, last_log_id: last })
+        Ok(LogState {
+            last_purged_log_id: purged,
+            last_log_id: last,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -308,7 +351,14 @@ impl RaftLogStorage<TypeConfig> for GroupLog {
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError<u64>> {
         let value = enc(vote)?;
         let group = self.group;
-        self.engine.send_wait(|done| Op::State { group, name: VOTE, value, done }).await
+        self.engine
+            .send_wait(|done| Op::State {
+                group,
+                name: VOTE,
+                value,
+                done,
+            })
+            .await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError<u64>> {
@@ -318,10 +368,18 @@ impl RaftLogStorage<TypeConfig> for GroupLog {
         }
     }
 
-    async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError<u64>> {
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<u64>>,
+    ) -> Result<(), StorageError<u64>> {
         // Lazy: a lost committed index only means replaying a little more on restart.
         let value = enc(&committed)?;
-        self.engine.send(Op::State { group: self.group, name: COMMITTED, value, done: Done::Lazy })
+        self.engine.send(Op::State {
+            group: self.group,
+            name: COMMITTED,
+            value,
+            done: Done::Lazy,
+        })
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
@@ -331,7 +389,11 @@ impl RaftLogStorage<TypeConfig> for GroupLog {
         }
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError<u64>>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError<u64>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -340,17 +402,34 @@ impl RaftLogStorage<TypeConfig> for GroupLog {
         for e in entries {
             encoded.push((e.log_id.index, enc(&e)?));
         }
-        self.engine.send(Op::Append { group: self.group, entries: encoded, done: Done::Flushed(callback) })
+        self.engine.send(Op::Append {
+            group: self.group,
+            entries: encoded,
+            done: Done::Flushed(callback),
+        })
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
         let group = self.group;
-        self.engine.send_wait(|done| Op::Truncate { group, from: log_id.index, done }).await
+        self.engine
+            .send_wait(|done| Op::Truncate {
+                group,
+                from: log_id.index,
+                done,
+            })
+            .await
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
         let group = self.group;
         let bytes = enc(&Some(log_id))?;
-        self.engine.send_wait(|done| Op::Purge { group, upto: log_id.index, log_id: bytes, done }).await
+        self.engine
+            .send_wait(|done| Op::Purge {
+                group,
+                upto: log_id.index,
+                log_id: bytes,
+                done,
+            })
+            .await
     }
 }

@@ -5,8 +5,8 @@
 use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use openraft::BasicNode;
 
@@ -23,7 +23,10 @@ pub struct NoRoute {
 
 impl NoRoute {
     fn unreachable<E: std::error::Error>(&self) -> RPCError<u64, BasicNode, E> {
-        let e = std::io::Error::other(format!("node {} is not reachable from a one-node cluster", self.target));
+        let e = std::io::Error::other(format!(
+            "node {} is not reachable from a one-node cluster",
+            self.target
+        ));
         RPCError::Unreachable(Unreachable::new(&e))
     }
 }
@@ -49,7 +52,10 @@ impl RaftNetwork<TypeConfig> for NoRoute {
         &mut self,
         _rpc: InstallSnapshotRequest<TypeConfig>,
         _option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>> {
+    ) -> Result<
+        InstallSnapshotResponse<u64>,
+        RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
+    > {
         Err(self.unreachable())
     }
 
@@ -61,4 +67,3 @@ impl RaftNetwork<TypeConfig> for NoRoute {
         Err(self.unreachable())
     }
 }
-

@@ -45,7 +45,9 @@ impl Registry {
         std::fs::create_dir_all(&cfg.dir).map_err(|e| RaftError::Storage(e.to_string()))?;
         let path = cfg.dir.join("meta.redb");
         let db = tokio::task::spawn_blocking(move || {
-            redb::Database::builder().set_cache_size(128 << 20).create(path)
+            redb::Database::builder()
+                .set_cache_size(128 << 20)
+                .create(path)
         })
         .await
         .map_err(|e| RaftError::Storage(e.to_string()))?
@@ -70,24 +72,47 @@ impl Registry {
 
         let mut groups = HashMap::new();
         for group in 0..=u64::from(cfg.partitions) {
-            let sm = GroupStateMachine::new(meta.clone(), group).map_err(|e| RaftError::Storage(e.to_string()))?;
-            let raft = RaftNode::new(cfg.node_id, raft_config.clone(), LocalOnlyNetwork, engine.group(group), sm)
-                .await
-                .map_err(|e| RaftError::Group { group, msg: e.to_string() })?;
+            let sm = GroupStateMachine::new(meta.clone(), group)
+                .map_err(|e| RaftError::Storage(e.to_string()))?;
+            let raft = RaftNode::new(
+                cfg.node_id,
+                raft_config.clone(),
+                LocalOnlyNetwork,
+                engine.group(group),
+                sm,
+            )
+            .await
+            .map_err(|e| RaftError::Group {
+                group,
+                msg: e.to_string(),
+            })?;
             let members = BTreeMap::from([(cfg.node_id, BasicNode::new(cfg.rpc_addr.clone()))]);
             match raft.initialize(members).await {
                 Ok(()) => {}
                 Err(OrError::APIError(InitializeError::NotAllowed(_))) => {} // already initialised
-                Err(e) => return Err(RaftError::Group { group, msg: e.to_string() }),
+                Err(e) => {
+                    return Err(RaftError::Group {
+                        group,
+                        msg: e.to_string(),
+                    })
+                }
             }
             groups.insert(group, raft);
         }
-        let registry = Arc::new(Self { node_id: cfg.node_id, groups, meta, engine });
+        let registry = Arc::new(Self {
+            node_id: cfg.node_id,
+            groups,
+            meta,
+            engine,
+        });
         for (group, raft) in &registry.groups {
             raft.wait(Some(Duration::from_secs(30)))
                 .current_leader(cfg.node_id, "startup")
                 .await
-                .map_err(|e| RaftError::Group { group: *group, msg: format!("no leader at startup: {e}") })?;
+                .map_err(|e| RaftError::Group {
+                    group: *group,
+                    msg: format!("no leader at startup: {e}"),
+                })?;
         }
         Ok(registry)
     }
@@ -109,7 +134,9 @@ impl Registry {
     }
 
     fn raft(&self, group: GroupId) -> Result<&RaftNode, RaftError> {
-        self.groups.get(&group).ok_or(RaftError::UnknownGroup(group))
+        self.groups
+            .get(&group)
+            .ok_or(RaftError::UnknownGroup(group))
     }
 
     /// True if this node currently leads `group`.
@@ -126,9 +153,15 @@ impl Registry {
         match raft.client_write(cmd).await {
             Ok(resp) => Ok(resp.data),
             Err(OrError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(RaftError::NotLeader { group, leader: f.leader_id })
+                Err(RaftError::NotLeader {
+                    group,
+                    leader: f.leader_id,
+                })
             }
-            Err(e) => Err(RaftError::Group { group, msg: e.to_string() }),
+            Err(e) => Err(RaftError::Group {
+                group,
+                msg: e.to_string(),
+            }),
         }
     }
 
@@ -139,9 +172,15 @@ impl Registry {
         match raft.ensure_linearizable().await {
             Ok(_) => Ok(()),
             Err(OrError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
-                Err(RaftError::NotLeader { group, leader: f.leader_id })
+                Err(RaftError::NotLeader {
+                    group,
+                    leader: f.leader_id,
+                })
             }
-            Err(e) => Err(RaftError::Group { group, msg: e.to_string() }),
+            Err(e) => Err(RaftError::Group {
+                group,
+                msg: e.to_string(),
+            }),
         }
     }
 

@@ -10,8 +10,8 @@ use std::io::Cursor;
 use cairn_meta::{MetaStore, Response};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
-    BasicNode, Entry, EntryPayload, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError,
-    StoredMembership,
+    BasicNode, Entry, EntryPayload, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageError,
+    StorageIOError, StoredMembership,
 };
 use redb::{Durability, ReadableDatabase, TableDefinition};
 
@@ -74,7 +74,10 @@ impl GroupStateMachine {
         Ok(())
     }
 
-    fn apply_blocking(&self, entries: Vec<Entry<TypeConfig>>) -> Result<Vec<Response>, StorageError<u64>> {
+    fn apply_blocking(
+        &self,
+        entries: Vec<Entry<TypeConfig>>,
+    ) -> Result<Vec<Response>, StorageError<u64>> {
         let mut txn = self.meta.db().begin_write().map_err(sm_err)?;
         txn.set_durability(Durability::None).map_err(sm_err)?;
         let mut out = Vec::with_capacity(entries.len());
@@ -88,13 +91,17 @@ impl GroupStateMachine {
                 }
                 EntryPayload::Membership(m) => {
                     let stored = Membership::new(Some(entry.log_id), m);
-                    self.meta.put_sm_meta(&txn, self.group, MEMBERSHIP, &stored).map_err(sm_err)?;
+                    self.meta
+                        .put_sm_meta(&txn, self.group, MEMBERSHIP, &stored)
+                        .map_err(sm_err)?;
                     out.push(Response::Done);
                 }
             }
         }
         if let Some(last) = last {
-            self.meta.put_sm_meta(&txn, self.group, APPLIED, &Some(last)).map_err(sm_err)?;
+            self.meta
+                .put_sm_meta(&txn, self.group, APPLIED, &Some(last))
+                .map_err(sm_err)?;
         }
         txn.commit().map_err(sm_err)?;
         Ok(out)
@@ -114,10 +121,20 @@ impl GroupStateMachine {
             Some(l) => format!("{}-{}-{}", self.group, l.leader_id, l.index),
             None => format!("{}-empty", self.group),
         };
-        let meta = SnapshotMeta { last_log_id: applied, last_membership: membership, snapshot_id };
-        let stored = StoredSnapshot { meta: meta.clone(), data };
+        let meta = SnapshotMeta {
+            last_log_id: applied,
+            last_membership: membership,
+            snapshot_id,
+        };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
         self.save_snapshot(&stored)?;
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(stored.data)) })
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(stored.data)),
+        })
     }
 }
 
@@ -137,9 +154,15 @@ impl RaftSnapshotBuilder<TypeConfig> for GroupStateMachine {
 impl RaftStateMachine<TypeConfig> for GroupStateMachine {
     type SnapshotBuilder = Self;
 
-    async fn applied_state(&mut self) -> Result<(Option<LogId<u64>>, Membership), StorageError<u64>> {
-        let applied: Option<Option<LogId<u64>>> = self.meta.get_sm_meta(self.group, APPLIED).map_err(sm_err)?;
-        let membership: Option<Membership> = self.meta.get_sm_meta(self.group, MEMBERSHIP).map_err(sm_err)?;
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<u64>>, Membership), StorageError<u64>> {
+        let applied: Option<Option<LogId<u64>>> =
+            self.meta.get_sm_meta(self.group, APPLIED).map_err(sm_err)?;
+        let membership: Option<Membership> = self
+            .meta
+            .get_sm_meta(self.group, MEMBERSHIP)
+            .map_err(sm_err)?;
         Ok((applied.flatten(), membership.unwrap_or_default()))
     }
 
@@ -157,7 +180,9 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
@@ -167,23 +192,36 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<u64>> {
         let this = self.clone();
-        let stored = StoredSnapshot { meta: meta.clone(), data: snapshot.into_inner() };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: snapshot.into_inner(),
+        };
         blocking(move || {
             let txn = this.meta.db().begin_write().map_err(sm_err)?;
-            this.meta.import_group(&txn, this.group, &stored.data).map_err(sm_err)?;
+            this.meta
+                .import_group(&txn, this.group, &stored.data)
+                .map_err(sm_err)?;
             // The blob carries `applied`/`membership`; set them from the snapshot meta anyway.
-            this.meta.put_sm_meta(&txn, this.group, APPLIED, &stored.meta.last_log_id).map_err(sm_err)?;
-            this.meta.put_sm_meta(&txn, this.group, MEMBERSHIP, &stored.meta.last_membership).map_err(sm_err)?;
+            this.meta
+                .put_sm_meta(&txn, this.group, APPLIED, &stored.meta.last_log_id)
+                .map_err(sm_err)?;
+            this.meta
+                .put_sm_meta(&txn, this.group, MEMBERSHIP, &stored.meta.last_membership)
+                .map_err(sm_err)?;
             txn.commit().map_err(sm_err)?;
             this.save_snapshot(&stored)
         })
         .await
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
         let this = self.clone();
         let stored = blocking(move || this.load_snapshot()).await?;
-        Ok(stored.map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
+        Ok(stored.map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(Cursor::new(s.data)),
+        }))
     }
 }
-

@@ -17,7 +17,12 @@ fn config(dir: &std::path::Path, snapshot_every: u64) -> RegistryConfig {
 }
 
 fn bucket(name: &str) -> Command {
-    Command::CreateBucket { record: BucketRecord { name: name.into(), created_ms: 1 } }
+    Command::CreateBucket {
+        record: BucketRecord {
+            name: name.into(),
+            created_ms: 1,
+        },
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -28,7 +33,10 @@ async fn proposals_commit_and_survive_restart_and_compaction() {
         assert_eq!(reg.groups(), vec![0, 1, 2, 3, 4]);
         assert!(reg.is_leader(SYSTEM_GROUP));
         for i in 0..60 {
-            let r = reg.propose(SYSTEM_GROUP, bucket(&format!("b{i:03}"))).await.unwrap();
+            let r = reg
+                .propose(SYSTEM_GROUP, bucket(&format!("b{i:03}")))
+                .await
+                .unwrap();
             assert_eq!(r, Response::Done);
         }
         let r = reg.propose(SYSTEM_GROUP, bucket("b000")).await.unwrap();
@@ -42,10 +50,19 @@ async fn proposals_commit_and_survive_restart_and_compaction() {
     // Restart on the same directory: same state, groups lead again, writes continue.
     let reg = Registry::open(config(dir.path(), 20)).await.unwrap();
     reg.read_barrier(SYSTEM_GROUP).await.unwrap();
-    let names: Vec<_> = reg.meta().list_buckets(SYSTEM_GROUP).unwrap().into_iter().map(|b| b.name).collect();
+    let names: Vec<_> = reg
+        .meta()
+        .list_buckets(SYSTEM_GROUP)
+        .unwrap()
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
     assert_eq!(names.len(), 60);
     assert_eq!(names[0], "b000");
-    assert_eq!(reg.propose(SYSTEM_GROUP, bucket("after")).await.unwrap(), Response::Done);
+    assert_eq!(
+        reg.propose(SYSTEM_GROUP, bucket("after")).await.unwrap(),
+        Response::Done
+    );
     reg.shutdown().await;
 }
 
@@ -57,7 +74,9 @@ async fn concurrent_proposals_across_groups_all_commit() {
     for g in 0..=4u64 {
         for i in 0..25 {
             let reg = reg.clone();
-            tasks.push(tokio::spawn(async move { reg.propose(g, bucket(&format!("g{g}-{i}"))).await }));
+            tasks.push(tokio::spawn(async move {
+                reg.propose(g, bucket(&format!("g{g}-{i}"))).await
+            }));
         }
     }
     for t in tasks {

@@ -1,0 +1,49 @@
+//! The management plane (port NODE_ADMIN_PORT): liveness, readiness and Prometheus metrics.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub metrics: Arc<Registry>,
+    pub node_id: String,
+}
+
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/health", get(|| async { "ok\n" }))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn ready(State(s): State<AdminState>) -> impl IntoResponse {
+    // The server binds this listener only after every Raft group has a leader.
+    (StatusCode::OK, format!("ready {}\n", s.node_id))
+}
+
+async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
+    let mut out = String::new();
+    match prometheus_client::encoding::text::encode(&mut out, &s.metrics) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            out,
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding metrics: {e}\n"),
+        )
+            .into_response(),
+    }
+}

@@ -1,0 +1,166 @@
+//! `cairn server`: wires configuration, storage, the Raft registry, the object service, the S3
+//! listener and the management plane together.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use cairn_config::{Config, ServerFlags};
+use cairn_object::workers::WorkerConfig;
+use cairn_object::{ObjectService, ServiceConfig};
+use cairn_raft::{Registry, RegistryConfig};
+use tokio::sync::watch;
+
+use crate::{admin, identity};
+
+pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
+    let cfg = Config::load(&flags)?;
+    init_tracing(&cfg.log);
+
+    let data = cfg.data_dir().to_path_buf();
+    std::fs::create_dir_all(&data)
+        .with_context(|| format!("creating STORAGE_PATH {}", data.display()))?;
+    let node_id = identity::node_id(&data, cfg.node_id.as_deref())?;
+    let (access_key, secret_key, generated) =
+        identity::credentials(&data, cfg.access_key.as_deref(), cfg.secret_key.as_deref())?;
+    if generated {
+        // Printed once, at first start; afterwards they live in <data>/credentials.toml.
+        println!(
+            "Generated root credentials (saved in {}):",
+            data.join("credentials.toml").display()
+        );
+        println!("  ACCESS_KEY={access_key}");
+        println!("  SECRET_KEY={secret_key}");
+    }
+
+    let advertise =
+        cfg.node_advertise_addr
+            .clone()
+            .unwrap_or_else(|| match cfg.node_bind_addr.as_str() {
+                "0.0.0.0" | "::" => "127.0.0.1".to_string(),
+                other => other.to_string(),
+            });
+    let chunks = {
+        let dir = data.join("chunks");
+        tokio::task::spawn_blocking(move || cairn_chunk::ChunkStore::open(dir)).await??
+    };
+    let registry = Registry::open(RegistryConfig {
+        dir: data.join("meta"),
+        node_id: identity::raft_id(&node_id),
+        rpc_addr: format!("{advertise}:{}", cfg.node_rpc_port),
+        partitions: cfg.partitions,
+        snapshot_every: cfg.raft_snapshot_every,
+    })
+    .await
+    .context("starting the metadata groups")?;
+
+    let objects = ObjectService::new(
+        ServiceConfig {
+            chunk_size: cfg.chunk_size as usize,
+            inline_threshold: cfg.inline_threshold as usize,
+        },
+        registry.clone(),
+        chunks,
+    );
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    cairn_object::workers::spawn(
+        objects.clone(),
+        WorkerConfig {
+            ref_sync_interval: Duration::from_millis(200),
+            gc_interval: Duration::from_secs(cfg.gc_interval_secs),
+            gc_grace: Duration::from_secs(cfg.gc_grace_secs),
+            upload_expiry: Duration::from_secs(cfg.multipart_expiry_secs),
+            upload_reap_interval: Duration::from_secs(cfg.multipart_expiry_secs.clamp(1, 3600)),
+        },
+        shutdown_rx.clone(),
+    );
+
+    let mut metrics = prometheus_client::registry::Registry::with_prefix("cairn");
+    let s3_metrics = cairn_s3::S3Metrics::register(&mut metrics);
+    let s3 = cairn_s3::build_service(
+        objects,
+        &cairn_s3::S3Settings {
+            access_key,
+            secret_key,
+            region: cfg.s3_region.clone(),
+            domains: cfg.domains(),
+        },
+        s3_metrics.clone(),
+    )?;
+
+    let bind: std::net::IpAddr = cfg.node_bind_addr.parse().context("NODE_BIND_ADDR")?;
+    let api_addr = SocketAddr::new(bind, cfg.node_api_port);
+    let admin_addr = SocketAddr::new(bind, cfg.node_admin_port);
+    let api_listener = tokio::net::TcpListener::bind(api_addr)
+        .await
+        .with_context(|| format!("binding NODE_API_PORT on {api_addr}"))?;
+    let admin_listener = tokio::net::TcpListener::bind(admin_addr)
+        .await
+        .with_context(|| format!("binding NODE_ADMIN_PORT on {admin_addr}"))?;
+
+    let s3_task = tokio::spawn(cairn_s3::serve(
+        api_listener,
+        s3,
+        s3_metrics,
+        wait_for(shutdown_rx.clone()),
+    ));
+    let admin_router = admin::router(admin::AdminState {
+        metrics: Arc::new(metrics),
+        node_id: node_id.clone(),
+    });
+    let admin_task = tokio::spawn(async move {
+        axum::serve(admin_listener, admin_router)
+            .with_graceful_shutdown(wait_for(shutdown_rx))
+            .await
+    });
+    tracing::info!(%node_id, s3 = %api_addr, admin = %admin_addr, data = %data.display(), "cairn node is serving");
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = shutdown_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        let _ = s3_task.await;
+        let _ = admin_task.await;
+    })
+    .await;
+    registry.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn init_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .try_init();
+}

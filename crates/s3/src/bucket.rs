@@ -1,0 +1,152 @@
+//! Bucket operations: Create, Delete, Head, List, GetBucketLocation, GetBucketVersioning.
+//! (s3s validates bucket names before we are called.)
+
+use s3s::dto::*;
+use s3s::{s3_error, S3Request, S3Response, S3Result};
+
+use crate::error::ObjectResultExt;
+use crate::list::{decode_token, encode_token};
+use crate::object::ts;
+use crate::CairnS3;
+
+/// The region whose LocationConstraint is empty, for historical reasons.
+const US_EAST_1: &str = "us-east-1";
+
+/// A LocationConstraint we accept: none, empty, or our own region.
+fn check_location(constraint: Option<&str>, region: &str) -> S3Result<()> {
+    match constraint {
+        None | Some("") => Ok(()),
+        Some(c) if c == region => Ok(()),
+        Some(c) => Err(s3_error!(
+            IllegalLocationConstraintException,
+            "The {c} location constraint is incompatible for the region specific endpoint this request was sent to."
+        )),
+    }
+}
+
+pub(crate) async fn create_bucket(
+    s3: &CairnS3,
+    req: S3Request<CreateBucketInput>,
+) -> S3Result<S3Response<CreateBucketOutput>> {
+    let input = req.input;
+    let constraint = input
+        .create_bucket_configuration
+        .as_ref()
+        .and_then(|c| c.location_constraint.as_ref())
+        .map(BucketLocationConstraint::as_str);
+    check_location(constraint, s3.region())?;
+    s3.objects().create_bucket(&input.bucket).await.s3()?;
+    let output = CreateBucketOutput {
+        location: Some(format!("/{}", input.bucket)),
+    };
+    Ok(S3Response::new(output))
+}
+
+pub(crate) async fn delete_bucket(
+    s3: &CairnS3,
+    req: S3Request<DeleteBucketInput>,
+) -> S3Result<S3Response<DeleteBucketOutput>> {
+    s3.objects().delete_bucket(&req.input.bucket).await.s3()?;
+    Ok(S3Response::new(DeleteBucketOutput::default()))
+}
+
+pub(crate) async fn head_bucket(
+    s3: &CairnS3,
+    req: S3Request<HeadBucketInput>,
+) -> S3Result<S3Response<HeadBucketOutput>> {
+    s3.objects().head_bucket(&req.input.bucket).await.s3()?;
+    let output = HeadBucketOutput {
+        bucket_region: Some(s3.region().to_owned()),
+        ..Default::default()
+    };
+    Ok(S3Response::new(output))
+}
+
+pub(crate) async fn list_buckets(
+    s3: &CairnS3,
+    req: S3Request<ListBucketsInput>,
+) -> S3Result<S3Response<ListBucketsOutput>> {
+    let input = req.input;
+    let max = match input.max_buckets {
+        None => usize::MAX,
+        Some(n) if (1..=10_000).contains(&n) => usize::try_from(n).unwrap_or(usize::MAX),
+        Some(_) => {
+            return Err(s3_error!(
+                InvalidArgument,
+                "max-buckets must be between 1 and 10000"
+            ))
+        }
+    };
+    let after = input
+        .continuation_token
+        .as_deref()
+        .map(decode_token)
+        .transpose()?;
+    let prefix = input.prefix.clone().unwrap_or_default();
+
+    let all = s3.objects().list_buckets().await.s3()?;
+    let mut matching = all
+        .into_iter()
+        .filter(|b| b.name.starts_with(&prefix))
+        .filter(|b| after.as_ref().is_none_or(|a| b.name.as_str() > a.as_str()));
+    let page: Vec<_> = matching.by_ref().take(max).collect();
+    let more = matching.next().is_some();
+    let next = if more {
+        page.last().map(|b| encode_token(&b.name))
+    } else {
+        None
+    };
+
+    let buckets = page
+        .into_iter()
+        .map(|b| Bucket {
+            name: Some(b.name),
+            creation_date: Some(ts(b.created_ms)),
+            bucket_region: Some(s3.region().to_owned()),
+        })
+        .collect();
+    let output = ListBucketsOutput {
+        buckets: Some(buckets),
+        owner: Some(s3.owner()),
+        continuation_token: next,
+        prefix: input.prefix,
+    };
+    Ok(S3Response::new(output))
+}
+
+pub(crate) async fn get_bucket_location(
+    s3: &CairnS3,
+    req: S3Request<GetBucketLocationInput>,
+) -> S3Result<S3Response<GetBucketLocationOutput>> {
+    s3.objects().head_bucket(&req.input.bucket).await.s3()?;
+    let region = s3.region();
+    let output = GetBucketLocationOutput {
+        location_constraint: (region != US_EAST_1)
+            .then(|| BucketLocationConstraint::from(region.to_owned())),
+    };
+    Ok(S3Response::new(output))
+}
+
+/// Buckets are unversioned: the answer has no Status, which is what S3 says for a bucket
+/// that never had versioning enabled.
+pub(crate) async fn get_bucket_versioning(
+    s3: &CairnS3,
+    req: S3Request<GetBucketVersioningInput>,
+) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+    s3.objects().head_bucket(&req.input.bucket).await.s3()?;
+    Ok(S3Response::new(GetBucketVersioningOutput::default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn location_constraints() {
+        assert!(check_location(None, "us-east-1").is_ok());
+        assert!(check_location(Some(""), "eu-west-1").is_ok());
+        assert!(check_location(Some("eu-west-1"), "eu-west-1").is_ok());
+        let e = check_location(Some("ap-south-1"), "eu-west-1").unwrap_err();
+        assert_eq!(e.status_code(), Some(http::StatusCode::BAD_REQUEST));
+    }
+}
