@@ -74,7 +74,7 @@ impl Default for Config {
             raft_snapshot_every: 10_000,
             s3_region: "us-east-1".into(),
             s3_domains: "localhost".into(),
-            log: "info,s3s=off".into(),
+            log: "info,s3s=off,openraft=warn".into(),
         }
     }
 }

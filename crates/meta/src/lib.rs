@@ -5,9 +5,11 @@ pub mod command;
 pub mod keys;
 pub mod model;
 pub mod placement;
+pub mod query;
 pub mod store;
 
 pub use command::{Command, CommandError, Condition, RefOp, Response};
+pub use query::{Query, QueryResult};
 pub use store::{Listing, MetaStore};
 
 /// A storage or encoding failure in the metadata store.

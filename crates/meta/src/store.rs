@@ -621,7 +621,7 @@ impl MetaStore {
 pub type SmMetaEntries = BTreeMap<String, Vec<u8>>;
 
 /// One page of a sorted listing.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Listing<T> {
     pub entries: Vec<(String, T)>,
     pub common_prefixes: Vec<String>,

@@ -12,7 +12,7 @@ use cairn_meta::model::{
     PartRecord, UploadRecord,
 };
 use cairn_meta::placement::{bucket_partition, partition_group, SYSTEM_GROUP};
-use cairn_meta::{Command, CommandError, Condition, Response};
+use cairn_meta::{Command, CommandError, Condition, Query, QueryResult, Response};
 use cairn_raft::{GroupId, Registry};
 
 use crate::digest::{multipart_etag, BodyDigest};
@@ -180,6 +180,10 @@ fn refused(e: CommandError) -> ObjectError {
     }
 }
 
+fn unexpected(r: QueryResult) -> ObjectError {
+    ObjectError::Storage(format!("unexpected metadata query result: {r:?}"))
+}
+
 fn condition(p: &Precondition) -> Condition {
     match p {
         Precondition::None => Condition::None,
@@ -241,6 +245,11 @@ impl ObjectService {
         Ok(self.inner.registry.propose(group, cmd).await?)
     }
 
+    /// A linearizable read of `group`.
+    async fn query(&self, group: GroupId, q: Query) -> Result<QueryResult, ObjectError> {
+        Ok(self.inner.registry.query(group, &q).await?)
+    }
+
     /// Proposes and turns a refusal into its error.
     async fn propose_ok(&self, group: GroupId, cmd: Command) -> Result<Response, ObjectError> {
         match self.propose(group, cmd).await? {
@@ -271,9 +280,18 @@ impl ObjectService {
     pub async fn delete_bucket(&self, name: &str) -> Result<(), ObjectError> {
         self.head_bucket(name).await?;
         let group = self.group_of(name);
-        self.inner.registry.read_barrier(group).await?;
-        if self.inner.registry.meta().bucket_has_data(group, name)? {
-            return Err(ObjectError::BucketNotEmpty);
+        match self
+            .query(
+                group,
+                Query::BucketHasData {
+                    bucket: name.to_string(),
+                },
+            )
+            .await?
+        {
+            QueryResult::Flag(false) => {}
+            QueryResult::Flag(true) => return Err(ObjectError::BucketNotEmpty),
+            other => return Err(unexpected(other)),
         }
         self.propose_ok(
             SYSTEM_GROUP,
@@ -287,18 +305,26 @@ impl ObjectService {
 
     /// The bucket's record, or `NoSuchBucket`.
     pub async fn head_bucket(&self, name: &str) -> Result<BucketRecord, ObjectError> {
-        self.inner.registry.read_barrier(SYSTEM_GROUP).await?;
-        self.inner
-            .registry
-            .meta()
-            .get_bucket(SYSTEM_GROUP, name)?
-            .ok_or(ObjectError::NoSuchBucket)
+        match self
+            .query(
+                SYSTEM_GROUP,
+                Query::GetBucket {
+                    name: name.to_string(),
+                },
+            )
+            .await?
+        {
+            QueryResult::Bucket(b) => b.ok_or(ObjectError::NoSuchBucket),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// All buckets, sorted by name.
     pub async fn list_buckets(&self) -> Result<Vec<BucketRecord>, ObjectError> {
-        self.inner.registry.read_barrier(SYSTEM_GROUP).await?;
-        Ok(self.inner.registry.meta().list_buckets(SYSTEM_GROUP)?)
+        match self.query(SYSTEM_GROUP, Query::ListBuckets).await? {
+            QueryResult::Buckets(b) => Ok(b),
+            other => Err(unexpected(other)),
+        }
     }
 
     // ---- ingest ----
@@ -430,13 +456,14 @@ impl ObjectService {
     /// The current record of `key` (linearizable read), or `NoSuchKey` / `NoSuchBucket`.
     pub async fn head_object(&self, bucket: &str, key: &str) -> Result<ObjectRecord, ObjectError> {
         self.head_bucket(bucket).await?;
-        let group = self.group_of(bucket);
-        self.inner.registry.read_barrier(group).await?;
-        self.inner
-            .registry
-            .meta()
-            .get_object(group, bucket, key)?
-            .ok_or(ObjectError::NoSuchKey)
+        let q = Query::GetObject {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+        };
+        match self.query(self.group_of(bucket), q).await? {
+            QueryResult::Object(o) => o.ok_or(ObjectError::NoSuchKey),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Streams bytes `[start, end)` of `record` (the whole object when `range` is None).
@@ -550,16 +577,17 @@ impl ObjectService {
         query: &ListQuery,
     ) -> Result<ListPage, ObjectError> {
         self.head_bucket(bucket).await?;
-        let group = self.group_of(bucket);
-        self.inner.registry.read_barrier(group).await?;
-        let l = self.inner.registry.meta().list_objects(
-            group,
-            bucket,
-            &query.prefix,
-            query.delimiter.as_deref(),
-            query.after.as_deref(),
-            query.max_keys,
-        )?;
+        let q = Query::ListObjects {
+            bucket: bucket.to_string(),
+            prefix: query.prefix.clone(),
+            delimiter: query.delimiter.clone(),
+            after: query.after.clone(),
+            max: query.max_keys,
+        };
+        let l = match self.query(self.group_of(bucket), q).await? {
+            QueryResult::Objects(l) => l,
+            other => return Err(unexpected(other)),
+        };
         Ok(ListPage {
             objects: l.entries,
             common_prefixes: l.common_prefixes,
@@ -604,13 +632,15 @@ impl ObjectService {
         upload_id: &str,
     ) -> Result<UploadRecord, ObjectError> {
         self.head_bucket(bucket).await?;
-        let group = self.group_of(bucket);
-        self.inner.registry.read_barrier(group).await?;
-        self.inner
-            .registry
-            .meta()
-            .get_upload(group, bucket, key, upload_id)?
-            .ok_or(ObjectError::NoSuchUpload)
+        let q = Query::GetUpload {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            upload_id: upload_id.to_string(),
+        };
+        match self.query(self.group_of(bucket), q).await? {
+            QueryResult::Upload(u) => u.ok_or(ObjectError::NoSuchUpload),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Stores one part (1..=10000), replacing any earlier part with that number.
@@ -721,11 +751,7 @@ impl ObjectService {
             return Err(ObjectError::InvalidPartOrder);
         }
         let group = self.group_of(bucket);
-        let (stored, _) = self
-            .inner
-            .registry
-            .meta()
-            .list_parts(group, upload_id, 0, 10_000)?;
+        let (stored, _) = self.parts(group, upload_id, 0, 10_000).await?;
         let mut chosen = Vec::with_capacity(parts.len());
         for spec in &parts {
             let etag = spec.etag.trim_matches('"');
@@ -779,6 +805,29 @@ impl ObjectService {
         Ok(record)
     }
 
+    async fn parts(
+        &self,
+        group: GroupId,
+        upload_id: &str,
+        after: u32,
+        max: usize,
+    ) -> Result<(Vec<PartRecord>, bool), ObjectError> {
+        match self
+            .query(
+                group,
+                Query::ListParts {
+                    upload_id: upload_id.to_string(),
+                    after,
+                    max,
+                },
+            )
+            .await?
+        {
+            QueryResult::Parts { parts, truncated } => Ok((parts, truncated)),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Aborts an upload and releases its parts.
     pub async fn abort_multipart(
         &self,
@@ -806,11 +855,9 @@ impl ObjectService {
         max: usize,
     ) -> Result<ListPartsPage, ObjectError> {
         let upload = self.get_upload(bucket, key, upload_id).await?;
-        let (parts, is_truncated) =
-            self.inner
-                .registry
-                .meta()
-                .list_parts(self.group_of(bucket), upload_id, after, max)?;
+        let (parts, is_truncated) = self
+            .parts(self.group_of(bucket), upload_id, after, max)
+            .await?;
         let next_part_number_marker = parts.last().map(|p| p.part_number);
         Ok(ListPartsPage {
             upload: Some(upload),
@@ -831,14 +878,17 @@ impl ObjectService {
         max: usize,
     ) -> Result<ListMultipartPage, ObjectError> {
         self.head_bucket(bucket).await?;
-        let group = self.group_of(bucket);
-        self.inner.registry.read_barrier(group).await?;
-        let after = key_marker.map(|k| (k, upload_id_marker));
-        let l = self
-            .inner
-            .registry
-            .meta()
-            .list_uploads(group, bucket, prefix, delimiter, after, max)?;
+        let q = Query::ListUploads {
+            bucket: bucket.to_string(),
+            prefix: prefix.to_string(),
+            delimiter: delimiter.map(str::to_string),
+            after: key_marker.map(|k| (k.to_string(), upload_id_marker.map(str::to_string))),
+            max,
+        };
+        let l = match self.query(self.group_of(bucket), q).await? {
+            QueryResult::Uploads(l) => l,
+            other => return Err(unexpected(other)),
+        };
         let last = l
             .entries
             .last()

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_meta::placement::partition_group;
-use cairn_meta::{Command, RefOp};
+use cairn_meta::{Command, Query, QueryResult, RefOp};
 use tokio::sync::watch;
 
 use crate::service::now_ms;
@@ -171,17 +171,22 @@ pub async fn collect_garbage(
         }
     }
     let partitions = s.partitions();
-    let mut barriers = HashSet::new();
     for id in candidates {
         if pending.contains(&id) || chunks.is_pinned(&id) {
             continue;
         }
         let group = partition_group(id.partition(partitions));
-        if barriers.insert(group) {
-            reg.read_barrier(group).await?;
-        }
-        if reg.meta().chunk_ref_count(group, &id)? > 0 {
-            continue;
+        match reg
+            .query(group, &Query::ChunkRefCount { chunk: id })
+            .await?
+        {
+            QueryResult::Count(0) => {}
+            QueryResult::Count(_) => continue,
+            other => {
+                return Err(ObjectError::Storage(format!(
+                    "unexpected query result {other:?}"
+                )))
+            }
         }
         if chunks.is_pinned(&id) {
             continue;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_meta::{Command, MetaStore, Response};
+use cairn_meta::{Command, MetaStore, Query, QueryResult, Response};
 use openraft::error::{ClientWriteError, InitializeError, RaftError as OrError};
 use openraft::{BasicNode, Config, SnapshotPolicy};
 
@@ -182,6 +182,12 @@ impl Registry {
                 msg: e.to_string(),
             }),
         }
+    }
+
+    /// A linearizable read of `group`'s state.
+    pub async fn query(&self, group: GroupId, q: &Query) -> Result<QueryResult, RaftError> {
+        self.read_barrier(group).await?;
+        Ok(self.meta.query(group, q)?)
     }
 
     /// Stops every group.

@@ -1,0 +1,130 @@
+//! Reads of a group's state machine, as values, so a node that does not lead (or host) a group
+//! can forward the read to the node that does.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{BucketRecord, ChunkId, ObjectRecord, PartRecord, UploadRecord};
+use crate::store::{Listing, MetaStore};
+use crate::MetaError;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Query {
+    GetBucket {
+        name: String,
+    },
+    ListBuckets,
+    GetObject {
+        bucket: String,
+        key: String,
+    },
+    ListObjects {
+        bucket: String,
+        prefix: String,
+        delimiter: Option<String>,
+        after: Option<String>,
+        max: usize,
+    },
+    GetUpload {
+        bucket: String,
+        key: String,
+        upload_id: String,
+    },
+    ListParts {
+        upload_id: String,
+        after: u32,
+        max: usize,
+    },
+    ListUploads {
+        bucket: String,
+        prefix: String,
+        delimiter: Option<String>,
+        after: Option<(String, Option<String>)>,
+        max: usize,
+    },
+    BucketHasData {
+        bucket: String,
+    },
+    ChunkRefCount {
+        chunk: ChunkId,
+    },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum QueryResult {
+    Bucket(Option<BucketRecord>),
+    Buckets(Vec<BucketRecord>),
+    Object(Option<ObjectRecord>),
+    Objects(Listing<ObjectRecord>),
+    Upload(Option<UploadRecord>),
+    Parts {
+        parts: Vec<PartRecord>,
+        truncated: bool,
+    },
+    Uploads(Listing<UploadRecord>),
+    Flag(bool),
+    Count(usize),
+}
+
+impl MetaStore {
+    /// Runs `q` against `group`'s committed state on this node. The caller makes it
+    /// linearizable (read barrier on the group's leader) or accepts a stale read.
+    pub fn query(&self, group: u64, q: &Query) -> Result<QueryResult, MetaError> {
+        Ok(match q {
+            Query::GetBucket { name } => QueryResult::Bucket(self.get_bucket(group, name)?),
+            Query::ListBuckets => QueryResult::Buckets(self.list_buckets(group)?),
+            Query::GetObject { bucket, key } => {
+                QueryResult::Object(self.get_object(group, bucket, key)?)
+            }
+            Query::ListObjects {
+                bucket,
+                prefix,
+                delimiter,
+                after,
+                max,
+            } => QueryResult::Objects(self.list_objects(
+                group,
+                bucket,
+                prefix,
+                delimiter.as_deref(),
+                after.as_deref(),
+                *max,
+            )?),
+            Query::GetUpload {
+                bucket,
+                key,
+                upload_id,
+            } => QueryResult::Upload(self.get_upload(group, bucket, key, upload_id)?),
+            Query::ListParts {
+                upload_id,
+                after,
+                max,
+            } => {
+                let (parts, truncated) = self.list_parts(group, upload_id, *after, *max)?;
+                QueryResult::Parts { parts, truncated }
+            }
+            Query::ListUploads {
+                bucket,
+                prefix,
+                delimiter,
+                after,
+                max,
+            } => {
+                let after = after.as_ref().map(|(k, id)| (k.as_str(), id.as_deref()));
+                QueryResult::Uploads(self.list_uploads(
+                    group,
+                    bucket,
+                    prefix,
+                    delimiter.as_deref(),
+                    after,
+                    *max,
+                )?)
+            }
+            Query::BucketHasData { bucket } => {
+                QueryResult::Flag(self.bucket_has_data(group, bucket)?)
+            }
+            Query::ChunkRefCount { chunk } => {
+                QueryResult::Count(self.chunk_ref_count(group, chunk)?)
+            }
+        })
+    }
+}
