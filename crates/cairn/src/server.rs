@@ -51,6 +51,7 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         rpc_addr: format!("{advertise}:{}", cfg.node_rpc_port),
         partitions: cfg.partitions,
         snapshot_every: cfg.raft_snapshot_every,
+        bootstrap: cairn_raft::Bootstrap::SingleNode,
     })
     .await
     .context("starting the metadata groups")?;

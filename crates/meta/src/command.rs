@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{BucketRecord, ChunkId, ObjectRecord, PartRecord, UploadRecord};
+use crate::model::{
+    BucketRecord, ChunkId, LayoutRecord, NodeRecord, ObjectRecord, PartRecord, UploadRecord,
+};
 
 /// A condition checked atomically with a write, inside the state machine.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +42,19 @@ pub enum Command {
     },
     DeleteBucket {
         name: String,
+    },
+    /// Records the cluster's identity once, at formation; refused if already set to another id.
+    FormCluster {
+        cluster_id: String,
+        name: String,
+    },
+    /// Adds or updates a node's registration (addresses, inventory, state).
+    RegisterNode {
+        record: NodeRecord,
+    },
+    /// Stores a new layout version; refused unless `layout.version` is the next version.
+    SetLayout {
+        layout: LayoutRecord,
     },
 
     // ---- partition groups ----
@@ -100,6 +115,10 @@ pub enum CommandError {
     PreconditionFailed,
     #[error("invalid part: {0}")]
     InvalidPart(String),
+    #[error("cluster already formed with id {0}")]
+    ClusterExists(String),
+    #[error("stale layout version (current {0})")]
+    StaleLayout(u64),
 }
 
 /// The result of applying one command.

@@ -180,3 +180,38 @@ mod serde_bytes_compat {
         d.deserialize_byte_buf(V)
     }
 }
+
+/// Lifecycle of a node in the cluster catalog.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeState {
+    Joining,
+    Active,
+    Draining,
+    Removed,
+}
+
+/// A registered node (system group).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub node_id: String,
+    pub raft_id: u64,
+    pub rpc_addr: String,
+    pub api_addr: String,
+    pub zone: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub cpus: u32,
+    pub memory_bytes: u64,
+    pub disk_capacity_bytes: u64,
+    pub disk_free_bytes: u64,
+    pub state: NodeState,
+    pub registered_ms: i64,
+}
+
+/// A layout version: partition -> ordered replica node ids (system group).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayoutRecord {
+    pub version: u64,
+    pub replication: usize,
+    pub assignments: Vec<Vec<String>>,
+    pub created_ms: i64,
+}

@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{BucketRecord, ChunkId, ObjectRecord, PartRecord, UploadRecord};
+use crate::model::{
+    BucketRecord, ChunkId, LayoutRecord, NodeRecord, ObjectRecord, PartRecord, UploadRecord,
+};
 use crate::store::{Listing, MetaStore};
 use crate::MetaError;
 
@@ -63,6 +65,8 @@ pub enum QueryResult {
     Uploads(Listing<UploadRecord>),
     Flag(bool),
     Count(usize),
+    Nodes(Vec<NodeRecord>),
+    Layout(Option<LayoutRecord>),
 }
 
 impl MetaStore {

@@ -11,7 +11,9 @@ use serde::Serialize;
 
 use crate::command::{Command, CommandError, Condition, RefOp, Response};
 use crate::keys;
-use crate::model::{BucketRecord, ChunkId, ObjectRecord, PartRecord, UploadRecord};
+use crate::model::{
+    BucketRecord, ChunkId, LayoutRecord, NodeRecord, ObjectRecord, PartRecord, UploadRecord,
+};
 use crate::MetaError;
 
 pub(crate) const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sm_objects");
@@ -21,13 +23,17 @@ pub(crate) const REFS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sm_
 pub(crate) const OUTBOX: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sm_outbox");
 pub(crate) const BUCKETS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sm_buckets");
 pub(crate) const SM_META: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sm_meta");
+pub(crate) const NODES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sm_nodes");
 
 /// Every state-machine table, in a fixed order (the snapshot format numbers them).
-pub(crate) const ALL_TABLES: [TableDefinition<&[u8], &[u8]>; 7] =
-    [OBJECTS, UPLOADS, PARTS, REFS, OUTBOX, BUCKETS, SM_META];
+pub(crate) const ALL_TABLES: [TableDefinition<&[u8], &[u8]>; 8] = [
+    OBJECTS, UPLOADS, PARTS, REFS, OUTBOX, BUCKETS, SM_META, NODES,
+];
 const SM_META_INDEX: usize = 6;
 
 const OUTBOX_SEQ: &str = "outbox_seq";
+const CLUSTER_ID: &str = "cluster_id";
+const LAYOUT: &str = "layout";
 
 pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, MetaError> {
     rmp_serde::to_vec(v).map_err(|e| MetaError::Codec(e.to_string()))
@@ -98,6 +104,43 @@ impl MetaStore {
                 if t.remove(k.as_slice())?.is_none() {
                     return Ok(Response::Refused(CommandError::NoSuchBucket));
                 }
+                Ok(Response::Done)
+            }
+            Command::FormCluster { cluster_id, name } => {
+                let mut meta = txn.open_table(SM_META)?;
+                let k = keys::sm_meta(group, CLUSTER_ID);
+                if let Some(v) = meta.get(k.as_slice())? {
+                    let existing: (String, String) = decode(v.value())?;
+                    if existing.0 != *cluster_id {
+                        return Ok(Response::Refused(CommandError::ClusterExists(existing.0)));
+                    }
+                    return Ok(Response::Done);
+                }
+                meta.insert(
+                    k.as_slice(),
+                    encode(&(cluster_id.clone(), name.clone()))?.as_slice(),
+                )?;
+                Ok(Response::Done)
+            }
+            Command::RegisterNode { record } => {
+                let mut t = txn.open_table(NODES)?;
+                t.insert(
+                    keys::bucket(group, &record.node_id).as_slice(),
+                    encode(record)?.as_slice(),
+                )?;
+                Ok(Response::Done)
+            }
+            Command::SetLayout { layout } => {
+                let mut meta = txn.open_table(SM_META)?;
+                let k = keys::sm_meta(group, LAYOUT);
+                let current: u64 = match meta.get(k.as_slice())? {
+                    Some(v) => decode::<LayoutRecord>(v.value())?.version,
+                    None => 0,
+                };
+                if layout.version != current + 1 {
+                    return Ok(Response::Refused(CommandError::StaleLayout(current)));
+                }
+                meta.insert(k.as_slice(), encode(layout)?.as_slice())?;
                 Ok(Response::Done)
             }
             Command::PutObject {
@@ -391,6 +434,29 @@ impl MetaStore {
             out.push(decode(v.value())?);
         }
         Ok(out)
+    }
+
+    /// Registered nodes, by node id.
+    pub fn list_nodes(&self, group: u64) -> Result<Vec<NodeRecord>, MetaError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(NODES)?;
+        let (s, e) = (keys::group_start(group), keys::group_end(group));
+        let mut out = Vec::new();
+        for item in t.range(s.as_slice()..e.as_slice())? {
+            let (_, v) = item?;
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// The current layout, if one was set.
+    pub fn layout(&self, group: u64) -> Result<Option<LayoutRecord>, MetaError> {
+        self.get_sm_meta(group, LAYOUT)
+    }
+
+    /// The cluster's (id, name), once formed.
+    pub fn cluster_id(&self, group: u64) -> Result<Option<(String, String)>, MetaError> {
+        self.get_sm_meta(group, CLUSTER_ID)
     }
 
     pub fn get_object(

@@ -6,6 +6,7 @@
 //! and reads objects back chunk by chunk, verifying every chunk's hash. Its background workers
 //! deliver chunk-reference updates, collect unreferenced chunks and reap abandoned uploads.
 
+pub mod chunk_io;
 mod digest;
 mod error;
 mod service;
@@ -14,6 +15,7 @@ pub mod workers;
 pub use cairn_meta::model::{
     BucketRecord, ChecksumAlgo, ObjectData, ObjectHeaders, ObjectRecord, PartRecord, UploadRecord,
 };
+pub use chunk_io::{ChunkIo, LocalChunks};
 pub use error::ObjectError;
 pub use service::{
     BodyStream, ByteStream, Digests, ListMultipartPage, ListPage, ListPartsPage, ListQuery,

@@ -15,6 +15,7 @@ use cairn_meta::placement::{bucket_partition, partition_group, SYSTEM_GROUP};
 use cairn_meta::{Command, CommandError, Condition, Query, QueryResult, Response};
 use cairn_raft::{GroupId, Registry};
 
+use crate::chunk_io::{ChunkIo, LocalChunks};
 use crate::digest::{multipart_etag, BodyDigest};
 use crate::ObjectError;
 
@@ -141,7 +142,10 @@ pub struct ObjectService {
 struct Inner {
     config: ServiceConfig,
     registry: Arc<Registry>,
+    /// This node's chunk files: pins and GC.
     chunks: ChunkStore,
+    /// Where chunk bytes are written and read (local, or replicated across nodes).
+    io: Arc<dyn ChunkIo>,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -177,6 +181,7 @@ fn refused(e: CommandError) -> ObjectError {
         CommandError::NoSuchUpload => ObjectError::NoSuchUpload,
         CommandError::PreconditionFailed => ObjectError::PreconditionFailed,
         CommandError::InvalidPart(m) => ObjectError::InvalidPart(m),
+        other => ObjectError::Storage(format!("unexpected refusal: {other}")),
     }
 }
 
@@ -200,22 +205,30 @@ struct Ingested {
     _pins: Vec<ChunkPin>,
 }
 
-async fn write_chunk(
-    store: ChunkStore,
-    id: ChunkId,
-    data: Bytes,
-) -> Result<bool, cairn_chunk::ChunkError> {
-    store.put(id, data).await
+async fn write_chunk(io: Arc<dyn ChunkIo>, id: ChunkId, data: Bytes) -> Result<(), ObjectError> {
+    io.put(id, data).await
 }
 
 impl ObjectService {
     /// Builds the service over this node's Raft registry and chunk store.
     pub fn new(config: ServiceConfig, registry: Arc<Registry>, chunks: ChunkStore) -> Self {
+        let io = Arc::new(LocalChunks(chunks.clone()));
+        Self::with_chunk_io(config, registry, chunks, io)
+    }
+
+    /// Builds the service with a custom chunk transport (replication across nodes).
+    pub fn with_chunk_io(
+        config: ServiceConfig,
+        registry: Arc<Registry>,
+        chunks: ChunkStore,
+        io: Arc<dyn ChunkIo>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 config,
                 registry,
                 chunks,
+                io,
             }),
         }
     }
@@ -374,10 +387,10 @@ impl ObjectService {
                         id,
                         len: data.len() as u64,
                     });
-                    writes.push_back(write_chunk(self.inner.chunks.clone(), id, data));
+                    writes.push_back(write_chunk(self.inner.io.clone(), id, data));
                     if writes.len() >= WRITES_IN_FLIGHT {
                         if let Some(r) = writes.next().await {
-                            r.map_err(|e| ObjectError::Storage(e.to_string()))?;
+                            r?;
                         }
                     }
                 }
@@ -399,10 +412,10 @@ impl ObjectService {
                     id,
                     len: data.len() as u64,
                 });
-                writes.push_back(write_chunk(self.inner.chunks.clone(), id, data));
+                writes.push_back(write_chunk(self.inner.io.clone(), id, data));
             }
             while let Some(r) = writes.next().await {
-                r.map_err(|e| ObjectError::Storage(e.to_string()))?;
+                r?;
             }
             ObjectData::Chunks(refs)
         };
@@ -494,17 +507,12 @@ impl ObjectService {
                     let to = end.min(ce) - cs;
                     pieces.push((c.id, from as usize, to as usize));
                 }
-                let store = self.inner.chunks.clone();
+                let io = self.inner.io.clone();
                 let stream = futures::stream::iter(pieces)
                     .map(move |(id, from, to)| {
-                        let store = store.clone();
+                        let io = io.clone();
                         async move {
-                            let data = store.get(&id).await.map_err(|e| match e {
-                                cairn_chunk::ChunkError::Io(e) => {
-                                    ObjectError::Storage(e.to_string())
-                                }
-                                other => ObjectError::DataLoss(other.to_string()),
-                            })?;
+                            let data = io.get(id).await?;
                             if to > data.len() {
                                 return Err(ObjectError::DataLoss(format!(
                                     "chunk {id} is shorter than recorded"

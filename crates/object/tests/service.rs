@@ -22,6 +22,7 @@ async fn open(dir: &std::path::Path) -> (ObjectService, Arc<cairn_raft::Registry
         rpc_addr: "127.0.0.1:7000".into(),
         partitions: 4,
         snapshot_every: 1000,
+        bootstrap: cairn_raft::Bootstrap::SingleNode,
     })
     .await
     .unwrap();

@@ -15,7 +15,8 @@ pub mod state_machine;
 
 use std::io::Cursor;
 
-pub use registry::{Registry, RegistryConfig};
+pub use network::{GrpcNetwork, Peers, RaftServer};
+pub use registry::{Bootstrap, Registry, RegistryConfig, RouteHint};
 
 openraft::declare_raft_types!(
     /// Raft types shared by every Cairn group.
@@ -37,8 +38,14 @@ pub type RaftNode = openraft::Raft<TypeConfig>;
 pub enum RaftError {
     #[error("raft group {0} is not hosted on this node")]
     UnknownGroup(GroupId),
-    #[error("raft group {group} has no reachable leader here (leader: {leader:?})")]
-    NotLeader { group: GroupId, leader: Option<u64> },
+    #[error("raft group {group} is not led by this node (leader: {leader:?} at {addr:?})")]
+    NotLeader {
+        group: GroupId,
+        leader: Option<u64>,
+        addr: Option<String>,
+    },
+    #[error("forwarding to {addr} failed: {msg}")]
+    Forward { addr: String, msg: String },
     #[error("raft group {group} failed: {msg}")]
     Group { group: GroupId, msg: String },
     #[error("metadata store: {0}")]

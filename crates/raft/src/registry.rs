@@ -1,19 +1,35 @@
 //! The per-node registry of Raft groups (TiKV's "store"): opens the shared database, starts one
-//! openraft instance per hosted group, and routes proposals and linearizable reads to them.
+//! openraft instance per group (groups this node is not a member of stay idle and
+//! uninitialised until a leader adds them), and routes proposals and linearizable reads to the
+//! group's leader: locally when this node leads, otherwise forwarded over gRPC
+//! (`ControlService.Propose` / `Query`) to the leader it learns from Raft or from route hints.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cairn_meta::{Command, MetaStore, Query, QueryResult, Response};
+use cairn_rpc::pb::control_service_client::ControlServiceClient;
+use cairn_rpc::pb::{ProposeRequest, QueryRequest};
 use openraft::error::{ClientWriteError, InitializeError, RaftError as OrError};
 use openraft::{BasicNode, Config, SnapshotPolicy};
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
 
 use crate::log_store::LogEngine;
-use crate::network::LocalOnlyNetwork;
+use crate::network::{GrpcNetwork, Peers};
 use crate::state_machine::GroupStateMachine;
 use crate::{GroupId, RaftError, RaftNode};
+
+/// How groups come to life on this node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// A one-node cluster: every group is initialised with this node as its only voter.
+    SingleNode,
+    /// Groups are initialised by the cluster layer (`initialize_group`) or joined by a leader.
+    Cluster,
+}
 
 /// What the registry needs to start.
 #[derive(Clone, Debug)]
@@ -27,19 +43,40 @@ pub struct RegistryConfig {
     pub partitions: u32,
     /// Entries between snapshots (after which the log is compacted).
     pub snapshot_every: u64,
+    pub bootstrap: Bootstrap,
+}
+
+/// Candidate RPC addresses for a group this node cannot route itself (e.g. from the layout).
+pub type RouteHint = Arc<dyn Fn(GroupId) -> Vec<String> + Send + Sync>;
+
+/// How long a proposal or read keeps retrying while a group has no known leader.
+const ROUTE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The answer a node gives to a forwarded request.
+#[derive(Serialize, Deserialize)]
+enum Forwarded<T> {
+    Ok(T),
+    NotLeader {
+        leader: Option<u64>,
+        addr: Option<String>,
+    },
+    Failed(String),
 }
 
 /// All Raft groups hosted on this node.
 pub struct Registry {
     node_id: u64,
+    rpc_addr: String,
     groups: HashMap<GroupId, RaftNode>,
     meta: MetaStore,
     engine: LogEngine,
+    peers: Peers,
+    hint: RwLock<Option<RouteHint>>,
 }
 
 impl Registry {
-    /// Opens the node's metadata database and starts every group, initialising groups that
-    /// have never run (a one-node cluster: this node is the only voter). Waits until every
+    /// Opens the node's metadata database and starts every group. With
+    /// `Bootstrap::SingleNode`, initialises groups that have never run and waits until every
     /// group has a leader.
     pub async fn open(cfg: RegistryConfig) -> Result<Arc<Self>, RaftError> {
         std::fs::create_dir_all(&cfg.dir).map_err(|e| RaftError::Storage(e.to_string()))?;
@@ -55,6 +92,7 @@ impl Registry {
         let db = Arc::new(db);
         let meta = MetaStore::new(db.clone(), cfg.partitions)?;
         let engine = LogEngine::start(db).map_err(|e| RaftError::Storage(e.to_string()))?;
+        let peers = Peers::default();
 
         let raft_config = Arc::new(
             Config {
@@ -74,10 +112,11 @@ impl Registry {
         for group in 0..=u64::from(cfg.partitions) {
             let sm = GroupStateMachine::new(meta.clone(), group)
                 .map_err(|e| RaftError::Storage(e.to_string()))?;
+            let network = GrpcNetwork::new(group, peers.clone());
             let raft = RaftNode::new(
                 cfg.node_id,
                 raft_config.clone(),
-                LocalOnlyNetwork,
+                network,
                 engine.group(group),
                 sm,
             )
@@ -86,33 +125,27 @@ impl Registry {
                 group,
                 msg: e.to_string(),
             })?;
-            let members = BTreeMap::from([(cfg.node_id, BasicNode::new(cfg.rpc_addr.clone()))]);
-            match raft.initialize(members).await {
-                Ok(()) => {}
-                Err(OrError::APIError(InitializeError::NotAllowed(_))) => {} // already initialised
-                Err(e) => {
-                    return Err(RaftError::Group {
-                        group,
-                        msg: e.to_string(),
-                    })
-                }
-            }
             groups.insert(group, raft);
         }
         let registry = Arc::new(Self {
             node_id: cfg.node_id,
+            rpc_addr: cfg.rpc_addr.clone(),
             groups,
             meta,
             engine,
+            peers,
+            hint: RwLock::new(None),
         });
-        for (group, raft) in &registry.groups {
-            raft.wait(Some(Duration::from_secs(30)))
-                .current_leader(cfg.node_id, "startup")
-                .await
-                .map_err(|e| RaftError::Group {
-                    group: *group,
-                    msg: format!("no leader at startup: {e}"),
-                })?;
+        if cfg.bootstrap == Bootstrap::SingleNode {
+            let me = BTreeMap::from([(cfg.node_id, BasicNode::new(cfg.rpc_addr.clone()))]);
+            for group in registry.groups() {
+                registry.initialize_group(group, me.clone()).await?;
+            }
+            for group in registry.groups() {
+                registry
+                    .wait_for_leader(group, Duration::from_secs(30))
+                    .await?;
+            }
         }
         Ok(registry)
     }
@@ -121,7 +154,16 @@ impl Registry {
         self.node_id
     }
 
-    /// The state machines (for reads after `read_barrier`).
+    pub fn rpc_addr(&self) -> &str {
+        &self.rpc_addr
+    }
+
+    /// The node-wide gRPC channel pool.
+    pub fn peers(&self) -> &Peers {
+        &self.peers
+    }
+
+    /// The state machines (for local reads; use `query` for linearizable ones).
     pub fn meta(&self) -> &MetaStore {
         &self.meta
     }
@@ -133,10 +175,72 @@ impl Registry {
         g
     }
 
+    /// The openraft handle of `group`, if hosted.
+    pub fn raft_handle(&self, group: GroupId) -> Option<RaftNode> {
+        self.groups.get(&group).cloned()
+    }
+
     fn raft(&self, group: GroupId) -> Result<&RaftNode, RaftError> {
         self.groups
             .get(&group)
             .ok_or(RaftError::UnknownGroup(group))
+    }
+
+    /// Sets where to send requests for groups this node does not know a leader of.
+    pub fn set_route_hint(&self, hint: RouteHint) {
+        *self.hint.write() = Some(hint);
+    }
+
+    /// Initialises `group` with `members` as voters, unless it was initialised before.
+    pub async fn initialize_group(
+        &self,
+        group: GroupId,
+        members: BTreeMap<u64, BasicNode>,
+    ) -> Result<(), RaftError> {
+        match self.raft(group)?.initialize(members).await {
+            Ok(()) => Ok(()),
+            Err(OrError::APIError(InitializeError::NotAllowed(_))) => Ok(()), // already initialised
+            Err(e) => Err(RaftError::Group {
+                group,
+                msg: e.to_string(),
+            }),
+        }
+    }
+
+    /// Whether `group` has ever been initialised (or joined) on this node.
+    pub async fn is_initialized(&self, group: GroupId) -> Result<bool, RaftError> {
+        self.raft(group)?
+            .is_initialized()
+            .await
+            .map_err(|e| RaftError::Group {
+                group,
+                msg: e.to_string(),
+            })
+    }
+
+    /// Waits until `group` has a leader (any node).
+    pub async fn wait_for_leader(
+        &self,
+        group: GroupId,
+        timeout: Duration,
+    ) -> Result<u64, RaftError> {
+        let raft = self.raft(group)?;
+        let mut rx = raft.metrics();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(l) = rx.borrow().current_leader {
+                return Ok(l);
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                _ => {
+                    return Err(RaftError::Group {
+                        group,
+                        msg: "no leader elected in time".into(),
+                    })
+                }
+            }
+        }
     }
 
     /// True if this node currently leads `group`.
@@ -146,9 +250,15 @@ impl Registry {
             .is_some_and(|r| r.metrics().borrow().current_leader == Some(self.node_id))
     }
 
-    /// Proposes `cmd` to `group` and returns the state machine's response once the entry is
-    /// durably committed and applied.
-    pub async fn propose(&self, group: GroupId, cmd: Command) -> Result<Response, RaftError> {
+    /// The current leader of `group` as this node sees it.
+    pub fn leader_of(&self, group: GroupId) -> Option<u64> {
+        self.groups
+            .get(&group)
+            .and_then(|r| r.metrics().borrow().current_leader)
+    }
+
+    /// Proposes `cmd` to `group` on this node only; `NotLeader` if it does not lead.
+    pub async fn propose_local(&self, group: GroupId, cmd: Command) -> Result<Response, RaftError> {
         let raft = self.raft(group)?;
         match raft.client_write(cmd).await {
             Ok(resp) => Ok(resp.data),
@@ -156,6 +266,7 @@ impl Registry {
                 Err(RaftError::NotLeader {
                     group,
                     leader: f.leader_id,
+                    addr: f.leader_node.map(|n| n.addr),
                 })
             }
             Err(e) => Err(RaftError::Group {
@@ -166,7 +277,7 @@ impl Registry {
     }
 
     /// Waits until a read of `group`'s local state machine is linearizable (leader confirmed,
-    /// state applied up to the read index).
+    /// state applied up to the read index); `NotLeader` if this node does not lead.
     pub async fn read_barrier(&self, group: GroupId) -> Result<(), RaftError> {
         let raft = self.raft(group)?;
         match raft.ensure_linearizable().await {
@@ -175,6 +286,7 @@ impl Registry {
                 Err(RaftError::NotLeader {
                     group,
                     leader: f.leader_id,
+                    addr: f.leader_node.map(|n| n.addr),
                 })
             }
             Err(e) => Err(RaftError::Group {
@@ -184,10 +296,144 @@ impl Registry {
         }
     }
 
-    /// A linearizable read of `group`'s state.
-    pub async fn query(&self, group: GroupId, q: &Query) -> Result<QueryResult, RaftError> {
+    /// A linearizable read on this node only; `NotLeader` if it does not lead.
+    pub async fn query_local(&self, group: GroupId, q: &Query) -> Result<QueryResult, RaftError> {
         self.read_barrier(group).await?;
         Ok(self.meta.query(group, q)?)
+    }
+
+    /// Proposes `cmd` to `group` and returns the state machine's response once the entry is
+    /// durably committed and applied, wherever the group's leader is. Retries only when the
+    /// command was certainly not applied (no leader, or a node that does not lead).
+    pub async fn propose(&self, group: GroupId, cmd: Command) -> Result<Response, RaftError> {
+        let payload = rmp_serde::to_vec(&cmd).map_err(|e| RaftError::Storage(e.to_string()))?;
+        self.route(group, |reg, target| {
+            let cmd = cmd.clone();
+            let payload = payload.clone();
+            async move {
+                match target {
+                    None => reg.propose_local(group, cmd).await,
+                    Some(addr) => {
+                        let mut c = ControlServiceClient::new(reg.channel(&addr)?);
+                        let reply = c
+                            .propose(ProposeRequest {
+                                group,
+                                command: payload,
+                            })
+                            .await
+                            .map_err(|s| RaftError::Forward {
+                                addr: addr.clone(),
+                                msg: s.message().to_string(),
+                            })?;
+                        unwrap_forwarded(group, &addr, &reply.into_inner().response)
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    /// A linearizable read of `group`'s state, wherever the group's leader is.
+    pub async fn query(&self, group: GroupId, q: &Query) -> Result<QueryResult, RaftError> {
+        let payload = rmp_serde::to_vec(q).map_err(|e| RaftError::Storage(e.to_string()))?;
+        self.route(group, |reg, target| {
+            let payload = payload.clone();
+            async move {
+                match target {
+                    None => reg.query_local(group, q).await,
+                    Some(addr) => {
+                        let mut c = ControlServiceClient::new(reg.channel(&addr)?);
+                        let reply = c
+                            .query(QueryRequest {
+                                group,
+                                query: payload,
+                            })
+                            .await
+                            .map_err(|s| RaftError::Forward {
+                                addr: addr.clone(),
+                                msg: s.message().to_string(),
+                            })?;
+                        unwrap_forwarded(group, &addr, &reply.into_inner().result)
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    fn channel(&self, addr: &str) -> Result<tonic::transport::Channel, RaftError> {
+        self.peers.channel(addr).map_err(|e| RaftError::Forward {
+            addr: addr.to_string(),
+            msg: e.to_string(),
+        })
+    }
+
+    /// Runs `attempt` against this node (`None`) or a leader address until it succeeds or fails
+    /// for a reason other than "not the leader".
+    async fn route<'a, T, F, Fut>(&'a self, group: GroupId, attempt: F) -> Result<T, RaftError>
+    where
+        F: Fn(&'a Self, Option<String>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, RaftError>> + 'a,
+    {
+        let deadline = Instant::now() + ROUTE_DEADLINE;
+        let mut target: Option<String> = None;
+        let mut hinted = 0usize;
+        loop {
+            match attempt(self, target.clone()).await {
+                Err(RaftError::NotLeader { addr, leader, .. }) => {
+                    if Instant::now() > deadline {
+                        return Err(RaftError::NotLeader {
+                            group,
+                            leader,
+                            addr,
+                        });
+                    }
+                    target = match addr {
+                        Some(a) if a != self.rpc_addr && target.as_deref() != Some(a.as_str()) => {
+                            Some(a)
+                        }
+                        _ => {
+                            // No usable leader address: try hinted replicas in turn, then wait.
+                            let hints = self
+                                .hint
+                                .read()
+                                .as_ref()
+                                .map(|h| h(group))
+                                .unwrap_or_default();
+                            let hints: Vec<String> =
+                                hints.into_iter().filter(|a| *a != self.rpc_addr).collect();
+                            if hinted < hints.len() {
+                                hinted += 1;
+                                Some(hints[hinted - 1].clone())
+                            } else {
+                                hinted = 0;
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                                None
+                            }
+                        }
+                    };
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Serves a forwarded proposal (`ControlService.Propose`): msgpack in, msgpack out.
+    pub async fn serve_propose(&self, group: GroupId, command: &[u8]) -> Vec<u8> {
+        let reply = match rmp_serde::from_slice::<Command>(command) {
+            Err(e) => Forwarded::Failed(format!("bad command: {e}")),
+            Ok(cmd) => forwarded(self.propose_local(group, cmd).await),
+        };
+        rmp_serde::to_vec(&reply).unwrap_or_default()
+    }
+
+    /// Serves a forwarded read (`ControlService.Query`).
+    pub async fn serve_query(&self, group: GroupId, query: &[u8]) -> Vec<u8> {
+        let reply = match rmp_serde::from_slice::<Query>(query) {
+            Err(e) => Forwarded::Failed(format!("bad query: {e}")),
+            Ok(q) => forwarded(self.query_local(group, &q).await),
+        };
+        rmp_serde::to_vec(&reply).unwrap_or_default()
     }
 
     /// Stops every group.
@@ -198,5 +444,36 @@ impl Registry {
             }
         }
         self.engine.stop();
+    }
+}
+
+fn forwarded<T>(r: Result<T, RaftError>) -> Forwarded<T> {
+    match r {
+        Ok(v) => Forwarded::Ok(v),
+        Err(RaftError::NotLeader { leader, addr, .. }) => Forwarded::NotLeader { leader, addr },
+        Err(e) => Forwarded::Failed(e.to_string()),
+    }
+}
+
+fn unwrap_forwarded<T: serde::de::DeserializeOwned>(
+    group: GroupId,
+    addr: &str,
+    bytes: &[u8],
+) -> Result<T, RaftError> {
+    match rmp_serde::from_slice::<Forwarded<T>>(bytes) {
+        Ok(Forwarded::Ok(v)) => Ok(v),
+        Ok(Forwarded::NotLeader { leader, addr }) => Err(RaftError::NotLeader {
+            group,
+            leader,
+            addr,
+        }),
+        Ok(Forwarded::Failed(msg)) => Err(RaftError::Forward {
+            addr: addr.to_string(),
+            msg,
+        }),
+        Err(e) => Err(RaftError::Forward {
+            addr: addr.to_string(),
+            msg: format!("bad reply: {e}"),
+        }),
     }
 }

@@ -13,6 +13,7 @@ fn config(dir: &std::path::Path, snapshot_every: u64) -> RegistryConfig {
         rpc_addr: "127.0.0.1:7000".into(),
         partitions: 4,
         snapshot_every,
+        bootstrap: cairn_raft::Bootstrap::SingleNode,
     }
 }
 
