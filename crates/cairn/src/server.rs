@@ -45,26 +45,83 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         let dir = data.join("chunks");
         tokio::task::spawn_blocking(move || cairn_chunk::ChunkStore::open(dir)).await??
     };
+    let clustered = !cfg.seeds().is_empty();
+    let raft_id = identity::raft_id(&node_id);
+    let rpc_addr = format!("{advertise}:{}", cfg.node_rpc_port);
+    let bind: std::net::IpAddr = cfg.node_bind_addr.parse().context("NODE_BIND_ADDR")?;
     let registry = Registry::open(RegistryConfig {
         dir: data.join("meta"),
-        node_id: identity::raft_id(&node_id),
-        rpc_addr: format!("{advertise}:{}", cfg.node_rpc_port),
+        node_id: raft_id,
+        rpc_addr: rpc_addr.clone(),
         partitions: cfg.partitions,
         snapshot_every: cfg.raft_snapshot_every,
-        bootstrap: cairn_raft::Bootstrap::SingleNode,
+        bootstrap: if clustered {
+            cairn_raft::Bootstrap::Cluster
+        } else {
+            cairn_raft::Bootstrap::SingleNode
+        },
     })
     .await
     .context("starting the metadata groups")?;
 
-    let objects = ObjectService::new(
-        ServiceConfig {
-            chunk_size: cfg.chunk_size as usize,
-            inline_threshold: cfg.inline_threshold as usize,
-        },
-        registry.clone(),
-        chunks,
-    );
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let settings = cairn_cluster::ClusterSettings {
+        node_id: node_id.clone(),
+        raft_id,
+        rpc_addr: rpc_addr.clone(),
+        api_addr: format!("{advertise}:{}", cfg.node_api_port),
+        cluster_name: cfg.cluster_name.clone(),
+        join_token: cfg.cluster_join_token.clone(),
+        seeds: cfg.seeds(),
+        replication: cfg.replication_factor as usize,
+        desired_voters: cfg.cluster_voters as usize,
+        zone: cfg.node_zone.clone(),
+        labels: cfg.labels()?,
+        partitions: cfg.partitions,
+        heartbeat_secs: cfg.heartbeat_interval_secs,
+        data_dir: data.clone(),
+    };
+    let rpc_listener = tokio::net::TcpListener::bind(SocketAddr::new(bind, cfg.node_rpc_port))
+        .await
+        .with_context(|| format!("binding NODE_RPC_PORT on {bind}:{}", cfg.node_rpc_port))?;
+    let rpc_task = tokio::spawn(cairn_cluster::serve_rpc(
+        rpc_listener,
+        registry.clone(),
+        cairn_cluster::ControlServer::new(registry.clone(), settings.clone()),
+        cairn_cluster::ChunkServer::new(chunks.clone()),
+        wait_for(shutdown_rx.clone()),
+    ));
+
+    let service_config = ServiceConfig {
+        chunk_size: cfg.chunk_size as usize,
+        inline_threshold: cfg.inline_threshold as usize,
+    };
+    let objects = if clustered {
+        cairn_cluster::formation::form_or_join(&settings, &registry)
+            .await
+            .context("forming or joining the cluster")?;
+        let view = Arc::new(cairn_cluster::ClusterView::default());
+        view.refresh(&registry);
+        cairn_cluster::controller::spawn(
+            settings.clone(),
+            registry.clone(),
+            view.clone(),
+            shutdown_rx.clone(),
+        );
+        let consistency = cairn_cluster::WriteConsistency::parse(&cfg.default_write_consistency)
+            .context("DEFAULT_WRITE_CONSISTENCY")?;
+        let io = Arc::new(cairn_cluster::ReplicatedChunks::new(
+            chunks.clone(),
+            node_id.clone(),
+            registry.peers().clone(),
+            view,
+            cfg.partitions,
+            consistency,
+        ));
+        ObjectService::with_chunk_io(service_config, registry.clone(), chunks, io)
+    } else {
+        ObjectService::new(service_config, registry.clone(), chunks)
+    };
     cairn_object::workers::spawn(
         objects.clone(),
         WorkerConfig {
@@ -90,7 +147,6 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         s3_metrics.clone(),
     )?;
 
-    let bind: std::net::IpAddr = cfg.node_bind_addr.parse().context("NODE_BIND_ADDR")?;
     let api_addr = SocketAddr::new(bind, cfg.node_api_port);
     let admin_addr = SocketAddr::new(bind, cfg.node_admin_port);
     let api_listener = tokio::net::TcpListener::bind(api_addr)
@@ -123,6 +179,7 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(10), async {
         let _ = s3_task.await;
         let _ = admin_task.await;
+        let _ = rpc_task.await;
     })
     .await;
     registry.shutdown().await;

@@ -30,6 +30,20 @@ pub struct Config {
     pub cluster_seeds: String,
     pub cluster_join_token: Option<String>,
     pub cluster_name: String,
+    /// Copies of every chunk and voters per partition group (capped at the node count).
+    pub replication_factor: u32,
+    /// Desired voters of the system group (1-5); other nodes are learners.
+    pub cluster_voters: u32,
+    /// `ONE`, `QUORUM` or `ALL` replicas must acknowledge a chunk write.
+    pub default_write_consistency: String,
+    /// Failure domain of this node.
+    pub node_zone: Option<String>,
+    /// `k=v,k=v` labels of this node.
+    pub node_labels: String,
+    /// Period of node heartbeats (registration with fresh stats).
+    pub heartbeat_interval_secs: u64,
+    /// Silence after which a node is considered down.
+    pub node_timeout_secs: u64,
     /// Partitions P (fixed at cluster creation; power of two).
     pub partitions: u32,
     /// Chunk size in bytes.
@@ -65,6 +79,13 @@ impl Default for Config {
             cluster_seeds: String::new(),
             cluster_join_token: None,
             cluster_name: "cairn".into(),
+            replication_factor: 3,
+            cluster_voters: 3,
+            default_write_consistency: "QUORUM".into(),
+            node_zone: None,
+            node_labels: String::new(),
+            heartbeat_interval_secs: 5,
+            node_timeout_secs: 15,
             partitions: 64,
             chunk_size: 4 << 20,
             inline_threshold: 64 << 10,
@@ -93,6 +114,13 @@ pub const SETTINGS: &[&str] = &[
     "cluster_seeds",
     "cluster_join_token",
     "cluster_name",
+    "replication_factor",
+    "cluster_voters",
+    "default_write_consistency",
+    "node_zone",
+    "node_labels",
+    "heartbeat_interval_secs",
+    "node_timeout_secs",
     "partitions",
     "chunk_size",
     "inline_threshold",
@@ -303,6 +331,30 @@ impl Config {
         if self.s3_region.is_empty() {
             return Err(invalid("s3_region", "must not be empty"));
         }
+        if self.replication_factor == 0 || self.replication_factor > 7 {
+            return Err(invalid("replication_factor", "must be between 1 and 7"));
+        }
+        if !(1..=5).contains(&self.cluster_voters) {
+            return Err(invalid("cluster_voters", "must be between 1 and 5"));
+        }
+        if !["ONE", "QUORUM", "ALL"]
+            .contains(&self.default_write_consistency.to_ascii_uppercase().as_str())
+        {
+            return Err(invalid(
+                "default_write_consistency",
+                "must be ONE, QUORUM or ALL",
+            ));
+        }
+        if self.heartbeat_interval_secs == 0 {
+            return Err(invalid("heartbeat_interval_secs", "must be at least 1"));
+        }
+        if self.node_timeout_secs <= self.heartbeat_interval_secs {
+            return Err(invalid(
+                "node_timeout_secs",
+                "must be longer than HEARTBEAT_INTERVAL_SECS",
+            ));
+        }
+        self.labels()?;
         for seed in self.seeds() {
             if !seed.contains(':') {
                 return Err(invalid(
@@ -317,6 +369,21 @@ impl Config {
     /// `CLUSTER_SEEDS` split on commas.
     pub fn seeds(&self) -> Vec<String> {
         split_list(&self.cluster_seeds)
+    }
+
+    /// `NODE_LABELS` parsed into a map.
+    pub fn labels(&self) -> Result<std::collections::BTreeMap<String, String>, ConfigError> {
+        let mut out = std::collections::BTreeMap::new();
+        for item in split_list(&self.node_labels) {
+            let Some((k, v)) = item.split_once('=') else {
+                return Err(invalid("node_labels", format!("`{item}` is not key=value")));
+            };
+            if k.trim().is_empty() {
+                return Err(invalid("node_labels", format!("`{item}` has an empty key")));
+            }
+            out.insert(k.trim().to_string(), v.trim().to_string());
+        }
+        Ok(out)
     }
 
     /// `S3_DOMAINS` split on commas.
@@ -424,6 +491,13 @@ mod tests {
             ("ACCESS_KEY", "admin", "SECRET_KEY"),
             ("NODE_ID", "bad id", "NODE_ID"),
             ("CLUSTER_SEEDS", "nohost", "CLUSTER_SEEDS"),
+            (
+                "DEFAULT_WRITE_CONSISTENCY",
+                "MOST",
+                "DEFAULT_WRITE_CONSISTENCY",
+            ),
+            ("NODE_LABELS", "zone", "NODE_LABELS"),
+            ("CLUSTER_VOTERS", "9", "CLUSTER_VOTERS"),
         ];
         for (k, v, named) in cases {
             let err = load_with(&[(k, v)], &ServerFlags::default())

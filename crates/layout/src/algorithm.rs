@@ -7,13 +7,12 @@
 //!    from capacity-proportional *water filling* under caps (a node holds a partition at most
 //!    once, so ≤ P slots; a zone holds at most `c` replicas of each partition, so ≤ P·c slots;
 //!    a `Down` node holds at most what it already has), first over non-`avoid` nodes, then the
-//!    overflow over `avoid` nodes. Shares are rounded to integers summing to P·R, each within
-//!    one of its real share, rounding ties going to nodes that already hold more (so recomputing
-//!    is a fixed point and removals do not ripple), then to `prefer` nodes.
-//! 3. **Assignment**: with no usable previous layout, a wrap-around fill realises the targets
-//!    exactly (and spreads each zone evenly over partitions). With a previous layout, a min-cost
-//!    flow (source → partition → (partition, zone) → node → sink) realises the targets exactly
-//!    while keeping the largest possible number of previous (partition, node) pairs.
+//!    overflow over `avoid` nodes. Each node ends with its share rounded down or up.
+//! 3. **Assignment**: with no usable previous layout, shares are rounded (larger fraction,
+//!    then `prefer`, then id) and a wrap-around fill realises them exactly (spreading each zone
+//!    evenly over partitions). With a previous layout, a min-cost flow (source → partition →
+//!    (partition, zone) → node → sink) meets every floor, then keeps the largest possible
+//!    number of previous (partition, node) pairs, choosing the round-ups accordingly.
 //! 4. **Leaders**: a second min-cost flow picks each partition's first replica with convex
 //!    per-node costs (most even spread), then keeping the previous leader, then `prefer`.
 //!
@@ -91,7 +90,9 @@ impl Problem<'_> {
 ///
 /// Errors: [`LayoutError::InvalidPartitions`] unless `partitions` is a power of two in
 /// `1..=65536`; [`LayoutError::InvalidReplication`] for 0; [`LayoutError::DuplicateNode`];
-/// [`LayoutError::NoEligibleNodes`] when no `Active` node passes the policy.
+/// [`LayoutError::NoEligibleNodes`] when no `Active` node passes the policy (unless every
+/// node is `Down` and their held slots still cover the whole previous layout, which is then
+/// kept as is).
 pub fn compute_layout(
     nodes: &[NodeSpec],
     partitions: u32,
@@ -134,12 +135,12 @@ pub fn compute_layout(
         };
         last_r = problem.replication;
         for c in problem.min_zone_cap()..=problem.replication {
-            let Some(targets) = targets(&problem, c) else {
+            let Some(shares) = real_shares(&problem, c) else {
                 continue;
             };
             let assign = match prev {
-                None => Some(wrap_around(&problem, &targets)),
-                Some(prev) => flow_assign(&problem, c, &targets, prev),
+                None => integer_targets(&problem, c, &shares).map(|t| wrap_around(&problem, &t)),
+                Some(prev) => flow_assign(&problem, c, &shares, prev),
             };
             if let Some(assign) = assign {
                 let assignments = order_replicas(&problem, assign, prev);
@@ -181,7 +182,7 @@ fn held_counts(nodes: &[NodeSpec], prev: Option<&Layout>) -> Vec<usize> {
         .collect()
 }
 
-/// Selects the candidates and derives R and the zones. `None` when no `Active` node is left.
+/// Selects the candidates and derives R and the zones. `None` when no candidate is left.
 pub(crate) fn build_problem<'a>(
     nodes: &'a [NodeSpec],
     policy: &PlacementPolicy,
@@ -207,7 +208,7 @@ pub(crate) fn build_problem<'a>(
     if !all_zero {
         idx.retain(|&i| nodes[i].capacity > 0);
     }
-    if !idx.iter().any(|&i| nodes[i].state == NodeState::Active) {
+    if idx.is_empty() {
         return None;
     }
     idx.sort_by(|&a, &b| nodes[a].id.cmp(&nodes[b].id));
@@ -259,7 +260,30 @@ pub(crate) fn build_problem<'a>(
 /// Real-valued slot shares: capacity-proportional water filling under node and zone caps,
 /// tier by tier (avoid nodes only get what tier 0 cannot hold). Returns `None` if the caps
 /// cannot hold `P·R` slots at all.
+///
+/// A `Down` node cannot gain slots, but capping its share at what it holds would hand the
+/// difference to other nodes and make them move data on every outage. So it is first weighed
+/// like an active node, and capped at its holding only where that holding is below its
+/// rounded-down share (then it really cannot fill it).
 pub(crate) fn real_shares(problem: &Problem<'_>, c: usize) -> Option<Vec<f64>> {
+    let mut caps: Vec<usize> = vec![problem.partitions; problem.cands.len()];
+    loop {
+        let shares = water_fill(problem, c, &caps)?;
+        let mut changed = false;
+        for (i, cand) in problem.cands.iter().enumerate() {
+            if !cand.active && caps[i] > cand.held && floor_share(shares[i], caps[i]) > cand.held {
+                caps[i] = cand.held;
+                changed = true;
+            }
+        }
+        if !changed {
+            return Some(shares);
+        }
+    }
+}
+
+/// Water filling with per-node caps `caps` (see [`real_shares`]).
+fn water_fill(problem: &Problem<'_>, c: usize, caps: &[usize]) -> Option<Vec<f64>> {
     let cands = &problem.cands;
     let zone_cap: Vec<f64> = problem
         .zone_sizes
@@ -287,7 +311,7 @@ pub(crate) fn real_shares(problem: &Problem<'_>, c: usize) -> Option<Vec<f64>> {
             // λ only grows as things get fixed, so they would overflow at any later λ too.
             let mut demand = vec![0.0f64; zone_cap.len()];
             for &i in &free {
-                demand[cands[i].zone] += (cands[i].weight * lambda).min(cands[i].cap as f64);
+                demand[cands[i].zone] += (cands[i].weight * lambda).min(caps[i] as f64);
             }
             let mut progressed = false;
             for z in 0..zone_cap.len() {
@@ -300,7 +324,7 @@ pub(crate) fn real_shares(problem: &Problem<'_>, c: usize) -> Option<Vec<f64>> {
                         .collect();
                     let items: Vec<(f64, f64)> = members
                         .iter()
-                        .map(|&i| (cands[i].weight, cands[i].cap as f64))
+                        .map(|&i| (cands[i].weight, caps[i] as f64))
                         .collect();
                     for (k, v) in proportional_with_caps(room, &items).into_iter().enumerate() {
                         share[members[k]] = v;
@@ -316,7 +340,7 @@ pub(crate) fn real_shares(problem: &Problem<'_>, c: usize) -> Option<Vec<f64>> {
             }
             // No zone overflows: nodes over their own cap are fixed at it.
             for &i in &free {
-                let cap = cands[i].cap as f64;
+                let cap = caps[i] as f64;
                 if cands[i].weight * lambda > cap + EPS {
                     share[i] = cap;
                     fixed[i] = true;
@@ -370,13 +394,42 @@ fn proportional_with_caps(amount: f64, items: &[(f64, f64)]) -> Vec<f64> {
     }
 }
 
-/// Integer slot targets summing to P·R, each within one of its real share.
-///
-/// Rounding-up order: non-avoid before avoid; nodes already holding more than the rounded-down
-/// share (so an unchanged cluster recomputes to the same targets and a removal does not make
-/// other nodes shed slots); larger fractional part; `prefer` nodes; node id.
-pub(crate) fn targets(problem: &Problem<'_>, c: usize) -> Option<Vec<usize>> {
-    let shares = real_shares(problem, c)?;
+/// Largest acceptable rounding error on the float side of `floor`.
+fn floor_share(share: f64, cap: usize) -> usize {
+    ((share + EPS).floor().max(0.0) as usize).min(cap)
+}
+
+/// Order in which candidates get rounded up: non-avoid before avoid; nodes already holding
+/// more than their rounded-down share (keeps recomputation a fixed point); larger fractional
+/// part; `prefer` nodes; node id.
+fn rounding_order(problem: &Problem<'_>, shares: &[f64], floors: &[usize]) -> Vec<usize> {
+    let cands = &problem.cands;
+    let frac: Vec<f64> = shares
+        .iter()
+        .zip(floors)
+        .map(|(&s, &v)| s - v as f64)
+        .collect();
+    let mut order: Vec<usize> = (0..cands.len()).collect();
+    order.sort_by(|&a, &b| {
+        let key = |i: usize| (cands[i].tier, cands[i].held <= floors[i], !cands[i].prefer);
+        let (ka, kb) = (key(a), key(b));
+        ka.0.cmp(&kb.0)
+            .then(ka.1.cmp(&kb.1))
+            .then(frac[b].total_cmp(&frac[a]))
+            .then(ka.2.cmp(&kb.2))
+            .then_with(|| problem.id(a).cmp(problem.id(b)))
+    });
+    order
+}
+
+/// Integer slot targets summing to P·R, each within one of its real share, rounding up in
+/// [`rounding_order`]. Used when there is no previous layout (otherwise the flow chooses the
+/// rounding that moves the least data).
+pub(crate) fn integer_targets(
+    problem: &Problem<'_>,
+    c: usize,
+    shares: &[f64],
+) -> Option<Vec<usize>> {
     let cands = &problem.cands;
     let total = problem.partitions * problem.replication;
     let zone_cap: Vec<usize> = problem
@@ -387,20 +440,10 @@ pub(crate) fn targets(problem: &Problem<'_>, c: usize) -> Option<Vec<usize>> {
     let mut t: Vec<usize> = shares
         .iter()
         .zip(cands)
-        .map(|(&s, c)| ((s + EPS).floor().max(0.0) as usize).min(c.cap))
+        .map(|(&s, c)| floor_share(s, c.cap))
         .collect();
     let frac: Vec<f64> = shares.iter().zip(&t).map(|(&s, &v)| s - v as f64).collect();
-    let mut order: Vec<usize> = (0..cands.len()).collect();
-    order.sort_by(|&a, &b| {
-        let key = |i: usize| (cands[i].tier, cands[i].held <= t[i], !cands[i].prefer);
-        key(a)
-            .0
-            .cmp(&key(b).0)
-            .then(key(a).1.cmp(&key(b).1))
-            .then(frac[b].total_cmp(&frac[a]))
-            .then(key(a).2.cmp(&key(b).2))
-            .then_with(|| problem.id(a).cmp(problem.id(b)))
-    });
+    let order = rounding_order(problem, shares, &t);
     let mut zone_used = vec![0usize; zone_cap.len()];
     for (i, c) in cands.iter().enumerate() {
         zone_used[c.zone] += t[i];
@@ -462,17 +505,40 @@ fn wrap_around(problem: &Problem<'_>, targets: &[usize]) -> Vec<Vec<usize>> {
     assign
 }
 
-/// Realises `targets` with a min-cost flow that keeps as many previous (partition, node) pairs
-/// as possible. `None` if the targets cannot be met under zone cap `c`.
+/// Realises the shares with a min-cost flow that keeps as many previous (partition, node)
+/// pairs as possible. Each node may hold `floor(share)` slots, plus one more (the rounding).
+/// Costs are lexicographic: fewest round-ups (so every node reaches its floor), then fewest
+/// copied slots, then round-ups in [`rounding_order`]. So which nodes round up is decided by
+/// movement first, unlike the fresh case. `None` if the shares cannot be met under zone cap
+/// `c`.
 fn flow_assign(
     problem: &Problem<'_>,
     c: usize,
-    targets: &[usize],
+    shares: &[f64],
     prev: &Layout,
 ) -> Option<Vec<Vec<usize>>> {
     let p_count = problem.partitions;
     let nz = problem.zone_sizes.len();
     let cands = &problem.cands;
+    let floors: Vec<usize> = shares
+        .iter()
+        .zip(cands)
+        .map(|(&s, c)| floor_share(s, c.cap))
+        .collect();
+    // An avoided node with a zero share must stay empty: rounding it up would use it when it
+    // is not needed. Everyone else may round up once (still within one of its share).
+    let may_round_up =
+        |i: usize| floors[i] < cands[i].cap && (cands[i].tier == 0 || shares[i] > EPS);
+    let mut rank = vec![0i64; cands.len()];
+    for (k, &i) in rounding_order(problem, shares, &floors).iter().enumerate() {
+        rank[i] = k as i64 + 1;
+    }
+    let move_cost = rank.iter().sum::<i64>() + 1;
+    // Every round-up beyond the necessary ones means some node sits below its floor, i.e.
+    // more than one slot under its share. Pricing a round-up above any possible movement
+    // saving makes the flow use exactly the necessary number, so floors are met.
+    let total = (p_count * problem.replication) as i64;
+    let round_up_cost = move_cost * (total + 1);
     let by_id: BTreeMap<&str, usize> = (0..cands.len()).map(|i| (problem.id(i), i)).collect();
     let kept: Vec<BTreeSet<usize>> = prev
         .assignments
@@ -496,19 +562,25 @@ fn flow_assign(
         }
     }
     let mut slot_edges = Vec::new();
-    for p in 0..p_count {
+    for (p, kept_here) in kept.iter().enumerate() {
         for (i, cand) in cands.iter().enumerate() {
-            let is_kept = kept[p].contains(&i);
-            if targets[i] == 0 || !(cand.active || is_kept) {
+            let is_kept = kept_here.contains(&i);
+            if (floors[i] == 0 && !may_round_up(i)) || !(cand.active || is_kept) {
                 continue;
             }
             // Cost = "this slot must be copied": the flow minimises data movement.
-            let e = g.add_edge(pz_v(p, cand.zone), node_v(i), 1, i64::from(!is_kept));
+            let cost = if is_kept { 0 } else { move_cost };
+            let e = g.add_edge(pz_v(p, cand.zone), node_v(i), 1, cost);
             slot_edges.push((p, i, e));
         }
     }
-    for (i, &target) in targets.iter().enumerate() {
-        g.add_edge(node_v(i), t, target as i64, 0);
+    for i in 0..cands.len() {
+        if floors[i] > 0 {
+            g.add_edge(node_v(i), t, floors[i] as i64, 0);
+        }
+        if may_round_up(i) {
+            g.add_edge(node_v(i), t, 1, round_up_cost + rank[i]);
+        }
     }
     let need = (p_count * problem.replication) as i64;
     // Phase A: as many free (kept) slots as possible; cost stays 0, so this is a min-cost flow

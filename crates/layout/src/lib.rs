@@ -20,8 +20,9 @@
 //! 4. **Capacity**: each node's number of replica slots is within one of its capacity-weighted
 //!    share (after the caps above: a node cannot hold a partition twice, a zone cannot exceed
 //!    its per-partition cap). `avoid` nodes only receive what the others cannot hold.
-//! 5. **Minimal movement**: among all layouts meeting 1–4, the one keeping the most
-//!    (partition, node) pairs of `previous` is chosen (exactly, via min-cost flow).
+//! 5. **Minimal movement**: among all layouts meeting 1–4 (every node at its rounded-down
+//!    share or one above), the one keeping the most (partition, node) pairs of `previous` is
+//!    chosen — exactly, via min-cost flow; which nodes round up is part of that choice.
 //! 6. **Leaders**: the first replica of each partition is chosen to spread leaders as evenly
 //!    as possible (±1 when the replica sets allow it), then to keep the previous leader, then
 //!    to favour `prefer` nodes.
@@ -266,7 +267,8 @@ pub fn diff(old: &Layout, new: &Layout) -> LayoutDiff {
 /// Why no layout could be computed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum LayoutError {
-    /// No `Active` node passes the `require` selectors (with non-zero capacity).
+    /// No `Active` node passes the `require` selectors, and `Down` nodes alone cannot keep the
+    /// previous layout.
     #[error("no eligible node: no active node satisfies the placement policy")]
     NoEligibleNodes,
     /// The partition count is zero, not a power of two, or above [`MAX_PARTITIONS`].

@@ -10,7 +10,9 @@ use crate::*;
 const TB: u64 = 1 << 40;
 
 fn eq_nodes(n: usize) -> Vec<NodeSpec> {
-    (0..n).map(|i| NodeSpec::new(format!("n{i:02}"), TB)).collect()
+    (0..n)
+        .map(|i| NodeSpec::new(format!("n{i:02}"), TB))
+        .collect()
 }
 
 fn layout(nodes: &[NodeSpec], p: u32, r: usize) -> Layout {
@@ -124,7 +126,11 @@ fn capacity_weighted_shares_within_one() {
     for (c, n) in (1..=4u64).zip(&nodes) {
         let ideal = 64.0 * c as f64 / 10.0;
         let got = counts[&n.id] as f64;
-        assert!((got - ideal).abs() < 1.0 + 1e-9, "{} got {got} ideal {ideal}", n.id);
+        assert!(
+            (got - ideal).abs() < 1.0 + 1e-9,
+            "{} got {got} ideal {ideal}",
+            n.id
+        );
     }
 }
 
@@ -309,7 +315,10 @@ fn prefer_wins_leadership_ties() {
 #[test]
 fn recompute_is_a_fixed_point() {
     let nodes: Vec<_> = (0..7)
-        .map(|i| NodeSpec::new(format!("n{i}"), (i as u64 % 3 + 1) * TB).with_zone(["a", "b", "c"][i % 3]))
+        .map(|i| {
+            NodeSpec::new(format!("n{i}"), (i as u64 % 3 + 1) * TB)
+                .with_zone(["a", "b", "c"][i % 3])
+        })
         .collect();
     let l1 = layout(&nodes, 64, 3);
     let l2 = relayout(&nodes, &l1);
@@ -457,14 +466,22 @@ fn selector_parsing() {
         ("tier!=ssd", "tier", NotIn, &["ssd"]),
         ("gpu", "gpu", Exists, &[]),
         ("!gpu", "gpu", DoesNotExist, &[]),
-        ("topology.k8s.io/rack=r-1_a", "topology.k8s.io/rack", In, &["r-1_a"]),
+        (
+            "topology.k8s.io/rack=r-1_a",
+            "topology.k8s.io/rack",
+            In,
+            &["r-1_a"],
+        ),
         ("inside in (x)", "inside", In, &["x"]),
     ];
     for (text, key, op, values) in cases {
         let s = LabelSelector::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
         assert_eq!(&s.key, key, "{text}");
         assert_eq!(s.op, *op, "{text}");
-        assert_eq!(s.values, values.iter().map(|v| v.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            s.values,
+            values.iter().map(|v| v.to_string()).collect::<Vec<_>>()
+        );
         // Display is canonical and parses back.
         assert_eq!(LabelSelector::parse(&s.to_string()).unwrap(), s);
     }
@@ -473,13 +490,34 @@ fn selector_parsing() {
 #[test]
 fn selector_errors() {
     assert_eq!(LabelSelector::parse("  "), Err(SelectorError::Empty));
-    assert!(matches!(LabelSelector::parse("zone in a,b"), Err(SelectorError::MalformedList(_))));
-    assert!(matches!(LabelSelector::parse("zone in ()"), Err(SelectorError::MalformedList(_))));
-    assert!(matches!(LabelSelector::parse("=ssd"), Err(SelectorError::InvalidKey(_))));
-    assert!(matches!(LabelSelector::parse("tier="), Err(SelectorError::InvalidValue(_))));
-    assert!(matches!(LabelSelector::parse("zone in (a,,b)"), Err(SelectorError::InvalidValue(_))));
-    assert!(matches!(LabelSelector::parse("a b"), Err(SelectorError::Unrecognised(_))));
-    assert!(matches!(LabelSelector::parse("!"), Err(SelectorError::InvalidKey(_))));
+    assert!(matches!(
+        LabelSelector::parse("zone in a,b"),
+        Err(SelectorError::MalformedList(_))
+    ));
+    assert!(matches!(
+        LabelSelector::parse("zone in ()"),
+        Err(SelectorError::MalformedList(_))
+    ));
+    assert!(matches!(
+        LabelSelector::parse("=ssd"),
+        Err(SelectorError::InvalidKey(_))
+    ));
+    assert!(matches!(
+        LabelSelector::parse("tier="),
+        Err(SelectorError::InvalidValue(_))
+    ));
+    assert!(matches!(
+        LabelSelector::parse("zone in (a,,b)"),
+        Err(SelectorError::InvalidValue(_))
+    ));
+    assert!(matches!(
+        LabelSelector::parse("a b"),
+        Err(SelectorError::Unrecognised(_))
+    ));
+    assert!(matches!(
+        LabelSelector::parse("!"),
+        Err(SelectorError::InvalidKey(_))
+    ));
     let e = LabelSelector::parse("tier=s sd").unwrap_err();
     assert!(e.to_string().contains("s sd"), "{e}");
 }
@@ -493,7 +531,10 @@ fn selector_matching() {
     assert!(m("tier=ssd") && m("tier in (hdd,ssd)") && m("tier") && m("!gpu"));
     assert!(!m("tier=hdd") && !m("tier notin (ssd)") && !m("gpu") && !m("!tier"));
     assert!(m("gpu notin (a)"), "NotIn matches an absent label");
-    assert!(m("zone=eu-1") && !m("zone=eu-2"), "zone falls back to the zone field");
+    assert!(
+        m("zone=eu-1") && !m("zone=eu-2"),
+        "zone falls back to the zone field"
+    );
 }
 
 // ---------------------------------------------------------------- property tests
@@ -558,7 +599,7 @@ fn arb_case() -> impl Strategy<Value = Case> {
 }
 
 /// Nodes that may receive replicas in a fresh layout.
-fn eligible<'a>(case: &'a Case) -> Vec<&'a NodeSpec> {
+fn eligible(case: &Case) -> Vec<&NodeSpec> {
     let act: Vec<&NodeSpec> = case
         .nodes
         .iter()
@@ -594,7 +635,12 @@ fn check_fresh(case: &Case, l: &Layout) -> Result<(), TestCaseError> {
         for n in reps {
             prop_assert!(ids.contains(n.as_str()), "{} not eligible", n);
         }
-        prop_assert!(max_per_zone(&case.nodes, reps) <= c, "zone cap {} in {:?}", c, reps);
+        prop_assert!(
+            max_per_zone(&case.nodes, reps) <= c,
+            "zone cap {} in {:?}",
+            c,
+            reps
+        );
         if zsize.len() >= r {
             prop_assert_eq!(max_per_zone(&case.nodes, reps), 1);
         }
@@ -619,18 +665,34 @@ fn check_shares(case: &Case, l: &Layout, prev: Option<&Layout>) -> Result<(), Te
     let shares = real_shares(&problem, c).expect("feasible");
     for (cand, share) in problem.cands.iter().zip(&shares) {
         let got = counts.get(&case.nodes[cand.node].id).copied().unwrap_or(0) as f64;
-        prop_assert!((got - share).abs() < 1.0 + 1e-6, "{} got {} share {}", case.nodes[cand.node].id, got, share);
+        prop_assert!(
+            (got - share).abs() < 1.0 + 1e-6,
+            "{} got {} share {}",
+            case.nodes[cand.node].id,
+            got,
+            share
+        );
     }
     // Independent check in the unconstrained case: capacity-proportional, capped at P.
     let elig = eligible(case);
     let no_zones = elig.iter().all(|n| n.zone.is_none());
     let no_avoid = !elig.iter().any(|n| case.policy.avoids(n));
     if prev.is_none() && no_zones && no_avoid {
-        let w = |n: &NodeSpec| if elig.iter().all(|n| n.capacity == 0) { 1.0 } else { n.capacity as f64 };
+        let w = |n: &NodeSpec| {
+            if elig.iter().all(|n| n.capacity == 0) {
+                1.0
+            } else {
+                n.capacity as f64
+            }
+        };
         let mut capped: BTreeSet<&str> = BTreeSet::new();
         loop {
             let rest: f64 = (l.replication * p - capped.len() * p) as f64;
-            let wsum: f64 = elig.iter().filter(|n| !capped.contains(n.id.as_str())).map(|n| w(n)).sum();
+            let wsum: f64 = elig
+                .iter()
+                .filter(|n| !capped.contains(n.id.as_str()))
+                .map(|n| w(n))
+                .sum();
             let newly: Vec<&str> = elig
                 .iter()
                 .filter(|n| !capped.contains(n.id.as_str()) && w(n) * rest / wsum > p as f64 + 1e-9)
@@ -638,9 +700,19 @@ fn check_shares(case: &Case, l: &Layout, prev: Option<&Layout>) -> Result<(), Te
                 .collect();
             if newly.is_empty() {
                 for n in &elig {
-                    let ideal = if capped.contains(n.id.as_str()) { p as f64 } else { w(n) * rest / wsum };
+                    let ideal = if capped.contains(n.id.as_str()) {
+                        p as f64
+                    } else {
+                        w(n) * rest / wsum
+                    };
                     let got = counts.get(&n.id).copied().unwrap_or(0) as f64;
-                    prop_assert!((got - ideal).abs() < 1.0 + 1e-6, "{} got {} ideal {}", n.id, got, ideal);
+                    prop_assert!(
+                        (got - ideal).abs() < 1.0 + 1e-6,
+                        "{} got {} ideal {}",
+                        n.id,
+                        got,
+                        ideal
+                    );
                 }
                 break;
             }
@@ -650,29 +722,40 @@ fn check_shares(case: &Case, l: &Layout, prev: Option<&Layout>) -> Result<(), Te
     Ok(())
 }
 
-/// Leader counts are ±1 across active nodes when every active holder could lead its fair
-/// share (each node holds ≥ ceil(P/holders) slots, with R·P/holders ≥ that automatically in
-/// the uniform case).
+/// Leader balance, checked as the local optimality condition of the even spread: moving any
+/// partition's leadership to another active replica of it would not make counts more even
+/// (the current leader leads at most one more partition than that replica). With equal
+/// holdings this gives the global ±1 spread (see the unit tests).
 fn check_leaders(case: &Case, l: &Layout) -> Result<(), TestCaseError> {
-    let counts = l.slot_counts();
     let leaders = l.leader_counts();
     prop_assert_eq!(leaders.values().sum::<usize>(), case.partitions as usize);
-    let active: Vec<&str> = counts
-        .keys()
-        .map(String::as_str)
-        .filter(|id| case.nodes.iter().any(|n| n.id == *id && n.state == NodeState::Active))
-        .collect();
-    if active.is_empty() {
-        return Ok(());
-    }
-    let fair = (case.partitions as usize).div_ceil(active.len());
+    let active = |id: &str| {
+        case.nodes
+            .iter()
+            .any(|n| n.id == id && n.state == NodeState::Active)
+    };
     let lead = |id: &str| leaders.get(id).copied().unwrap_or(0);
-    let mx = active.iter().map(|id| lead(id)).max().unwrap();
-    for id in &active {
-        // A node below the max by 2+ must be unable to lead more: it leads all it can reach
-        // without unbalancing, i.e. it is short of slots.
-        if lead(id) + 2 <= mx {
-            prop_assert!(counts[*id] < fair, "{} leads {} max {} slots {} ({:?})", id, lead(id), mx, counts[*id], leaders);
+    for reps in &l.assignments {
+        let leader = &reps[0];
+        if !active(leader) {
+            prop_assert!(
+                !reps.iter().any(|r| active(r)),
+                "down leader despite active replica"
+            );
+            continue;
+        }
+        for r in &reps[1..] {
+            if active(r) {
+                prop_assert!(
+                    lead(leader) <= lead(r) + 1,
+                    "{} leads {} but replica {} only {}: {:?}",
+                    leader,
+                    lead(leader),
+                    r,
+                    lead(r),
+                    leaders
+                );
+            }
         }
     }
     Ok(())
@@ -727,7 +810,8 @@ proptest! {
 
     #[test]
     fn prop_adding_a_node_moves_about_its_share(case in arb_case(), cap in 1u64..=8, zone_pick in any::<prop::sample::Index>()) {
-        prop_assume!(has_eligible(&case));
+        // (With only zero-capacity nodes, a first real node makes them all ineligible.)
+        prop_assume!(eligible(&case).iter().any(|n| n.capacity > 0));
         let a = pol_layout(&case, None);
         // The new node joins an existing failure domain (or none, when zones are unused), so
         // the zone cap does not change and only capacity should move.
@@ -752,8 +836,12 @@ proptest! {
         // Each old node may also round differently (±1), and a capacity cap that stops or
         // starts binding can shift a few slots.
         let slack = n_elig + 2;
+        // In a zone, the newcomer cannot join partitions its zone-mates are in, so each of
+        // its slots can force at most one extra swap (zone-mate out, other node in).
+        let zoned = eligible(&grown).iter().any(|n| n.zone.is_some());
+        let allowed = if zoned { 2 * gained } else { gained } + widened + slack;
         prop_assert!(
-            d.added_slots() <= gained + widened + slack,
+            d.added_slots() <= allowed,
             "added {} gained {} widened {} slack {}", d.added_slots(), gained, widened, slack
         );
     }
@@ -779,13 +867,19 @@ proptest! {
         let d = diff(&a, &b);
         let held = a.partitions_of(&victim).len();
         if b.replication == a.replication {
-            // Zone caps can force a few extra swaps when the victim's zone shrinks.
-            let zoned = shrunk.nodes.iter().any(|n| n.zone.is_some());
-            let slack = if zoned { eligible(&shrunk).len() + 2 } else { 0 };
-            prop_assert!(d.removed_slots() <= held + slack, "removed {} held {}", d.removed_slots(), held);
-            if !zoned {
-                prop_assert!(d.moves.iter().all(|m| m.remove == vec![victim.clone()]));
-            }
+            prop_assert_eq!(d.added_slots(), d.removed_slots());
+        }
+        // Only the victim's slots move — unless a cap starts to bind: a zone cap, or a node
+        // whose share grows close to P must then sit in (almost) every partition, which can
+        // force swaps in partitions the victim was not in. Those cases are covered by the
+        // optimality of the flow, not by this bound.
+        let zoned = eligible(&shrunk).iter().any(|n| n.zone.is_some());
+        let problem = build_problem(&shrunk.nodes, &shrunk.policy, shrunk.partitions as usize, shrunk.rf, &vec![0; shrunk.nodes.len()], false).unwrap();
+        let shares = real_shares(&problem, problem.min_zone_cap()).unwrap();
+        let roomy = shares.iter().all(|&s| s <= 0.75 * shrunk.partitions as f64);
+        if b.replication == a.replication && !zoned && roomy {
+            prop_assert_eq!(d.removed_slots(), held);
+            prop_assert!(d.moves.iter().all(|m| m.remove == vec![victim.clone()]));
         }
     }
 
@@ -810,6 +904,87 @@ proptest! {
             if reps.len() > 1 {
                 prop_assert_ne!(&reps[0], &victim);
             }
+        }
+    }
+}
+
+/// Smallest per-partition zone cap the eligible nodes allow (independent re-derivation).
+fn zone_cap_of(nodes: &[&NodeSpec], r: usize) -> usize {
+    let mut zsize: BTreeMap<String, usize> = BTreeMap::new();
+    for n in nodes {
+        *zsize
+            .entry(n.zone.clone().unwrap_or(format!("node:{}", n.id)))
+            .or_insert(0) += 1;
+    }
+    (1..=r)
+        .find(|&c| zsize.values().map(|&s| s.min(c)).sum::<usize>() >= r)
+        .unwrap_or(r)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Random sequences of membership events, each followed by a recompute from the previous
+    /// layout: the hard rules hold at every step.
+    #[test]
+    fn prop_event_chains_keep_invariants(
+        case in arb_case(),
+        events in prop::collection::vec((0u8..5, any::<prop::sample::Index>(), 1u64..=8), 1..6),
+    ) {
+        prop_assume!(has_eligible(&case));
+        let mut cur = case.clone();
+        let mut l = pol_layout(&cur, None);
+        for (kind, pick, cap) in events {
+            let k = pick.index(cur.nodes.len());
+            match kind {
+                0 => {
+                    let zone = cur.nodes[k].zone.clone();
+                    let mut n = NodeSpec::new(format!("x{:02}", cur.nodes.len()), cap * TB)
+                        .with_label("tier", "ssd");
+                    n.zone = zone;
+                    cur.nodes.push(n);
+                }
+                1 => cur.nodes[k].state = NodeState::Down,
+                2 => cur.nodes[k].state = NodeState::Active,
+                3 => cur.nodes[k].state = NodeState::Removed,
+                _ => cur.nodes[k].state = NodeState::Draining,
+            }
+            let nl = match compute_layout(&cur.nodes, cur.partitions, cur.rf, &cur.policy, Some(&l)) {
+                Err(LayoutError::NoEligibleNodes) => {
+                    prop_assert!(!has_eligible(&cur));
+                    return Ok(());
+                }
+                Err(e) => return Err(TestCaseError::fail(format!("unexpected {e}"))),
+                Ok(nl) => nl,
+            };
+            prop_assert_eq!(nl.version, l.version + 1);
+            let state = |id: &str| cur.nodes.iter().find(|n| n.id == id).unwrap();
+            for (p, reps) in nl.assignments.iter().enumerate() {
+                prop_assert_eq!(reps.len(), nl.replication);
+                prop_assert_eq!(reps.iter().collect::<BTreeSet<_>>().len(), reps.len());
+                for r in reps {
+                    let n = state(r);
+                    prop_assert!(cur.policy.allows(n));
+                    match n.state {
+                        NodeState::Active => {}
+                        // Down nodes only ever keep what they had.
+                        NodeState::Down => prop_assert!(l.replicas(p as u32).contains(r)),
+                        s => prop_assert!(false, "{} is {:?}", r, s),
+                    }
+                }
+            }
+            let any_down = cur.nodes.iter().any(|n| n.state == NodeState::Down);
+            if !any_down {
+                let elig = eligible(&cur);
+                prop_assert_eq!(nl.replication, cur.rf.min(elig.len()));
+                let c = zone_cap_of(&elig, nl.replication);
+                for reps in &nl.assignments {
+                    prop_assert!(max_per_zone(&cur.nodes, reps) <= c);
+                }
+                check_shares(&cur, &nl, Some(&l))?;
+            }
+            check_leaders(&cur, &nl)?;
+            l = nl;
         }
     }
 }

@@ -1,0 +1,345 @@
+//! Controllers, run on every node once it belongs to a cluster. Each pass:
+//! - refreshes the node's cluster view and registers the node (heartbeat with inventory);
+//! - on the system-group leader: adds registered nodes to the system group (learners, then
+//!   voters up to the desired count) and writes a new layout version when the set of active
+//!   nodes changes;
+//! - for every partition: initialises its group at layout version 1 (on its first replica), and
+//!   on the partition's leader moves replicas to match the layout the TiKV way: add the new
+//!   replica as a learner, let it catch up, then switch the voter set.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cairn_layout::{NodeSpec, PlacementPolicy};
+use cairn_meta::model::{LayoutRecord, NodeRecord, NodeState};
+use cairn_meta::placement::{partition_group, SYSTEM_GROUP};
+use cairn_meta::Command;
+use cairn_raft::Registry;
+use openraft::BasicNode;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use crate::{ClusterSettings, ClusterView};
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn meminfo_total() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .and_then(|v| v.parse::<u64>().ok())
+                })
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+/// (capacity, free) bytes of the filesystem holding `path`.
+fn disk_stats(path: &std::path::Path) -> (u64, u64) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return (0, 0);
+    };
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return (0, 0);
+    }
+    let frsize = st.f_frsize as u64;
+    (st.f_blocks as u64 * frsize, st.f_bavail as u64 * frsize)
+}
+
+/// This node's registration record with fresh inventory.
+pub fn inventory_record(s: &ClusterSettings, state: NodeState) -> NodeRecord {
+    let (cap, free) = disk_stats(&s.data_dir);
+    NodeRecord {
+        node_id: s.node_id.clone(),
+        raft_id: s.raft_id,
+        rpc_addr: s.rpc_addr.clone(),
+        api_addr: s.api_addr.clone(),
+        zone: s.zone.clone(),
+        labels: s.labels.clone(),
+        cpus: std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1),
+        memory_bytes: meminfo_total(),
+        disk_capacity_bytes: cap,
+        disk_free_bytes: free,
+        state,
+        registered_ms: now_ms(),
+    }
+}
+
+/// Layout for `nodes` (capacity-weighted, zones, minimal movement from `previous`).
+pub fn compute_layout(
+    nodes: &[NodeRecord],
+    partitions: u32,
+    replication: usize,
+    previous: Option<&LayoutRecord>,
+) -> Option<LayoutRecord> {
+    // Nodes that have not reported their disk yet weigh as much as the largest known one.
+    let known = nodes
+        .iter()
+        .map(|n| n.disk_capacity_bytes)
+        .filter(|c| *c > 1)
+        .max()
+        .unwrap_or(1);
+    let specs: Vec<NodeSpec> = nodes
+        .iter()
+        .map(|n| NodeSpec {
+            id: n.node_id.clone(),
+            capacity: if n.disk_capacity_bytes > 1 {
+                n.disk_capacity_bytes
+            } else {
+                known
+            },
+            zone: n.zone.clone(),
+            labels: n.labels.clone(),
+            state: match n.state {
+                NodeState::Active | NodeState::Joining => cairn_layout::NodeState::Active,
+                NodeState::Draining => cairn_layout::NodeState::Draining,
+                NodeState::Removed => cairn_layout::NodeState::Removed,
+            },
+        })
+        .collect();
+    let prev = previous.map(|p| cairn_layout::Layout {
+        version: p.version,
+        partitions,
+        replication: p.replication,
+        assignments: p.assignments.clone(),
+    });
+    match cairn_layout::compute_layout(
+        &specs,
+        partitions,
+        replication,
+        &PlacementPolicy::default(),
+        prev.as_ref(),
+    ) {
+        Ok(l) => Some(LayoutRecord {
+            version: l.version,
+            replication: l.replication,
+            assignments: l.assignments,
+            created_ms: now_ms(),
+        }),
+        Err(e) => {
+            tracing::warn!(error = %e, "layout could not be computed");
+            None
+        }
+    }
+}
+
+/// Starts the controller loop; it stops when `shutdown` flips to true.
+pub fn spawn(
+    s: ClusterSettings,
+    reg: Arc<Registry>,
+    view: Arc<ClusterView>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    {
+        let view = view.clone();
+        reg.set_route_hint(Arc::new(move |g| view.group_hint(g)));
+    }
+    tokio::spawn(async move {
+        let moving: Arc<Mutex<HashSet<u64>>> = Arc::default();
+        let mut last_heartbeat: Option<Instant> = None;
+        loop {
+            view.refresh(&reg);
+            if last_heartbeat.is_none_or(|t| t.elapsed() >= Duration::from_secs(s.heartbeat_secs)) {
+                let record = inventory_record(&s, NodeState::Active);
+                match reg
+                    .propose(SYSTEM_GROUP, Command::RegisterNode { record })
+                    .await
+                {
+                    Ok(_) => last_heartbeat = Some(Instant::now()),
+                    Err(e) => tracing::debug!(error = %e, "heartbeat not recorded"),
+                }
+            }
+            if reg.is_leader(SYSTEM_GROUP) {
+                system_membership(&s, &reg, &view).await;
+                layout_step(&s, &reg, &view).await;
+            }
+            partitions_step(&s, &reg, &view, &moving).await;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+        }
+    });
+}
+
+/// Adds registered nodes to the system group; promotes learners to voters up to the desired
+/// count once they have caught up.
+async fn system_membership(s: &ClusterSettings, reg: &Registry, view: &ClusterView) {
+    let Some(raft) = reg.raft_handle(SYSTEM_GROUP) else {
+        return;
+    };
+    let metrics = raft.metrics().borrow().clone();
+    let membership = metrics.membership_config.membership().clone();
+    let known: BTreeSet<u64> = membership.nodes().map(|(id, _)| *id).collect();
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    for n in view.nodes().values() {
+        if n.state == NodeState::Removed || known.contains(&n.raft_id) {
+            continue;
+        }
+        tracing::info!(node = %n.node_id, "adding node to the system group as a learner");
+        if let Err(e) = raft
+            .add_learner(n.raft_id, BasicNode::new(n.rpc_addr.clone()), false)
+            .await
+        {
+            tracing::warn!(node = %n.node_id, error = %e, "add learner failed");
+        }
+    }
+    if voters.len() >= s.desired_voters {
+        return;
+    }
+    let last = metrics.last_log_index.unwrap_or(0);
+    let caught_up: Vec<u64> = membership
+        .learner_ids()
+        .filter(|id| {
+            metrics
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(id).cloned().flatten())
+                .is_some_and(|m| m.index + 10 >= last)
+        })
+        .collect();
+    if caught_up.is_empty() {
+        return;
+    }
+    let mut new_voters = voters.clone();
+    for id in caught_up.into_iter().take(s.desired_voters - voters.len()) {
+        new_voters.insert(id);
+    }
+    tracing::info!(?new_voters, "promoting learners to system-group voters");
+    if let Err(e) = raft.change_membership(new_voters, true).await {
+        tracing::warn!(error = %e, "system voter promotion failed");
+    }
+}
+
+/// Writes a new layout when the set of placeable nodes differs from the current layout's.
+async fn layout_step(s: &ClusterSettings, reg: &Registry, view: &ClusterView) {
+    let nodes: Vec<NodeRecord> = view.nodes().into_values().collect();
+    let current = view.layout();
+    let active: BTreeSet<&str> = nodes
+        .iter()
+        .filter(|n| n.state == NodeState::Active)
+        .map(|n| n.node_id.as_str())
+        .collect();
+    if let Some(cur) = &current {
+        let placed: BTreeSet<&str> = cur
+            .assignments
+            .iter()
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        if placed == active {
+            return;
+        }
+    }
+    let Some(next) = compute_layout(&nodes, s.partitions, s.replication, current.as_ref()) else {
+        return;
+    };
+    if current
+        .as_ref()
+        .is_some_and(|c| c.assignments == next.assignments)
+    {
+        return;
+    }
+    tracing::info!(version = next.version, "writing a new layout");
+    if let Err(e) = reg
+        .propose(SYSTEM_GROUP, Command::SetLayout { layout: next })
+        .await
+    {
+        tracing::warn!(error = %e, "layout update failed");
+    }
+}
+
+/// Initialises partition groups at layout v1 and moves replicas to match the layout.
+async fn partitions_step(
+    s: &ClusterSettings,
+    reg: &Arc<Registry>,
+    view: &ClusterView,
+    moving: &Arc<Mutex<HashSet<u64>>>,
+) {
+    let Some(layout) = view.layout() else { return };
+    let nodes = view.nodes();
+    for (p, replicas) in layout.assignments.iter().enumerate() {
+        let group = partition_group(p as u32);
+        let members: BTreeMap<u64, BasicNode> = replicas
+            .iter()
+            .filter_map(|id| {
+                nodes
+                    .get(id)
+                    .map(|n| (n.raft_id, BasicNode::new(n.rpc_addr.clone())))
+            })
+            .collect();
+        if members.len() != replicas.len() {
+            continue;
+        }
+        if layout.version == 1 && replicas.first() == Some(&s.node_id) {
+            match reg.is_initialized(group).await {
+                Ok(false) => {
+                    if let Err(e) = reg.initialize_group(group, members.clone()).await {
+                        tracing::warn!(group, error = %e, "partition group initialisation failed");
+                    }
+                    continue;
+                }
+                Ok(true) => {}
+                Err(_) => continue,
+            }
+        }
+        if !reg.is_leader(group) || moving.lock().contains(&group) {
+            continue;
+        }
+        let Some(raft) = reg.raft_handle(group) else {
+            continue;
+        };
+        let membership = raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .clone();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let target: BTreeSet<u64> = members.keys().copied().collect();
+        if voters == target {
+            continue;
+        }
+        moving.lock().insert(group);
+        let moving = moving.clone();
+        tokio::spawn(async move {
+            for (id, node) in &members {
+                if voters.contains(id) {
+                    continue;
+                }
+                // Blocking: returns once the learner has caught up with the log.
+                if let Err(e) = raft.add_learner(*id, node.clone(), true).await {
+                    tracing::warn!(group, learner = id, error = %e, "adding partition learner failed");
+                    moving.lock().remove(&group);
+                    return;
+                }
+            }
+            match raft.change_membership(target.clone(), false).await {
+                Ok(_) => {
+                    tracing::info!(group, voters = ?target, "partition replicas moved to match the layout")
+                }
+                Err(e) => tracing::warn!(group, error = %e, "partition membership change failed"),
+            }
+            moving.lock().remove(&group);
+        });
+    }
+}

@@ -1,0 +1,184 @@
+//! Forming a cluster from seeds, or joining an existing one.
+//!
+//! Every initial node is given the same `CLUSTER_SEEDS`. A node whose system group already has
+//! state (a restart) does nothing here. Otherwise it greets every seed: if any seed already
+//! belongs to a formed cluster, the node registers through it and waits to be added by the
+//! system leader. If no cluster exists yet and a majority of the seeds answer, the answering
+//! node with the lowest node id bootstraps exactly once: it initialises the system group with
+//! the answering nodes as voters, records the cluster id, registers them and writes layout
+//! version 1. The others wait until the bootstrapper's Raft traffic reaches them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_meta::model::{LayoutRecord, NodeRecord, NodeState};
+use cairn_meta::placement::SYSTEM_GROUP;
+use cairn_meta::{Command, CommandError, Response};
+use cairn_raft::Registry;
+use cairn_rpc::pb::control_service_client::ControlServiceClient;
+use cairn_rpc::pb::{HelloReply, HelloRequest};
+use openraft::BasicNode;
+
+use crate::controller::{compute_layout, inventory_record, now_ms};
+use crate::{ClusterError, ClusterSettings};
+
+const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn hello(
+    reg: &Registry,
+    s: &ClusterSettings,
+    seed: &str,
+) -> Result<Option<HelloReply>, ClusterError> {
+    let channel = match reg.peers().channel(seed) {
+        Ok(c) => c,
+        Err(e) => return Err(ClusterError::Other(format!("bad seed address {seed}: {e}"))),
+    };
+    let mut client = ControlServiceClient::new(channel);
+    let mut req = tonic::Request::new(HelloRequest {
+        cluster_name: s.cluster_name.clone(),
+        join_token: s.join_token.clone().unwrap_or_default(),
+        node_id: s.node_id.clone(),
+    });
+    req.set_timeout(HELLO_TIMEOUT);
+    match client.hello(req).await {
+        Ok(r) => Ok(Some(r.into_inner())),
+        Err(st) if st.code() == tonic::Code::PermissionDenied => Err(ClusterError::Refused {
+            seed: seed.to_string(),
+            msg: st.message().to_string(),
+        }),
+        Err(_) => Ok(None), // not up yet
+    }
+}
+
+/// Returns once this node is part of a cluster (formed, joined, or restarted).
+pub async fn form_or_join(s: &ClusterSettings, reg: &Arc<Registry>) -> Result<(), ClusterError> {
+    if reg.is_initialized(SYSTEM_GROUP).await? {
+        tracing::info!("system group state found: rejoining the existing cluster");
+        return Ok(());
+    }
+    let mut all: BTreeSet<String> = s.seeds.iter().cloned().collect();
+    all.insert(s.rpc_addr.clone());
+    let majority = all.len() / 2 + 1;
+    let mut logged = false;
+    loop {
+        let mut answers: BTreeMap<String, HelloReply> = BTreeMap::new();
+        for seed in &s.seeds {
+            if *seed == s.rpc_addr {
+                continue;
+            }
+            if let Some(reply) = hello(reg, s, seed).await? {
+                answers.insert(reply.node_id.clone(), reply);
+            }
+        }
+        if let Some(formed) = answers.values().find(|a| !a.cluster_id.is_empty()) {
+            tracing::info!(via = %formed.rpc_addr, cluster_id = %formed.cluster_id, "joining an existing cluster");
+            let addr = formed.rpc_addr.clone();
+            reg.set_route_hint(Arc::new(move |_| vec![addr.clone()]));
+            let record = inventory_record(s, NodeState::Active);
+            reg.propose(SYSTEM_GROUP, Command::RegisterNode { record })
+                .await?;
+            wait_initialized(reg).await;
+            return Ok(());
+        }
+        let answered = answers.len() + 1;
+        let lowest = answers.keys().next().is_none_or(|id| s.node_id < *id);
+        if answered >= majority && lowest {
+            bootstrap(s, reg, answers).await?;
+            return Ok(());
+        }
+        if reg.is_initialized(SYSTEM_GROUP).await? {
+            tracing::info!("added to the cluster by its bootstrap node");
+            return Ok(());
+        }
+        if !logged {
+            tracing::info!(
+                answered,
+                needed = majority,
+                "waiting for seeds to form the cluster"
+            );
+            logged = true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn wait_initialized(reg: &Registry) {
+    while !reg.is_initialized(SYSTEM_GROUP).await.unwrap_or(false) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn bootstrap(
+    s: &ClusterSettings,
+    reg: &Arc<Registry>,
+    answers: BTreeMap<String, HelloReply>,
+) -> Result<(), ClusterError> {
+    let cluster_id = uuid::Uuid::new_v4().to_string();
+    tracing::info!(%cluster_id, members = answers.len() + 1, "bootstrapping a new cluster");
+    let mut members: BTreeMap<String, (u64, String)> = answers
+        .values()
+        .map(|a| (a.node_id.clone(), (a.raft_id, a.rpc_addr.clone())))
+        .collect();
+    members.insert(s.node_id.clone(), (s.raft_id, s.rpc_addr.clone()));
+    let voters: BTreeMap<u64, BasicNode> = members
+        .values()
+        .take(s.desired_voters.max(1))
+        .map(|(id, addr)| (*id, BasicNode::new(addr.clone())))
+        .collect();
+    reg.initialize_group(SYSTEM_GROUP, voters).await?;
+    reg.wait_for_leader(SYSTEM_GROUP, Duration::from_secs(30))
+        .await?;
+    let resp = reg
+        .propose(
+            SYSTEM_GROUP,
+            Command::FormCluster {
+                cluster_id,
+                name: s.cluster_name.clone(),
+            },
+        )
+        .await?;
+    if let Response::Refused(CommandError::ClusterExists(id)) = resp {
+        tracing::info!(cluster_id = %id, "cluster was already formed");
+        return Ok(());
+    }
+    let mut records = Vec::new();
+    for (node_id, (raft_id, rpc_addr)) in &members {
+        let record = if *node_id == s.node_id {
+            inventory_record(s, NodeState::Active)
+        } else {
+            // Peers refresh their own record (inventory, API address) with their first heartbeat.
+            NodeRecord {
+                node_id: node_id.clone(),
+                raft_id: *raft_id,
+                rpc_addr: rpc_addr.clone(),
+                api_addr: String::new(),
+                zone: None,
+                labels: BTreeMap::new(),
+                cpus: 0,
+                memory_bytes: 0,
+                disk_capacity_bytes: 1,
+                disk_free_bytes: 0,
+                state: NodeState::Active,
+                registered_ms: now_ms(),
+            }
+        };
+        reg.propose(
+            SYSTEM_GROUP,
+            Command::RegisterNode {
+                record: record.clone(),
+            },
+        )
+        .await?;
+        records.push(record);
+    }
+    let layout = compute_layout(&records, s.partitions, s.replication, None)
+        .ok_or_else(|| ClusterError::Other("no layout for the initial nodes".into()))?;
+    let layout = LayoutRecord {
+        version: 1,
+        ..layout
+    };
+    reg.propose(SYSTEM_GROUP, Command::SetLayout { layout })
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,70 @@
+//! Turning nodes into one store: forming a cluster from seeds (or joining one), the control
+//! RPCs, the controllers that keep Raft membership and partition placement in line with the
+//! layout, and chunk replication across the nodes a chunk's partition is placed on.
+
+pub mod chunks;
+pub mod control;
+pub mod controller;
+pub mod formation;
+pub mod view;
+
+use std::collections::BTreeMap;
+
+pub use chunks::{ChunkServer, ReplicatedChunks, WriteConsistency};
+pub use control::ControlServer;
+pub use view::ClusterView;
+
+/// This node's cluster settings.
+#[derive(Clone, Debug)]
+pub struct ClusterSettings {
+    pub node_id: String,
+    pub raft_id: u64,
+    pub rpc_addr: String,
+    pub api_addr: String,
+    pub cluster_name: String,
+    pub join_token: Option<String>,
+    /// Seed RPC addresses (may include this node's own).
+    pub seeds: Vec<String>,
+    pub replication: usize,
+    pub desired_voters: usize,
+    pub zone: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub partitions: u32,
+    pub heartbeat_secs: u64,
+    pub data_dir: std::path::PathBuf,
+}
+
+/// A failure forming or joining a cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("seed {seed} refused this node: {msg}")]
+    Refused { seed: String, msg: String },
+    #[error("raft: {0}")]
+    Raft(#[from] cairn_raft::RaftError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Serves this node's gRPC services (Raft, control, chunks) on `listener` until `shutdown`.
+pub async fn serve_rpc(
+    listener: tokio::net::TcpListener,
+    registry: std::sync::Arc<cairn_raft::Registry>,
+    control: ControlServer,
+    chunks: ChunkServer,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    use cairn_rpc::pb::chunk_service_server::ChunkServiceServer;
+    use cairn_rpc::pb::control_service_server::ControlServiceServer;
+    use cairn_rpc::pb::raft_service_server::RaftServiceServer;
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(
+            RaftServiceServer::new(cairn_raft::RaftServer::new(registry))
+                .max_decoding_message_size(256 << 20),
+        )
+        .add_service(ControlServiceServer::new(control).max_decoding_message_size(64 << 20))
+        .add_service(ChunkServiceServer::new(chunks).max_decoding_message_size(8 << 20))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}
