@@ -6,13 +6,22 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::Router;
+use axum::{Json, Router};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone)]
 pub struct AdminState {
     pub metrics: Arc<Registry>,
     pub node_id: String,
+    pub cluster: Arc<ClusterContext>,
+}
+
+/// What the cluster endpoints read.
+pub struct ClusterContext {
+    pub settings: cairn_cluster::ClusterSettings,
+    pub registry: Arc<cairn_raft::Registry>,
+    pub view: Arc<cairn_cluster::ClusterView>,
+    pub node_timeout_secs: u64,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -20,6 +29,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/cluster/status", get(cluster_status))
         .with_state(state)
 }
 
@@ -46,4 +56,19 @@ async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
         )
             .into_response(),
     }
+}
+
+async fn cluster_status(State(s): State<AdminState>) -> impl IntoResponse {
+    let c = &s.cluster;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    Json(cairn_cluster::status::cluster_status(
+        &c.settings,
+        &c.registry,
+        &c.view,
+        now,
+        c.node_timeout_secs,
+    ))
 }

@@ -1,6 +1,7 @@
 //! `cairn`: one binary for the server, the benchmark and (later) the CLI.
 
 mod admin;
+mod cli;
 mod identity;
 mod server;
 
@@ -21,6 +22,9 @@ struct Cli {
 enum Command {
     /// Run a node (with no flags: a one-node cluster with its data in ./data).
     Server(cairn_config::ServerFlags),
+    /// Inspect the cluster through any node's management plane.
+    #[command(subcommand)]
+    Cluster(cli::ClusterCommand),
     /// Drive an S3 endpoint with concurrent PUT/GET/LIST/DELETE and print throughput and latency.
     Bench(cairn_bench::BenchArgs),
 }
@@ -33,5 +37,6 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Server(flags) => runtime.block_on(server::run(flags)),
         Command::Bench(args) => runtime.block_on(cairn_bench::run(args)),
+        Command::Cluster(cmd) => runtime.block_on(cli::run(cmd)),
     }
 }

@@ -12,6 +12,9 @@ use cairn_object::{ObjectService, ServiceConfig};
 use cairn_raft::{Registry, RegistryConfig};
 use tokio::sync::watch;
 
+use cairn_meta::placement::SYSTEM_GROUP;
+use cairn_meta::Command;
+
 use crate::{admin, identity};
 
 pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
@@ -96,32 +99,40 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         chunk_size: cfg.chunk_size as usize,
         inline_threshold: cfg.inline_threshold as usize,
     };
-    let objects = if clustered {
+    if clustered {
         cairn_cluster::formation::form_or_join(&settings, &registry)
             .await
             .context("forming or joining the cluster")?;
-        let view = Arc::new(cairn_cluster::ClusterView::default());
-        view.refresh(&registry);
-        cairn_cluster::controller::spawn(
-            settings.clone(),
-            registry.clone(),
-            view.clone(),
-            shutdown_rx.clone(),
-        );
-        let consistency = cairn_cluster::WriteConsistency::parse(&cfg.default_write_consistency)
-            .context("DEFAULT_WRITE_CONSISTENCY")?;
-        let io = Arc::new(cairn_cluster::ReplicatedChunks::new(
-            chunks.clone(),
-            node_id.clone(),
-            registry.peers().clone(),
-            view,
-            cfg.partitions,
-            consistency,
-        ));
-        ObjectService::with_chunk_io(service_config, registry.clone(), chunks, io)
     } else {
-        ObjectService::new(service_config, registry.clone(), chunks)
-    };
+        // A cluster of one still has an identity, so later nodes can join it by naming it.
+        let cmd = Command::FormCluster {
+            cluster_id: uuid::Uuid::new_v4().to_string(),
+            name: cfg.cluster_name.clone(),
+        };
+        registry
+            .propose(SYSTEM_GROUP, cmd)
+            .await
+            .context("recording the cluster identity")?;
+    }
+    let view = Arc::new(cairn_cluster::ClusterView::default());
+    view.refresh(&registry);
+    cairn_cluster::controller::spawn(
+        settings.clone(),
+        registry.clone(),
+        view.clone(),
+        shutdown_rx.clone(),
+    );
+    let consistency = cairn_cluster::WriteConsistency::parse(&cfg.default_write_consistency)
+        .context("DEFAULT_WRITE_CONSISTENCY")?;
+    let io = Arc::new(cairn_cluster::ReplicatedChunks::new(
+        chunks.clone(),
+        node_id.clone(),
+        registry.peers().clone(),
+        view.clone(),
+        cfg.partitions,
+        consistency,
+    ));
+    let objects = ObjectService::with_chunk_io(service_config, registry.clone(), chunks, io);
     cairn_object::workers::spawn(
         objects.clone(),
         WorkerConfig {
@@ -165,6 +176,12 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
     let admin_router = admin::router(admin::AdminState {
         metrics: Arc::new(metrics),
         node_id: node_id.clone(),
+        cluster: Arc::new(admin::ClusterContext {
+            settings: settings.clone(),
+            registry: registry.clone(),
+            view,
+            node_timeout_secs: cfg.node_timeout_secs,
+        }),
     });
     let admin_task = tokio::spawn(async move {
         axum::serve(admin_listener, admin_router)

@@ -13,6 +13,9 @@ use tonic::{Request, Response, Status};
 
 use crate::ClusterSettings;
 
+/// `HelloReply.cluster_id` of a node whose cluster is being formed.
+pub const FORMING: &str = "forming";
+
 pub struct ControlServer {
     registry: Arc<Registry>,
     settings: ClusterSettings,
@@ -44,7 +47,7 @@ impl ControlService for ControlServer {
                 ));
             }
         }
-        let cluster_id = self
+        let mut cluster_id = self
             .registry
             .meta()
             .cluster_id(SYSTEM_GROUP)
@@ -52,6 +55,17 @@ impl ControlService for ControlServer {
             .flatten()
             .map(|c| c.0)
             .unwrap_or_default();
+        if cluster_id.is_empty()
+            && self
+                .registry
+                .is_initialized(SYSTEM_GROUP)
+                .await
+                .unwrap_or(false)
+        {
+            // Bootstrapped but the identity is not applied here yet: tell greeters to wait,
+            // never to bootstrap a second cluster.
+            cluster_id = FORMING.to_string();
+        }
         Ok(Response::new(HelloReply {
             node_id: self.settings.node_id.clone(),
             raft_id: self.settings.raft_id,

@@ -20,10 +20,13 @@ use cairn_rpc::pb::control_service_client::ControlServiceClient;
 use cairn_rpc::pb::{HelloReply, HelloRequest};
 use openraft::BasicNode;
 
+use crate::control::FORMING;
 use crate::controller::{compute_layout, inventory_record, now_ms};
 use crate::{ClusterError, ClusterSettings};
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
+/// After this long, a majority of seeds is enough to bootstrap.
+const BOOTSTRAP_GRACE: Duration = Duration::from_secs(20);
 
 async fn hello(
     reg: &Registry,
@@ -61,6 +64,7 @@ pub async fn form_or_join(s: &ClusterSettings, reg: &Arc<Registry>) -> Result<()
     all.insert(s.rpc_addr.clone());
     let majority = all.len() / 2 + 1;
     let mut logged = false;
+    let started = std::time::Instant::now();
     loop {
         let mut answers: BTreeMap<String, HelloReply> = BTreeMap::new();
         for seed in &s.seeds {
@@ -70,6 +74,13 @@ pub async fn form_or_join(s: &ClusterSettings, reg: &Arc<Registry>) -> Result<()
             if let Some(reply) = hello(reg, s, seed).await? {
                 answers.insert(reply.node_id.clone(), reply);
             }
+        }
+        if answers.values().any(|a| a.cluster_id == FORMING) {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if reg.is_initialized(SYSTEM_GROUP).await? {
+                return Ok(());
+            }
+            continue;
         }
         if let Some(formed) = answers.values().find(|a| !a.cluster_id.is_empty()) {
             tracing::info!(via = %formed.rpc_addr, cluster_id = %formed.cluster_id, "joining an existing cluster");
@@ -83,7 +94,11 @@ pub async fn form_or_join(s: &ClusterSettings, reg: &Arc<Registry>) -> Result<()
         }
         let answered = answers.len() + 1;
         let lowest = answers.keys().next().is_none_or(|id| s.node_id < *id);
-        if answered >= majority && lowest {
+        // Wait for every seed, so a slow-starting lower id cannot be overlooked; a majority
+        // suffices only after a grace period (a seed may be gone for good).
+        let quorum =
+            answered == all.len() || (answered >= majority && started.elapsed() > BOOTSTRAP_GRACE);
+        if quorum && lowest {
             bootstrap(s, reg, answers).await?;
             return Ok(());
         }

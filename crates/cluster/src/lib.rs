@@ -68,3 +68,5 @@ pub async fn serve_rpc(
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }
+
+pub mod status;
