@@ -22,6 +22,7 @@ pub struct ClusterContext {
     pub registry: Arc<cairn_raft::Registry>,
     pub view: Arc<cairn_cluster::ClusterView>,
     pub node_timeout_secs: u64,
+    pub gossip: Option<Arc<cairn_cluster::gossip::Gossip>>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -68,6 +69,7 @@ async fn cluster_status(State(s): State<AdminState>) -> impl IntoResponse {
         &c.settings,
         &c.registry,
         &c.view,
+        c.gossip.as_deref(),
         now,
         c.node_timeout_secs,
     ))

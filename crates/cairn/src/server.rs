@@ -87,6 +87,38 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
     let rpc_listener = tokio::net::TcpListener::bind(SocketAddr::new(bind, cfg.node_rpc_port))
         .await
         .with_context(|| format!("binding NODE_RPC_PORT on {bind}:{}", cfg.node_rpc_port))?;
+    let gossip = if clustered {
+        let advertise_sock = tokio::net::lookup_host(&rpc_addr)
+            .await
+            .context("resolving NODE_ADVERTISE_ADDR for gossip")?
+            .next()
+            .context("NODE_ADVERTISE_ADDR resolves to no address")?;
+        let g = cairn_cluster::gossip::Gossip::start(cairn_cluster::gossip::GossipConfig {
+            node_id: node_id.clone(),
+            cluster_name: cfg.cluster_name.clone(),
+            // UDP on the same port number as gRPC.
+            bind: SocketAddr::new(bind, cfg.node_rpc_port),
+            advertise: advertise_sock,
+            seeds: cfg.seeds(),
+            interval: Duration::from_millis((cfg.heartbeat_interval_secs * 1000 / 5).max(200)),
+            dead_after: Duration::from_secs(cfg.node_timeout_secs),
+            metadata: [
+                ("rpc_addr".to_string(), rpc_addr.clone()),
+                (
+                    "api_addr".to_string(),
+                    format!("{advertise}:{}", cfg.node_api_port),
+                ),
+                ("raft_id".to_string(), raft_id.to_string()),
+            ]
+            .into_iter()
+            .collect(),
+        })
+        .await
+        .context("starting gossip")?;
+        Some(Arc::new(g))
+    } else {
+        None
+    };
     let rpc_task = tokio::spawn(cairn_cluster::serve_rpc(
         rpc_listener,
         registry.clone(),
@@ -132,6 +164,13 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         cfg.partitions,
         consistency,
     ));
+    cairn_cluster::chunks::spawn_chunk_sync(
+        io.clone(),
+        registry.clone(),
+        Duration::from_secs(5),
+        256,
+        shutdown_rx.clone(),
+    );
     let objects = ObjectService::with_chunk_io(service_config, registry.clone(), chunks, io);
     cairn_object::workers::spawn(
         objects.clone(),
@@ -181,6 +220,7 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
             registry: registry.clone(),
             view,
             node_timeout_secs: cfg.node_timeout_secs,
+            gossip: gossip.clone(),
         }),
     });
     let admin_task = tokio::spawn(async move {
@@ -199,6 +239,9 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         let _ = rpc_task.await;
     })
     .await;
+    if let Some(g) = gossip.and_then(|g| Arc::try_unwrap(g).ok()) {
+        g.shutdown().await;
+    }
     registry.shutdown().await;
     Ok(())
 }

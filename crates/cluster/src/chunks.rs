@@ -358,3 +358,71 @@ impl ChunkIo for ReplicatedChunks {
         })
     }
 }
+
+/// Anti-entropy for chunks: every chunk referenced in a partition this node replicates must be
+/// on this node's disk. Missing ones (a new replica after a layout change, a node that was down
+/// while writes landed at QUORUM, a quarantined copy) are fetched from the other replicas.
+/// Runs until `shutdown`; `per_pass` bounds the chunks checked per partition per pass.
+pub fn spawn_chunk_sync(
+    io: Arc<ReplicatedChunks>,
+    registry: Arc<cairn_raft::Registry>,
+    period: Duration,
+    per_pass: usize,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Arc<std::sync::atomic::AtomicU64> {
+    let repaired = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = repaired.clone();
+    tokio::spawn(async move {
+        // Resume point per partition, so large partitions are covered over several passes.
+        let mut cursors: std::collections::HashMap<u32, Option<ChunkId>> = Default::default();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(period) => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+            let Some(layout) = io.view.layout() else {
+                continue;
+            };
+            for (p, replicas) in layout.assignments.iter().enumerate() {
+                if !replicas.contains(&io.node_id) {
+                    continue;
+                }
+                let group = cairn_meta::placement::partition_group(p as u32);
+                let cursor = cursors.entry(p as u32).or_default();
+                let ids = match registry
+                    .meta()
+                    .referenced_chunks(group, cursor.as_ref(), per_pass)
+                {
+                    Ok(ids) => ids,
+                    Err(e) => {
+                        tracing::warn!(partition = p, error = %e, "chunk sync could not list references");
+                        continue;
+                    }
+                };
+                *cursor = if ids.len() < per_pass {
+                    None
+                } else {
+                    ids.last().copied()
+                };
+                for id in ids {
+                    if io.local.has(&id).await.unwrap_or(true) {
+                        continue;
+                    }
+                    // `get` restores the local copy of a chunk this node replicates.
+                    match ChunkIo::get(io.as_ref(), id).await {
+                        Ok(_) => {
+                            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            tracing::warn!(chunk = %id, error = %e, "chunk sync could not fetch a missing chunk")
+                        }
+                    }
+                }
+            }
+        }
+    });
+    repaired
+}

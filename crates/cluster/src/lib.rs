@@ -6,6 +6,7 @@ pub mod chunks;
 pub mod control;
 pub mod controller;
 pub mod formation;
+pub mod gossip;
 pub mod view;
 
 use std::collections::BTreeMap;

@@ -6,6 +6,7 @@ use cairn_meta::placement::{partition_group, SYSTEM_GROUP};
 use cairn_raft::Registry;
 use serde::{Deserialize, Serialize};
 
+use crate::gossip::Health;
 use crate::{ClusterSettings, ClusterView};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -52,6 +53,7 @@ pub fn cluster_status(
     s: &ClusterSettings,
     reg: &Registry,
     view: &ClusterView,
+    gossip: Option<&crate::gossip::Gossip>,
     now_ms: i64,
     timeout_secs: u64,
 ) -> ClusterStatus {
@@ -93,8 +95,19 @@ pub fn cluster_status(
         .values()
         .map(|n| {
             let age = (now_ms - n.registered_ms).max(0) as u64;
+            // Gossip (SWIM-style failure detection) decides; the age of the last Raft
+            // heartbeat is the fallback for nodes gossip has not seen.
+            let gossiped = gossip
+                .map(|g| g.health(&n.node_id))
+                .filter(|h| *h != Health::Unknown);
             let health = if n.state == NodeState::Removed {
                 "removed"
+            } else if let Some(h) = gossiped {
+                match h {
+                    Health::Up => "up",
+                    Health::Suspect => "suspect",
+                    _ => "down",
+                }
             } else if age <= s.heartbeat_secs * 2000 {
                 "up"
             } else if age <= timeout_secs * 1000 {

@@ -16,29 +16,40 @@ pub struct Config {
     /// Data directory: metadata, chunks, node identity.
     pub storage_path: PathBuf,
     /// Node name in the cluster; generated once and persisted when unset.
+    #[serde(deserialize_with = "lenient::opt_string")]
     pub node_id: Option<String>,
+    #[serde(deserialize_with = "lenient::string")]
     pub node_bind_addr: String,
     /// Address peers and clients use to reach this node (default: the bind address).
+    #[serde(deserialize_with = "lenient::opt_string")]
     pub node_advertise_addr: Option<String>,
     pub node_api_port: u16,
     pub node_rpc_port: u16,
     pub node_admin_port: u16,
     /// Root S3 credentials; generated at first start and persisted when unset.
+    #[serde(deserialize_with = "lenient::opt_string")]
     pub access_key: Option<String>,
+    #[serde(deserialize_with = "lenient::opt_string")]
     pub secret_key: Option<String>,
     /// `host:rpc_port,...` to join through; empty = single node.
+    #[serde(deserialize_with = "lenient::string")]
     pub cluster_seeds: String,
+    #[serde(deserialize_with = "lenient::opt_string")]
     pub cluster_join_token: Option<String>,
+    #[serde(deserialize_with = "lenient::string")]
     pub cluster_name: String,
     /// Copies of every chunk and voters per partition group (capped at the node count).
     pub replication_factor: u32,
     /// Desired voters of the system group (1-5); other nodes are learners.
     pub cluster_voters: u32,
     /// `ONE`, `QUORUM` or `ALL` replicas must acknowledge a chunk write.
+    #[serde(deserialize_with = "lenient::string")]
     pub default_write_consistency: String,
     /// Failure domain of this node.
+    #[serde(deserialize_with = "lenient::opt_string")]
     pub node_zone: Option<String>,
     /// `k=v,k=v` labels of this node.
+    #[serde(deserialize_with = "lenient::string")]
     pub node_labels: String,
     /// Period of node heartbeats (registration with fresh stats).
     pub heartbeat_interval_secs: u64,
@@ -57,10 +68,13 @@ pub struct Config {
     pub multipart_expiry_secs: u64,
     /// Raft entries between snapshots of a group.
     pub raft_snapshot_every: u64,
+    #[serde(deserialize_with = "lenient::string")]
     pub s3_region: String,
     /// Comma-separated base domains for virtual-host-style requests (`bucket.domain`).
+    #[serde(deserialize_with = "lenient::string")]
     pub s3_domains: String,
     /// `tracing` filter, e.g. `info` or `cairn=debug`.
+    #[serde(deserialize_with = "lenient::string")]
     pub log: String,
 }
 
@@ -97,6 +111,42 @@ impl Default for Config {
             s3_domains: "localhost".into(),
             log: "info,s3s=off,openraft=warn".into(),
         }
+    }
+}
+
+/// Environment values are parsed as TOML-ish scalars (`NODE_ID=1` arrives as an integer);
+/// text settings accept any scalar and keep its text.
+mod lenient {
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        S(String),
+        I(i64),
+        U(u64),
+        F(f64),
+        B(bool),
+    }
+
+    impl Scalar {
+        fn text(self) -> String {
+            match self {
+                Scalar::S(s) => s,
+                Scalar::I(i) => i.to_string(),
+                Scalar::U(u) => u.to_string(),
+                Scalar::F(f) => f.to_string(),
+                Scalar::B(b) => b.to_string(),
+            }
+        }
+    }
+
+    pub fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        Ok(Scalar::deserialize(d)?.text())
+    }
+
+    pub fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        Ok(Option::<Scalar>::deserialize(d)?.map(Scalar::text))
     }
 }
 
@@ -478,6 +528,24 @@ mod tests {
         assert_eq!(c.node_admin_port, 8081);
         assert_eq!(c.access_key.as_deref(), Some("admin"));
         assert_eq!(c.seeds(), vec!["a:7000", "b:7000"]);
+    }
+
+    #[test]
+    fn numeric_looking_text_settings_are_text() {
+        let c = load_with(
+            &[
+                ("NODE_ID", "1"),
+                ("ACCESS_KEY", "12345"),
+                ("SECRET_KEY", "12345678"),
+                ("CLUSTER_JOIN_TOKEN", "42"),
+            ],
+            &ServerFlags::default(),
+        )
+        .unwrap();
+        assert_eq!(c.node_id.as_deref(), Some("1"));
+        assert_eq!(c.access_key.as_deref(), Some("12345"));
+        assert_eq!(c.secret_key.as_deref(), Some("12345678"));
+        assert_eq!(c.cluster_join_token.as_deref(), Some("42"));
     }
 
     #[test]

@@ -17,19 +17,12 @@ use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::time::Instant;
 
-use crate::checker::{apply_unknown_bounds, search, written_state, KeyOp, Kind, Prepared, Search};
+use crate::checker::{search, written_state, KeyOp, Kind, Prepared, Search};
 use crate::{Input, Operation, Output};
 
-/// Builds the sub-history `idxs` of `ops`, recomputing derived deadlines.
+/// Builds the sub-history `idxs` of `ops`.
 fn subset(ops: &[KeyOp], idxs: &[usize]) -> Vec<KeyOp> {
-    let mut sub: Vec<KeyOp> = idxs.iter().map(|&i| ops[i].clone()).collect();
-    for o in sub.iter_mut() {
-        if o.unknown {
-            o.ret = crate::checker::INF;
-        }
-    }
-    apply_unknown_bounds(&mut sub);
-    sub
+    idxs.iter().map(|&i| ops[i].clone()).collect()
 }
 
 /// Removes from `cur` what may soundly be removed of `chunk` (reads, then
@@ -168,14 +161,26 @@ pub(crate) fn render(
     chosen.sort_by_key(|o| (o.call_ns, o.return_ns.unwrap_or(u64::MAX), o.client));
     let t0 = chosen.first().map(|o| o.call_ns).unwrap_or(0);
     let mut s = String::new();
+    let mut ignored = Vec::new();
+    if prep.failed > 0 {
+        ignored.push(format!("{} failed", prep.failed));
+    }
+    if prep.irrelevant > 0 {
+        ignored.push(format!(
+            "{} unknown-outcome reads/unobserved writes",
+            prep.irrelevant
+        ));
+    }
+    let ignored = if ignored.is_empty() {
+        String::new()
+    } else {
+        format!(", ignoring {}", ignored.join(" and "))
+    };
     let _ = writeln!(
         s,
-        "{what}: {} of the {} operations on this key ({} failed and {} unknown-outcome \
-         operations that cannot matter were ignored; times in ns relative to t0 = {t0} ns):",
+        "{what}: {} of the {} operations on this key{ignored} (times in ns relative to t0 = {t0} ns):",
         chosen.len(),
         key_ops.len(),
-        prep.failed,
-        prep.irrelevant,
     );
     for o in &chosen {
         let what = match &o.input {
@@ -203,8 +208,8 @@ pub(crate) fn render(
     if chosen.len() > 1 {
         let _ = writeln!(
             s,
-            "(a minimal witness: each printed read, and each write whose value a printed read \
-             returned, is needed for the contradiction unless the time limit cut shrinking short)"
+            "(shrunk until dropping any one printed read, or any printed write whose value \
+             no printed read returned, makes the rest linearizable, unless time ran out)"
         );
     }
     s

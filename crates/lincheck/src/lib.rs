@@ -41,9 +41,10 @@
 //! Before the search, the history of a key is simplified in ways that do not
 //! change the verdict: failed operations and unknown-outcome reads are dropped,
 //! unknown-outcome writes whose value no read ever returned are dropped (they
-//! can always be linearized last), and an unknown-outcome put whose value is
-//! unique is given a deadline equal to the earliest return of a read that
-//! observed it. A read of a value no put ever wrote is reported at once.
+//! can always be linearized last), and a read of a value no put ever wrote is
+//! reported at once. During the search, an unknown-outcome write is only ever
+//! linearized immediately before a read that returns what it wrote (any
+//! linearization can be rearranged that way), so such writes cost little.
 //!
 //! When a key is not linearizable, the offending history is shrunk (keeping it
 //! non-linearizable at every step, and only removing reads or writes that no

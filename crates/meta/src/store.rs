@@ -581,6 +581,41 @@ impl MetaStore {
         Ok(n)
     }
 
+    /// Distinct chunks with at least one reference in `group`, after `after`, at most `max`.
+    pub fn referenced_chunks(
+        &self,
+        group: u64,
+        after: Option<&ChunkId>,
+        max: usize,
+    ) -> Result<Vec<ChunkId>, MetaError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(REFS)?;
+        let start = match after {
+            // Every key of `after` is `g | after | owner`; the next chunk starts past them all.
+            Some(a) => keys::prefix_end(&keys::refs_prefix(group, &a.0))
+                .unwrap_or_else(|| keys::group_end(group)),
+            None => keys::group_start(group),
+        };
+        let end = keys::group_end(group);
+        let mut out: Vec<ChunkId> = Vec::new();
+        for item in t.range(start.as_slice()..end.as_slice())? {
+            let (k, _) = item?;
+            let kb = k.value();
+            if kb.len() < 40 {
+                return Err(MetaError::Codec("bad chunk reference key".into()));
+            }
+            let mut id = [0u8; 32];
+            id.copy_from_slice(&kb[8..40]);
+            if out.last().map(|l| l.0) != Some(id) {
+                if out.len() == max {
+                    break;
+                }
+                out.push(ChunkId(id));
+            }
+        }
+        Ok(out)
+    }
+
     /// Up to `max` undelivered outbox entries of `group`, oldest first.
     pub fn outbox(&self, group: u64, max: usize) -> Result<Vec<(u64, RefOp)>, MetaError> {
         let txn = self.db.begin_read()?;
@@ -711,17 +746,35 @@ fn list_range<T: DeserializeOwned>(
     let mut lo = base.clone();
     lo.extend_from_slice(prefix.as_bytes());
     let hi = keys::prefix_end(&lo).unwrap_or_else(|| keys::group_end(group));
+    let delimiter = delimiter.filter(|d| !d.is_empty());
     let mut cursor: Vec<u8> = lo.clone();
     let mut exclusive = false;
     if let Some(a) = after {
+        // A marker inside a common prefix (or equal to it) means that prefix was already
+        // returned: resume after every key under it.
+        let rolled = delimiter.and_then(|d| {
+            let rest = a.strip_prefix(prefix)?;
+            let pos = rest.find(d)?;
+            Some(&a[..prefix.len() + pos + d.len()])
+        });
         let mut k = base.clone();
-        k.extend_from_slice(a.as_bytes());
-        if k >= cursor {
-            cursor = k;
-            exclusive = true;
+        match rolled {
+            Some(cp) => {
+                k.extend_from_slice(cp.as_bytes());
+                k.push(0xff);
+                if k > cursor {
+                    cursor = k;
+                }
+            }
+            None => {
+                k.extend_from_slice(a.as_bytes());
+                if k >= cursor {
+                    cursor = k;
+                    exclusive = true;
+                }
+            }
         }
     }
-    let delimiter = delimiter.filter(|d| !d.is_empty());
     let mut out = Listing {
         entries: Vec::new(),
         common_prefixes: Vec::new(),

@@ -46,6 +46,9 @@ pub enum RaftError {
     },
     #[error("forwarding to {addr} failed: {msg}")]
     Forward { addr: String, msg: String },
+    /// The request never reached `addr` (connection refused or failed): safe to send elsewhere.
+    #[error("{addr} is unreachable: {msg}")]
+    Unreachable { addr: String, msg: String },
     #[error("raft group {group} failed: {msg}")]
     Group { group: GroupId, msg: String },
     #[error("metadata store: {0}")]

@@ -139,7 +139,10 @@ impl Registry {
         if cfg.bootstrap == Bootstrap::SingleNode {
             let me = BTreeMap::from([(cfg.node_id, BasicNode::new(cfg.rpc_addr.clone()))]);
             for group in registry.groups() {
-                registry.initialize_group(group, me.clone()).await?;
+                // Checking first keeps openraft from logging a refused initialisation.
+                if !registry.is_initialized(group).await? {
+                    registry.initialize_group(group, me.clone()).await?;
+                }
             }
             for group in registry.groups() {
                 registry
@@ -321,10 +324,7 @@ impl Registry {
                                 command: payload,
                             })
                             .await
-                            .map_err(|s| RaftError::Forward {
-                                addr: addr.clone(),
-                                msg: s.message().to_string(),
-                            })?;
+                            .map_err(|s| forward_error(&addr, s))?;
                         unwrap_forwarded(group, &addr, &reply.into_inner().response)
                     }
                 }
@@ -349,10 +349,7 @@ impl Registry {
                                 query: payload,
                             })
                             .await
-                            .map_err(|s| RaftError::Forward {
-                                addr: addr.clone(),
-                                msg: s.message().to_string(),
-                            })?;
+                            .map_err(|s| forward_error(&addr, s))?;
                         unwrap_forwarded(group, &addr, &reply.into_inner().result)
                     }
                 }
@@ -377,44 +374,60 @@ impl Registry {
     {
         let deadline = Instant::now() + ROUTE_DEADLINE;
         let mut target: Option<String> = None;
+        // Addresses that refused a connection during this request.
+        let mut dead: Vec<String> = Vec::new();
         let mut hinted = 0usize;
         loop {
-            match attempt(self, target.clone()).await {
-                Err(RaftError::NotLeader { addr, leader, .. }) => {
-                    if Instant::now() > deadline {
-                        return Err(RaftError::NotLeader {
-                            group,
-                            leader,
-                            addr,
-                        });
-                    }
-                    target = match addr {
-                        Some(a) if a != self.rpc_addr && target.as_deref() != Some(a.as_str()) => {
-                            Some(a)
-                        }
-                        _ => {
-                            // No usable leader address: try hinted replicas in turn, then wait.
-                            let hints = self
-                                .hint
-                                .read()
-                                .as_ref()
-                                .map(|h| h(group))
-                                .unwrap_or_default();
-                            let hints: Vec<String> =
-                                hints.into_iter().filter(|a| *a != self.rpc_addr).collect();
-                            if hinted < hints.len() {
-                                hinted += 1;
-                                Some(hints[hinted - 1].clone())
-                            } else {
-                                hinted = 0;
-                                tokio::time::sleep(Duration::from_millis(100)).await;
-                                None
-                            }
-                        }
-                    };
+            let (leader_addr, last_err) = match attempt(self, target.clone()).await {
+                Err(RaftError::NotLeader { addr, leader, .. }) => (
+                    addr.clone(),
+                    RaftError::NotLeader {
+                        group,
+                        leader,
+                        addr,
+                    },
+                ),
+                Err(RaftError::Unreachable { addr, msg }) => {
+                    dead.push(addr.clone());
+                    (None, RaftError::Unreachable { addr, msg })
                 }
                 other => return other,
+            };
+            if Instant::now() > deadline {
+                return Err(last_err);
             }
+            target = match leader_addr {
+                Some(a)
+                    if a != self.rpc_addr
+                        && target.as_deref() != Some(a.as_str())
+                        && !dead.contains(&a) =>
+                {
+                    Some(a)
+                }
+                _ => {
+                    // No usable leader address: try the hinted replicas not known to be down,
+                    // in turn; then wait for an election and start over.
+                    let hints = self
+                        .hint
+                        .read()
+                        .as_ref()
+                        .map(|h| h(group))
+                        .unwrap_or_default();
+                    let hints: Vec<String> = hints
+                        .into_iter()
+                        .filter(|a| *a != self.rpc_addr && !dead.contains(a))
+                        .collect();
+                    if hinted < hints.len() {
+                        hinted += 1;
+                        Some(hints[hinted - 1].clone())
+                    } else {
+                        hinted = 0;
+                        dead.clear();
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        None
+                    }
+                }
+            };
         }
     }
 
@@ -444,6 +457,23 @@ impl Registry {
             }
         }
         self.engine.stop();
+    }
+}
+
+/// A gRPC failure talking to `addr`: a failed connection means the request was never sent.
+fn forward_error(addr: &str, s: tonic::Status) -> RaftError {
+    let not_sent = s.code() == tonic::Code::Unavailable
+        && (s.message().contains("connect") || s.message().contains("Connection refused"));
+    if not_sent {
+        RaftError::Unreachable {
+            addr: addr.to_string(),
+            msg: s.message().to_string(),
+        }
+    } else {
+        RaftError::Forward {
+            addr: addr.to_string(),
+            msg: s.message().to_string(),
+        }
     }
 }
 

@@ -35,6 +35,7 @@ pub(crate) async fn create_bucket(
         .and_then(|c| c.location_constraint.as_ref())
         .map(BucketLocationConstraint::as_str);
     check_location(constraint, s3.region())?;
+    check_reserved_name(&input.bucket)?;
     s3.objects().create_bucket(&input.bucket).await.s3()?;
     let output = CreateBucketOutput {
         location: Some(format!("/{}", input.bucket)),
@@ -148,5 +149,42 @@ mod tests {
         assert!(check_location(Some("eu-west-1"), "eu-west-1").is_ok());
         let e = check_location(Some("ap-south-1"), "eu-west-1").unwrap_err();
         assert_eq!(e.status_code(), Some(http::StatusCode::BAD_REQUEST));
+    }
+}
+
+/// Names S3 reserves beyond the basic syntax rules (which s3s enforces).
+fn check_reserved_name(name: &str) -> S3Result<()> {
+    let reserved = name.starts_with("xn--")
+        || name.starts_with("sthree-")
+        || name.ends_with("-s3alias")
+        || name.ends_with("--ol-s3")
+        || name.ends_with(".mrap")
+        || name.ends_with("--x-s3");
+    if reserved {
+        return Err(s3s::s3_error!(
+            InvalidBucketName,
+            "The specified bucket is not valid."
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod reserved_tests {
+    use super::check_reserved_name;
+
+    #[test]
+    fn reserved_prefixes_and_suffixes_are_refused() {
+        for bad in [
+            "xn--abc",
+            "sthree-x",
+            "foo-s3alias",
+            "foo--ol-s3",
+            "a.mrap",
+            "b--x-s3",
+        ] {
+            assert!(check_reserved_name(bad).is_err(), "{bad}");
+        }
+        assert!(check_reserved_name("photos").is_ok());
     }
 }

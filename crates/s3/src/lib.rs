@@ -13,6 +13,7 @@
 //! - `validate.rs` — object key rules.
 //! - `metrics.rs` — Prometheus metrics and the per-request operation recorder.
 
+mod auth;
 mod bucket;
 mod checksum;
 mod conditional;
@@ -56,7 +57,7 @@ pub enum S3SetupError {
     EmptyRegion,
 }
 
-/// Builds the s3s service: SigV4 auth with the root credentials (SimpleAuth), virtual-host + path-style addressing.
+/// Builds the s3s service: SigV4 auth with the root credentials, virtual-host + path-style addressing.
 pub fn build_service(
     objects: ObjectService,
     settings: &S3Settings,
@@ -76,9 +77,9 @@ pub fn build_service(
         }),
     };
     let mut builder = s3s::service::S3ServiceBuilder::new(s3);
-    builder.set_auth(s3s::auth::SimpleAuth::from_single(
-        settings.access_key.as_str(),
-        settings.secret_key.as_str(),
+    builder.set_auth(auth::RootAuth::new(
+        &settings.access_key,
+        &settings.secret_key,
     ));
     builder.set_access(metrics::OpRecorder::new(metrics));
     if !settings.domains.is_empty() {

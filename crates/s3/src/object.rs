@@ -64,12 +64,20 @@ pub(crate) struct HeaderFields {
 
 impl HeaderFields {
     pub(crate) fn into_stored(self) -> S3Result<ObjectHeaders> {
-        let user = self
+        let user: std::collections::BTreeMap<String, String> = self
             .metadata
             .unwrap_or_default()
             .into_iter()
             .map(|(k, v)| (k.to_ascii_lowercase(), v))
             .collect();
+        // S3 caps user metadata (names + values) at 2 KB.
+        let meta_bytes: usize = user.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if meta_bytes > MAX_USER_METADATA_BYTES {
+            return Err(s3_error!(
+                MetadataTooLarge,
+                "Your metadata headers exceed the maximum allowed metadata size."
+            ));
+        }
         Ok(ObjectHeaders {
             content_type: self.content_type,
             content_encoding: self.content_encoding,
@@ -80,6 +88,20 @@ impl HeaderFields {
             user,
         })
     }
+}
+
+/// Largest total size of `x-amz-meta-*` names and values, as in S3.
+const MAX_USER_METADATA_BYTES: usize = 2048;
+
+/// S3 reports this Content-Type for objects stored without one.
+pub(crate) const DEFAULT_CONTENT_TYPE: &str = "binary/octet-stream";
+
+fn content_type(h: &ObjectHeaders) -> Option<String> {
+    Some(
+        h.content_type
+            .clone()
+            .unwrap_or_else(|| DEFAULT_CONTENT_TYPE.to_owned()),
+    )
 }
 
 fn user_metadata(h: &ObjectHeaders) -> Option<Metadata> {
@@ -464,7 +486,7 @@ pub(crate) async fn get_object(
         accept_ranges: Some("bytes".to_owned()),
         content_length: i64::try_from(len).ok(),
         content_range: range.map(|r| content_range(r, record.size)),
-        content_type: h.content_type.clone(),
+        content_type: content_type(h),
         content_encoding: h.content_encoding.clone(),
         content_disposition: h.content_disposition.clone(),
         content_language: h.content_language.clone(),
@@ -523,7 +545,7 @@ pub(crate) async fn head_object(
         accept_ranges: Some("bytes".to_owned()),
         content_length: i64::try_from(len).ok(),
         content_range: range.map(|r| content_range(r, record.size)),
-        content_type: h.content_type.clone(),
+        content_type: content_type(h),
         content_encoding: h.content_encoding.clone(),
         content_disposition: h.content_disposition.clone(),
         content_language: h.content_language.clone(),

@@ -1,0 +1,168 @@
+//! ListObjects semantics of the state machine checked against a naive model, over random keys,
+//! prefixes, delimiters, markers and page sizes; and pagination that reassembles the full list.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use cairn_meta::model::{ObjectData, ObjectHeaders, ObjectRecord};
+use cairn_meta::{Command, Condition, MetaStore};
+use proptest::prelude::*;
+
+fn store_with(keys: &BTreeSet<String>) -> (tempfile::TempDir, MetaStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(redb::Database::create(dir.path().join("m.redb")).unwrap());
+    let meta = MetaStore::new(db.clone(), 4).unwrap();
+    let txn = db.begin_write().unwrap();
+    for k in keys {
+        let record = ObjectRecord {
+            version: "v".into(),
+            size: 1,
+            etag: "e".into(),
+            last_modified_ms: 0,
+            headers: ObjectHeaders::default(),
+            checksum: None,
+            parts: None,
+            data: ObjectData::Inline(vec![1]),
+        };
+        let cmd = Command::PutObject {
+            bucket: "b".into(),
+            key: k.clone(),
+            record,
+            condition: Condition::None,
+        };
+        meta.apply(&txn, 1, &cmd).unwrap();
+    }
+    // Another bucket and another group must never leak into the listing.
+    let other = ObjectRecord {
+        version: "v".into(),
+        size: 1,
+        etag: "e".into(),
+        last_modified_ms: 0,
+        headers: ObjectHeaders::default(),
+        checksum: None,
+        parts: None,
+        data: ObjectData::Inline(vec![1]),
+    };
+    for (g, b) in [(1, "b0"), (2, "b"), (1, "a")] {
+        let cmd = Command::PutObject {
+            bucket: b.into(),
+            key: "a/x".into(),
+            record: other.clone(),
+            condition: Condition::None,
+        };
+        meta.apply(&txn, g, &cmd).unwrap();
+    }
+    txn.commit().unwrap();
+    (dir, meta)
+}
+
+/// The S3 rules, written as plainly as possible.
+fn naive(
+    keys: &BTreeSet<String>,
+    prefix: &str,
+    delimiter: Option<&str>,
+    after: Option<&str>,
+    max: usize,
+) -> (Vec<String>, Vec<String>, bool) {
+    let mut entries = Vec::new();
+    let mut prefixes: Vec<String> = Vec::new();
+    let mut truncated = false;
+    if max == 0 {
+        // max-keys=0 is an empty, non-truncated page.
+        return (entries, prefixes, truncated);
+    }
+    for k in keys.iter().filter(|k| k.starts_with(prefix)) {
+        if let Some(a) = after {
+            if k.as_str() <= a {
+                continue;
+            }
+        }
+        let item = match delimiter.filter(|d| !d.is_empty()) {
+            Some(d) => match k[prefix.len()..].find(d) {
+                Some(i) => Err(k[..prefix.len() + i + d.len()].to_string()),
+                None => Ok(k.clone()),
+            },
+            None => Ok(k.clone()),
+        };
+        if let Err(cp) = &item {
+            if prefixes.last() == Some(cp) {
+                continue;
+            }
+            if let Some(a) = after {
+                // A common prefix at or before the marker was already returned.
+                if cp.as_str() <= a || a.starts_with(cp.as_str()) {
+                    continue;
+                }
+            }
+        }
+        if entries.len() + prefixes.len() == max {
+            truncated = true;
+            break;
+        }
+        match item {
+            Ok(k) => entries.push(k),
+            Err(cp) => prefixes.push(cp),
+        }
+    }
+    (entries, prefixes, truncated)
+}
+
+fn key_strategy() -> impl Strategy<Value = String> {
+    proptest::collection::vec(
+        prop_oneof![
+            Just("a"),
+            Just("b"),
+            Just("/"),
+            Just("é"),
+            Just(" "),
+            Just("z")
+        ],
+        1..6,
+    )
+    .prop_map(|v| v.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn listing_matches_the_naive_model(
+        keys in proptest::collection::btree_set(key_strategy(), 0..40),
+        prefix in prop_oneof![Just(""), Just("a"), Just("a/"), Just("b"), Just("é")],
+        delimiter in prop_oneof![Just(None), Just(Some("/")), Just(Some("a")), Just(Some("/b"))],
+        after in proptest::option::of(key_strategy()),
+        max in 0usize..12,
+    ) {
+        let (_dir, meta) = store_with(&keys);
+        let got = meta.list_objects(1, "b", prefix, delimiter, after.as_deref(), max).unwrap();
+        let (entries, prefixes, truncated) = naive(&keys, prefix, delimiter, after.as_deref(), max);
+        let got_keys: Vec<String> = got.entries.iter().map(|(k, _)| k.clone()).collect();
+        prop_assert_eq!(got_keys, entries);
+        prop_assert_eq!(got.common_prefixes, prefixes);
+        prop_assert_eq!(got.truncated, truncated);
+    }
+
+    #[test]
+    fn pages_reassemble_the_full_listing(
+        keys in proptest::collection::btree_set(key_strategy(), 0..40),
+        delimiter in prop_oneof![Just(None), Just(Some("/"))],
+        page in 1usize..7,
+    ) {
+        let (_dir, meta) = store_with(&keys);
+        let full = meta.list_objects(1, "b", "", delimiter, None, 10_000).unwrap();
+        let mut after: Option<String> = None;
+        let (mut entries, mut prefixes) = (Vec::new(), Vec::new());
+        loop {
+            let l = meta.list_objects(1, "b", "", delimiter, after.as_deref(), page).unwrap();
+            entries.extend(l.entries.iter().map(|(k, _)| k.clone()));
+            prefixes.extend(l.common_prefixes.iter().cloned());
+            if !l.truncated {
+                break;
+            }
+            after = l.last.clone();
+        }
+        let full_keys: Vec<String> = full.entries.iter().map(|(k, _)| k.clone()).collect();
+        prop_assert_eq!(entries, full_keys);
+        prop_assert_eq!(prefixes, full.common_prefixes);
+    }
+}
