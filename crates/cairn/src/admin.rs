@@ -31,6 +31,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/cluster/status", get(cluster_status))
+        .route("/cluster/audit", get(cluster_audit))
         .with_state(state)
 }
 
@@ -73,4 +74,41 @@ async fn cluster_status(State(s): State<AdminState>) -> impl IntoResponse {
         now,
         c.node_timeout_secs,
     ))
+}
+
+#[derive(serde::Deserialize)]
+struct AuditParams {
+    #[serde(default)]
+    after: u64,
+    #[serde(default = "default_audit_max")]
+    max: usize,
+}
+
+fn default_audit_max() -> usize {
+    100
+}
+
+/// The audit log of cluster catalog changes (system group), oldest first.
+async fn cluster_audit(
+    State(s): State<AdminState>,
+    axum::extract::Query(p): axum::extract::Query<AuditParams>,
+) -> axum::response::Response {
+    let q = cairn_meta::Query::Audit {
+        after: p.after,
+        max: p.max.min(1000),
+    };
+    match s
+        .cluster
+        .registry
+        .query(cairn_meta::placement::SYSTEM_GROUP, &q)
+        .await
+    {
+        Ok(cairn_meta::QueryResult::Audit(entries)) => Json(entries).into_response(),
+        Ok(other) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("unexpected result {other:?}\n"),
+        )
+            .into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+    }
 }

@@ -41,7 +41,7 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         cfg.node_advertise_addr
             .clone()
             .unwrap_or_else(|| match cfg.node_bind_addr.as_str() {
-                "0.0.0.0" | "::" => "127.0.0.1".to_string(),
+                "0.0.0.0" | "::" => host_name(),
                 other => other.to_string(),
             });
     let chunks = {
@@ -244,6 +244,15 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
     }
     registry.shutdown().await;
     Ok(())
+}
+
+/// The machine's host name (advertised when binding all interfaces), or `localhost`.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
 }
 
 async fn wait_for(mut rx: watch::Receiver<bool>) {

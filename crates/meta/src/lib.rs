@@ -10,7 +10,7 @@ pub mod store;
 
 pub use command::{Command, CommandError, Condition, RefOp, Response};
 pub use query::{Query, QueryResult};
-pub use store::{Listing, MetaStore};
+pub use store::{AuditEntry, Listing, MetaStore};
 
 /// A storage or encoding failure in the metadata store.
 #[derive(Debug, thiserror::Error)]

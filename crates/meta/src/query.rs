@@ -49,6 +49,12 @@ pub enum Query {
     ChunkRefCount {
         chunk: ChunkId,
     },
+    ListNodes,
+    Layout,
+    Audit {
+        after: u64,
+        max: usize,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -67,6 +73,7 @@ pub enum QueryResult {
     Count(usize),
     Nodes(Vec<NodeRecord>),
     Layout(Option<LayoutRecord>),
+    Audit(Vec<crate::store::AuditEntry>),
 }
 
 impl MetaStore {
@@ -129,6 +136,9 @@ impl MetaStore {
             Query::ChunkRefCount { chunk } => {
                 QueryResult::Count(self.chunk_ref_count(group, chunk)?)
             }
+            Query::ListNodes => QueryResult::Nodes(self.list_nodes(group)?),
+            Query::Layout => QueryResult::Layout(self.layout(group)?),
+            Query::Audit { after, max } => QueryResult::Audit(self.audit_log(group, *after, *max)?),
         })
     }
 }

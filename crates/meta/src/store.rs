@@ -24,16 +24,27 @@ pub(crate) const OUTBOX: TableDefinition<&[u8], &[u8]> = TableDefinition::new("s
 pub(crate) const BUCKETS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sm_buckets");
 pub(crate) const SM_META: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sm_meta");
 pub(crate) const NODES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sm_nodes");
+pub(crate) const AUDIT: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sm_audit");
 
 /// Every state-machine table, in a fixed order (the snapshot format numbers them).
-pub(crate) const ALL_TABLES: [TableDefinition<&[u8], &[u8]>; 8] = [
-    OBJECTS, UPLOADS, PARTS, REFS, OUTBOX, BUCKETS, SM_META, NODES,
+pub(crate) const ALL_TABLES: [TableDefinition<&[u8], &[u8]>; 9] = [
+    OBJECTS, UPLOADS, PARTS, REFS, OUTBOX, BUCKETS, SM_META, NODES, AUDIT,
 ];
 const SM_META_INDEX: usize = 6;
 
 const OUTBOX_SEQ: &str = "outbox_seq";
 const CLUSTER_ID: &str = "cluster_id";
 const LAYOUT: &str = "layout";
+const AUDIT_SEQ: &str = "audit_seq";
+
+/// One audited change of the cluster catalog (system group).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AuditEntry {
+    pub seq: u64,
+    /// When the change was made, from the command (0 when it carries no time).
+    pub at_ms: i64,
+    pub what: String,
+}
 
 pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, MetaError> {
     rmp_serde::to_vec(v).map_err(|e| MetaError::Codec(e.to_string()))
@@ -96,6 +107,13 @@ impl MetaStore {
                     return Ok(Response::Refused(CommandError::BucketExists));
                 }
                 t.insert(k.as_slice(), encode(record)?.as_slice())?;
+                drop(t);
+                self.audit(
+                    txn,
+                    group,
+                    record.created_ms,
+                    format!("create bucket {}", record.name),
+                )?;
                 Ok(Response::Done)
             }
             Command::DeleteBucket { name } => {
@@ -104,6 +122,8 @@ impl MetaStore {
                 if t.remove(k.as_slice())?.is_none() {
                     return Ok(Response::Refused(CommandError::NoSuchBucket));
                 }
+                drop(t);
+                self.audit(txn, group, 0, format!("delete bucket {name}"))?;
                 Ok(Response::Done)
             }
             Command::FormCluster { cluster_id, name } => {
@@ -120,14 +140,39 @@ impl MetaStore {
                     k.as_slice(),
                     encode(&(cluster_id.clone(), name.clone()))?.as_slice(),
                 )?;
+                drop(meta);
+                self.audit(txn, group, 0, format!("form cluster {name} ({cluster_id})"))?;
                 Ok(Response::Done)
             }
             Command::RegisterNode { record } => {
                 let mut t = txn.open_table(NODES)?;
-                t.insert(
-                    keys::bucket(group, &record.node_id).as_slice(),
-                    encode(record)?.as_slice(),
-                )?;
+                let k = keys::bucket(group, &record.node_id);
+                let old: Option<NodeRecord> = match t.get(k.as_slice())? {
+                    Some(v) => Some(decode(v.value())?),
+                    None => None,
+                };
+                t.insert(k.as_slice(), encode(record)?.as_slice())?;
+                drop(t);
+                // Heartbeats refresh stats every few seconds; only membership changes are audited.
+                let changed = old.as_ref().is_none_or(|o| {
+                    o.state != record.state
+                        || o.rpc_addr != record.rpc_addr
+                        || o.api_addr != record.api_addr
+                        || o.zone != record.zone
+                        || o.labels != record.labels
+                });
+                if changed {
+                    let what = if old.is_none() { "register" } else { "update" };
+                    self.audit(
+                        txn,
+                        group,
+                        record.registered_ms,
+                        format!(
+                            "{what} node {} at {} ({:?})",
+                            record.node_id, record.rpc_addr, record.state
+                        ),
+                    )?;
+                }
                 Ok(Response::Done)
             }
             Command::SetLayout { layout } => {
@@ -141,6 +186,22 @@ impl MetaStore {
                     return Ok(Response::Refused(CommandError::StaleLayout(current)));
                 }
                 meta.insert(k.as_slice(), encode(layout)?.as_slice())?;
+                drop(meta);
+                let nodes: std::collections::BTreeSet<&str> = layout
+                    .assignments
+                    .iter()
+                    .flatten()
+                    .map(String::as_str)
+                    .collect();
+                self.audit(
+                    txn,
+                    group,
+                    layout.created_ms,
+                    format!(
+                        "layout v{} over {:?} (replication {})",
+                        layout.version, nodes, layout.replication
+                    ),
+                )?;
                 Ok(Response::Done)
             }
             Command::PutObject {
@@ -326,6 +387,51 @@ impl MetaStore {
                 Ok(Response::Done)
             }
         }
+    }
+
+    /// Appends an audit entry for a state change of the cluster catalog.
+    fn audit(
+        &self,
+        txn: &WriteTransaction,
+        group: u64,
+        at_ms: i64,
+        what: String,
+    ) -> Result<(), MetaError> {
+        let mut meta = txn.open_table(SM_META)?;
+        let seq_key = keys::sm_meta(group, AUDIT_SEQ);
+        let seq: u64 = match meta.get(seq_key.as_slice())? {
+            Some(v) => decode::<u64>(v.value())? + 1,
+            None => 1,
+        };
+        meta.insert(seq_key.as_slice(), encode(&seq)?.as_slice())?;
+        let mut t = txn.open_table(AUDIT)?;
+        let entry = AuditEntry { seq, at_ms, what };
+        t.insert(
+            keys::outbox(group, seq).as_slice(),
+            encode(&entry)?.as_slice(),
+        )?;
+        Ok(())
+    }
+
+    /// Audit entries of `group` with sequence number > `after`, oldest first, at most `max`.
+    pub fn audit_log(
+        &self,
+        group: u64,
+        after: u64,
+        max: usize,
+    ) -> Result<Vec<AuditEntry>, MetaError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(AUDIT)?;
+        let (s, e) = (
+            keys::outbox(group, after.saturating_add(1)),
+            keys::group_end(group),
+        );
+        let mut out = Vec::new();
+        for item in t.range(s.as_slice()..e.as_slice())?.take(max) {
+            let (_, v) = item?;
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
     }
 
     fn read_parts(

@@ -166,3 +166,64 @@ proptest! {
         prop_assert_eq!(prefixes, full.common_prefixes);
     }
 }
+
+#[test]
+fn catalog_changes_are_audited_but_heartbeats_are_not() {
+    use cairn_meta::model::{BucketRecord, NodeRecord, NodeState};
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(redb::Database::create(dir.path().join("m.redb")).unwrap());
+    let meta = MetaStore::new(db.clone(), 4).unwrap();
+    let node = |free: u64, state: NodeState| NodeRecord {
+        node_id: "n1".into(),
+        raft_id: 1,
+        rpc_addr: "10.0.0.1:7000".into(),
+        api_addr: "10.0.0.1:9000".into(),
+        zone: None,
+        labels: Default::default(),
+        cpus: 2,
+        memory_bytes: 1,
+        disk_capacity_bytes: 10,
+        disk_free_bytes: free,
+        state,
+        registered_ms: 5,
+    };
+    let txn = db.begin_write().unwrap();
+    let cmds = [
+        Command::RegisterNode {
+            record: node(5, NodeState::Active),
+        },
+        Command::RegisterNode {
+            record: node(4, NodeState::Active),
+        }, // heartbeat: not audited
+        Command::CreateBucket {
+            record: BucketRecord {
+                name: "photos".into(),
+                created_ms: 7,
+            },
+        },
+        Command::RegisterNode {
+            record: node(4, NodeState::Draining),
+        },
+        Command::DeleteBucket {
+            name: "photos".into(),
+        },
+    ];
+    for c in &cmds {
+        meta.apply(&txn, 0, c).unwrap();
+    }
+    txn.commit().unwrap();
+    let log = meta.audit_log(0, 0, 100).unwrap();
+    let what: Vec<&str> = log.iter().map(|e| e.what.as_str()).collect();
+    assert_eq!(
+        log.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+    assert!(what[0].starts_with("register node n1"), "{what:?}");
+    assert_eq!(what[1], "create bucket photos");
+    assert!(
+        what[2].starts_with("update node n1") && what[2].contains("Draining"),
+        "{what:?}"
+    );
+    assert_eq!(what[3], "delete bucket photos");
+    assert_eq!(meta.audit_log(0, 3, 100).unwrap().len(), 1);
+}
