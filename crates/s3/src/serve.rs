@@ -129,15 +129,6 @@ async fn handle(
         gauge.inc();
         let _in_flight = InFlight(gauge);
 
-        // RFC 7233 (and S3): a Range header that does not parse is ignored, not an error.
-        let mut req = req;
-        let bad_range = req
-            .headers()
-            .get(http::header::RANGE)
-            .is_some_and(|v| v.to_str().map_or(true, |r| s3s::dto::Range::parse(r).is_err()));
-        if bad_range {
-            req.headers_mut().remove(http::header::RANGE);
-        }
         let slot = OpSlot::default();
         let mut req = req.map(|b| Body::http_body_unsync(Counting::new(b, metrics.bytes_in())));
         req.extensions_mut().insert(slot.clone());
