@@ -57,7 +57,16 @@ pub async fn serve_rpc(
     use cairn_rpc::pb::chunk_service_server::ChunkServiceServer;
     use cairn_rpc::pb::control_service_server::ControlServiceServer;
     use cairn_rpc::pb::raft_service_server::RaftServiceServer;
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    use futures::StreamExt;
+    // `Server::tcp_nodelay` only applies to listeners tonic binds itself; set it on every
+    // accepted socket so small replies are not held back by Nagle + delayed ACK (~40 ms).
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
+        conn.inspect(|s| {
+            if let Err(e) = s.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        })
+    });
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(

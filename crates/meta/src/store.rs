@@ -12,7 +12,8 @@ use serde::Serialize;
 use crate::command::{Command, CommandError, Condition, RefOp, Response};
 use crate::keys;
 use crate::model::{
-    BucketRecord, ChunkId, LayoutRecord, NodeRecord, ObjectRecord, PartRecord, UploadRecord,
+    BucketRecord, ChunkId, LayoutRecord, NodeRecord, ObjectData, ObjectRecord, PartRecord,
+    UploadRecord,
 };
 use crate::MetaError;
 
@@ -638,9 +639,18 @@ impl MetaStore {
     ) -> Result<Listing<ObjectRecord>, MetaError> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(OBJECTS)?;
-        list_range(&t, group, bucket, prefix, delimiter, after, max, |k| {
-            Some(k.to_string())
-        })
+        let mut listing: Listing<ObjectRecord> =
+            list_range(&t, group, bucket, prefix, delimiter, after, max, |k| {
+                Some(k.to_string())
+            })?;
+        // Listings need sizes and ETags, not bytes: drop inline data so a page of small
+        // objects stays small (it may be forwarded between nodes).
+        for (_, r) in listing.entries.iter_mut() {
+            if let ObjectData::Inline(b) = &mut r.data {
+                *b = Vec::new();
+            }
+        }
+        Ok(listing)
     }
 
     /// Lists open uploads of `bucket` ordered by (key, upload id).

@@ -49,6 +49,9 @@ pub struct RegistryConfig {
 /// Candidate RPC addresses for a group this node cannot route itself (e.g. from the layout).
 pub type RouteHint = Arc<dyn Fn(GroupId) -> Vec<String> + Send + Sync>;
 
+/// Largest forwarded reply accepted (a page of 1000 listed objects with long keys).
+const MAX_FORWARD_REPLY: usize = 64 << 20;
+
 /// How long a proposal or read keeps retrying while a group has no known leader.
 const ROUTE_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -317,7 +320,8 @@ impl Registry {
                 match target {
                     None => reg.propose_local(group, cmd).await,
                     Some(addr) => {
-                        let mut c = ControlServiceClient::new(reg.channel(&addr)?);
+                        let mut c = ControlServiceClient::new(reg.channel(&addr)?)
+                            .max_decoding_message_size(MAX_FORWARD_REPLY);
                         let reply = c
                             .propose(ProposeRequest {
                                 group,
@@ -342,7 +346,8 @@ impl Registry {
                 match target {
                     None => reg.query_local(group, q).await,
                     Some(addr) => {
-                        let mut c = ControlServiceClient::new(reg.channel(&addr)?);
+                        let mut c = ControlServiceClient::new(reg.channel(&addr)?)
+                            .max_decoding_message_size(MAX_FORWARD_REPLY);
                         let reply = c
                             .query(QueryRequest {
                                 group,
