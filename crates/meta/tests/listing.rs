@@ -8,32 +8,8 @@ use cairn_meta::model::{ObjectData, ObjectHeaders, ObjectRecord};
 use cairn_meta::{Command, Condition, MetaStore};
 use proptest::prelude::*;
 
-fn store_with(keys: &BTreeSet<String>) -> (tempfile::TempDir, MetaStore) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Arc::new(redb::Database::create(dir.path().join("m.redb")).unwrap());
-    let meta = MetaStore::new(db.clone(), 4).unwrap();
-    let txn = db.begin_write().unwrap();
-    for k in keys {
-        let record = ObjectRecord {
-            version: "v".into(),
-            size: 1,
-            etag: "e".into(),
-            last_modified_ms: 0,
-            headers: ObjectHeaders::default(),
-            checksum: None,
-            parts: None,
-            data: ObjectData::Inline(vec![1]),
-        };
-        let cmd = Command::PutObject {
-            bucket: "b".into(),
-            key: k.clone(),
-            record,
-            condition: Condition::None,
-        };
-        meta.apply(&txn, 1, &cmd).unwrap();
-    }
-    // Another bucket and another group must never leak into the listing.
-    let other = ObjectRecord {
+fn tiny_record() -> ObjectRecord {
+    ObjectRecord {
         version: "v".into(),
         size: 1,
         etag: "e".into(),
@@ -42,7 +18,25 @@ fn store_with(keys: &BTreeSet<String>) -> (tempfile::TempDir, MetaStore) {
         checksum: None,
         parts: None,
         data: ObjectData::Inline(vec![1]),
-    };
+    }
+}
+
+fn store_with(keys: &BTreeSet<String>) -> (tempfile::TempDir, MetaStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(redb::Database::create(dir.path().join("m.redb")).unwrap());
+    let meta = MetaStore::new(db.clone(), 4).unwrap();
+    let txn = db.begin_write().unwrap();
+    for k in keys {
+        let cmd = Command::PutObject {
+            bucket: "b".into(),
+            key: k.clone(),
+            record: tiny_record(),
+            condition: Condition::None,
+        };
+        meta.apply(&txn, 1, &cmd).unwrap();
+    }
+    // Another bucket and another group must never leak into the listing.
+    let other = tiny_record();
     for (g, b) in [(1, "b0"), (2, "b"), (1, "a")] {
         let cmd = Command::PutObject {
             bucket: b.into(),
