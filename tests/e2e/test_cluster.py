@@ -9,6 +9,7 @@ properties (``--junitxml``).
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import random
@@ -895,3 +896,82 @@ def test_linearizable_single_key_history(cluster, request, tmp_path):
         f"cairn-lincheck exit {res.returncode} on {len(ops)} ops (history {history}):\n"
         f"{res.stdout}\n{res.stderr}"
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Larger clusters and log compaction
+# ---------------------------------------------------------------------------------------------
+
+def _own_cluster(tmp_path_factory, request, n: int, **env: str) -> "ReportedCluster":
+    wd = tmp_path_factory.mktemp("cluster-" + request.node.name[:40])
+    c = ReportedCluster(wd, env=env)
+    c.start(n)
+    return c
+
+
+def _finish(c: "ReportedCluster") -> None:
+    problems = c.teardown()
+    if problems:
+        pytest.fail("cluster problems:\n" + "\n".join(problems), pytrace=False)
+
+
+def test_five_nodes_form_one_cluster(tmp_path_factory, request):
+    c = _own_cluster(tmp_path_factory, request, 5)
+    try:
+        statuses = c.statuses()
+        ids = {s["cluster_id"] for s in statuses.values() if s}
+        assert len(ids) == 1, statuses
+        st = next(iter(s for s in statuses.values() if s))
+        assert sorted(n["node_id"] for n in st["nodes"]) == [f"n{i}" for i in range(1, 6)]
+        # Desired voters is 3: the other two nodes are learners of the system group.
+        assert len(st["system_voters"]) == 3, st["system_voters"]
+        for p in st["partitions"]:
+            assert len(set(p["replicas"])) == 3, p
+        # Every node holds some partitions (capacity-weighted over equal disks).
+        holders = {r for p in st["partitions"] for r in p["replicas"]}
+        assert holders == {f"n{i}" for i in range(1, 6)}, holders
+        bucket = unique_name("five")
+        c.node("n5").client().create_bucket(Bucket=bucket)
+        objects = seed_objects(c.alive(), bucket, "five", sizes=(100, 1_500_000))
+        for node in c.alive():
+            for key, data in objects.items():
+                assert get_bytes(node, bucket, key) == data, (node.node_id, key)
+    finally:
+        _finish(c)
+
+
+def test_restarted_node_catches_up_from_snapshot(tmp_path_factory, request):
+    """A node that was down while its partition's log was compacted past its position gets a
+    snapshot from the leader (not log entries) and then serves the data."""
+    c = _own_cluster(tmp_path_factory, request, 3, RAFT_SNAPSHOT_EVERY="100",
+                     LOG="info,openraft=info,s3s=off")
+    try:
+        n1, n2, n3 = (c.node(f"n{i}") for i in (1, 2, 3))
+        bucket = unique_name("snap")
+        n1.client().create_bucket(Bucket=bucket)
+        n3.kill()
+        # Each PUT is one log entry in the bucket's partition (plus reference updates); the
+        # leader keeps 500 entries after a snapshot, so 800 PUTs compact past n3's position.
+        objects = {f"k{i:04d}": f"value-{i}".encode() for i in range(800)}
+        t0 = time.monotonic()
+        client = n1.client()
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda kv: client.put_object(Bucket=bucket, Key=kv[0], Body=kv[1]),
+                          objects.items()))
+        log(request, "puts_s", round(time.monotonic() - t0, 2))
+        t0 = time.monotonic()
+        n3.start()
+        deadline = time.monotonic() + 60
+        while "install_full_snapshot" not in n3.log_text():
+            assert time.monotonic() < deadline, "n3 never installed a snapshot:\n" + n3.log_tail()
+            time.sleep(0.5)
+        log(request, "snapshot_install_s", round(time.monotonic() - t0, 2))
+        # Without n1, the partition's majority is n2 + n3: everything must still be there.
+        n1.kill()
+        t0 = time.monotonic()
+        reader = n3.client(read_timeout=30)
+        for key, data in objects.items():
+            assert reader.get_object(Bucket=bucket, Key=key)["Body"].read() == data, key
+        log(request, "reads_s", round(time.monotonic() - t0, 2))
+    finally:
+        _finish(c)
