@@ -934,8 +934,25 @@ def test_five_nodes_form_one_cluster(tmp_path_factory, request):
         c.node("n5").client().create_bucket(Bucket=bucket)
         objects = seed_objects(c.alive(), bucket, "five", sizes=(100, 1_500_000))
         for node in c.alive():
+            reader = node.client()
             for key, data in objects.items():
-                assert get_bytes(node, bucket, key) == data, (node.node_id, key)
+                assert reader.get_object(Bucket=bucket, Key=key)["Body"].read() == data, key
+        # A voter that dies is replaced by a healthy learner once gossip reports it down.
+        victim = c.node(sorted(st["system_voters"])[0])
+        victim.kill()
+        t0 = time.monotonic()
+        observer = next(n for n in c.alive() if n is not victim)
+        while True:
+            s = observer.try_status() or {}
+            voters = s.get("system_voters") or []
+            if len(voters) == 3 and victim.node_id not in voters:
+                break
+            assert time.monotonic() - t0 < 45, f"voters still {voters} after killing {victim.node_id}"
+            time.sleep(0.5)
+        log(request, "voter_replaced_s", round(time.monotonic() - t0, 2))
+        # And the smaller cluster keeps serving.
+        put(observer, bucket, "after-voter-loss", b"still here", read_timeout=30)
+        assert get_bytes(observer, bucket, "after-voter-loss") == b"still here"
     finally:
         _finish(c)
 

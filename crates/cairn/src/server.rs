@@ -152,6 +152,7 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         settings.clone(),
         registry.clone(),
         view.clone(),
+        gossip.clone(),
         shutdown_rx.clone(),
     );
     let consistency = cairn_cluster::WriteConsistency::parse(&cfg.default_write_consistency)

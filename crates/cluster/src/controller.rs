@@ -1,7 +1,7 @@
 //! Controllers, run on every node once it belongs to a cluster. Each pass:
 //! - refreshes the node's cluster view and registers the node (heartbeat with inventory);
 //! - on the system-group leader: adds registered nodes to the system group (learners, then
-//!   voters up to the desired count) and writes a new layout version when the set of active
+//!   voters up to the desired count, replacing voters gossip reports down) and writes a new layout version when the set of active
 //!   nodes changes;
 //! - for every partition: initialises its group at layout version 1 (on its first replica), and
 //!   on the partition's leader moves replicas to match the layout the TiKV way: add the new
@@ -20,6 +20,7 @@ use openraft::BasicNode;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
+use crate::gossip::{Gossip, Health};
 use crate::{ClusterSettings, ClusterView};
 
 pub(crate) fn now_ms() -> i64 {
@@ -144,6 +145,7 @@ pub fn spawn(
     s: ClusterSettings,
     reg: Arc<Registry>,
     view: Arc<ClusterView>,
+    gossip: Option<Arc<Gossip>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     {
@@ -166,7 +168,7 @@ pub fn spawn(
                 }
             }
             if reg.is_leader(SYSTEM_GROUP) {
-                system_membership(&s, &reg, &view).await;
+                system_membership(&s, &reg, &view, gossip.as_deref()).await;
                 layout_step(&s, &reg, &view).await;
             }
             partitions_step(&s, &reg, &view, &moving).await;
@@ -183,7 +185,12 @@ pub fn spawn(
 
 /// Adds registered nodes to the system group; promotes learners to voters up to the desired
 /// count once they have caught up.
-async fn system_membership(s: &ClusterSettings, reg: &Registry, view: &ClusterView) {
+async fn system_membership(
+    s: &ClusterSettings,
+    reg: &Registry,
+    view: &ClusterView,
+    gossip: Option<&Gossip>,
+) {
     let Some(raft) = reg.raft_handle(SYSTEM_GROUP) else {
         return;
     };
@@ -203,11 +210,17 @@ async fn system_membership(s: &ClusterSettings, reg: &Registry, view: &ClusterVi
             tracing::warn!(node = %n.node_id, error = %e, "add learner failed");
         }
     }
-    if voters.len() >= s.desired_voters {
-        return;
-    }
+    // Voters: keep the healthy ones, replace voters gossip reports down with caught-up,
+    // healthy learners, and fill up to the desired count (seed 001 §1.3).
+    let nodes = view.nodes();
+    let health = |id: u64| -> Health {
+        match (gossip, nodes.values().find(|n| n.raft_id == id)) {
+            (Some(g), Some(n)) => g.health(&n.node_id),
+            _ => Health::Unknown,
+        }
+    };
     let last = metrics.last_log_index.unwrap_or(0);
-    let caught_up: Vec<u64> = membership
+    let candidates: Vec<u64> = membership
         .learner_ids()
         .filter(|id| {
             metrics
@@ -216,17 +229,32 @@ async fn system_membership(s: &ClusterSettings, reg: &Registry, view: &ClusterVi
                 .and_then(|r| r.get(id).cloned().flatten())
                 .is_some_and(|m| m.index + 10 >= last)
         })
+        .filter(|id| match health(*id) {
+            Health::Up => true,
+            // Without gossip (one node) there is no health signal: caught up is enough.
+            Health::Unknown => gossip.is_none(),
+            _ => false,
+        })
         .collect();
-    if caught_up.is_empty() {
-        return;
-    }
-    let mut new_voters = voters.clone();
-    for id in caught_up.into_iter().take(s.desired_voters - voters.len()) {
+    let mut new_voters: BTreeSet<u64> = voters
+        .iter()
+        .copied()
+        .filter(|id| health(*id) != Health::Down)
+        .collect();
+    for id in candidates {
+        if new_voters.len() >= s.desired_voters {
+            break;
+        }
         new_voters.insert(id);
     }
-    tracing::info!(?new_voters, "promoting learners to system-group voters");
+    // Never shrink the voter set for lack of replacements: a down voter still holds its vote.
+    if new_voters == voters || new_voters.len() < voters.len().min(s.desired_voters) {
+        return;
+    }
+    tracing::info!(?voters, ?new_voters, "changing system-group voters");
+    // `retain`: demoted voters stay learners and can be promoted again when they return.
     if let Err(e) = raft.change_membership(new_voters, true).await {
-        tracing::warn!(error = %e, "system voter promotion failed");
+        tracing::warn!(error = %e, "system voter change failed");
     }
 }
 
