@@ -205,6 +205,23 @@ struct Ingested {
     _pins: Vec<ChunkPin>,
 }
 
+/// Most body bytes read and discarded after an early refusal.
+const DRAIN_LIMIT: usize = 1 << 20;
+
+/// Reads (a bounded amount of) a body nobody will store, then returns `err`: answering before
+/// the client has finished sending leaves the connection in a state some clients retry
+/// badly; a small body is simply consumed, a large one is cut off by closing the connection.
+async fn drain_then(mut body: BodyStream, err: ObjectError) -> ObjectError {
+    let mut seen = 0usize;
+    while let Some(Ok(piece)) = body.next().await {
+        seen += piece.len();
+        if seen > DRAIN_LIMIT {
+            break;
+        }
+    }
+    err
+}
+
 async fn write_chunk(io: Arc<dyn ChunkIo>, id: ChunkId, data: Bytes) -> Result<(), ObjectError> {
     io.put(id, data).await
 }
@@ -437,7 +454,9 @@ impl ObjectService {
         body: BodyStream,
         opts: PutOptions,
     ) -> Result<ObjectRecord, ObjectError> {
-        self.head_bucket(bucket).await?;
+        if let Err(e) = self.head_bucket(bucket).await {
+            return Err(drain_then(body, e).await);
+        }
         let inline = self.inner.config.inline_threshold;
         let ingested = self
             .ingest(body, opts.content_length, opts.checksum_algo, inline)
@@ -666,7 +685,9 @@ impl ObjectService {
                 "part number must be between 1 and 10000".into(),
             ));
         }
-        self.get_upload(bucket, key, upload_id).await?;
+        if let Err(e) = self.get_upload(bucket, key, upload_id).await {
+            return Err(drain_then(body, e).await);
+        }
         // Parts are always chunked so a completed object is a plain chunk list.
         let ingested = self
             .ingest(body, opts.content_length, opts.checksum_algo, 0)
