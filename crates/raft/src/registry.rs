@@ -52,6 +52,9 @@ pub type RouteHint = Arc<dyn Fn(GroupId) -> Vec<String> + Send + Sync>;
 /// Largest forwarded reply accepted (a page of 1000 listed objects with long keys).
 const MAX_FORWARD_REPLY: usize = 64 << 20;
 
+/// Deadline of one forwarded proposal or read.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How long a proposal or read keeps retrying while a group has no known leader.
 const ROUTE_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -323,10 +326,10 @@ impl Registry {
                         let mut c = ControlServiceClient::new(reg.channel(&addr)?)
                             .max_decoding_message_size(MAX_FORWARD_REPLY);
                         let reply = c
-                            .propose(ProposeRequest {
+                            .propose(timed(ProposeRequest {
                                 group,
                                 command: payload,
-                            })
+                            }))
                             .await
                             .map_err(|s| forward_error(&addr, s))?;
                         unwrap_forwarded(group, &addr, &reply.into_inner().response)
@@ -349,10 +352,10 @@ impl Registry {
                         let mut c = ControlServiceClient::new(reg.channel(&addr)?)
                             .max_decoding_message_size(MAX_FORWARD_REPLY);
                         let reply = c
-                            .query(QueryRequest {
+                            .query(timed(QueryRequest {
                                 group,
                                 query: payload,
-                            })
+                            }))
                             .await
                             .map_err(|s| forward_error(&addr, s))?;
                         unwrap_forwarded(group, &addr, &reply.into_inner().result)
@@ -463,6 +466,13 @@ impl Registry {
         }
         self.engine.stop();
     }
+}
+
+/// A forwarded request with a deadline, so a hung leader cannot hold a client forever.
+fn timed<T>(msg: T) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.set_timeout(FORWARD_TIMEOUT);
+    req
 }
 
 /// A gRPC failure talking to `addr`: a failed connection means the request was never sent.
