@@ -187,6 +187,17 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
 
     let mut metrics = prometheus_client::registry::Registry::with_prefix("cairn");
     let s3_metrics = cairn_s3::S3Metrics::register(&mut metrics);
+    let raft_batches = registry.peers().batch_stats();
+    metrics.register(
+        "raft_batch_calls",
+        "Raft batch calls sent to peers (each carries many groups' messages)",
+        raft_batches.calls.clone(),
+    );
+    metrics.register(
+        "raft_batch_messages",
+        "Raft appends and votes sent to peers inside batch calls",
+        raft_batches.messages.clone(),
+    );
     let s3 = cairn_s3::build_service(
         objects,
         &cairn_s3::S3Settings {

@@ -1,6 +1,11 @@
 //! Raft transport over gRPC. Every group's messages to a peer share one HTTP/2 connection
 //! (the node-wide `Peers` pool), and carry their group id, so one `RaftService` on each node
 //! serves all groups. Payloads are msgpack-encoded openraft messages.
+//!
+//! Appends and votes go through a per-peer batcher: whatever is queued for a peer when its
+//! sender wakes leaves in one `Batch` call. The registry sends the heartbeats of all the groups
+//! a node leads in one instant (a "round"), and the batchers wait for the round to finish, so an
+//! idle node costs one call per peer per heartbeat interval instead of one per group.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,7 +13,7 @@ use std::time::Duration;
 
 use cairn_rpc::pb::raft_service_client::RaftServiceClient;
 use cairn_rpc::pb::raft_service_server::RaftService;
-use cairn_rpc::pb::RaftMessage;
+use cairn_rpc::pb::{RaftBatch, RaftKind, RaftMessage};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -19,23 +24,57 @@ use openraft::raft::{
 };
 use openraft::BasicNode;
 use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
 use crate::{GroupId, Registry, TypeConfig};
 
+/// Most messages in one batch call.
+const MAX_BATCH: usize = 512;
+
+/// Largest Raft message accepted or sent (snapshots of big partitions).
+const MAX_RAFT_MESSAGE: usize = 256 << 20;
+
+/// One message waiting for its peer's batcher.
+struct Outgoing {
+    msg: RaftMessage,
+    deadline: Instant,
+    reply: oneshot::Sender<Result<RaftMessage, Status>>,
+}
+
+/// Counts of the Raft traffic this node sent through batchers (exported as metrics).
+#[derive(Clone, Default)]
+pub struct BatchStats {
+    /// `Batch` calls made.
+    pub calls: Counter,
+    /// Messages carried by them.
+    pub messages: Counter,
+}
+
+#[derive(Default)]
+struct PeersInner {
+    channels: Mutex<HashMap<String, Channel>>,
+    batchers: Mutex<HashMap<String, mpsc::UnboundedSender<Outgoing>>>,
+    /// While set and in the future, a heartbeat round is being sent: batchers wait for it.
+    round_until: Arc<Mutex<Option<Instant>>>,
+    stats: Arc<BatchStats>,
+}
+
 /// A pool of gRPC channels, one per peer address, shared by every group on the node.
 #[derive(Clone, Default)]
 pub struct Peers {
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    inner: Arc<PeersInner>,
 }
 
 impl Peers {
     /// The (lazily connected) channel to `addr` (`host:port`).
     pub fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
-        if let Some(c) = self.channels.lock().get(addr) {
+        if let Some(c) = self.inner.channels.lock().get(addr) {
             return Ok(c.clone());
         }
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
@@ -44,10 +83,128 @@ impl Peers {
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(5));
         let channel = endpoint.connect_lazy();
-        self.channels
+        self.inner
+            .channels
             .lock()
             .insert(addr.to_string(), channel.clone());
         Ok(channel)
+    }
+
+    /// Counts of batched Raft traffic sent by this node.
+    pub fn batch_stats(&self) -> &BatchStats {
+        &self.inner.stats
+    }
+
+    /// Marks the start of a heartbeat round lasting at most `linger`.
+    pub(crate) fn open_round(&self, linger: Duration) {
+        *self.inner.round_until.lock() = Some(Instant::now() + linger);
+    }
+
+    /// The queue of the batcher for `addr`, started on first use.
+    fn batcher(
+        &self,
+        addr: &str,
+    ) -> Result<mpsc::UnboundedSender<Outgoing>, tonic::transport::Error> {
+        if let Some(tx) = self.inner.batchers.lock().get(addr) {
+            if !tx.is_closed() {
+                return Ok(tx.clone());
+            }
+        }
+        let channel = self.channel(addr)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let client = RaftServiceClient::new(channel)
+            .max_decoding_message_size(MAX_RAFT_MESSAGE)
+            .max_encoding_message_size(MAX_RAFT_MESSAGE);
+        tokio::spawn(run_batcher(
+            client,
+            rx,
+            self.inner.round_until.clone(),
+            self.inner.stats.clone(),
+        ));
+        self.inner
+            .batchers
+            .lock()
+            .insert(addr.to_string(), tx.clone());
+        Ok(tx)
+    }
+}
+
+/// Sends what is queued for one peer, a batch at a time; batches are not waited for, so a slow
+/// reply never holds back the next heartbeat.
+async fn run_batcher(
+    client: RaftServiceClient<Channel>,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    round_until: Arc<Mutex<Option<Instant>>>,
+    stats: Arc<BatchStats>,
+) {
+    while let Some(first) = rx.recv().await {
+        let until = *round_until.lock();
+        if let Some(until) = until {
+            if until > Instant::now() {
+                tokio::time::sleep_until(until).await;
+            }
+        }
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(o) => batch.push(o),
+                Err(_) => break,
+            }
+        }
+        stats.calls.inc();
+        stats.messages.inc_by(batch.len() as u64);
+        tokio::spawn(send_batch(client.clone(), batch));
+    }
+}
+
+async fn send_batch(mut client: RaftServiceClient<Channel>, batch: Vec<Outgoing>) {
+    let now = Instant::now();
+    let deadline = batch.iter().map(|o| o.deadline).max().unwrap_or(now);
+    let mut replies = Vec::with_capacity(batch.len());
+    let mut messages = Vec::with_capacity(batch.len());
+    for o in batch {
+        if o.deadline <= now {
+            let _ = o
+                .reply
+                .send(Err(Status::deadline_exceeded("expired in the send queue")));
+            continue;
+        }
+        messages.push(o.msg);
+        replies.push(o.reply);
+    }
+    if messages.is_empty() {
+        return;
+    }
+    let mut request = Request::new(RaftBatch { messages });
+    request.set_timeout(deadline.saturating_duration_since(now));
+    match client.batch(request).await {
+        Ok(reply) => {
+            let answers = reply.into_inner().messages;
+            if answers.len() != replies.len() {
+                let msg = format!(
+                    "batch reply has {} messages for {} requests",
+                    answers.len(),
+                    replies.len()
+                );
+                for r in replies {
+                    let _ = r.send(Err(Status::internal(msg.clone())));
+                }
+                return;
+            }
+            for (answer, r) in answers.into_iter().zip(replies) {
+                let result = if answer.error.is_empty() {
+                    Ok(answer)
+                } else {
+                    Err(Status::internal(answer.error))
+                };
+                let _ = r.send(result);
+            }
+        }
+        Err(status) => {
+            for r in replies {
+                let _ = r.send(Err(Status::new(status.code(), status.message())));
+            }
+        }
     }
 }
 
@@ -77,25 +234,18 @@ pub struct GrpcPeer {
     group: GroupId,
     target: u64,
     addr: String,
-    client: Option<RaftServiceClient<Channel>>,
+    peers: Peers,
 }
 
 impl RaftNetworkFactory<TypeConfig> for GrpcNetwork {
     type Network = GrpcPeer;
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> Self::Network {
-        let client = match self.peers.channel(&node.addr) {
-            Ok(c) => Some(RaftServiceClient::new(c)),
-            Err(e) => {
-                tracing::warn!(addr = %node.addr, error = %e, "bad peer address");
-                None
-            }
-        };
         GrpcPeer {
             group: self.group,
             target,
             addr: node.addr.clone(),
-            client,
+            peers: self.peers.clone(),
         }
     }
 }
@@ -105,7 +255,7 @@ type Rpc<T, E> = Result<T, RPCError<u64, BasicNode, E>>;
 impl GrpcPeer {
     async fn call<Req, Resp, E>(
         &mut self,
-        kind: &'static str,
+        kind: Option<RaftKind>,
         req: &Req,
         option: &RPCOption,
     ) -> Rpc<Resp, E>
@@ -116,30 +266,71 @@ impl GrpcPeer {
     {
         let unreachable =
             |msg: String| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(msg)));
-        let Some(client) = self.client.as_mut() else {
-            return Err(unreachable(format!("no channel to {}", self.addr)));
-        };
         let payload =
             rmp_serde::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let mut request = Request::new(RaftMessage {
-            group: self.group,
-            payload,
-        });
-        request.set_timeout(option.hard_ttl());
+        let ttl = option.hard_ttl();
+        let label = match kind {
+            Some(RaftKind::Append) => "append",
+            Some(RaftKind::Vote) => "vote",
+            None => "snapshot",
+        };
         let reply = match kind {
-            "append" => client.append_entries(request).await,
-            "vote" => client.vote(request).await,
-            _ => client.install_snapshot(request).await,
+            Some(kind) => {
+                let queue = self
+                    .peers
+                    .batcher(&self.addr)
+                    .map_err(|e| unreachable(format!("no channel to {}: {e}", self.addr)))?;
+                let (tx, rx) = oneshot::channel();
+                let msg = RaftMessage {
+                    group: self.group,
+                    payload,
+                    kind: kind as i32,
+                    error: String::new(),
+                };
+                let out = Outgoing {
+                    msg,
+                    deadline: Instant::now() + ttl,
+                    reply: tx,
+                };
+                if queue.send(out).is_err() {
+                    return Err(unreachable(format!("{} batcher stopped", self.addr)));
+                }
+                match tokio::time::timeout(ttl, rx).await {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(_)) => Err(Status::cancelled("batch dropped")),
+                    Err(_) => Err(Status::deadline_exceeded("no reply in time")),
+                }
+            }
+            None => {
+                let channel = self
+                    .peers
+                    .channel(&self.addr)
+                    .map_err(|e| unreachable(format!("no channel to {}: {e}", self.addr)))?;
+                let mut client = RaftServiceClient::new(channel)
+                    .max_decoding_message_size(MAX_RAFT_MESSAGE)
+                    .max_encoding_message_size(MAX_RAFT_MESSAGE);
+                let mut request = Request::new(RaftMessage {
+                    group: self.group,
+                    payload,
+                    kind: 0,
+                    error: String::new(),
+                });
+                request.set_timeout(ttl);
+                client
+                    .install_snapshot(request)
+                    .await
+                    .map(|r| r.into_inner())
+            }
         };
         let reply = reply.map_err(|s| match s.code() {
             tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
-                unreachable(format!("{} {}: {}", self.addr, kind, s.message()))
+                unreachable(format!("{} {}: {}", self.addr, label, s.message()))
             }
             _ => RPCError::Network(NetworkError::new(&std::io::Error::other(
                 s.message().to_string(),
             ))),
         })?;
-        let result: Result<Resp, E> = rmp_serde::from_slice(&reply.into_inner().payload)
+        let result: Result<Resp, E> = rmp_serde::from_slice(&reply.payload)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
@@ -151,7 +342,7 @@ impl RaftNetwork<TypeConfig> for GrpcPeer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Rpc<AppendEntriesResponse<u64>, RaftError<u64>> {
-        self.call("append", &rpc, &option).await
+        self.call(Some(RaftKind::Append), &rpc, &option).await
     }
 
     async fn install_snapshot(
@@ -159,7 +350,7 @@ impl RaftNetwork<TypeConfig> for GrpcPeer {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> Rpc<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>> {
-        self.call("snapshot", &rpc, &option).await
+        self.call(None, &rpc, &option).await
     }
 
     async fn vote(
@@ -167,7 +358,7 @@ impl RaftNetwork<TypeConfig> for GrpcPeer {
         rpc: VoteRequest<u64>,
         option: RPCOption,
     ) -> Rpc<VoteResponse<u64>, RaftError<u64>> {
-        self.call("vote", &rpc, &option).await
+        self.call(Some(RaftKind::Vote), &rpc, &option).await
     }
 }
 
@@ -188,6 +379,49 @@ impl RaftServer {
     }
 }
 
+impl RaftServer {
+    async fn append(&self, group: GroupId, payload: &[u8]) -> Result<Vec<u8>, Status> {
+        let req: AppendEntriesRequest<TypeConfig> = decode(payload)?;
+        encode(&self.raft(group)?.append_entries(req).await)
+    }
+
+    async fn vote(&self, group: GroupId, payload: &[u8]) -> Result<Vec<u8>, Status> {
+        let req: VoteRequest<u64> = decode(payload)?;
+        encode(&self.raft(group)?.vote(req).await)
+    }
+
+    /// One message of a batch; a failure is reported in the reply, not for the whole batch.
+    async fn one(&self, m: RaftMessage) -> RaftMessage {
+        let result = match RaftKind::try_from(m.kind) {
+            Ok(RaftKind::Append) => self.append(m.group, &m.payload).await,
+            Ok(RaftKind::Vote) => self.vote(m.group, &m.payload).await,
+            Err(_) => Err(Status::invalid_argument(format!(
+                "unknown raft message kind {}",
+                m.kind
+            ))),
+        };
+        let (payload, error) = match result {
+            Ok(p) => (p, String::new()),
+            Err(s) => (Vec::new(), s.message().to_string()),
+        };
+        RaftMessage {
+            group: m.group,
+            payload,
+            kind: m.kind,
+            error,
+        }
+    }
+}
+
+fn reply(group: GroupId, payload: Vec<u8>) -> Response<RaftMessage> {
+    Response::new(RaftMessage {
+        group,
+        payload,
+        kind: 0,
+        error: String::new(),
+    })
+}
+
 #[tonic::async_trait]
 impl RaftService for RaftServer {
     async fn append_entries(
@@ -195,22 +429,15 @@ impl RaftService for RaftServer {
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
         let m = request.into_inner();
-        let req: AppendEntriesRequest<TypeConfig> = decode(&m.payload)?;
-        let result = self.raft(m.group)?.append_entries(req).await;
-        Ok(Response::new(RaftMessage {
-            group: m.group,
-            payload: encode(&result)?,
-        }))
+        Ok(reply(m.group, self.append(m.group, &m.payload).await?))
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let m = request.into_inner();
-        let req: VoteRequest<u64> = decode(&m.payload)?;
-        let result = self.raft(m.group)?.vote(req).await;
-        Ok(Response::new(RaftMessage {
-            group: m.group,
-            payload: encode(&result)?,
-        }))
+        Ok(reply(
+            m.group,
+            RaftServer::vote(self, m.group, &m.payload).await?,
+        ))
     }
 
     async fn install_snapshot(
@@ -220,9 +447,13 @@ impl RaftService for RaftServer {
         let m = request.into_inner();
         let req: InstallSnapshotRequest<TypeConfig> = decode(&m.payload)?;
         let result = self.raft(m.group)?.install_snapshot(req).await;
-        Ok(Response::new(RaftMessage {
-            group: m.group,
-            payload: encode(&result)?,
-        }))
+        Ok(reply(m.group, encode(&result)?))
+    }
+
+    async fn batch(&self, request: Request<RaftBatch>) -> Result<Response<RaftBatch>, Status> {
+        let messages = request.into_inner().messages;
+        // Different groups proceed independently; replies keep the request order.
+        let replies = futures::future::join_all(messages.into_iter().map(|m| self.one(m))).await;
+        Ok(Response::new(RaftBatch { messages: replies }))
     }
 }

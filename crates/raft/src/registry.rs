@@ -58,6 +58,12 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a proposal or read keeps retrying while a group has no known leader.
 const ROUTE_DEADLINE: Duration = Duration::from_secs(10);
 
+/// Interval of the heartbeat rounds (leaders to followers; elections time out after 1–2 s).
+const HEARTBEAT: Duration = Duration::from_millis(250);
+
+/// How long peer batchers wait for a heartbeat round to be queued completely.
+const ROUND_LINGER: Duration = Duration::from_millis(2);
+
 /// The answer a node gives to a forwarded request.
 #[derive(Serialize, Deserialize)]
 enum Forwarded<T> {
@@ -103,7 +109,9 @@ impl Registry {
         let raft_config = Arc::new(
             Config {
                 cluster_name: "cairn".into(),
-                heartbeat_interval: 250,
+                heartbeat_interval: HEARTBEAT.as_millis() as u64,
+                // The registry sends every group's heartbeats in one round (see `heartbeats`).
+                enable_heartbeat: false,
                 election_timeout_min: 1000,
                 election_timeout_max: 2000,
                 snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),
@@ -142,6 +150,7 @@ impl Registry {
             peers,
             hint: RwLock::new(None),
         });
+        tokio::spawn(heartbeats(Arc::downgrade(&registry)));
         if cfg.bootstrap == Bootstrap::SingleNode {
             let me = BTreeMap::from([(cfg.node_id, BasicNode::new(cfg.rpc_addr.clone()))]);
             for group in registry.groups() {
@@ -520,5 +529,28 @@ fn unwrap_forwarded<T: serde::de::DeserializeOwned>(
             addr: addr.to_string(),
             msg: format!("bad reply: {e}"),
         }),
+    }
+}
+
+/// Sends the heartbeats of every group this node leads in one instant, every `HEARTBEAT`, so
+/// the peer batchers carry them in one call per peer (TiKV merges ticks the same way). Stops
+/// when the registry is gone.
+async fn heartbeats(registry: std::sync::Weak<Registry>) {
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(reg) = registry.upgrade() else {
+            return;
+        };
+        reg.peers.open_round(ROUND_LINGER);
+        for (group, raft) in &reg.groups {
+            if raft.metrics().borrow().current_leader != Some(reg.node_id) {
+                continue;
+            }
+            if let Err(e) = raft.trigger().heartbeat().await {
+                tracing::debug!(group, error = %e, "heartbeat not sent");
+            }
+        }
     }
 }
