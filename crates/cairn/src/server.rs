@@ -63,6 +63,7 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         } else {
             cairn_raft::Bootstrap::SingleNode
         },
+        join_token: cfg.cluster_join_token.clone(),
     })
     .await
     .context("starting the metadata groups")?;
@@ -122,6 +123,7 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
     let rpc_task = tokio::spawn(cairn_cluster::serve_rpc(
         rpc_listener,
         registry.clone(),
+        cfg.cluster_join_token.clone(),
         cairn_cluster::ControlServer::new(registry.clone(), settings.clone()),
         cairn_cluster::ChunkServer::new(chunks.clone()),
         wait_for(shutdown_rx.clone()),

@@ -27,33 +27,7 @@ const PIECE: usize = 1 << 20;
 const MAX_CHUNK: usize = 64 << 20;
 const RPC_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How many replicas must acknowledge a chunk write.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WriteConsistency {
-    One,
-    Quorum,
-    All,
-}
-
-impl WriteConsistency {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s.to_ascii_uppercase().as_str() {
-            "ONE" => Some(Self::One),
-            "QUORUM" => Some(Self::Quorum),
-            "ALL" => Some(Self::All),
-            _ => None,
-        }
-    }
-
-    /// Acknowledgements needed out of `n` replicas.
-    pub fn required(self, n: usize) -> usize {
-        match self {
-            Self::One => 1.min(n),
-            Self::Quorum => n / 2 + 1,
-            Self::All => n,
-        }
-    }
-}
+pub use cairn_meta::model::WriteConsistency;
 
 fn parse_id(b: &[u8]) -> Result<ChunkId, Status> {
     let arr: [u8; 32] = b
@@ -263,7 +237,12 @@ impl ReplicatedChunks {
 }
 
 impl ChunkIo for ReplicatedChunks {
-    fn put(&self, id: ChunkId, data: Bytes) -> BoxFuture<'_, Result<(), ObjectError>> {
+    fn put(
+        &self,
+        id: ChunkId,
+        data: Bytes,
+        consistency: Option<WriteConsistency>,
+    ) -> BoxFuture<'_, Result<(), ObjectError>> {
         Box::pin(async move {
             let targets = self.view.chunk_targets(&id, self.partitions);
             if targets.is_empty() {
@@ -275,7 +254,9 @@ impl ChunkIo for ReplicatedChunks {
                     .map(|_| ())
                     .map_err(chunk_error);
             }
-            let required = self.consistency.required(targets.len());
+            let required = consistency
+                .unwrap_or(self.consistency)
+                .required(targets.len());
             let mut writes = futures::stream::FuturesUnordered::new();
             for (node, addr) in targets.iter().cloned() {
                 let data = data.clone();

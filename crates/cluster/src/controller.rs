@@ -1,8 +1,11 @@
 //! Controllers, run on every node once it belongs to a cluster. Each pass:
-//! - refreshes the node's cluster view and registers the node (heartbeat with inventory);
-//! - on the system-group leader: adds registered nodes to the system group (learners, then
-//!   voters up to the desired count, replacing voters gossip reports down) and writes a new layout version when the set of active
-//!   nodes changes;
+//! - refreshes the node's cluster view; registers the node (`ControlService.RegisterNode`,
+//!   with its inventory) and sends its heartbeat with fresh stats every
+//!   `HEARTBEAT_INTERVAL_SECS` (`ControlService.Heartbeat`, to the system leader first);
+//! - on the system-group leader: records gossip's health verdicts (up/suspect/down) in the
+//!   catalog, adds registered nodes to the system group (learners, then voters up to the
+//!   desired count, replacing voters gossip reports down) and writes a new layout version when
+//!   the set of active nodes changes;
 //! - for every partition: initialises its group at layout version 1 (on its first replica), and
 //!   on the partition's leader moves replicas to match the layout the TiKV way: add the new
 //!   replica as a learner, let it catch up, then switch the voter set.
@@ -12,14 +15,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cairn_layout::{NodeSpec, PlacementPolicy};
-use cairn_meta::model::{LayoutRecord, NodeRecord, NodeState};
+use cairn_meta::model::{LayoutRecord, NodeHealth, NodeRecord, NodeState};
 use cairn_meta::placement::{partition_group, SYSTEM_GROUP};
 use cairn_meta::Command;
 use cairn_raft::Registry;
+use cairn_rpc::pb::HeartbeatRequest;
 use openraft::BasicNode;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
+use crate::control_client::{heartbeat, register_node, RetryPolicy};
 use crate::gossip::{Gossip, Health};
 use crate::{ClusterSettings, ClusterView};
 
@@ -79,6 +84,83 @@ pub fn inventory_record(s: &ClusterSettings, state: NodeState) -> NodeRecord {
         disk_free_bytes: free,
         state,
         registered_ms: now_ms(),
+        health: NodeHealth::Up,
+        last_heartbeat_ms: now_ms(),
+    }
+}
+
+/// Where this node sends control calls (registration, heartbeats): the system leader first,
+/// then the other system-group members, the seeds, and itself (which forwards).
+fn control_addrs(s: &ClusterSettings, reg: &Registry) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut push = |a: &str| {
+        if !a.is_empty() && !out.iter().any(|x| x == a) {
+            out.push(a.to_string());
+        }
+    };
+    if let Some(raft) = reg.raft_handle(SYSTEM_GROUP) {
+        let m = raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership().clone();
+        if let Some(node) = m
+            .current_leader
+            .and_then(|l| membership.get_node(&l).cloned())
+        {
+            push(&node.addr);
+        }
+        for (_, node) in membership.nodes() {
+            push(&node.addr);
+        }
+    }
+    for seed in &s.seeds {
+        push(seed);
+    }
+    push(&s.rpc_addr);
+    out
+}
+
+/// Registers this node (at start, and again if the catalog lost it), then sends heartbeats.
+async fn report(s: &ClusterSettings, reg: &Registry, registered: &mut bool) -> bool {
+    let addrs = control_addrs(s, reg);
+    let policy = RetryPolicy::default();
+    if !*registered {
+        let record = inventory_record(s, NodeState::Active);
+        let token = s.join_token.clone().unwrap_or_default();
+        match register_node(
+            reg.peers(),
+            &addrs,
+            &s.cluster_name,
+            &token,
+            &record,
+            policy,
+        )
+        .await
+        {
+            Ok(_) => {
+                *registered = true;
+                return true;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e.message(), "registration not recorded yet");
+                return false;
+            }
+        }
+    }
+    let (cap, free) = disk_stats(&s.data_dir);
+    let req = HeartbeatRequest {
+        node_id: s.node_id.clone(),
+        disk_capacity_bytes: cap,
+        disk_free_bytes: free,
+    };
+    match heartbeat(reg.peers(), &addrs, req, policy).await {
+        Ok(_) => true,
+        Err(e) if e.code() == tonic::Code::NotFound => {
+            *registered = false;
+            false
+        }
+        Err(e) => {
+            tracing::debug!(error = %e.message(), "heartbeat not recorded");
+            false
+        }
     }
 }
 
@@ -155,19 +237,18 @@ pub fn spawn(
     tokio::spawn(async move {
         let moving: Arc<Mutex<HashSet<u64>>> = Arc::default();
         let mut last_heartbeat: Option<Instant> = None;
+        let mut registered = false;
         loop {
             view.refresh(&reg);
-            if last_heartbeat.is_none_or(|t| t.elapsed() >= Duration::from_secs(s.heartbeat_secs)) {
-                let record = inventory_record(&s, NodeState::Active);
-                match reg
-                    .propose(SYSTEM_GROUP, Command::RegisterNode { record })
-                    .await
-                {
-                    Ok(_) => last_heartbeat = Some(Instant::now()),
-                    Err(e) => tracing::debug!(error = %e, "heartbeat not recorded"),
-                }
+            if last_heartbeat.is_none_or(|t| t.elapsed() >= Duration::from_secs(s.heartbeat_secs))
+                && report(&s, &reg, &mut registered).await
+            {
+                last_heartbeat = Some(Instant::now());
             }
             if reg.is_leader(SYSTEM_GROUP) {
+                if let Some(g) = gossip.as_deref() {
+                    health_step(&reg, &view, g).await;
+                }
                 system_membership(&s, &reg, &view, gossip.as_deref()).await;
                 layout_step(&s, &reg, &view).await;
             }
@@ -255,6 +336,35 @@ async fn system_membership(
     // `retain`: demoted voters stay learners and can be promoted again when they return.
     if let Err(e) = raft.change_membership(new_voters, true).await {
         tracing::warn!(error = %e, "system voter change failed");
+    }
+}
+
+/// Records the failure detector's verdicts in the catalog (audited), so every node and the
+/// status show which nodes are up, suspect or down.
+async fn health_step(reg: &Registry, view: &ClusterView, gossip: &Gossip) {
+    for n in view.nodes().values() {
+        if n.state == NodeState::Removed {
+            continue;
+        }
+        let health = match gossip.health(&n.node_id) {
+            Health::Up => NodeHealth::Up,
+            Health::Suspect => NodeHealth::Suspect,
+            Health::Down => NodeHealth::Down,
+            // Not seen by gossip yet (just started): no verdict.
+            Health::Unknown => continue,
+        };
+        if health == n.health {
+            continue;
+        }
+        tracing::info!(node = %n.node_id, from = n.health.as_str(), to = health.as_str(), "node health changed");
+        let cmd = Command::SetNodeHealth {
+            node_id: n.node_id.clone(),
+            health,
+            at_ms: now_ms(),
+        };
+        if let Err(e) = reg.propose(SYSTEM_GROUP, cmd).await {
+            tracing::debug!(error = %e, "node health not recorded");
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_meta::model::{LayoutRecord, NodeRecord, NodeState};
+use cairn_meta::model::{LayoutRecord, NodeHealth, NodeRecord, NodeState};
 use cairn_meta::placement::SYSTEM_GROUP;
 use cairn_meta::{Command, CommandError, Response};
 use cairn_raft::Registry;
@@ -21,6 +21,7 @@ use cairn_rpc::pb::{HelloReply, HelloRequest};
 use openraft::BasicNode;
 
 use crate::control::FORMING;
+use crate::control_client::{register_node, RetryPolicy};
 use crate::controller::{compute_layout, inventory_record, now_ms};
 use crate::{ClusterError, ClusterSettings};
 
@@ -87,8 +88,35 @@ pub async fn form_or_join(s: &ClusterSettings, reg: &Arc<Registry>) -> Result<()
             let addr = formed.rpc_addr.clone();
             reg.set_route_hint(Arc::new(move |_| vec![addr.clone()]));
             let record = inventory_record(s, NodeState::Active);
-            reg.propose(SYSTEM_GROUP, Command::RegisterNode { record })
-                .await?;
+            // The member that answered first, then any other that knows the cluster.
+            let mut via = vec![formed.rpc_addr.clone()];
+            via.extend(
+                answers
+                    .values()
+                    .filter(|a| !a.cluster_id.is_empty() && a.rpc_addr != formed.rpc_addr)
+                    .map(|a| a.rpc_addr.clone()),
+            );
+            let token = s.join_token.clone().unwrap_or_default();
+            register_node(
+                reg.peers(),
+                &via,
+                &s.cluster_name,
+                &token,
+                &record,
+                RetryPolicy::default(),
+            )
+            .await
+            .map_err(|st| match st.code() {
+                tonic::Code::PermissionDenied => ClusterError::Refused {
+                    seed: formed.rpc_addr.clone(),
+                    msg: st.message().to_string(),
+                },
+                _ => ClusterError::Other(format!(
+                    "registering with {}: {}",
+                    formed.rpc_addr,
+                    st.message()
+                )),
+            })?;
             wait_initialized(reg).await;
             return Ok(());
         }
@@ -176,6 +204,8 @@ async fn bootstrap(
                 disk_free_bytes: 0,
                 state: NodeState::Active,
                 registered_ms: now_ms(),
+                health: NodeHealth::Up,
+                last_heartbeat_ms: 0,
             }
         };
         reg.propose(

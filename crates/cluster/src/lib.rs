@@ -4,6 +4,7 @@
 
 pub mod chunks;
 pub mod control;
+pub mod control_client;
 pub mod controller;
 pub mod formation;
 pub mod gossip;
@@ -47,9 +48,12 @@ pub enum ClusterError {
 }
 
 /// Serves this node's gRPC services (Raft, control, chunks) on `listener` until `shutdown`.
+/// Raft and chunk calls must carry the cluster credential (`join_token`); control calls are
+/// checked per method, since joining nodes present the token itself.
 pub async fn serve_rpc(
     listener: tokio::net::TcpListener,
     registry: std::sync::Arc<cairn_raft::Registry>,
+    join_token: Option<String>,
     control: ControlServer,
     chunks: ChunkServer,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -67,14 +71,20 @@ pub async fn serve_rpc(
             }
         })
     });
+    use tonic::service::interceptor::InterceptedService;
+    let check = cairn_rpc::auth::PeerCheck::new(join_token.as_deref());
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        .add_service(
+        .add_service(InterceptedService::new(
             RaftServiceServer::new(cairn_raft::RaftServer::new(registry))
                 .max_decoding_message_size(256 << 20),
-        )
+            check.clone(),
+        ))
         .add_service(ControlServiceServer::new(control).max_decoding_message_size(64 << 20))
-        .add_service(ChunkServiceServer::new(chunks).max_decoding_message_size(8 << 20))
+        .add_service(InterceptedService::new(
+            ChunkServiceServer::new(chunks).max_decoding_message_size(8 << 20),
+            check,
+        ))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }

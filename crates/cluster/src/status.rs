@@ -15,8 +15,12 @@ pub struct NodeStatus {
     pub rpc_addr: String,
     pub api_addr: String,
     pub state: String,
-    /// `up`, `suspect` or `down`, from the age of the node's last heartbeat.
+    /// `up`, `suspect` or `down`: gossip's failure detector, else the age of the node's last
+    /// heartbeat.
     pub health: String,
+    /// The verdict recorded in the catalog by the system leader (audited when it changes).
+    #[serde(default)]
+    pub catalog_health: String,
     pub zone: Option<String>,
     pub cpus: u32,
     pub memory_bytes: u64,
@@ -94,7 +98,7 @@ pub fn cluster_status(
     let nodes_out = nodes
         .values()
         .map(|n| {
-            let age = (now_ms - n.registered_ms).max(0) as u64;
+            let age = (now_ms - n.last_heartbeat_ms).max(0) as u64;
             // Gossip (SWIM-style failure detection) decides; the age of the last Raft
             // heartbeat is the fallback for nodes gossip has not seen.
             let gossiped = gossip
@@ -126,7 +130,8 @@ pub fn cluster_status(
                 memory_bytes: n.memory_bytes,
                 disk_capacity_bytes: n.disk_capacity_bytes,
                 disk_free_bytes: n.disk_free_bytes,
-                last_heartbeat_ms: n.registered_ms,
+                last_heartbeat_ms: n.last_heartbeat_ms,
+                catalog_health: n.health.as_str().to_string(),
                 partitions: partitions
                     .iter()
                     .filter(|p| p.replicas.contains(&n.node_id))

@@ -4,7 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    BucketRecord, ChunkId, LayoutRecord, NodeRecord, ObjectRecord, PartRecord, UploadRecord,
+    BucketRecord, ChunkId, LayoutRecord, NodeHealth, NodeRecord, NodeState, ObjectRecord,
+    PartRecord, UploadRecord, WriteConsistency,
 };
 
 /// A condition checked atomically with a write, inside the state machine.
@@ -48,9 +49,34 @@ pub enum Command {
         cluster_id: String,
         name: String,
     },
-    /// Adds or updates a node's registration (addresses, inventory, state).
+    /// Adds or updates a node's registration (addresses, zone, labels, inventory). A node
+    /// already in the catalog keeps its lifecycle state (e.g. draining) and health.
     RegisterNode {
         record: NodeRecord,
+    },
+    /// A node's periodic liveness report with fresh stats; refused for unknown nodes.
+    Heartbeat {
+        node_id: String,
+        disk_capacity_bytes: u64,
+        disk_free_bytes: u64,
+        at_ms: i64,
+    },
+    /// Moves a node through its lifecycle (joining → active → draining → removed).
+    SetNodeState {
+        node_id: String,
+        state: NodeState,
+        at_ms: i64,
+    },
+    /// The failure detector's verdict on a node changed.
+    SetNodeHealth {
+        node_id: String,
+        health: NodeHealth,
+        at_ms: i64,
+    },
+    /// Changes a bucket's settings.
+    SetBucketConsistency {
+        name: String,
+        write_consistency: Option<WriteConsistency>,
     },
     /// Stores a new layout version; refused unless `layout.version` is the next version.
     SetLayout {
@@ -119,6 +145,8 @@ pub enum CommandError {
     ClusterExists(String),
     #[error("stale layout version (current {0})")]
     StaleLayout(u64),
+    #[error("node {0} is not registered")]
+    UnknownNode(String),
 }
 
 /// The result of applying one command.

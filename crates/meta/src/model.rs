@@ -118,6 +118,46 @@ pub struct ObjectRecord {
 pub struct BucketRecord {
     pub name: String,
     pub created_ms: i64,
+    /// Chunk write consistency of this bucket's objects (None: the node default).
+    #[serde(default)]
+    pub write_consistency: Option<WriteConsistency>,
+}
+
+/// How many replicas of a chunk must be durable before a write is acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteConsistency {
+    One,
+    Quorum,
+    All,
+}
+
+impl WriteConsistency {
+    /// Parses `ONE`, `QUORUM` or `ALL` (any case).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_uppercase().as_str() {
+            "ONE" => Some(Self::One),
+            "QUORUM" => Some(Self::Quorum),
+            "ALL" => Some(Self::All),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::One => "ONE",
+            Self::Quorum => "QUORUM",
+            Self::All => "ALL",
+        }
+    }
+
+    /// Acknowledgements needed out of `n` replicas.
+    pub fn required(self, n: usize) -> usize {
+        match self {
+            Self::One => 1.min(n),
+            Self::Quorum => n / 2 + 1,
+            Self::All => n,
+        }
+    }
 }
 
 /// An open multipart upload.
@@ -205,6 +245,31 @@ pub struct NodeRecord {
     pub disk_free_bytes: u64,
     pub state: NodeState,
     pub registered_ms: i64,
+    /// Health as last judged by the system leader's failure detector.
+    #[serde(default)]
+    pub health: NodeHealth,
+    /// When the node's last heartbeat was recorded (unix ms; 0: never).
+    #[serde(default)]
+    pub last_heartbeat_ms: i64,
+}
+
+/// A node's health in the catalog: up → suspect → down (seed 002), back to up when it returns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeHealth {
+    #[default]
+    Up,
+    Suspect,
+    Down,
+}
+
+impl NodeHealth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Up => "up",
+            Self::Suspect => "suspect",
+            Self::Down => "down",
+        }
+    }
 }
 
 /// A layout version: partition -> ordered replica node ids (system group).

@@ -152,15 +152,25 @@ impl MetaStore {
                     Some(v) => Some(decode(v.value())?),
                     None => None,
                 };
-                t.insert(k.as_slice(), encode(record)?.as_slice())?;
+                let mut stored = record.clone();
+                // Registering is a sign of life too.
+                stored.last_heartbeat_ms = record.last_heartbeat_ms.max(record.registered_ms);
+                if let Some(o) = &old {
+                    // Lifecycle and health belong to the catalog (drain, failure detector),
+                    // not to what a (re)starting node says about itself.
+                    stored.state = o.state;
+                    stored.health = o.health;
+                    stored.registered_ms = o.registered_ms;
+                    stored.last_heartbeat_ms = stored.last_heartbeat_ms.max(o.last_heartbeat_ms);
+                }
+                t.insert(k.as_slice(), encode(&stored)?.as_slice())?;
                 drop(t);
-                // Heartbeats refresh stats every few seconds; only membership changes are audited.
+                // Only membership changes are audited, not a restart that changes nothing.
                 let changed = old.as_ref().is_none_or(|o| {
-                    o.state != record.state
-                        || o.rpc_addr != record.rpc_addr
-                        || o.api_addr != record.api_addr
-                        || o.zone != record.zone
-                        || o.labels != record.labels
+                    o.rpc_addr != stored.rpc_addr
+                        || o.api_addr != stored.api_addr
+                        || o.zone != stored.zone
+                        || o.labels != stored.labels
                 });
                 if changed {
                     let what = if old.is_none() { "register" } else { "update" };
@@ -170,10 +180,120 @@ impl MetaStore {
                         record.registered_ms,
                         format!(
                             "{what} node {} at {} ({:?})",
-                            record.node_id, record.rpc_addr, record.state
+                            stored.node_id, stored.rpc_addr, stored.state
                         ),
                     )?;
                 }
+                Ok(Response::Done)
+            }
+            Command::Heartbeat {
+                node_id,
+                disk_capacity_bytes,
+                disk_free_bytes,
+                at_ms,
+            } => {
+                let mut t = txn.open_table(NODES)?;
+                let k = keys::bucket(group, node_id);
+                let mut rec: NodeRecord = match t.get(k.as_slice())? {
+                    Some(v) => decode(v.value())?,
+                    None => {
+                        return Ok(Response::Refused(CommandError::UnknownNode(
+                            node_id.clone(),
+                        )))
+                    }
+                };
+                rec.disk_capacity_bytes = *disk_capacity_bytes;
+                rec.disk_free_bytes = *disk_free_bytes;
+                rec.last_heartbeat_ms = rec.last_heartbeat_ms.max(*at_ms);
+                t.insert(k.as_slice(), encode(&rec)?.as_slice())?;
+                Ok(Response::Done)
+            }
+            Command::SetNodeState {
+                node_id,
+                state,
+                at_ms,
+            } => {
+                let mut t = txn.open_table(NODES)?;
+                let k = keys::bucket(group, node_id);
+                let mut rec: NodeRecord = match t.get(k.as_slice())? {
+                    Some(v) => decode(v.value())?,
+                    None => {
+                        return Ok(Response::Refused(CommandError::UnknownNode(
+                            node_id.clone(),
+                        )))
+                    }
+                };
+                if rec.state == *state {
+                    return Ok(Response::Done);
+                }
+                let before = rec.state;
+                rec.state = *state;
+                t.insert(k.as_slice(), encode(&rec)?.as_slice())?;
+                drop(t);
+                self.audit(
+                    txn,
+                    group,
+                    *at_ms,
+                    format!("node {node_id} state {before:?} -> {state:?}"),
+                )?;
+                Ok(Response::Done)
+            }
+            Command::SetNodeHealth {
+                node_id,
+                health,
+                at_ms,
+            } => {
+                let mut t = txn.open_table(NODES)?;
+                let k = keys::bucket(group, node_id);
+                let mut rec: NodeRecord = match t.get(k.as_slice())? {
+                    Some(v) => decode(v.value())?,
+                    None => {
+                        return Ok(Response::Refused(CommandError::UnknownNode(
+                            node_id.clone(),
+                        )))
+                    }
+                };
+                if rec.health == *health {
+                    return Ok(Response::Done);
+                }
+                let before = rec.health;
+                rec.health = *health;
+                t.insert(k.as_slice(), encode(&rec)?.as_slice())?;
+                drop(t);
+                self.audit(
+                    txn,
+                    group,
+                    *at_ms,
+                    format!(
+                        "node {node_id} health {} -> {}",
+                        before.as_str(),
+                        health.as_str()
+                    ),
+                )?;
+                Ok(Response::Done)
+            }
+            Command::SetBucketConsistency {
+                name,
+                write_consistency,
+            } => {
+                let mut t = txn.open_table(BUCKETS)?;
+                let k = keys::bucket(group, name);
+                let mut rec: BucketRecord = match t.get(k.as_slice())? {
+                    Some(v) => decode(v.value())?,
+                    None => return Ok(Response::Refused(CommandError::NoSuchBucket)),
+                };
+                rec.write_consistency = *write_consistency;
+                t.insert(k.as_slice(), encode(&rec)?.as_slice())?;
+                drop(t);
+                self.audit(
+                    txn,
+                    group,
+                    0,
+                    format!(
+                        "bucket {name} write consistency {}",
+                        write_consistency.map_or("default", |c| c.as_str())
+                    ),
+                )?;
                 Ok(Response::Done)
             }
             Command::SetLayout { layout } => {

@@ -163,61 +163,102 @@ proptest! {
 
 #[test]
 fn catalog_changes_are_audited_but_heartbeats_are_not() {
-    use cairn_meta::model::{BucketRecord, NodeRecord, NodeState};
+    use cairn_meta::model::{BucketRecord, NodeHealth, NodeRecord, NodeState, WriteConsistency};
+    use cairn_meta::{CommandError, Response};
     let dir = tempfile::tempdir().unwrap();
     let db = Arc::new(redb::Database::create(dir.path().join("m.redb")).unwrap());
     let meta = MetaStore::new(db.clone(), 4).unwrap();
-    let node = |free: u64, state: NodeState| NodeRecord {
+    let node = |free: u64, zone: Option<&str>| NodeRecord {
         node_id: "n1".into(),
         raft_id: 1,
         rpc_addr: "10.0.0.1:7000".into(),
         api_addr: "10.0.0.1:9000".into(),
-        zone: None,
+        zone: zone.map(String::from),
         labels: Default::default(),
         cpus: 2,
         memory_bytes: 1,
         disk_capacity_bytes: 10,
         disk_free_bytes: free,
-        state,
+        state: NodeState::Active,
         registered_ms: 5,
+        health: NodeHealth::Up,
+        last_heartbeat_ms: 0,
+    };
+    let heartbeat = |node_id: &str, free: u64, at_ms: i64| Command::Heartbeat {
+        node_id: node_id.into(),
+        disk_capacity_bytes: 10,
+        disk_free_bytes: free,
+        at_ms,
     };
     let txn = db.begin_write().unwrap();
     let cmds = [
         Command::RegisterNode {
-            record: node(5, NodeState::Active),
+            record: node(5, None),
         },
-        Command::RegisterNode {
-            record: node(4, NodeState::Active),
-        }, // heartbeat: not audited
+        heartbeat("n1", 4, 9), // not audited
         Command::CreateBucket {
             record: BucketRecord {
                 name: "photos".into(),
                 created_ms: 7,
+                write_consistency: None,
             },
         },
+        Command::SetNodeState {
+            node_id: "n1".into(),
+            state: NodeState::Draining,
+            at_ms: 10,
+        },
+        // A restart re-registers: it keeps the catalog's state and is not audited...
         Command::RegisterNode {
-            record: node(4, NodeState::Draining),
+            record: node(3, None),
+        },
+        Command::SetNodeHealth {
+            node_id: "n1".into(),
+            health: NodeHealth::Down,
+            at_ms: 11,
+        },
+        // ...unless something about the node changed.
+        Command::RegisterNode {
+            record: node(3, Some("z1")),
+        },
+        Command::SetBucketConsistency {
+            name: "photos".into(),
+            write_consistency: Some(WriteConsistency::All),
         },
         Command::DeleteBucket {
             name: "photos".into(),
         },
     ];
     for c in &cmds {
-        meta.apply(&txn, 0, c).unwrap();
+        assert_eq!(meta.apply(&txn, 0, c).unwrap(), Response::Done, "{c:?}");
     }
+    assert_eq!(
+        meta.apply(&txn, 0, &heartbeat("n9", 1, 1)).unwrap(),
+        Response::Refused(CommandError::UnknownNode("n9".into()))
+    );
     txn.commit().unwrap();
     let log = meta.audit_log(0, 0, 100).unwrap();
     let what: Vec<&str> = log.iter().map(|e| e.what.as_str()).collect();
     assert_eq!(
         log.iter().map(|e| e.seq).collect::<Vec<_>>(),
-        vec![1, 2, 3, 4]
+        vec![1, 2, 3, 4, 5, 6, 7],
+        "{what:?}"
     );
     assert!(what[0].starts_with("register node n1"), "{what:?}");
     assert_eq!(what[1], "create bucket photos");
+    assert_eq!(what[2], "node n1 state Active -> Draining");
+    assert_eq!(what[3], "node n1 health up -> down");
     assert!(
-        what[2].starts_with("update node n1") && what[2].contains("Draining"),
+        what[4].starts_with("update node n1") && what[4].contains("Draining"),
         "{what:?}"
     );
-    assert_eq!(what[3], "delete bucket photos");
-    assert_eq!(meta.audit_log(0, 3, 100).unwrap().len(), 1);
+    assert_eq!(what[5], "bucket photos write consistency ALL");
+    assert_eq!(what[6], "delete bucket photos");
+    assert_eq!(meta.audit_log(0, 5, 100).unwrap().len(), 2);
+    let n1 = meta.list_nodes(0).unwrap().remove(0);
+    assert_eq!(n1.state, NodeState::Draining);
+    assert_eq!(n1.health, NodeHealth::Down);
+    assert_eq!(n1.disk_free_bytes, 3);
+    assert_eq!(n1.zone.as_deref(), Some("z1"));
+    assert_eq!(n1.last_heartbeat_ms, 9);
 }

@@ -7,7 +7,7 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 use cairn_chunk::{ChunkError, ChunkStore};
-use cairn_meta::model::ChunkId;
+use cairn_meta::model::{ChunkId, WriteConsistency};
 
 use crate::ObjectError;
 
@@ -15,9 +15,14 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Durable chunk writes and verified chunk reads.
 pub trait ChunkIo: Send + Sync + 'static {
-    /// Stores `data` (whose BLAKE3 is `id`) durably, on as many replicas as the write
-    /// consistency requires, before returning Ok.
-    fn put(&self, id: ChunkId, data: Bytes) -> BoxFuture<'_, Result<(), ObjectError>>;
+    /// Stores `data` (whose BLAKE3 is `id`) durably, on as many replicas as `consistency`
+    /// (None: the node default) requires, before returning Ok.
+    fn put(
+        &self,
+        id: ChunkId,
+        data: Bytes,
+        consistency: Option<WriteConsistency>,
+    ) -> BoxFuture<'_, Result<(), ObjectError>>;
     /// Reads a chunk; the bytes returned always match `id`.
     fn get(&self, id: ChunkId) -> BoxFuture<'_, Result<Bytes, ObjectError>>;
 }
@@ -34,7 +39,13 @@ pub fn chunk_error(e: ChunkError) -> ObjectError {
 pub struct LocalChunks(pub ChunkStore);
 
 impl ChunkIo for LocalChunks {
-    fn put(&self, id: ChunkId, data: Bytes) -> BoxFuture<'_, Result<(), ObjectError>> {
+    fn put(
+        &self,
+        id: ChunkId,
+        data: Bytes,
+        _consistency: Option<WriteConsistency>,
+    ) -> BoxFuture<'_, Result<(), ObjectError>> {
+        // One replica: every consistency level is met by the local fsync.
         Box::pin(async move { self.0.put(id, data).await.map(|_| ()).map_err(chunk_error) })
     }
 

@@ -14,11 +14,12 @@ pub mod workers;
 
 pub use cairn_meta::model::{
     BucketRecord, ChecksumAlgo, ObjectData, ObjectHeaders, ObjectRecord, PartRecord, UploadRecord,
+    WriteConsistency,
 };
 pub use chunk_io::{ChunkIo, LocalChunks};
 pub use error::ObjectError;
 pub use service::{
     BodyStream, ByteStream, Digests, ListMultipartPage, ListPage, ListPartsPage, ListQuery,
-    ObjectService, PartSpec, Precondition, PutOptions, ServiceConfig, Verifier, MAX_PUT_SIZE,
-    MIN_PART_SIZE,
+    ObjectService, PartSpec, Precondition, PutOptions, ReadConsistency, ServiceConfig, Verifier,
+    MAX_PUT_SIZE, MIN_PART_SIZE,
 };

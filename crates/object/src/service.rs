@@ -9,7 +9,7 @@ use futures::Stream;
 use cairn_chunk::{ChunkPin, ChunkStore};
 use cairn_meta::model::{
     BucketRecord, ChecksumAlgo, ChunkId, ChunkRef, ObjectData, ObjectHeaders, ObjectRecord,
-    PartRecord, UploadRecord,
+    PartRecord, UploadRecord, WriteConsistency,
 };
 use cairn_meta::placement::{bucket_partition, partition_group, SYSTEM_GROUP};
 use cairn_meta::{Command, CommandError, Condition, Query, QueryResult, Response};
@@ -66,6 +66,9 @@ pub struct PutOptions {
     pub checksum_algo: Option<ChecksumAlgo>,
     pub precondition: Precondition,
     pub verify: Option<Verifier>,
+    /// Replicas that must have the chunks before the write is acknowledged (None: the
+    /// bucket's setting, else the node default).
+    pub write_consistency: Option<WriteConsistency>,
 }
 
 impl Default for PutOptions {
@@ -76,8 +79,20 @@ impl Default for PutOptions {
             checksum_algo: None,
             precondition: Precondition::None,
             verify: None,
+            write_consistency: None,
         }
     }
+}
+
+/// How fresh a read must be.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReadConsistency {
+    /// Reflects every write acknowledged before the read began (leader + read index).
+    #[default]
+    Linearizable,
+    /// Served by this node's replica as of what it has applied: no leader round trip, but may
+    /// miss the latest writes (the "stale-ok" option).
+    Stale,
 }
 
 /// A ListObjects query (V1 and V2 both map onto it).
@@ -222,8 +237,13 @@ async fn drain_then(mut body: BodyStream, err: ObjectError) -> ObjectError {
     err
 }
 
-async fn write_chunk(io: Arc<dyn ChunkIo>, id: ChunkId, data: Bytes) -> Result<(), ObjectError> {
-    io.put(id, data).await
+async fn write_chunk(
+    io: Arc<dyn ChunkIo>,
+    id: ChunkId,
+    data: Bytes,
+    consistency: Option<WriteConsistency>,
+) -> Result<(), ObjectError> {
+    io.put(id, data, consistency).await
 }
 
 impl ObjectService {
@@ -280,6 +300,18 @@ impl ObjectService {
         Ok(self.inner.registry.query(group, &q).await?)
     }
 
+    async fn query_with(
+        &self,
+        group: GroupId,
+        q: Query,
+        rc: ReadConsistency,
+    ) -> Result<QueryResult, ObjectError> {
+        match rc {
+            ReadConsistency::Linearizable => self.query(group, q).await,
+            ReadConsistency::Stale => Ok(self.inner.registry.query_stale(group, &q).await?),
+        }
+    }
+
     /// Proposes and turns a refusal into its error.
     async fn propose_ok(&self, group: GroupId, cmd: Command) -> Result<Response, ObjectError> {
         match self.propose(group, cmd).await? {
@@ -292,9 +324,19 @@ impl ObjectService {
 
     /// Creates a bucket. `BucketAlreadyExists` if it exists.
     pub async fn create_bucket(&self, name: &str) -> Result<BucketRecord, ObjectError> {
+        self.create_bucket_with(name, None).await
+    }
+
+    /// Creates a bucket whose chunk writes wait for `write_consistency` (None: node default).
+    pub async fn create_bucket_with(
+        &self,
+        name: &str,
+        write_consistency: Option<WriteConsistency>,
+    ) -> Result<BucketRecord, ObjectError> {
         let record = BucketRecord {
             name: name.to_string(),
             created_ms: now_ms(),
+            write_consistency,
         };
         self.propose_ok(
             SYSTEM_GROUP,
@@ -304,6 +346,23 @@ impl ObjectService {
         )
         .await?;
         Ok(record)
+    }
+
+    /// Changes the write consistency of a bucket's future writes (None: node default).
+    pub async fn set_bucket_write_consistency(
+        &self,
+        name: &str,
+        write_consistency: Option<WriteConsistency>,
+    ) -> Result<(), ObjectError> {
+        self.propose_ok(
+            SYSTEM_GROUP,
+            Command::SetBucketConsistency {
+                name: name.to_string(),
+                write_consistency,
+            },
+        )
+        .await?;
+        Ok(())
     }
 
     /// Deletes an empty bucket: `BucketNotEmpty` if it holds objects or open uploads.
@@ -335,12 +394,23 @@ impl ObjectService {
 
     /// The bucket's record, or `NoSuchBucket`.
     pub async fn head_bucket(&self, name: &str) -> Result<BucketRecord, ObjectError> {
+        self.head_bucket_with(name, ReadConsistency::Linearizable)
+            .await
+    }
+
+    /// `head_bucket` with a choice of read consistency.
+    pub async fn head_bucket_with(
+        &self,
+        name: &str,
+        rc: ReadConsistency,
+    ) -> Result<BucketRecord, ObjectError> {
         match self
-            .query(
+            .query_with(
                 SYSTEM_GROUP,
                 Query::GetBucket {
                     name: name.to_string(),
                 },
+                rc,
             )
             .await?
         {
@@ -367,6 +437,7 @@ impl ObjectService {
         content_length: Option<u64>,
         checksum_algo: Option<ChecksumAlgo>,
         inline_limit: usize,
+        consistency: Option<WriteConsistency>,
     ) -> Result<Ingested, ObjectError> {
         let chunk_size = self.inner.config.chunk_size.max(1);
         let mut digest = BodyDigest::new(checksum_algo);
@@ -404,7 +475,7 @@ impl ObjectService {
                         id,
                         len: data.len() as u64,
                     });
-                    writes.push_back(write_chunk(self.inner.io.clone(), id, data));
+                    writes.push_back(write_chunk(self.inner.io.clone(), id, data, consistency));
                     if writes.len() >= WRITES_IN_FLIGHT {
                         if let Some(r) = writes.next().await {
                             r?;
@@ -429,7 +500,7 @@ impl ObjectService {
                     id,
                     len: data.len() as u64,
                 });
-                writes.push_back(write_chunk(self.inner.io.clone(), id, data));
+                writes.push_back(write_chunk(self.inner.io.clone(), id, data, consistency));
             }
             while let Some(r) = writes.next().await {
                 r?;
@@ -454,12 +525,20 @@ impl ObjectService {
         body: BodyStream,
         opts: PutOptions,
     ) -> Result<ObjectRecord, ObjectError> {
-        if let Err(e) = self.head_bucket(bucket).await {
-            return Err(drain_then(body, e).await);
-        }
+        let bucket_record = match self.head_bucket(bucket).await {
+            Ok(b) => b,
+            Err(e) => return Err(drain_then(body, e).await),
+        };
         let inline = self.inner.config.inline_threshold;
+        let consistency = opts.write_consistency.or(bucket_record.write_consistency);
         let ingested = self
-            .ingest(body, opts.content_length, opts.checksum_algo, inline)
+            .ingest(
+                body,
+                opts.content_length,
+                opts.checksum_algo,
+                inline,
+                consistency,
+            )
             .await?;
         if let Some(verify) = opts.verify {
             verify(&ingested.digests)?;
@@ -487,12 +566,23 @@ impl ObjectService {
 
     /// The current record of `key` (linearizable read), or `NoSuchKey` / `NoSuchBucket`.
     pub async fn head_object(&self, bucket: &str, key: &str) -> Result<ObjectRecord, ObjectError> {
-        self.head_bucket(bucket).await?;
+        self.head_object_with(bucket, key, ReadConsistency::Linearizable)
+            .await
+    }
+
+    /// `head_object` with a choice of read consistency.
+    pub async fn head_object_with(
+        &self,
+        bucket: &str,
+        key: &str,
+        rc: ReadConsistency,
+    ) -> Result<ObjectRecord, ObjectError> {
+        self.head_bucket_with(bucket, rc).await?;
         let q = Query::GetObject {
             bucket: bucket.to_string(),
             key: key.to_string(),
         };
-        match self.query(self.group_of(bucket), q).await? {
+        match self.query_with(self.group_of(bucket), q, rc).await? {
             QueryResult::Object(o) => o.ok_or(ObjectError::NoSuchKey),
             other => Err(unexpected(other)),
         }
@@ -603,7 +693,18 @@ impl ObjectService {
         bucket: &str,
         query: &ListQuery,
     ) -> Result<ListPage, ObjectError> {
-        self.head_bucket(bucket).await?;
+        self.list_objects_with(bucket, query, ReadConsistency::Linearizable)
+            .await
+    }
+
+    /// `list_objects` with a choice of read consistency.
+    pub async fn list_objects_with(
+        &self,
+        bucket: &str,
+        query: &ListQuery,
+        rc: ReadConsistency,
+    ) -> Result<ListPage, ObjectError> {
+        self.head_bucket_with(bucket, rc).await?;
         let q = Query::ListObjects {
             bucket: bucket.to_string(),
             prefix: query.prefix.clone(),
@@ -611,7 +712,7 @@ impl ObjectService {
             after: query.after.clone(),
             max: query.max_keys,
         };
-        let l = match self.query(self.group_of(bucket), q).await? {
+        let l = match self.query_with(self.group_of(bucket), q, rc).await? {
             QueryResult::Objects(l) => l,
             other => return Err(unexpected(other)),
         };
@@ -658,14 +759,24 @@ impl ObjectService {
         key: &str,
         upload_id: &str,
     ) -> Result<UploadRecord, ObjectError> {
-        self.head_bucket(bucket).await?;
+        Ok(self.get_upload_in(bucket, key, upload_id).await?.1)
+    }
+
+    /// The bucket and the open upload `upload_id` of `key` in it.
+    async fn get_upload_in(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<(BucketRecord, UploadRecord), ObjectError> {
+        let b = self.head_bucket(bucket).await?;
         let q = Query::GetUpload {
             bucket: bucket.to_string(),
             key: key.to_string(),
             upload_id: upload_id.to_string(),
         };
         match self.query(self.group_of(bucket), q).await? {
-            QueryResult::Upload(u) => u.ok_or(ObjectError::NoSuchUpload),
+            QueryResult::Upload(u) => Ok((b, u.ok_or(ObjectError::NoSuchUpload)?)),
             other => Err(unexpected(other)),
         }
     }
@@ -685,12 +796,20 @@ impl ObjectService {
                 "part number must be between 1 and 10000".into(),
             ));
         }
-        if let Err(e) = self.get_upload(bucket, key, upload_id).await {
-            return Err(drain_then(body, e).await);
-        }
+        let bucket_record = match self.get_upload_in(bucket, key, upload_id).await {
+            Ok((b, _)) => b,
+            Err(e) => return Err(drain_then(body, e).await),
+        };
+        let consistency = opts.write_consistency.or(bucket_record.write_consistency);
         // Parts are always chunked so a completed object is a plain chunk list.
         let ingested = self
-            .ingest(body, opts.content_length, opts.checksum_algo, 0)
+            .ingest(
+                body,
+                opts.content_length,
+                opts.checksum_algo,
+                0,
+                consistency,
+            )
             .await?;
         if let Some(verify) = opts.verify {
             verify(&ingested.digests)?;
@@ -751,9 +870,17 @@ impl ObjectService {
                 "copy range is larger than 5 GiB".into(),
             ));
         }
-        self.get_upload(bucket, key, upload_id).await?;
+        let (bucket_record, _) = self.get_upload_in(bucket, key, upload_id).await?;
         let body = self.read_object(src, Some((start, end)));
-        let ingested = self.ingest(body, Some(end - start), None, 0).await?;
+        let ingested = self
+            .ingest(
+                body,
+                Some(end - start),
+                None,
+                0,
+                bucket_record.write_consistency,
+            )
+            .await?;
         self.commit_part(bucket, key, upload_id, part_number, ingested)
             .await
     }

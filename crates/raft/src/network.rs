@@ -14,6 +14,7 @@ use std::time::Duration;
 use cairn_rpc::pb::raft_service_client::RaftServiceClient;
 use cairn_rpc::pb::raft_service_server::RaftService;
 use cairn_rpc::pb::{RaftBatch, RaftKind, RaftMessage};
+use cairn_rpc::{PeerAuth, PeerChannel};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -58,6 +59,7 @@ pub struct BatchStats {
 
 #[derive(Default)]
 struct PeersInner {
+    auth: PeerAuth,
     channels: Mutex<HashMap<String, Channel>>,
     batchers: Mutex<HashMap<String, mpsc::UnboundedSender<Outgoing>>>,
     /// While set and in the future, a heartbeat round is being sent: batchers wait for it.
@@ -72,10 +74,21 @@ pub struct Peers {
 }
 
 impl Peers {
+    /// A pool whose calls carry `auth` (the cluster credential).
+    pub fn new(auth: PeerAuth) -> Self {
+        Self {
+            inner: Arc::new(PeersInner {
+                auth,
+                ..Default::default()
+            }),
+        }
+    }
+
     /// The (lazily connected) channel to `addr` (`host:port`).
-    pub fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+    pub fn channel(&self, addr: &str) -> Result<PeerChannel, tonic::transport::Error> {
+        let auth = self.inner.auth.clone();
         if let Some(c) = self.inner.channels.lock().get(addr) {
-            return Ok(c.clone());
+            return Ok(PeerChannel::new(c.clone(), auth));
         }
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
             .connect_timeout(Duration::from_secs(1))
@@ -87,7 +100,7 @@ impl Peers {
             .channels
             .lock()
             .insert(addr.to_string(), channel.clone());
-        Ok(channel)
+        Ok(PeerChannel::new(channel, auth))
     }
 
     /// Counts of batched Raft traffic sent by this node.
@@ -132,7 +145,7 @@ impl Peers {
 /// Sends what is queued for one peer, a batch at a time; batches are not waited for, so a slow
 /// reply never holds back the next heartbeat.
 async fn run_batcher(
-    client: RaftServiceClient<Channel>,
+    client: RaftServiceClient<PeerChannel>,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
     round_until: Arc<Mutex<Option<Instant>>>,
     stats: Arc<BatchStats>,
@@ -157,7 +170,7 @@ async fn run_batcher(
     }
 }
 
-async fn send_batch(mut client: RaftServiceClient<Channel>, batch: Vec<Outgoing>) {
+async fn send_batch(mut client: RaftServiceClient<PeerChannel>, batch: Vec<Outgoing>) {
     let now = Instant::now();
     let deadline = batch.iter().map(|o| o.deadline).max().unwrap_or(now);
     let mut replies = Vec::with_capacity(batch.len());

@@ -44,6 +44,8 @@ pub struct RegistryConfig {
     /// Entries between snapshots (after which the log is compacted).
     pub snapshot_every: u64,
     pub bootstrap: Bootstrap,
+    /// `CLUSTER_JOIN_TOKEN`: node-to-node calls carry a credential derived from it.
+    pub join_token: Option<String>,
 }
 
 /// Candidate RPC addresses for a group this node cannot route itself (e.g. from the layout).
@@ -104,7 +106,7 @@ impl Registry {
         let db = Arc::new(db);
         let meta = MetaStore::new(db.clone(), cfg.partitions)?;
         let engine = LogEngine::start(db).map_err(|e| RaftError::Storage(e.to_string()))?;
-        let peers = Peers::default();
+        let peers = Peers::new(cairn_rpc::PeerAuth::new(cfg.join_token.as_deref()));
 
         let raft_config = Arc::new(
             Config {
@@ -314,6 +316,28 @@ impl Registry {
         }
     }
 
+    /// Whether this node holds a replica of `group` (a voter or learner in its membership).
+    pub fn is_replica(&self, group: GroupId) -> bool {
+        self.groups.get(&group).is_some_and(|r| {
+            r.metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .get_node(&self.node_id)
+                .is_some()
+        })
+    }
+
+    /// A read that may be stale (the "stale-ok" option): served from this node's replica of
+    /// `group` without asking the leader, as of what it has applied; a node without a replica
+    /// asks the leader like `query`.
+    pub async fn query_stale(&self, group: GroupId, q: &Query) -> Result<QueryResult, RaftError> {
+        if self.is_replica(group) {
+            return Ok(self.meta.query(group, q)?);
+        }
+        self.query(group, q).await
+    }
+
     /// A linearizable read on this node only; `NotLeader` if it does not lead.
     pub async fn query_local(&self, group: GroupId, q: &Query) -> Result<QueryResult, RaftError> {
         self.read_barrier(group).await?;
@@ -375,7 +399,7 @@ impl Registry {
         .await
     }
 
-    fn channel(&self, addr: &str) -> Result<tonic::transport::Channel, RaftError> {
+    fn channel(&self, addr: &str) -> Result<cairn_rpc::PeerChannel, RaftError> {
         self.peers.channel(addr).map_err(|e| RaftError::Forward {
             addr: addr.to_string(),
             msg: e.to_string(),

@@ -14,6 +14,7 @@ fn config(dir: &std::path::Path, snapshot_every: u64) -> RegistryConfig {
         partitions: 4,
         snapshot_every,
         bootstrap: cairn_raft::Bootstrap::SingleNode,
+        join_token: None,
     }
 }
 
@@ -22,6 +23,7 @@ fn bucket(name: &str) -> Command {
         record: BucketRecord {
             name: name.into(),
             created_ms: 1,
+            write_consistency: None,
         },
     }
 }

@@ -4,6 +4,7 @@
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
+use crate::consistency;
 use crate::error::ObjectResultExt;
 use crate::list::{decode_token, encode_token};
 use crate::object::ts;
@@ -36,7 +37,11 @@ pub(crate) async fn create_bucket(
         .map(BucketLocationConstraint::as_str);
     check_location(constraint, s3.region())?;
     check_reserved_name(&input.bucket)?;
-    s3.objects().create_bucket(&input.bucket).await.s3()?;
+    let write_consistency = consistency::write(&req.headers)?;
+    s3.objects()
+        .create_bucket_with(&input.bucket, write_consistency)
+        .await
+        .s3()?;
     let output = CreateBucketOutput {
         location: Some(format!("/{}", input.bucket)),
     };
@@ -55,12 +60,24 @@ pub(crate) async fn head_bucket(
     s3: &CairnS3,
     req: S3Request<HeadBucketInput>,
 ) -> S3Result<S3Response<HeadBucketOutput>> {
-    s3.objects().head_bucket(&req.input.bucket).await.s3()?;
+    let read = consistency::read(&req.headers)?;
+    let bucket = s3
+        .objects()
+        .head_bucket_with(&req.input.bucket, read)
+        .await
+        .s3()?;
     let output = HeadBucketOutput {
         bucket_region: Some(s3.region().to_owned()),
         ..Default::default()
     };
-    Ok(S3Response::new(output))
+    let mut resp = S3Response::new(output);
+    if let Some(c) = bucket.write_consistency {
+        resp.headers.insert(
+            consistency::WRITE_HEADER,
+            http::HeaderValue::from_static(c.as_str()),
+        );
+    }
+    Ok(resp)
 }
 
 pub(crate) async fn list_buckets(

@@ -17,6 +17,7 @@ mod auth;
 mod bucket;
 mod checksum;
 mod conditional;
+mod consistency;
 mod copy;
 mod error;
 mod host;

@@ -10,6 +10,7 @@ use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
 use crate::checksum::{to_dto, ChecksumFields};
+use crate::consistency;
 use crate::error::ObjectResultExt;
 use crate::object::{etag, ts};
 use crate::CairnS3;
@@ -146,6 +147,7 @@ pub(crate) async fn list_objects_v2(
     s3: &CairnS3,
     req: S3Request<ListObjectsV2Input>,
 ) -> S3Result<S3Response<ListObjectsV2Output>> {
+    let read = consistency::read(&req.headers)?;
     let input = req.input;
     let enc = Enc(url_encoding(input.encoding_type.as_ref())?);
     let max_keys = page_size(input.max_keys, "max-keys")?;
@@ -165,7 +167,7 @@ pub(crate) async fn list_objects_v2(
     };
     let page = s3
         .objects()
-        .list_objects(&input.bucket, &query)
+        .list_objects_with(&input.bucket, &query, read)
         .await
         .s3()?;
 
@@ -212,6 +214,7 @@ pub(crate) async fn list_objects(
     s3: &CairnS3,
     req: S3Request<ListObjectsInput>,
 ) -> S3Result<S3Response<ListObjectsOutput>> {
+    let read = consistency::read(&req.headers)?;
     let input = req.input;
     let enc = Enc(url_encoding(input.encoding_type.as_ref())?);
     let max_keys = page_size(input.max_keys, "max-keys")?;
@@ -226,7 +229,7 @@ pub(crate) async fn list_objects(
     };
     let page = s3
         .objects()
-        .list_objects(&input.bucket, &query)
+        .list_objects_with(&input.bucket, &query, read)
         .await
         .s3()?;
 
@@ -263,6 +266,7 @@ pub(crate) async fn list_object_versions(
     s3: &CairnS3,
     req: S3Request<ListObjectVersionsInput>,
 ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
+    let read = consistency::read(&req.headers)?;
     let input = req.input;
     let enc = Enc(url_encoding(input.encoding_type.as_ref())?);
     let max_keys = page_size(input.max_keys, "max-keys")?;
@@ -285,7 +289,7 @@ pub(crate) async fn list_object_versions(
     };
     let page = s3
         .objects()
-        .list_objects(&input.bucket, &query)
+        .list_objects_with(&input.bucket, &query, read)
         .await
         .s3()?;
 

@@ -6,6 +6,7 @@ use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
 use crate::checksum::{self, from_dto, to_dto, ChecksumFields};
+use crate::consistency;
 use crate::error::ObjectResultExt;
 use crate::list::{page_size, url_encoding, Enc};
 use crate::object::{
@@ -70,6 +71,7 @@ pub(crate) async fn upload_part(
         content_length,
         checksum_algo: sums.algo,
         verify: checksum::verifier(sums, req.trailing_headers),
+        write_consistency: consistency::write(&req.headers)?,
         ..Default::default()
     };
     let part = s3

@@ -5,7 +5,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use cairn_object::{BodyStream, ByteStream, ObjectHeaders, ObjectRecord, Precondition, PutOptions};
+use cairn_object::{
+    BodyStream, ByteStream, ObjectHeaders, ObjectRecord, Precondition, PutOptions, ReadConsistency,
+};
 use futures::{Stream, StreamExt};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use s3s::dto::*;
@@ -14,6 +16,7 @@ use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, StdEr
 
 use crate::checksum::{self, ChecksumFields};
 use crate::conditional::{self, Conditions, Outcome};
+use crate::consistency;
 use crate::error::{custom_error, ObjectResultExt};
 use crate::serve::StatusOverride;
 use crate::validate::validate_key;
@@ -346,6 +349,7 @@ pub(crate) async fn put_object(
         checksum_algo,
         precondition: write_precondition(input.if_match.as_ref(), input.if_none_match.as_ref())?,
         verify: checksum::verifier(sums, req.trailing_headers),
+        write_consistency: consistency::write(&req.headers)?,
     };
     let record = s3
         .objects()
@@ -418,10 +422,15 @@ async fn plan_read(
     range: Option<&Range>,
     part_number: Option<i32>,
     checksum_mode: Option<&ChecksumMode>,
+    read: ReadConsistency,
 ) -> S3Result<ReadPlan> {
     validate_key(key)?;
     check_version_id(version_id)?;
-    let record = s3.objects().head_object(bucket, key).await.s3()?;
+    let record = s3
+        .objects()
+        .head_object_with(bucket, key, read)
+        .await
+        .s3()?;
     check_conditions(&conditions, &record)?;
     let range = resolve_range(range, part_number, &record)?;
     let parts_count = match (part_number, &record.parts) {
@@ -465,6 +474,7 @@ pub(crate) async fn get_object(
         input.range.as_ref(),
         input.part_number,
         input.checksum_mode.as_ref(),
+        consistency::read(&req.headers)?,
     )
     .await?;
     let ReadPlan {
@@ -528,6 +538,7 @@ pub(crate) async fn head_object(
         input.range.as_ref(),
         input.part_number,
         input.checksum_mode.as_ref(),
+        consistency::read(&req.headers)?,
     )
     .await?;
     let ReadPlan {
