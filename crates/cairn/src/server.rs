@@ -36,6 +36,10 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         println!("  ACCESS_KEY={access_key}");
         println!("  SECRET_KEY={secret_key}");
     }
+    // FileService answers UNAVAILABLE until the object service is attached below.
+    let files = cairn_files::FileServer::new(
+        cairn_files::Credentials::new(&access_key, &secret_key).context("root credentials")?,
+    );
 
     let advertise =
         cfg.node_advertise_addr
@@ -124,6 +128,7 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         registry.clone(),
         cairn_cluster::ControlServer::new(registry.clone(), settings.clone()),
         cairn_cluster::ChunkServer::new(chunks.clone()),
+        files.clone().into_service(),
         wait_for(shutdown_rx.clone()),
     ));
 
@@ -173,6 +178,7 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         shutdown_rx.clone(),
     );
     let objects = ObjectService::with_chunk_io(service_config, registry.clone(), chunks, io);
+    files.attach(objects.clone());
     cairn_object::workers::spawn(
         objects.clone(),
         WorkerConfig {
@@ -187,6 +193,7 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
 
     let mut metrics = prometheus_client::registry::Registry::with_prefix("cairn");
     let s3_metrics = cairn_s3::S3Metrics::register(&mut metrics);
+    files.metrics().register(&mut metrics);
     let s3 = cairn_s3::build_service(
         objects,
         &cairn_s3::S3Settings {

@@ -46,12 +46,14 @@ pub enum ClusterError {
     Other(String),
 }
 
-/// Serves this node's gRPC services (Raft, control, chunks) on `listener` until `shutdown`.
-pub async fn serve_rpc(
+/// Serves this node's gRPC services (Raft, control, chunks, files) on `listener` until
+/// `shutdown`.
+pub async fn serve_rpc<F: cairn_rpc::pb::file_service_server::FileService>(
     listener: tokio::net::TcpListener,
     registry: std::sync::Arc<cairn_raft::Registry>,
     control: ControlServer,
     chunks: ChunkServer,
+    files: cairn_rpc::pb::file_service_server::FileServiceServer<F>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     use cairn_rpc::pb::chunk_service_server::ChunkServiceServer;
@@ -75,6 +77,8 @@ pub async fn serve_rpc(
         )
         .add_service(ControlServiceServer::new(control).max_decoding_message_size(64 << 20))
         .add_service(ChunkServiceServer::new(chunks).max_decoding_message_size(8 << 20))
+        // Native clients; it authenticates each call itself (S3 credentials).
+        .add_service(files)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }
