@@ -30,14 +30,17 @@ pub struct Connection {
 
 impl Connection {
     fn credentials(&self) -> anyhow::Result<Credentials> {
-        let (access, secret) = match (&self.access_key, &self.secret_key) {
-            (Some(a), Some(s)) => (a.clone(), s.clone()),
+        // An empty variable (`ACCESS_KEY=`) counts as unset.
+        let set = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+        let (access, secret) = match (set(&self.access_key), set(&self.secret_key)) {
+            (Some(a), Some(s)) => (a, s),
             (Some(_), None) => anyhow::bail!("--access-key given without --secret-key"),
             (None, Some(_)) => anyhow::bail!("--secret-key given without --access-key"),
             (None, None) => {
                 let dir = self
                     .data_dir
                     .clone()
+                    .filter(|d| !d.as_os_str().is_empty())
                     .unwrap_or_else(|| PathBuf::from("data"));
                 identity::stored_credentials(&dir)?.with_context(|| {
                     format!(

@@ -64,11 +64,18 @@ impl From<Status> for ClientError {
 }
 
 fn describe(s: &Status) -> String {
-    let msg = if s.message().is_empty() {
+    let mut msg = if s.message().is_empty() {
         s.code().description().to_string()
     } else {
         s.message().to_string()
     };
+    // Transport failures carry their cause as a source ("transport error" alone says little).
+    if let Some(cause) = std::error::Error::source(s) {
+        let cause = error_chain(cause);
+        if cause != msg {
+            msg = format!("{msg}: {cause}");
+        }
+    }
     match s.code() {
         Code::Unauthenticated => format!("authentication failed: {msg}"),
         Code::Unavailable => format!("server unavailable: {msg}"),
