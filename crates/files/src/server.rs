@@ -31,6 +31,8 @@ const DEFAULT_CONTENT_TYPE: &str = "binary/octet-stream";
 /// Largest message a client may send: a 1 MiB piece plus header, with room for clients that
 /// send bigger pieces (each message is held in memory whole, so this also bounds memory).
 const MAX_REQUEST_MESSAGE: usize = 8 << 20;
+/// An upload that sends nothing for this long is abandoned (nothing is stored).
+const UPLOAD_IDLE: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// `FileService` over this node's object service. Cheap to clone.
 ///
@@ -178,24 +180,36 @@ fn upload_body(
             loop {
                 let piece = match st.pending.take() {
                     Some(p) => p,
-                    None => match st.rest.message().await {
-                        Ok(Some(p)) if p.header.is_some() => {
-                            st.done = true;
-                            return Some((
-                                Err(ObjectError::InvalidArgument(
+                    None => {
+                        let next = tokio::time::timeout(UPLOAD_IDLE, st.rest.message()).await;
+                        match next {
+                            Ok(Ok(Some(p))) if p.header.is_some() => {
+                                st.done = true;
+                                let e = ObjectError::InvalidArgument(
                                     "only the first upload piece may carry a header".into(),
-                                )),
-                                st,
-                            ));
+                                );
+                                return Some((Err(e), st));
+                            }
+                            Ok(Ok(Some(p))) => p,
+                            Ok(Ok(None)) => return None,
+                            // The client went away or the stream broke: nothing is committed.
+                            Ok(Err(s)) => {
+                                st.done = true;
+                                let e = ObjectError::Body(s.message().to_string());
+                                return Some((Err(e), st));
+                            }
+                            // A stalled client would otherwise hold memory and GC pins for as
+                            // long as its connection lives.
+                            Err(_) => {
+                                st.done = true;
+                                let e = ObjectError::Body(format!(
+                                    "no data for {} s",
+                                    UPLOAD_IDLE.as_secs()
+                                ));
+                                return Some((Err(e), st));
+                            }
                         }
-                        Ok(Some(p)) => p,
-                        Ok(None) => return None,
-                        // The client went away or the stream broke: nothing is committed.
-                        Err(s) => {
-                            st.done = true;
-                            return Some((Err(ObjectError::Body(s.message().to_string())), st));
-                        }
-                    },
+                    }
                 };
                 if st.md5_seen && !piece.data.is_empty() {
                     st.done = true;
