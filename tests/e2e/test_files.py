@@ -7,22 +7,26 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+import cluster_util
 from conftest import cairn_bin
 from e2e_util import ACCESS_KEY, SECRET_KEY, rand_bytes, unique_name
 
 
 def cli(server, *args, env=None, input=None, check=True, cwd=None, timeout=180):
-    """Runs `cairn <args>` against `server`'s RPC port with its credentials."""
+    """Runs `cairn <args>` against `server`'s RPC port (or a `host:port`) with its
+    credentials."""
+    endpoint = server if isinstance(server, str) else f"127.0.0.1:{server.rpc_port}"
     e = {k: v for k, v in os.environ.items()
          if k not in ("ACCESS_KEY", "SECRET_KEY", "STORAGE_PATH", "CAIRN_ENDPOINT")}
     e.update({
-        "CAIRN_ENDPOINT": f"127.0.0.1:{server.rpc_port}",
+        "CAIRN_ENDPOINT": endpoint,
         "ACCESS_KEY": ACCESS_KEY,
         "SECRET_KEY": SECRET_KEY,
     })
@@ -237,3 +241,50 @@ def test_bad_input_clear_messages(server, s3, bucket, tmp_path):
     assert err.strip(), err
 
     assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+
+
+# --------------------------------------------------------------------------------- a cluster
+
+@pytest.fixture
+def cluster3(tmp_path_factory, monkeypatch):
+    """A converged 3-node cluster on ports away from test_cluster.py's, so both can run."""
+    if not cluster_util.cairn_bin().exists():
+        pytest.fail(f"Cairn binary not found at {cluster_util.cairn_bin()}; set CAIRN_BIN",
+                    pytrace=False)
+    base = cluster_util.PORT_BASE + 30
+    monkeypatch.setattr(cluster_util, "API_PORT", base)
+    monkeypatch.setattr(cluster_util, "RPC_PORT", base + 1)
+    monkeypatch.setattr(cluster_util, "ADMIN_PORT", base + 2)
+    c = cluster_util.Cluster(tmp_path_factory.mktemp("files-cluster"))
+    try:
+        c.start(3)
+        yield c
+    finally:
+        problems = c.teardown()
+        for n in c.nodes.values():
+            shutil.rmtree(n.storage_path, ignore_errors=True)
+    if problems:
+        pytest.fail("cluster problems:\n" + "\n".join(problems), pytrace=False)
+
+
+def test_files_through_every_node_of_a_cluster(cluster3, tmp_path):
+    """Upload through one node, read through the others (the bucket's partition leader and
+    the chunks' replicas are wherever the layout put them), over FileService and S3."""
+    n1, n2, n3 = (cluster3.nodes[f"n{i}"] for i in (1, 2, 3))
+    bucket = unique_name("fc")
+    cli(n1.rpc_addr, "mb", bucket)
+    data = rand_bytes(3 * 1024 * 1024 + 99, "cluster-file")  # several 1 MiB chunks
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    cli(n2.rpc_addr, "cp", str(src), f"cairn://{bucket}/f.bin")
+
+    listed = cli(n3.rpc_addr, "ls", f"cairn://{bucket}").stdout.decode().split()
+    assert "f.bin" in listed and str(len(data)) in listed
+    for node in (n1, n3):
+        dst = tmp_path / f"via-{node.node_id}.bin"
+        cli(node.rpc_addr, "cp", f"cairn://{bucket}/f.bin", str(dst))
+        assert dst.read_bytes() == data
+    assert n3.client().get_object(Bucket=bucket, Key="f.bin")["Body"].read() == data
+
+    cli(n3.rpc_addr, "rm", f"cairn://{bucket}/f.bin")
+    assert n2.client().list_objects_v2(Bucket=bucket).get("KeyCount") == 0
