@@ -6,6 +6,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={}", file.display());
     let fds = protox::compile([&file], [&proto_dir])?;
     tonic_prost_build::configure()
+        // File data as `Bytes`: pieces are sliced from chunks and handed on without copying.
+        .bytes(".cairn.v1.UploadPiece.data")
+        .bytes(".cairn.v1.DownloadPiece.data")
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;

@@ -59,14 +59,10 @@ pub fn credentials(
     if let (Some(a), Some(s)) = (access, secret) {
         return Ok((a.to_string(), s.to_string(), false));
     }
-    let path = dir.join(CREDENTIALS_FILE);
-    if path.exists() {
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        let c: Credentials =
-            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        return Ok((c.access_key, c.secret_key, false));
+    if let Some((a, s)) = stored_credentials(dir)? {
+        return Ok((a, s, false));
     }
+    let path = dir.join(CREDENTIALS_FILE);
     let hex = |n: usize| {
         let mut s = String::new();
         while s.len() < n {
@@ -81,6 +77,20 @@ pub fn credentials(
     };
     write_private(&path, toml::to_string(&c)?.as_bytes())?;
     Ok((c.access_key, c.secret_key, true))
+}
+
+/// The root credentials persisted in a node's data directory, if there are any (the CLI
+/// reads them when run beside the node).
+pub fn stored_credentials(dir: &Path) -> anyhow::Result<Option<(String, String)>> {
+    let path = dir.join(CREDENTIALS_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let c: Credentials =
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    Ok(Some((c.access_key, c.secret_key)))
 }
 
 fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {

@@ -1,7 +1,8 @@
-//! `cairn`: one binary for the server, the benchmark and (later) the CLI.
+//! `cairn`: one binary for the server, the benchmark and the CLI.
 
 mod admin;
 mod cli;
+mod files;
 mod identity;
 mod server;
 
@@ -25,6 +26,16 @@ enum Command {
     /// Inspect the cluster through any node's management plane.
     #[command(subcommand)]
     Cluster(cli::ClusterCommand),
+    /// Make a bucket (over a node's RPC port, like cp/ls/rm).
+    Mb(files::MbArgs),
+    /// Remove an empty bucket.
+    Rb(files::RbArgs),
+    /// Upload a local file (or stdin) to cairn://bucket/key, or download one (to a file or stdout).
+    Cp(files::CpArgs),
+    /// List buckets, or the files under cairn://bucket[/prefix].
+    Ls(files::LsArgs),
+    /// Delete files: cairn://bucket/key ...
+    Rm(files::RmArgs),
     /// Drive an S3 endpoint with concurrent PUT/GET/LIST/DELETE and print throughput and latency.
     Bench(cairn_bench::BenchArgs),
 }
@@ -38,5 +49,20 @@ fn main() -> anyhow::Result<()> {
         Command::Server(flags) => runtime.block_on(server::run(flags)),
         Command::Bench(args) => runtime.block_on(cairn_bench::run(args)),
         Command::Cluster(cmd) => runtime.block_on(cli::run(cmd)),
+        Command::Mb(a) => user_facing(runtime.block_on(files::mb(a))),
+        Command::Rb(a) => user_facing(runtime.block_on(files::rb(a))),
+        Command::Cp(a) => user_facing(runtime.block_on(files::cp(a))),
+        Command::Ls(a) => user_facing(runtime.block_on(files::ls(a))),
+        Command::Rm(a) => user_facing(runtime.block_on(files::rm(a))),
     }
+}
+
+/// A file command's failure as one line on stderr and exit code 1: these errors are about the
+/// user's input or the server's answer, so a backtrace (RUST_BACKTRACE) would only bury them.
+fn user_facing(r: anyhow::Result<()>) -> anyhow::Result<()> {
+    if let Err(e) = r {
+        eprintln!("cairn: {e:#}");
+        std::process::exit(1);
+    }
+    Ok(())
 }

@@ -36,6 +36,10 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         println!("  ACCESS_KEY={access_key}");
         println!("  SECRET_KEY={secret_key}");
     }
+    // FileService answers UNAVAILABLE until the object service is attached below.
+    let files = cairn_files::FileServer::new(
+        cairn_files::Credentials::new(&access_key, &secret_key).context("root credentials")?,
+    );
 
     let advertise =
         cfg.node_advertise_addr
@@ -126,6 +130,7 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         cfg.cluster_join_token.clone(),
         cairn_cluster::ControlServer::new(registry.clone(), settings.clone()),
         cairn_cluster::ChunkServer::new(chunks.clone()),
+        files.clone().into_service(),
         wait_for(shutdown_rx.clone()),
     ));
 
@@ -175,6 +180,7 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         shutdown_rx.clone(),
     );
     let objects = ObjectService::with_chunk_io(service_config, registry.clone(), chunks, io);
+    files.attach(objects.clone());
     cairn_object::workers::spawn(
         objects.clone(),
         WorkerConfig {
@@ -200,6 +206,7 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         "Raft appends and votes sent to peers inside batch calls",
         raft_batches.messages.clone(),
     );
+    files.metrics().register(&mut metrics);
     let s3 = cairn_s3::build_service(
         objects,
         &cairn_s3::S3Settings {

@@ -47,15 +47,17 @@ pub enum ClusterError {
     Other(String),
 }
 
-/// Serves this node's gRPC services (Raft, control, chunks) on `listener` until `shutdown`.
-/// Raft and chunk calls must carry the cluster credential (`join_token`); control calls are
-/// checked per method, since joining nodes present the token itself.
-pub async fn serve_rpc(
+/// Serves this node's gRPC services (Raft, control, chunks, files) on `listener` until
+/// `shutdown`. Raft and chunk calls must carry the cluster credential (`join_token`); control
+/// calls are checked per method, since joining nodes present the token itself; file calls
+/// authenticate with S3 credentials.
+pub async fn serve_rpc<F: cairn_rpc::pb::file_service_server::FileService>(
     listener: tokio::net::TcpListener,
     registry: std::sync::Arc<cairn_raft::Registry>,
     join_token: Option<String>,
     control: ControlServer,
     chunks: ChunkServer,
+    files: cairn_rpc::pb::file_service_server::FileServiceServer<F>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     use cairn_rpc::pb::chunk_service_server::ChunkServiceServer;
@@ -85,6 +87,8 @@ pub async fn serve_rpc(
             ChunkServiceServer::new(chunks).max_decoding_message_size(8 << 20),
             check,
         ))
+        // Native clients; it authenticates each call itself (S3 credentials).
+        .add_service(files)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }

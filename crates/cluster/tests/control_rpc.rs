@@ -79,6 +79,8 @@ async fn start() -> Node {
         Some(TOKEN.into()),
         ControlServer::new(registry.clone(), settings(&addr, dir.path())),
         ChunkServer::new(chunks),
+        cairn_files::FileServer::new(cairn_files::Credentials::new("AK", "SECRETSECRET").unwrap())
+            .into_service(),
         async move {
             let _ = stopped.await;
         },
@@ -132,7 +134,12 @@ async fn registration_heartbeats_and_layout_over_grpc() {
             .unwrap_err();
         assert_eq!(err.code(), Code::PermissionDenied, "{name}/{token}: {err}");
     }
-    assert!(node.registry.meta().list_nodes(SYSTEM_GROUP).unwrap().is_empty());
+    assert!(node
+        .registry
+        .meta()
+        .list_nodes(SYSTEM_GROUP)
+        .unwrap()
+        .is_empty());
 
     // Heartbeats of a node nobody registered are refused: it must register first.
     let beat = |free: u64| HeartbeatRequest {
@@ -154,7 +161,10 @@ async fn registration_heartbeats_and_layout_over_grpc() {
     assert_eq!(nodes.len(), 1);
     let n7 = &nodes[0];
     assert_eq!(
-        (n7.zone.as_deref(), n7.labels.get("disk").map(String::as_str)),
+        (
+            n7.zone.as_deref(),
+            n7.labels.get("disk").map(String::as_str)
+        ),
         (Some("z2"), Some("ssd"))
     );
     assert_eq!((n7.cpus, n7.disk_free_bytes), (4, 42));
