@@ -1,0 +1,172 @@
+"""Consistency options on a real 3-node cluster (RF 3, so every chunk goes to every node):
+
+- write consistency per request (``x-cairn-write-consistency``) and per bucket (the same header
+  on CreateBucket): with one node down, ``ALL`` cannot be met and is refused, ``QUORUM`` is;
+- stale-ok reads (``x-cairn-read-consistency: stale``) are served by a lone surviving replica
+  that cannot serve linearizable reads any more;
+- node health in the catalog: the system leader records up → down → up, audited.
+
+Uses the ``cluster`` fixture of ``test_cluster.py`` (a fresh cluster per test).
+"""
+
+from __future__ import annotations
+
+import time
+
+import botocore.exceptions
+import pytest
+import requests
+
+from e2e_util import client_error_code, client_error_status, rand_bytes, unique_name
+from test_cluster import cluster  # noqa: F401  (fixture)
+from test_cluster import assert_objects, log, try_until
+
+WRITE = "x-cairn-write-consistency"
+READ = "x-cairn-read-consistency"
+BIG = 200_000  # above INLINE_THRESHOLD (4 KiB in the cluster tests): stored as chunks
+
+
+def with_headers(client, operation: str, headers: dict[str, str]):
+    """Adds `headers` to every `operation` call of `client`, before signing (so they are signed
+    like any other header)."""
+
+    def add(request, **_):
+        for k, v in headers.items():
+            request.headers[k] = v
+
+    client.meta.events.register_first(f"before-sign.s3.{operation}", add)
+    return client
+
+
+def expect_error(fn, status: int, code: str | None = None):
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        fn()
+    assert client_error_status(e.value) == status, (client_error_status(e.value),
+                                                    client_error_code(e.value))
+    if code is not None:
+        assert client_error_code(e.value) == code
+    return e.value
+
+
+def test_write_consistency_per_request_and_per_bucket(cluster, request):  # noqa: F811
+    n1, n2, n3 = (cluster.node(f"n{i}") for i in (1, 2, 3))
+    plain, strict = unique_name("wc"), unique_name("wcall")
+    n1.client().create_bucket(Bucket=plain)
+    with_headers(n1.client(), "CreateBucket", {WRITE: "ALL"}).create_bucket(Bucket=strict)
+    head = n2.client().head_bucket(Bucket=strict)
+    assert head["ResponseMetadata"]["HTTPHeaders"].get(WRITE) == "ALL", head
+    assert WRITE not in n2.client().head_bucket(Bucket=plain)["ResponseMetadata"]["HTTPHeaders"]
+
+    # All nodes up: ALL is met.
+    data = {f"k{i}": rand_bytes(BIG, f"wc-{i}") for i in range(6)}
+    n2.client().put_object(Bucket=strict, Key="k0", Body=data["k0"])
+    with_headers(n2.client(), "PutObject", {WRITE: "ALL"}).put_object(
+        Bucket=plain, Key="k1", Body=data["k1"])
+
+    # A bad value is a clear 400 and stores nothing.
+    expect_error(lambda: with_headers(n1.client(), "PutObject", {WRITE: "MOST"}).put_object(
+        Bucket=plain, Key="bad", Body=b"x" * BIG), 400, "InvalidArgument")
+    expect_error(lambda: n1.client().head_object(Bucket=plain, Key="bad"), 404)
+
+    n3.kill()
+    # ALL can no longer be met: per request, and by the bucket's own setting.
+    t0 = time.monotonic()
+    expect_error(lambda: with_headers(n1.client(read_timeout=30), "PutObject", {WRITE: "ALL"})
+                 .put_object(Bucket=plain, Key="all", Body=data["k2"]), 503)
+    log(request, "all_refused_s", round(time.monotonic() - t0, 2))
+    expect_error(lambda: n1.client(read_timeout=30).put_object(
+        Bucket=strict, Key="default", Body=data["k3"]), 503)
+    # Neither refused write is visible.
+    for b, k in ((plain, "all"), (strict, "default")):
+        expect_error(lambda b=b, k=k: n2.client().head_object(Bucket=b, Key=k), 404)
+
+    # QUORUM (the node default, or asked for) still succeeds; the request overrides the bucket.
+    try_until(lambda: n1.client(read_timeout=30).put_object(
+        Bucket=plain, Key="quorum", Body=data["k4"]), timeout=30)
+    with_headers(n2.client(read_timeout=30), "PutObject", {WRITE: "QUORUM"}).put_object(
+        Bucket=strict, Key="override", Body=data["k5"])
+    with_headers(n2.client(read_timeout=30), "PutObject", {WRITE: "ONE"}).put_object(
+        Bucket=strict, Key="one", Body=data["k5"])
+
+    n3.start()
+    assert_objects(n3, plain, {"k1": data["k1"], "quorum": data["k4"]})
+    assert_objects(n3, strict, {"k0": data["k0"], "override": data["k5"], "one": data["k5"]})
+
+
+def test_stale_reads_are_served_by_a_lone_replica(cluster, request):  # noqa: F811
+    n1, n2, n3 = (cluster.node(f"n{i}") for i in (1, 2, 3))
+    bucket = unique_name("stale")
+    n1.client().create_bucket(Bucket=bucket)
+    small, big = rand_bytes(100, "stale-s"), rand_bytes(BIG, "stale-b")
+    n1.client().put_object(Bucket=bucket, Key="small", Body=small)
+    n2.client().put_object(Bucket=bucket, Key="big", Body=big)
+
+    stale_get = with_headers(n1.client(read_timeout=10), "GetObject", {READ: "stale"})
+    stale_list = with_headers(n1.client(read_timeout=10), "ListObjectsV2", {READ: "stale"})
+    # Stale reads see what this replica has applied: wait until it has both writes.
+    try_until(lambda: stale_get.get_object(Bucket=bucket, Key="big"), timeout=10)
+    expect_error(lambda: with_headers(n1.client(), "GetObject", {READ: "eventual"}).get_object(
+        Bucket=bucket, Key="small"), 400, "InvalidArgument")
+
+    n2.kill()
+    n3.kill()
+    # n1 alone has no quorum: linearizable reads cannot be answered...
+    t0 = time.monotonic()
+    expect_error(lambda: n1.client(read_timeout=30).get_object(Bucket=bucket, Key="small"), 503)
+    log(request, "linearizable_refused_s", round(time.monotonic() - t0, 2))
+    # ...but stale-ok reads are, from n1's own replica, byte-identical.
+    assert stale_get.get_object(Bucket=bucket, Key="small")["Body"].read() == small
+    assert stale_get.get_object(Bucket=bucket, Key="big")["Body"].read() == big
+    keys = [o["Key"] for o in stale_list.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert keys == ["big", "small"], keys
+    expect_error(lambda: stale_get.get_object(Bucket=bucket, Key="missing"), 404, "NoSuchKey")
+
+
+def audit(node) -> list[str]:
+    r = requests.get(f"{node.admin_url}/cluster/audit", timeout=5)
+    r.raise_for_status()
+    return [e["what"] for e in r.json()]
+
+
+def catalog_health(node, node_id: str) -> str | None:
+    st = node.try_status(timeout=5)
+    if not st:
+        return None
+    for n in st["nodes"]:
+        if n["node_id"] == node_id:
+            return n["catalog_health"]
+    return None
+
+
+def test_node_health_is_recorded_in_the_catalog(cluster, request):  # noqa: F811
+    n1, n2, n3 = (cluster.node(f"n{i}") for i in (1, 2, 3))
+    assert all(catalog_health(n1, f"n{i}") == "up" for i in (1, 2, 3))
+    st = n1.status()
+    beats = {n["node_id"]: n["last_heartbeat_ms"] for n in st["nodes"]}
+    assert all(v > 0 for v in beats.values()), beats
+
+    t0 = time.monotonic()
+    n3.kill()
+
+    def down():
+        assert catalog_health(n1, "n3") == "down"
+        assert catalog_health(n2, "n3") == "down"
+
+    try_until(down, timeout=60, interval=0.5)
+    log(request, "recorded_down_s", round(time.monotonic() - t0, 2))
+    what = audit(n2)
+    assert any(w.startswith("node n3 health") and w.endswith("-> down") for w in what), what
+
+    n3.start()
+
+    def up():
+        assert catalog_health(n1, "n3") == "up"
+
+    try_until(up, timeout=60, interval=0.5)
+    assert any(w == "node n3 health down -> up" or w == "node n3 health suspect -> up"
+               for w in audit(n1)), audit(n1)
+    # Heartbeats keep arriving (HEARTBEAT_INTERVAL_SECS=2 in these tests).
+    before = {n["node_id"]: n["last_heartbeat_ms"] for n in n1.status()["nodes"]}
+    time.sleep(5)
+    after = {n["node_id"]: n["last_heartbeat_ms"] for n in n1.status()["nodes"]}
+    assert all(after[k] > before[k] for k in before), (before, after)
