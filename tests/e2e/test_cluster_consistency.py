@@ -17,7 +17,8 @@ import botocore.exceptions
 import pytest
 import requests
 
-from e2e_util import client_error_code, client_error_status, rand_bytes, unique_name
+from e2e_util import (client_error_code, client_error_status, expected_chunk_ids, rand_bytes,
+                      unique_name)
 from test_cluster import cluster  # noqa: F401  (fixture)
 from test_cluster import assert_objects, log, try_until
 
@@ -170,3 +171,44 @@ def test_node_health_is_recorded_in_the_catalog(cluster, request):  # noqa: F811
     time.sleep(5)
     after = {n["node_id"]: n["last_heartbeat_ms"] for n in n1.status()["nodes"]}
     assert all(after[k] > before[k] for k in before), (before, after)
+
+
+def chunk_path(node, chunk_hex: str):
+    return node.storage_path / "chunks" / chunk_hex[:2] / chunk_hex[2:4] / chunk_hex
+
+
+def test_read_repair_restores_missing_and_corrupt_replicas(cluster, request):  # noqa: F811
+    """A chunk lost on n1 and flipped on n2: a GET through n1 still returns the right bytes
+    (from n3), and read repair gives both n1 and n2 a good copy again."""
+    n1, n2, n3 = (cluster.node(f"n{i}") for i in (1, 2, 3))
+    bucket = unique_name("repair")
+    n1.client().create_bucket(Bucket=bucket)
+    data = rand_bytes(300_000, "repair")  # one chunk (CHUNK_SIZE is 1 MiB in these tests)
+    n1.client().put_object(Bucket=bucket, Key="obj", Body=data)
+    (chunk,) = expected_chunk_ids(data, 1 << 20)
+
+    def on_all():
+        for n in (n1, n2, n3):
+            assert chunk_path(n, chunk).is_file(), n.node_id
+
+    try_until(on_all, timeout=10)
+    chunk_path(n1, chunk).unlink()
+    p2 = chunk_path(n2, chunk)
+    raw = bytearray(p2.read_bytes())
+    raw[1000] ^= 0x40
+    p2.write_bytes(bytes(raw))
+
+    got = n1.client(read_timeout=30).get_object(Bucket=bucket, Key="obj")["Body"].read()
+    assert got == data
+
+    def repaired():
+        assert chunk_path(n1, chunk).read_bytes() == data
+        assert chunk_path(n2, chunk).read_bytes() == data
+
+    _, secs = try_until(repaired, timeout=10)
+    log(request, "read_repair_s", round(secs, 2))
+    assert "read repair restored a local chunk copy" in n1.log_text()
+    assert "read repair restored a replica's copy" in n1.log_text()
+    # Every node serves the object again.
+    for n in (n1, n2, n3):
+        assert_objects(n, bucket, {"obj": data})

@@ -27,6 +27,7 @@ const PIECE: usize = 1 << 20;
 const MAX_CHUNK: usize = 64 << 20;
 const RPC_TIMEOUT: Duration = Duration::from_secs(30);
 
+use cairn_meta::model::NodeHealth;
 pub use cairn_meta::model::WriteConsistency;
 
 fn parse_id(b: &[u8]) -> Result<ChunkId, Status> {
@@ -208,31 +209,57 @@ impl ReplicatedChunks {
             .map_err(|s| format!("{addr}: {}", s.message()))
     }
 
-    async fn get_remote(&self, addr: &str, id: ChunkId) -> Result<Bytes, String> {
-        let channel = self.peers.channel(addr).map_err(|e| e.to_string())?;
+    /// Reads a chunk from a peer and re-hashes it. On failure, says whether the peer answered
+    /// that its copy is missing or bad (so it should be repaired), as opposed to unreachable.
+    async fn get_remote(&self, addr: &str, id: ChunkId) -> Result<Bytes, (bool, String)> {
+        let channel = self
+            .peers
+            .channel(addr)
+            .map_err(|e| (false, e.to_string()))?;
         let mut client = ChunkServiceClient::new(channel);
         let mut req = Request::new(cairn_rpc::pb::ChunkId { id: id.0.to_vec() });
         req.set_timeout(RPC_TIMEOUT);
+        let bad_copy =
+            |s: &Status| matches!(s.code(), tonic::Code::NotFound | tonic::Code::DataLoss);
         let mut stream = client
             .get_chunk(req)
             .await
-            .map_err(|s| format!("{addr}: {}", s.message()))?
+            .map_err(|s| (bad_copy(&s), format!("{addr}: {}", s.message())))?
             .into_inner();
         let mut buf = BytesMut::new();
         while let Some(piece) = stream.next().await {
-            let piece = piece.map_err(|s| format!("{addr}: {}", s.message()))?;
+            let piece = piece.map_err(|s| (bad_copy(&s), format!("{addr}: {}", s.message())))?;
             if buf.len() + piece.data.len() > MAX_CHUNK {
-                return Err(format!("{addr}: chunk too large"));
+                return Err((true, format!("{addr}: chunk too large")));
             }
             buf.extend_from_slice(&piece.data);
         }
         let data = buf.freeze();
         if ChunkId::of(&data) != id {
-            return Err(format!(
-                "{addr}: returned bytes that do not match chunk {id}"
+            return Err((
+                true,
+                format!("{addr}: returned bytes that do not match chunk {id}"),
             ));
         }
         Ok(data)
+    }
+
+    /// Read repair: gives replicas that reported a missing or bad copy the good bytes, in the
+    /// background (anti-entropy would also find them, later).
+    fn repair_remote(&self, id: ChunkId, data: &Bytes, bad: Vec<(String, String)>) {
+        for (node, addr) in bad {
+            let (peers, data) = (self.peers.clone(), data.clone());
+            tokio::spawn(async move {
+                match Self::put_remote(peers, addr, id, data).await {
+                    Ok(()) => {
+                        tracing::info!(chunk = %id, to = %node, "read repair restored a replica's copy")
+                    }
+                    Err(e) => {
+                        tracing::warn!(chunk = %id, to = %node, error = %e, "read repair failed")
+                    }
+                }
+            });
+        }
     }
 }
 
@@ -316,8 +343,18 @@ impl ChunkIo for ReplicatedChunks {
                 // A leftover copy from an older layout is still a verified copy.
                 return Ok(b);
             }
-            for (node, addr) in targets.iter().filter(|(n, _)| *n != self.node_id) {
-                match self.get_remote(addr, id).await {
+            // Nearest healthy replica first: the catalog's health verdicts order the others.
+            let mut remotes: Vec<(String, String)> = targets
+                .iter()
+                .filter(|(n, _)| *n != self.node_id)
+                .cloned()
+                .collect();
+            remotes.sort_by_key(|(n, _)| {
+                self.view.node(n).map_or(NodeHealth::Down, |r| r.health) as u8
+            });
+            let mut bad = Vec::new();
+            for (node, addr) in remotes {
+                match self.get_remote(&addr, id).await {
                     Ok(b) => {
                         if local_replica {
                             // Read repair: this node should hold a copy and did not.
@@ -327,9 +364,15 @@ impl ChunkIo for ReplicatedChunks {
                                 tracing::info!(chunk = %id, from = %node, "read repair restored a local chunk copy");
                             }
                         }
+                        self.repair_remote(id, &b, bad);
                         return Ok(b);
                     }
-                    Err(e) => errors.push(e),
+                    Err((repairable, e)) => {
+                        if repairable {
+                            bad.push((node, addr));
+                        }
+                        errors.push(e);
+                    }
                 }
             }
             Err(ObjectError::DataLoss(format!(
