@@ -81,7 +81,8 @@ def bucket_partition(bucket: str, partitions: int, shard: int = 0) -> int:
 
 def s3_client(endpoint: str, *, retries: int = 1, connect_timeout: float = 2,
               read_timeout: float = 10):
-    """A path-style boto3 client that does not retry behind the test's back."""
+    """A path-style boto3 client. `retries` is botocore's `max_attempts`: retries after the
+    first attempt (0 = exactly one attempt)."""
     cfg = Config(
         region_name=REGION,
         signature_version="s3v4",

@@ -716,7 +716,8 @@ class HistoryRecorder:
 
 def _lin_worker(rec: HistoryRecorder, node: ClusterNode, bucket: str, stop: threading.Event,
                 rng: random.Random) -> None:
-    client = s3_client(node.endpoint, retries=1, connect_timeout=2, read_timeout=10)
+    # No hidden retries: a retried PUT could apply twice inside one recorded operation.
+    client = s3_client(node.endpoint, retries=0, connect_timeout=2, read_timeout=10)
     cid = rec.new_client()
     seq = 0
     while not stop.is_set():

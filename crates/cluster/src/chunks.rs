@@ -202,8 +202,7 @@ impl ReplicatedChunks {
         }
         let mut req = Request::new(futures::stream::iter(pieces));
         req.set_timeout(RPC_TIMEOUT);
-        client
-            .put_chunk(req)
+        cairn_rpc::deadline(RPC_TIMEOUT, client.put_chunk(req))
             .await
             .map(|_| ())
             .map_err(|s| format!("{addr}: {}", s.message()))
@@ -221,19 +220,27 @@ impl ReplicatedChunks {
         req.set_timeout(RPC_TIMEOUT);
         let bad_copy =
             |s: &Status| matches!(s.code(), tonic::Code::NotFound | tonic::Code::DataLoss);
-        let mut stream = client
-            .get_chunk(req)
-            .await
-            .map_err(|s| (bad_copy(&s), format!("{addr}: {}", s.message())))?
-            .into_inner();
-        let mut buf = BytesMut::new();
-        while let Some(piece) = stream.next().await {
-            let piece = piece.map_err(|s| (bad_copy(&s), format!("{addr}: {}", s.message())))?;
-            if buf.len() + piece.data.len() > MAX_CHUNK {
-                return Err((true, format!("{addr}: chunk too large")));
+        // The deadline covers the whole transfer, enforced here (see `cairn_rpc::deadline`).
+        let fetch = async {
+            let mut stream = client
+                .get_chunk(req)
+                .await
+                .map_err(|s| (bad_copy(&s), format!("{addr}: {}", s.message())))?
+                .into_inner();
+            let mut buf = BytesMut::new();
+            while let Some(piece) = stream.next().await {
+                let piece =
+                    piece.map_err(|s| (bad_copy(&s), format!("{addr}: {}", s.message())))?;
+                if buf.len() + piece.data.len() > MAX_CHUNK {
+                    return Err((true, format!("{addr}: chunk too large")));
+                }
+                buf.extend_from_slice(&piece.data);
             }
-            buf.extend_from_slice(&piece.data);
-        }
+            Ok(buf)
+        };
+        let buf = tokio::time::timeout(RPC_TIMEOUT, fetch)
+            .await
+            .map_err(|_| (false, format!("{addr}: no answer within {RPC_TIMEOUT:?}")))??;
         let data = buf.freeze();
         if ChunkId::of(&data) != id {
             return Err((

@@ -70,7 +70,10 @@ where
     for attempt in 0..policy.attempts.max(1) {
         let addr = &addrs[attempt as usize % addrs.len()];
         let result = match peers.channel(addr) {
-            Ok(ch) => call(ControlServiceClient::new(ch), policy.timeout).await,
+            Ok(ch) => {
+                let call = call(ControlServiceClient::new(ch), policy.timeout);
+                cairn_rpc::deadline(policy.timeout, call).await
+            }
             Err(e) => Err(Status::invalid_argument(format!("bad address {addr}: {e}"))),
         };
         match result {

@@ -45,7 +45,7 @@ async fn hello(
         node_id: s.node_id.clone(),
     });
     req.set_timeout(HELLO_TIMEOUT);
-    match client.hello(req).await {
+    match cairn_rpc::deadline(HELLO_TIMEOUT, client.hello(req)).await {
         Ok(r) => Ok(Some(r.into_inner())),
         Err(st) if st.code() == tonic::Code::PermissionDenied => Err(ClusterError::Refused {
             seed: seed.to_string(),

@@ -51,6 +51,13 @@ pub enum RaftError {
     Unreachable { addr: String, msg: String },
     #[error("raft group {group} failed: {msg}")]
     Group { group: GroupId, msg: String },
+    /// This node leads the group but has not heard from a quorum lately (it is probably cut
+    /// off; the others elect a new leader). Nothing was proposed.
+    #[error("raft group {group}: this leader has not reached a quorum for {millis} ms")]
+    NoQuorum { group: GroupId, millis: u64 },
+    /// The proposal was accepted by the leader but not committed in time: it may still be.
+    #[error("raft group {group}: proposal not committed within {secs} s (outcome unknown)")]
+    Timeout { group: GroupId, secs: u64 },
     #[error("metadata store: {0}")]
     Meta(#[from] cairn_meta::MetaError),
     #[error("raft storage: {0}")]

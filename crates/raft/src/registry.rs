@@ -54,14 +54,22 @@ pub type RouteHint = Arc<dyn Fn(GroupId) -> Vec<String> + Send + Sync>;
 /// Largest forwarded reply accepted (a page of 1000 listed objects with long keys).
 const MAX_FORWARD_REPLY: usize = 64 << 20;
 
-/// Deadline of one forwarded proposal or read.
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Deadline of one forwarded proposal or read (the leader gives up on a proposal after
+/// `PROPOSE_TIMEOUT`).
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How long a proposal or read keeps retrying while a group has no known leader.
 const ROUTE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Interval of the heartbeat rounds (leaders to followers; elections time out after 1–2 s).
 const HEARTBEAT: Duration = Duration::from_millis(250);
+
+/// A leader that has not heard from a quorum for this long (longer than an election takes
+/// elsewhere) refuses new proposals.
+const LEADER_LEASE: Duration = Duration::from_millis(2500);
+
+/// Longest wait for a proposal to commit; after it the client is told the outcome is unknown.
+const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long peer batchers wait for a heartbeat round to be queued completely.
 const ROUND_LINGER: Duration = Duration::from_millis(2);
@@ -277,10 +285,36 @@ impl Registry {
             .and_then(|r| r.metrics().borrow().current_leader)
     }
 
+    /// `NoQuorum` when this node leads `group` (with other voters) but has not heard from a
+    /// quorum within `LEADER_LEASE`: openraft 0.9 leaders do not step down by themselves, and
+    /// a proposal made now would wait until the partition heals.
+    fn check_quorum(&self, group: GroupId, raft: &RaftNode) -> Result<(), RaftError> {
+        let m = raft.metrics();
+        let m = m.borrow();
+        if m.current_leader != Some(self.node_id)
+            || m.membership_config.membership().voter_ids().count() <= 1
+        {
+            return Ok(());
+        }
+        match m.millis_since_quorum_ack {
+            Some(millis) if millis > LEADER_LEASE.as_millis() as u64 => {
+                Err(RaftError::NoQuorum { group, millis })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Proposes `cmd` to `group` on this node only; `NotLeader` if it does not lead.
     pub async fn propose_local(&self, group: GroupId, cmd: Command) -> Result<Response, RaftError> {
         let raft = self.raft(group)?;
-        match raft.client_write(cmd).await {
+        self.check_quorum(group, raft)?;
+        let written = tokio::time::timeout(PROPOSE_TIMEOUT, raft.client_write(cmd))
+            .await
+            .map_err(|_| RaftError::Timeout {
+                group,
+                secs: PROPOSE_TIMEOUT.as_secs(),
+            })?;
+        match written {
             Ok(resp) => Ok(resp.data),
             Err(OrError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 Err(RaftError::NotLeader {
@@ -358,11 +392,11 @@ impl Registry {
                     Some(addr) => {
                         let mut c = ControlServiceClient::new(reg.channel(&addr)?)
                             .max_decoding_message_size(MAX_FORWARD_REPLY);
-                        let reply = c
-                            .propose(timed(ProposeRequest {
-                                group,
-                                command: payload,
-                            }))
+                        let call = c.propose(timed(ProposeRequest {
+                            group,
+                            command: payload,
+                        }));
+                        let reply = cairn_rpc::deadline(FORWARD_TIMEOUT, call)
                             .await
                             .map_err(|s| forward_error(&addr, s))?;
                         unwrap_forwarded(group, &addr, &reply.into_inner().response)
@@ -384,11 +418,11 @@ impl Registry {
                     Some(addr) => {
                         let mut c = ControlServiceClient::new(reg.channel(&addr)?)
                             .max_decoding_message_size(MAX_FORWARD_REPLY);
-                        let reply = c
-                            .query(timed(QueryRequest {
-                                group,
-                                query: payload,
-                            }))
+                        let call = c.query(timed(QueryRequest {
+                            group,
+                            query: payload,
+                        }));
+                        let reply = cairn_rpc::deadline(FORWARD_TIMEOUT, call)
                             .await
                             .map_err(|s| forward_error(&addr, s))?;
                         unwrap_forwarded(group, &addr, &reply.into_inner().result)
