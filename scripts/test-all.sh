@@ -25,6 +25,8 @@ missing_apt=()
 for tool in rclone s3cmd; do
     command -v "$tool" >/dev/null 2>&1 || missing_apt+=("$tool")
 done
+# The partition tests put nodes in network namespaces (`ip netns`, as root).
+command -v ip >/dev/null 2>&1 || missing_apt+=(iproute2)
 if [ "${#missing_apt[@]}" -gt 0 ]; then
     log "installing ${missing_apt[*]} (apt)"
     $SUDO apt-get update -q || die "apt-get update"
