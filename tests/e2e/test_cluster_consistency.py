@@ -212,3 +212,85 @@ def test_read_repair_restores_missing_and_corrupt_replicas(cluster, request):  #
     # Every node serves the object again.
     for n in (n1, n2, n3):
         assert_objects(n, bucket, {"obj": data})
+
+
+# ---------------------------------------------------------------------------------------------
+# The cluster catalog: configuration, access keys, placement policy
+# ---------------------------------------------------------------------------------------------
+
+def start_with(c, per_node: dict[int, dict[str, str]], timeout: float = 90):
+    """Like Cluster.start(n), with settings that differ per node."""
+    from cluster_util import RPC_PORT, ClusterNode, node_ip  # noqa: PLC0415
+
+    n = len(per_node)
+    seeds = ",".join(f"{node_ip(i)}:{RPC_PORT}" for i in range(1, n + 1))
+    for i in range(1, n + 1):
+        node = ClusterNode(c, i, {**c.env, "CLUSTER_SEEDS": seeds, **per_node[i]})
+        c.nodes[node.node_id] = node
+    c._register()
+    for node in c.nodes.values():
+        node.spawn()
+    for node in c.nodes.values():
+        node.wait_healthy(timeout)
+    c.wait_converged(n, timeout=timeout)
+
+
+def client_as(node, access_key: str, secret_key: str):
+    import boto3  # noqa: PLC0415
+    from botocore.config import Config  # noqa: PLC0415
+
+    return boto3.session.Session().client(
+        "s3", endpoint_url=node.endpoint, aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key, region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 0},
+                      request_checksum_calculation="when_required",
+                      response_checksum_validation="when_required"))
+
+
+def test_cluster_config_access_keys_and_placement(tmp_path_factory, request):
+    from test_cluster import ReportedCluster, _finish  # noqa: PLC0415
+
+    wd = tmp_path_factory.mktemp("cluster-catalog")
+    c = ReportedCluster(wd, env={"REPLICATION_FACTOR": "2", "PLACEMENT_REQUIRE": "disk=ssd"})
+    n3_key, n3_secret = "n3-own-key", "n3-own-secret-0123456789"
+    try:
+        start_with(c, {
+            1: {"NODE_LABELS": "disk=ssd"},
+            2: {"NODE_LABELS": "disk=ssd,rack=r2"},
+            3: {"NODE_LABELS": "disk=hdd", "ACCESS_KEY": n3_key, "SECRET_KEY": n3_secret},
+        })
+        n1, n2, n3 = (c.node(f"n{i}") for i in (1, 2, 3))
+
+        # The placement policy recorded at formation holds: replicas only on disk=ssd nodes.
+        st = n3.status()
+        for p in st["partitions"]:
+            assert sorted(p["replicas"]) == ["n1", "n2"], p
+        what = audit(n3)
+        assert any(w.startswith("cluster config v1: partitions=8 replication=2 voters=3")
+                   and "require=[disk=ssd]" in w for w in what), what
+
+        # Every node's root key is valid on every node; secrets never reach the audit log.
+        def keys_shared():
+            log_ = audit(n1)
+            assert any(w == f"add access key {n3_key} (root key of node n3)" for w in log_), log_
+
+        try_until(keys_shared, timeout=20)
+        assert not any(n3_secret in w for w in audit(n1))
+        bucket = unique_name("keys")
+        client_as(n1, n3_key, n3_secret).create_bucket(Bucket=bucket)
+        n3.client().put_object(Bucket=bucket, Key="k", Body=b"from n3 with the shared key")
+        got = client_as(n2, n3_key, n3_secret).get_object(Bucket=bucket, Key="k")["Body"].read()
+        assert got == b"from n3 with the shared key"
+        expect_error(lambda: client_as(n1, n3_key, "wrong-secret-0123456789").list_buckets(),
+                     403, "SignatureDoesNotMatch")
+        expect_error(lambda: client_as(n1, "nobody", "whatever-0123456789").list_buckets(),
+                     403, "InvalidAccessKeyId")
+
+        # A node with another partition count is refused before it joins, naming the setting.
+        bad = c.add_node(4, seed=n2.rpc_addr, wait=False, expect_exit=True, PARTITIONS="16")
+        rc = bad.wait_exit(timeout=30)
+        assert rc not in (None, 0), bad.log_tail(20)
+        assert "PARTITIONS" in bad.log_text(), bad.log_tail(20)
+        assert sorted(x["node_id"] for x in n1.status()["nodes"]) == ["n1", "n2", "n3"]
+    finally:
+        _finish(c)

@@ -73,6 +73,7 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
     .context("starting the metadata groups")?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let placement = cfg.placement()?;
     let settings = cairn_cluster::ClusterSettings {
         node_id: node_id.clone(),
         raft_id,
@@ -88,6 +89,9 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         partitions: cfg.partitions,
         heartbeat_secs: cfg.heartbeat_interval_secs,
         data_dir: data.clone(),
+        placement_require: placement.0,
+        placement_prefer: placement.1,
+        placement_avoid: placement.2,
     };
     let rpc_listener = tokio::net::TcpListener::bind(SocketAddr::new(bind, cfg.node_rpc_port))
         .await
@@ -152,7 +156,12 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
             .propose(SYSTEM_GROUP, cmd)
             .await
             .context("recording the cluster identity")?;
+        cairn_cluster::record_config(&settings, &registry)
+            .await
+            .context("recording the cluster configuration")?;
     }
+    cairn_cluster::check_config(&settings, &registry)
+        .context("checking the cluster configuration")?;
     let view = Arc::new(cairn_cluster::ClusterView::default());
     view.refresh(&registry);
     cairn_cluster::controller::spawn(
@@ -193,6 +202,13 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         shutdown_rx.clone(),
     );
 
+    tokio::spawn(share_root_key(
+        registry.clone(),
+        node_id.clone(),
+        access_key.clone(),
+        secret_key.clone(),
+        shutdown_rx.clone(),
+    ));
     let mut metrics = prometheus_client::registry::Registry::with_prefix("cairn");
     let s3_metrics = cairn_s3::S3Metrics::register(&mut metrics);
     let raft_batches = registry.peers().batch_stats();
@@ -210,10 +226,11 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
     let s3 = cairn_s3::build_service(
         objects,
         &cairn_s3::S3Settings {
-            access_key,
-            secret_key,
+            access_key: access_key.clone(),
+            secret_key: secret_key.clone(),
             region: cfg.s3_region.clone(),
             domains: cfg.domains(),
+            cluster_keys: Some(cluster_keys(registry.clone())),
         },
         s3_metrics.clone(),
     )?;
@@ -265,6 +282,66 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
     }
     registry.shutdown().await;
     Ok(())
+}
+
+/// S3 access keys known cluster-wide, read from this node's replica of the system group (a key
+/// added on another node is valid here as soon as it is applied here).
+fn cluster_keys(registry: Arc<Registry>) -> cairn_s3::auth::KeyLookup {
+    Arc::new(move |key: &str| {
+        registry
+            .meta()
+            .access_key(SYSTEM_GROUP, key)
+            .ok()
+            .flatten()
+            .map(|r| r.secret_key)
+    })
+}
+
+/// Adds this node's root key to the cluster's keys, so every node accepts it (nodes that
+/// generated their own credentials all end up valid cluster-wide). Retries until the system
+/// group takes it; a key id already used with another secret is reported once and left alone.
+async fn share_root_key(
+    registry: Arc<Registry>,
+    node_id: String,
+    access_key: String,
+    secret_key: String,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let known = registry.meta().access_key(SYSTEM_GROUP, &access_key);
+        if let Ok(Some(k)) = known {
+            if k.secret_key != secret_key {
+                tracing::warn!(%access_key, "ACCESS_KEY is used in the cluster with another secret: this node's SECRET_KEY is only valid on this node");
+            }
+            return;
+        }
+        let cmd = Command::PutAccessKey {
+            record: cairn_meta::model::AccessKeyRecord {
+                access_key: access_key.clone(),
+                secret_key: secret_key.clone(),
+                description: format!("root key of node {node_id}"),
+                created_ms: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(0),
+            },
+        };
+        match registry.propose(SYSTEM_GROUP, cmd).await {
+            Ok(cairn_meta::Response::Refused(e)) => {
+                tracing::warn!(%access_key, error = %e, "root key not shared with the cluster");
+                return;
+            }
+            Ok(_) => {
+                tracing::info!(%access_key, "root key is valid on every node of the cluster");
+                return;
+            }
+            Err(e) => tracing::debug!(error = %e, "root key not shared yet"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
 }
 
 /// The machine's host name (advertised when binding all interfaces), or `localhost`.

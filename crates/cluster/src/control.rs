@@ -117,6 +117,13 @@ impl ControlService for ControlServer {
             cluster_name: self.settings.cluster_name.clone(),
             cluster_id,
             rpc_addr: self.settings.rpc_addr.clone(),
+            partitions: self
+                .registry
+                .meta()
+                .cluster_config(SYSTEM_GROUP)
+                .ok()
+                .flatten()
+                .map_or(self.settings.partitions, |c| c.partitions),
         }))
     }
 

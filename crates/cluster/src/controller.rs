@@ -14,8 +14,8 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cairn_layout::{NodeSpec, PlacementPolicy};
-use cairn_meta::model::{LayoutRecord, NodeHealth, NodeRecord, NodeState};
+use cairn_layout::{LabelSelector, NodeSpec, PlacementPolicy};
+use cairn_meta::model::{ClusterConfig, LayoutRecord, NodeHealth, NodeRecord, NodeState};
 use cairn_meta::placement::{partition_group, SYSTEM_GROUP};
 use cairn_meta::Command;
 use cairn_raft::Registry;
@@ -164,11 +164,34 @@ async fn report(s: &ClusterSettings, reg: &Registry, registered: &mut bool) -> b
     }
 }
 
-/// Layout for `nodes` (capacity-weighted, zones, minimal movement from `previous`).
+/// The placement policy of a cluster config (selectors were validated when configured; one
+/// that no longer parses is skipped with a warning rather than stopping placement).
+pub fn placement_policy(c: &ClusterConfig) -> PlacementPolicy {
+    let parse = |v: &[String]| -> Vec<LabelSelector> {
+        v.iter()
+            .filter_map(|s| match s.parse() {
+                Ok(sel) => Some(sel),
+                Err(e) => {
+                    tracing::warn!(selector = %s, error = %e, "ignoring a placement selector");
+                    None
+                }
+            })
+            .collect()
+    };
+    PlacementPolicy {
+        require: parse(&c.placement_require),
+        prefer: parse(&c.placement_prefer),
+        avoid: parse(&c.placement_avoid),
+    }
+}
+
+/// Layout for `nodes` (capacity-weighted, zones, placement policy, minimal movement from
+/// `previous`).
 pub fn compute_layout(
     nodes: &[NodeRecord],
     partitions: u32,
     replication: usize,
+    policy: &PlacementPolicy,
     previous: Option<&LayoutRecord>,
 ) -> Option<LayoutRecord> {
     // Nodes that have not reported their disk yet weigh as much as the largest known one.
@@ -202,13 +225,7 @@ pub fn compute_layout(
         replication: p.replication,
         assignments: p.assignments.clone(),
     });
-    match cairn_layout::compute_layout(
-        &specs,
-        partitions,
-        replication,
-        &PlacementPolicy::default(),
-        prev.as_ref(),
-    ) {
+    match cairn_layout::compute_layout(&specs, partitions, replication, policy, prev.as_ref()) {
         Ok(l) => Some(LayoutRecord {
             version: l.version,
             replication: l.replication,
@@ -275,6 +292,13 @@ async fn system_membership(
     let Some(raft) = reg.raft_handle(SYSTEM_GROUP) else {
         return;
     };
+    // The cluster's setting, once recorded; this node's until then.
+    let desired = reg
+        .meta()
+        .cluster_config(SYSTEM_GROUP)
+        .ok()
+        .flatten()
+        .map_or(s.desired_voters, |c| c.desired_voters);
     let metrics = raft.metrics().borrow().clone();
     let membership = metrics.membership_config.membership().clone();
     let known: BTreeSet<u64> = membership.nodes().map(|(id, _)| *id).collect();
@@ -323,13 +347,13 @@ async fn system_membership(
         .filter(|id| health(*id) != Health::Down)
         .collect();
     for id in candidates {
-        if new_voters.len() >= s.desired_voters {
+        if new_voters.len() >= desired {
             break;
         }
         new_voters.insert(id);
     }
     // Never shrink the voter set for lack of replacements: a down voter still holds its vote.
-    if new_voters == voters || new_voters.len() < voters.len().min(s.desired_voters) {
+    if new_voters == voters || new_voters.len() < voters.len().min(desired) {
         return;
     }
     tracing::info!(?voters, ?new_voters, "changing system-group voters");
@@ -388,7 +412,13 @@ async fn layout_step(s: &ClusterSettings, reg: &Registry, view: &ClusterView) {
             return;
         }
     }
-    let Some(next) = compute_layout(&nodes, s.partitions, s.replication, current.as_ref()) else {
+    let config = reg.meta().cluster_config(SYSTEM_GROUP).ok().flatten();
+    let (replication, policy) = match &config {
+        Some(c) => (c.replication, placement_policy(c)),
+        None => (s.replication, PlacementPolicy::default()),
+    };
+    let Some(next) = compute_layout(&nodes, s.partitions, replication, &policy, current.as_ref())
+    else {
         return;
     };
     if current

@@ -83,6 +83,18 @@ pub async fn form_or_join(s: &ClusterSettings, reg: &Arc<Registry>) -> Result<()
             }
             continue;
         }
+        if let Some(a) = answers
+            .values()
+            .find(|a| a.partitions != 0 && a.partitions != s.partitions)
+        {
+            return Err(ClusterError::Refused {
+                seed: a.rpc_addr.clone(),
+                msg: format!(
+                    "PARTITIONS is {} here but {} on {} ({}): every node of a cluster needs the same PARTITIONS",
+                    s.partitions, a.partitions, a.node_id, a.rpc_addr
+                ),
+            });
+        }
         if let Some(formed) = answers.values().find(|a| !a.cluster_id.is_empty()) {
             tracing::info!(via = %formed.rpc_addr, cluster_id = %formed.cluster_id, "joining an existing cluster");
             let addr = formed.rpc_addr.clone();
@@ -185,6 +197,7 @@ async fn bootstrap(
         tracing::info!(cluster_id = %id, "cluster was already formed");
         return Ok(());
     }
+    crate::record_config(s, reg).await?;
     let mut records = Vec::new();
     for (node_id, (raft_id, rpc_addr)) in &members {
         let record = if *node_id == s.node_id {
@@ -217,7 +230,8 @@ async fn bootstrap(
         .await?;
         records.push(record);
     }
-    let layout = compute_layout(&records, s.partitions, s.replication, None)
+    let policy = crate::controller::placement_policy(&s.initial_config());
+    let layout = compute_layout(&records, s.partitions, s.replication, &policy, None)
         .ok_or_else(|| ClusterError::Other("no layout for the initial nodes".into()))?;
     let layout = LayoutRecord {
         version: 1,

@@ -34,6 +34,69 @@ pub struct ClusterSettings {
     pub partitions: u32,
     pub heartbeat_secs: u64,
     pub data_dir: std::path::PathBuf,
+    /// Placement policy selectors (recorded in the cluster config at formation).
+    pub placement_require: Vec<String>,
+    pub placement_prefer: Vec<String>,
+    pub placement_avoid: Vec<String>,
+}
+
+impl ClusterSettings {
+    /// The cluster configuration this node would create (version 1).
+    pub fn initial_config(&self) -> cairn_meta::model::ClusterConfig {
+        cairn_meta::model::ClusterConfig {
+            version: 1,
+            partitions: self.partitions,
+            replication: self.replication,
+            desired_voters: self.desired_voters,
+            placement_require: self.placement_require.clone(),
+            placement_prefer: self.placement_prefer.clone(),
+            placement_avoid: self.placement_avoid.clone(),
+            changed_ms: controller::now_ms(),
+        }
+    }
+}
+
+/// Records the cluster configuration (version 1, from this node's settings) unless one exists.
+pub async fn record_config(
+    s: &ClusterSettings,
+    reg: &cairn_raft::Registry,
+) -> Result<(), ClusterError> {
+    use cairn_meta::placement::SYSTEM_GROUP;
+    if reg
+        .meta()
+        .cluster_config(SYSTEM_GROUP)
+        .ok()
+        .flatten()
+        .is_some()
+    {
+        return Ok(());
+    }
+    let cmd = cairn_meta::Command::SetClusterConfig {
+        config: s.initial_config(),
+    };
+    match reg.propose(SYSTEM_GROUP, cmd).await? {
+        // Someone recorded it first: that one stands.
+        cairn_meta::Response::Refused(cairn_meta::CommandError::StaleConfig(_)) => Ok(()),
+        cairn_meta::Response::Refused(e) => Err(ClusterError::Other(e.to_string())),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses to run with settings that contradict the cluster's (a different partition count
+/// would place every key somewhere else).
+pub fn check_config(s: &ClusterSettings, reg: &cairn_raft::Registry) -> Result<(), ClusterError> {
+    let config = reg
+        .meta()
+        .cluster_config(cairn_meta::placement::SYSTEM_GROUP)
+        .ok()
+        .flatten();
+    match config {
+        Some(c) if c.partitions != s.partitions => Err(ClusterError::Other(format!(
+            "PARTITIONS is {} on this node but the cluster was created with {}: set PARTITIONS={}",
+            s.partitions, c.partitions, c.partitions
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// A failure forming or joining a cluster.

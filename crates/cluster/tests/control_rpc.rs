@@ -43,6 +43,9 @@ fn settings(addr: &str, dir: &std::path::Path) -> ClusterSettings {
         partitions: 2,
         heartbeat_secs: 5,
         data_dir: dir.to_path_buf(),
+        placement_require: vec![],
+        placement_prefer: vec![],
+        placement_avoid: vec![],
     }
 }
 

@@ -51,6 +51,17 @@ pub struct Config {
     /// `k=v,k=v` labels of this node.
     #[serde(deserialize_with = "lenient::string")]
     pub node_labels: String,
+    /// Placement policy, recorded in the cluster configuration when the cluster forms:
+    /// `;`-separated label selectors (`disk=ssd; zone in (a,b)`). Replicas only on nodes
+    /// matching all of `PLACEMENT_REQUIRE`, preferably on nodes matching one of
+    /// `PLACEMENT_PREFER`, and on nodes matching one of `PLACEMENT_AVOID` only when nothing
+    /// else fits.
+    #[serde(deserialize_with = "lenient::string")]
+    pub placement_require: String,
+    #[serde(deserialize_with = "lenient::string")]
+    pub placement_prefer: String,
+    #[serde(deserialize_with = "lenient::string")]
+    pub placement_avoid: String,
     /// Period of node heartbeats (registration with fresh stats).
     pub heartbeat_interval_secs: u64,
     /// Silence after which a node is considered down.
@@ -98,6 +109,9 @@ impl Default for Config {
             default_write_consistency: "QUORUM".into(),
             node_zone: None,
             node_labels: String::new(),
+            placement_require: String::new(),
+            placement_prefer: String::new(),
+            placement_avoid: String::new(),
             heartbeat_interval_secs: 5,
             node_timeout_secs: 15,
             partitions: 64,
@@ -169,6 +183,9 @@ pub const SETTINGS: &[&str] = &[
     "default_write_consistency",
     "node_zone",
     "node_labels",
+    "placement_require",
+    "placement_prefer",
+    "placement_avoid",
     "heartbeat_interval_secs",
     "node_timeout_secs",
     "partitions",
@@ -405,6 +422,7 @@ impl Config {
             ));
         }
         self.labels()?;
+        self.placement()?;
         for seed in self.seeds() {
             if !seed.contains(':') {
                 return Err(invalid(
@@ -434,6 +452,27 @@ impl Config {
             out.insert(k.trim().to_string(), v.trim().to_string());
         }
         Ok(out)
+    }
+
+    /// `PLACEMENT_REQUIRE`, `PLACEMENT_PREFER`, `PLACEMENT_AVOID` split into selectors, each
+    /// checked against the selector grammar.
+    #[allow(clippy::type_complexity)]
+    pub fn placement(&self) -> Result<(Vec<String>, Vec<String>, Vec<String>), ConfigError> {
+        let parse = |name: &'static str, v: &str| -> Result<Vec<String>, ConfigError> {
+            let mut out = Vec::new();
+            for sel in v.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+                if let Err(e) = sel.parse::<cairn_layout::LabelSelector>() {
+                    return Err(invalid(name, format!("`{sel}`: {e}")));
+                }
+                out.push(sel.to_string());
+            }
+            Ok(out)
+        };
+        Ok((
+            parse("placement_require", &self.placement_require)?,
+            parse("placement_prefer", &self.placement_prefer)?,
+            parse("placement_avoid", &self.placement_avoid)?,
+        ))
     }
 
     /// `S3_DOMAINS` split on commas.
@@ -565,6 +604,7 @@ mod tests {
                 "DEFAULT_WRITE_CONSISTENCY",
             ),
             ("NODE_LABELS", "zone", "NODE_LABELS"),
+            ("PLACEMENT_REQUIRE", "disk in ssd", "PLACEMENT_REQUIRE"),
             ("CLUSTER_VOTERS", "9", "CLUSTER_VOTERS"),
         ];
         for (k, v, named) in cases {

@@ -4,8 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    BucketRecord, ChunkId, LayoutRecord, NodeHealth, NodeRecord, NodeState, ObjectRecord,
-    PartRecord, UploadRecord, WriteConsistency,
+    AccessKeyRecord, BucketRecord, ChunkId, ClusterConfig, LayoutRecord, NodeHealth, NodeRecord,
+    NodeState, ObjectRecord, PartRecord, UploadRecord, WriteConsistency,
 };
 
 /// A condition checked atomically with a write, inside the state machine.
@@ -48,6 +48,16 @@ pub enum Command {
     FormCluster {
         cluster_id: String,
         name: String,
+    },
+    /// Records a new version of the cluster-wide settings (`config.version` must be the next
+    /// one; the partition count never changes).
+    SetClusterConfig {
+        config: ClusterConfig,
+    },
+    /// Adds an access key valid on every node; refused if the key id exists with another
+    /// secret.
+    PutAccessKey {
+        record: AccessKeyRecord,
     },
     /// Adds or updates a node's registration (addresses, zone, labels, inventory). A node
     /// already in the catalog keeps its lifecycle state (e.g. draining) and health.
@@ -147,6 +157,12 @@ pub enum CommandError {
     StaleLayout(u64),
     #[error("node {0} is not registered")]
     UnknownNode(String),
+    #[error("stale cluster config version (current {0})")]
+    StaleConfig(u64),
+    #[error("access key exists with another secret")]
+    AccessKeyExists,
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// The result of applying one command.

@@ -253,6 +253,54 @@ pub struct NodeRecord {
     pub last_heartbeat_ms: i64,
 }
 
+/// Cluster-wide settings, fixed or versioned in the system group (seed 001: the cluster
+/// configuration). Recorded by the bootstrap node from its own settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterConfig {
+    pub version: u64,
+    /// Fixed at creation: every node must run with the same `PARTITIONS`.
+    pub partitions: u32,
+    pub replication: usize,
+    pub desired_voters: usize,
+    /// Placement policy as label selectors (cairn-layout syntax): replicas only on nodes
+    /// matching all of `require`, preferably on nodes matching any of `prefer`, on nodes
+    /// matching any of `avoid` only when nothing else fits.
+    pub placement_require: Vec<String>,
+    pub placement_prefer: Vec<String>,
+    pub placement_avoid: Vec<String>,
+    pub changed_ms: i64,
+}
+
+impl ClusterConfig {
+    /// One line for the audit log and status.
+    pub fn describe(&self) -> String {
+        let mut out = format!(
+            "partitions={} replication={} voters={}",
+            self.partitions, self.replication, self.desired_voters
+        );
+        for (name, v) in [
+            ("require", &self.placement_require),
+            ("prefer", &self.placement_prefer),
+            ("avoid", &self.placement_avoid),
+        ] {
+            if !v.is_empty() {
+                out.push_str(&format!(" {name}=[{}]", v.join("; ")));
+            }
+        }
+        out
+    }
+}
+
+/// An S3 access key valid cluster-wide (system group).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessKeyRecord {
+    pub access_key: String,
+    pub secret_key: String,
+    /// Who added it (e.g. "root key of node n1").
+    pub description: String,
+    pub created_ms: i64,
+}
+
 /// A node's health in the catalog: up → suspect → down (seed 002), back to up when it returns.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum NodeHealth {

@@ -12,8 +12,8 @@ use serde::Serialize;
 use crate::command::{Command, CommandError, Condition, RefOp, Response};
 use crate::keys;
 use crate::model::{
-    BucketRecord, ChunkId, LayoutRecord, NodeRecord, ObjectData, ObjectRecord, PartRecord,
-    UploadRecord,
+    AccessKeyRecord, BucketRecord, ChunkId, ClusterConfig, LayoutRecord, NodeRecord, ObjectData,
+    ObjectRecord, PartRecord, UploadRecord,
 };
 use crate::MetaError;
 
@@ -26,16 +26,19 @@ pub(crate) const BUCKETS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("
 pub(crate) const SM_META: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sm_meta");
 pub(crate) const NODES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sm_nodes");
 pub(crate) const AUDIT: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sm_audit");
+pub(crate) const KEYS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sm_access_keys");
 
-/// Every state-machine table, in a fixed order (the snapshot format numbers them).
-pub(crate) const ALL_TABLES: [TableDefinition<&[u8], &[u8]>; 9] = [
-    OBJECTS, UPLOADS, PARTS, REFS, OUTBOX, BUCKETS, SM_META, NODES, AUDIT,
+/// Every state-machine table, in a fixed order (the snapshot format numbers them; new tables
+/// go at the end).
+pub(crate) const ALL_TABLES: [TableDefinition<&[u8], &[u8]>; 10] = [
+    OBJECTS, UPLOADS, PARTS, REFS, OUTBOX, BUCKETS, SM_META, NODES, AUDIT, KEYS,
 ];
 const SM_META_INDEX: usize = 6;
 
 const OUTBOX_SEQ: &str = "outbox_seq";
 const CLUSTER_ID: &str = "cluster_id";
 const LAYOUT: &str = "layout";
+const CLUSTER_CONFIG: &str = "cluster_config";
 const AUDIT_SEQ: &str = "audit_seq";
 
 /// One audited change of the cluster catalog (system group).
@@ -143,6 +146,60 @@ impl MetaStore {
                 )?;
                 drop(meta);
                 self.audit(txn, group, 0, format!("form cluster {name} ({cluster_id})"))?;
+                Ok(Response::Done)
+            }
+            Command::SetClusterConfig { config } => {
+                let mut meta = txn.open_table(SM_META)?;
+                let k = keys::sm_meta(group, CLUSTER_CONFIG);
+                let current: Option<ClusterConfig> = match meta.get(k.as_slice())? {
+                    Some(v) => Some(decode(v.value())?),
+                    None => None,
+                };
+                let version = current.as_ref().map_or(0, |c| c.version);
+                if config.version != version + 1 {
+                    return Ok(Response::Refused(CommandError::StaleConfig(version)));
+                }
+                if current
+                    .as_ref()
+                    .is_some_and(|c| c.partitions != config.partitions)
+                {
+                    return Ok(Response::Refused(CommandError::Invalid(
+                        "the partition count is fixed at cluster creation".into(),
+                    )));
+                }
+                meta.insert(k.as_slice(), encode(config)?.as_slice())?;
+                drop(meta);
+                self.audit(
+                    txn,
+                    group,
+                    config.changed_ms,
+                    format!("cluster config v{}: {}", config.version, config.describe()),
+                )?;
+                Ok(Response::Done)
+            }
+            Command::PutAccessKey { record } => {
+                let mut t = txn.open_table(KEYS)?;
+                let k = keys::bucket(group, &record.access_key);
+                if let Some(v) = t.get(k.as_slice())? {
+                    let existing: AccessKeyRecord = decode(v.value())?;
+                    return Ok(if existing.secret_key == record.secret_key {
+                        Response::Done
+                    } else {
+                        Response::Refused(CommandError::AccessKeyExists)
+                    });
+                }
+                t.insert(k.as_slice(), encode(record)?.as_slice())?;
+                drop(t);
+                // Never the secret.
+                self.audit(
+                    txn,
+                    group,
+                    record.created_ms,
+                    format!(
+                        "add access key {} ({})",
+                        record.access_key, record.description
+                    ),
+                )?;
                 Ok(Response::Done)
             }
             Command::RegisterNode { record } => {
@@ -679,6 +736,20 @@ impl MetaStore {
     /// The current layout, if one was set.
     pub fn layout(&self, group: u64) -> Result<Option<LayoutRecord>, MetaError> {
         self.get_sm_meta(group, LAYOUT)
+    }
+
+    /// The cluster-wide settings, once recorded at formation.
+    pub fn cluster_config(&self, group: u64) -> Result<Option<ClusterConfig>, MetaError> {
+        self.get_sm_meta(group, CLUSTER_CONFIG)
+    }
+
+    /// An access key's record.
+    pub fn access_key(
+        &self,
+        group: u64,
+        access_key: &str,
+    ) -> Result<Option<AccessKeyRecord>, MetaError> {
+        self.get_one(KEYS, &keys::bucket(group, access_key))
     }
 
     /// The cluster's (id, name), once formed.

@@ -13,7 +13,7 @@
 //! - `validate.rs` — object key rules.
 //! - `metrics.rs` — Prometheus metrics and the per-request operation recorder.
 
-mod auth;
+pub mod auth;
 mod bucket;
 mod checksum;
 mod conditional;
@@ -38,13 +38,15 @@ pub use metrics::S3Metrics;
 pub use serve::serve;
 
 /// Settings of the S3 front end.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct S3Settings {
     pub access_key: String,
     pub secret_key: String,
     pub region: String,
     /// base domains for virtual-host-style addressing (e.g. ["localhost", "s3.example.com"]); empty = path-style only
     pub domains: Vec<String>,
+    /// Access keys valid cluster-wide, besides this node's root key.
+    pub cluster_keys: Option<auth::KeyLookup>,
 }
 
 /// Why the S3 service could not be built.
@@ -81,6 +83,7 @@ pub fn build_service(
     builder.set_auth(auth::RootAuth::new(
         &settings.access_key,
         &settings.secret_key,
+        settings.cluster_keys.clone(),
     ));
     builder.set_access(metrics::OpRecorder::new(metrics));
     if !settings.domains.is_empty() {
