@@ -11,6 +11,7 @@ Uses the ``cluster`` fixture of ``test_cluster.py`` (a fresh cluster per test).
 
 from __future__ import annotations
 
+import os
 import time
 
 import botocore.exceptions
@@ -141,7 +142,11 @@ def catalog_health(node, node_id: str) -> str | None:
 
 def test_node_health_is_recorded_in_the_catalog(cluster, request):  # noqa: F811
     n1, n2, n3 = (cluster.node(f"n{i}") for i in (1, 2, 3))
-    assert all(catalog_health(n1, f"n{i}") == "up" for i in (1, 2, 3))
+    # Gossip may call a node suspect for a moment while the cluster forms: wait for all up.
+    def all_up():
+        assert all(catalog_health(n1, f"n{i}") == "up" for i in (1, 2, 3)), n1.status()["nodes"]
+
+    try_until(all_up, timeout=20, interval=0.5)
     st = n1.status()
     beats = {n["node_id"]: n["last_heartbeat_ms"] for n in st["nodes"]}
     assert all(v > 0 for v in beats.values()), beats
@@ -283,6 +288,22 @@ def test_cluster_config_access_keys_and_placement(tmp_path_factory, request):
         assert got == b"from n3 with the shared key"
         expect_error(lambda: client_as(n1, n3_key, "wrong-secret-0123456789").list_buckets(),
                      403, "SignatureDoesNotMatch")
+        # The native client (FileService) accepts the cluster's keys too.
+        import subprocess  # noqa: PLC0415
+
+        from cluster_util import cairn_bin  # noqa: PLC0415
+
+        env = {k: v for k, v in os.environ.items() if k not in ("ACCESS_KEY", "SECRET_KEY")}
+        ls = subprocess.run(
+            [str(cairn_bin()), "ls", f"cairn://{bucket}", "--endpoint", n1.rpc_addr,
+             "--access-key", n3_key, "--secret-key", n3_secret],
+            capture_output=True, text=True, timeout=30, env=env)
+        assert ls.returncode == 0 and "k" in ls.stdout, (ls.returncode, ls.stdout, ls.stderr)
+        ls = subprocess.run(
+            [str(cairn_bin()), "ls", f"cairn://{bucket}", "--endpoint", n1.rpc_addr,
+             "--access-key", n3_key, "--secret-key", "wrong-secret-0123456789"],
+            capture_output=True, text=True, timeout=30, env=env)
+        assert ls.returncode != 0 and "signature" in ls.stderr.lower(), (ls.stdout, ls.stderr)
         expect_error(lambda: client_as(n1, "nobody", "whatever-0123456789").list_buckets(),
                      403, "InvalidAccessKeyId")
 

@@ -36,10 +36,8 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         println!("  ACCESS_KEY={access_key}");
         println!("  SECRET_KEY={secret_key}");
     }
-    // FileService answers UNAVAILABLE until the object service is attached below.
-    let files = cairn_files::FileServer::new(
-        cairn_files::Credentials::new(&access_key, &secret_key).context("root credentials")?,
-    );
+    let root =
+        cairn_files::Credentials::new(&access_key, &secret_key).context("root credentials")?;
 
     let advertise =
         cfg.node_advertise_addr
@@ -71,6 +69,9 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
     })
     .await
     .context("starting the metadata groups")?;
+    // FileService answers UNAVAILABLE until the object service is attached below.
+    let files =
+        cairn_files::FileServer::with_cluster_keys(root, Some(cluster_keys(registry.clone())));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let placement = cfg.placement()?;
@@ -286,7 +287,7 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
 
 /// S3 access keys known cluster-wide, read from this node's replica of the system group (a key
 /// added on another node is valid here as soon as it is applied here).
-fn cluster_keys(registry: Arc<Registry>) -> cairn_s3::auth::KeyLookup {
+fn cluster_keys(registry: Arc<Registry>) -> Arc<dyn Fn(&str) -> Option<String> + Send + Sync> {
     Arc::new(move |key: &str| {
         registry
             .meta()

@@ -43,9 +43,13 @@ pub struct FileServer {
     inner: Arc<Inner>,
 }
 
+/// Finds the secret of an access key known cluster-wide (besides this node's root key).
+pub type KeyLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 struct Inner {
     objects: OnceLock<ObjectService>,
     credentials: Credentials,
+    cluster_keys: Option<KeyLookup>,
     metrics: FileMetrics,
 }
 
@@ -79,10 +83,16 @@ impl FileServer {
     /// A server that accepts calls signed with `credentials`; attach the object service with
     /// [`FileServer::attach`] once it exists.
     pub fn new(credentials: Credentials) -> Self {
+        Self::with_cluster_keys(credentials, None)
+    }
+
+    /// Like `new`, also accepting calls signed with the cluster's other access keys.
+    pub fn with_cluster_keys(credentials: Credentials, cluster_keys: Option<KeyLookup>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 objects: OnceLock::new(),
                 credentials,
+                cluster_keys,
                 metrics: FileMetrics::default(),
             }),
         }
@@ -117,8 +127,20 @@ impl FileServer {
         bucket: &str,
         key: &str,
     ) -> Result<(), Status> {
-        self.inner
-            .credentials
+        let claimed = md
+            .get(crate::auth::ACCESS_KEY_HEADER)
+            .and_then(|v| v.to_str().ok());
+        // Another of the cluster's keys: verify with its secret; otherwise with the root key
+        // (which also produces the "unknown access key" answer).
+        let other = match (claimed, &self.inner.cluster_keys) {
+            (Some(ak), Some(lookup)) if ak != self.inner.credentials.access_key() => {
+                lookup(ak).and_then(|secret| Credentials::new(ak, &secret).ok())
+            }
+            _ => None,
+        };
+        other
+            .as_ref()
+            .unwrap_or(&self.inner.credentials)
             .verify(md, method, bucket, key, SystemTime::now())
             .map_err(|e| {
                 tracing::warn!(error = %e, "refused an unauthenticated file call");
