@@ -183,39 +183,50 @@ def chunk_path(node, chunk_hex: str):
 
 
 def test_read_repair_restores_missing_and_corrupt_replicas(cluster, request):  # noqa: F811
-    """A chunk lost on n1 and flipped on n2: a GET through n1 still returns the right bytes
-    (from n3), and read repair gives both n1 and n2 a good copy again."""
-    n1, n2, n3 = (cluster.node(f"n{i}") for i in (1, 2, 3))
+    """A chunk lost on n1 and flipped on the replica n1 asks first: a GET through n1 still
+    returns the right bytes (from the third replica), and read repair gives both n1 and the
+    corrupt replica a good copy again."""
+    n1 = cluster.node("n1")
     bucket = unique_name("repair")
     n1.client().create_bucket(Bucket=bucket)
     data = rand_bytes(300_000, "repair")  # one chunk (CHUNK_SIZE is 1 MiB in these tests)
     n1.client().put_object(Bucket=bucket, Key="obj", Body=data)
     (chunk,) = expected_chunk_ids(data, 1 << 20)
+    # The chunk's partition (first 8 bytes of its id, big-endian, mod P) and its replicas in
+    # layout order: with every node up, n1 asks the others in that order.
+    p = int(chunk[:16], 16) % cluster.partitions
+    replicas = next(x["replicas"] for x in n1.status()["partitions"] if x["partition"] == p)
+    first, second = (cluster.node(r) for r in replicas if r != "n1")
+
+    def all_up():  # the order is by catalog health, then layout
+        assert all(catalog_health(n1, f"n{i}") == "up" for i in (1, 2, 3))
+
+    try_until(all_up, timeout=20, interval=0.5)
 
     def on_all():
-        for n in (n1, n2, n3):
+        for n in (n1, first, second):
             assert chunk_path(n, chunk).is_file(), n.node_id
 
     try_until(on_all, timeout=10)
     chunk_path(n1, chunk).unlink()
-    p2 = chunk_path(n2, chunk)
-    raw = bytearray(p2.read_bytes())
+    path = chunk_path(first, chunk)
+    raw = bytearray(path.read_bytes())
     raw[1000] ^= 0x40
-    p2.write_bytes(bytes(raw))
+    path.write_bytes(bytes(raw))
 
     got = n1.client(read_timeout=30).get_object(Bucket=bucket, Key="obj")["Body"].read()
     assert got == data
 
     def repaired():
         assert chunk_path(n1, chunk).read_bytes() == data
-        assert chunk_path(n2, chunk).read_bytes() == data
+        assert chunk_path(first, chunk).read_bytes() == data
 
     _, secs = try_until(repaired, timeout=10)
     log(request, "read_repair_s", round(secs, 2))
     assert "read repair restored a local chunk copy" in n1.log_text()
     assert "read repair restored a replica's copy" in n1.log_text()
     # Every node serves the object again.
-    for n in (n1, n2, n3):
+    for n in (n1, first, second):
         assert_objects(n, bucket, {"obj": data})
 
 

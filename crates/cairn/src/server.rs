@@ -287,7 +287,7 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
 
 /// S3 access keys known cluster-wide, read from this node's replica of the system group (a key
 /// added on another node is valid here as soon as it is applied here).
-fn cluster_keys(registry: Arc<Registry>) -> Arc<dyn Fn(&str) -> Option<String> + Send + Sync> {
+fn cluster_keys(registry: Arc<Registry>) -> cairn_s3::auth::KeyLookup {
     Arc::new(move |key: &str| {
         registry
             .meta()
