@@ -401,6 +401,10 @@ async fn layout_step(s: &ClusterSettings, reg: &Registry, view: &ClusterView) {
         .filter(|n| n.state == NodeState::Active)
         .map(|n| n.node_id.as_str())
         .collect();
+    if active.is_empty() {
+        // Nobody has registered yet (the first pass after start): nothing to place.
+        return;
+    }
     if let Some(cur) = &current {
         let placed: BTreeSet<&str> = cur
             .assignments
