@@ -25,8 +25,10 @@ missing_apt=()
 for tool in rclone s3cmd; do
     command -v "$tool" >/dev/null 2>&1 || missing_apt+=("$tool")
 done
-# The partition tests put nodes in network namespaces (`ip netns`, as root).
+# The partition tests put nodes in network namespaces (`ip netns`, as root) and cut links
+# with nftables rules inside them.
 command -v ip >/dev/null 2>&1 || missing_apt+=(iproute2)
+command -v nft >/dev/null 2>&1 || missing_apt+=(nftables)
 if [ "${#missing_apt[@]}" -gt 0 ]; then
     log "installing ${missing_apt[*]} (apt)"
     $SUDO apt-get update -q || die "apt-get update"
