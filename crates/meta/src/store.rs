@@ -248,87 +248,35 @@ impl MetaStore {
                 disk_capacity_bytes,
                 disk_free_bytes,
                 at_ms,
-            } => {
-                let mut t = txn.open_table(NODES)?;
-                let k = keys::bucket(group, node_id);
-                let mut rec: NodeRecord = match t.get(k.as_slice())? {
-                    Some(v) => decode(v.value())?,
-                    None => {
-                        return Ok(Response::Refused(CommandError::UnknownNode(
-                            node_id.clone(),
-                        )))
-                    }
-                };
+            } => self.update_node(txn, group, node_id, *at_ms, |rec| {
                 rec.disk_capacity_bytes = *disk_capacity_bytes;
                 rec.disk_free_bytes = *disk_free_bytes;
                 rec.last_heartbeat_ms = rec.last_heartbeat_ms.max(*at_ms);
-                t.insert(k.as_slice(), encode(&rec)?.as_slice())?;
-                Ok(Response::Done)
-            }
+                // Stats only: not a catalog change worth auditing.
+                None
+            }),
             Command::SetNodeState {
                 node_id,
                 state,
                 at_ms,
-            } => {
-                let mut t = txn.open_table(NODES)?;
-                let k = keys::bucket(group, node_id);
-                let mut rec: NodeRecord = match t.get(k.as_slice())? {
-                    Some(v) => decode(v.value())?,
-                    None => {
-                        return Ok(Response::Refused(CommandError::UnknownNode(
-                            node_id.clone(),
-                        )))
-                    }
-                };
-                if rec.state == *state {
-                    return Ok(Response::Done);
-                }
-                let before = rec.state;
-                rec.state = *state;
-                t.insert(k.as_slice(), encode(&rec)?.as_slice())?;
-                drop(t);
-                self.audit(
-                    txn,
-                    group,
-                    *at_ms,
-                    format!("node {node_id} state {before:?} -> {state:?}"),
-                )?;
-                Ok(Response::Done)
-            }
+            } => self.update_node(txn, group, node_id, *at_ms, |rec| {
+                let before = std::mem::replace(&mut rec.state, *state);
+                (before != *state).then(|| format!("node {node_id} state {before:?} -> {state:?}"))
+            }),
             Command::SetNodeHealth {
                 node_id,
                 health,
                 at_ms,
-            } => {
-                let mut t = txn.open_table(NODES)?;
-                let k = keys::bucket(group, node_id);
-                let mut rec: NodeRecord = match t.get(k.as_slice())? {
-                    Some(v) => decode(v.value())?,
-                    None => {
-                        return Ok(Response::Refused(CommandError::UnknownNode(
-                            node_id.clone(),
-                        )))
-                    }
-                };
-                if rec.health == *health {
-                    return Ok(Response::Done);
-                }
-                let before = rec.health;
-                rec.health = *health;
-                t.insert(k.as_slice(), encode(&rec)?.as_slice())?;
-                drop(t);
-                self.audit(
-                    txn,
-                    group,
-                    *at_ms,
+            } => self.update_node(txn, group, node_id, *at_ms, |rec| {
+                let before = std::mem::replace(&mut rec.health, *health);
+                (before != *health).then(|| {
                     format!(
                         "node {node_id} health {} -> {}",
                         before.as_str(),
                         health.as_str()
-                    ),
-                )?;
-                Ok(Response::Done)
-            }
+                    )
+                })
+            }),
             Command::SetBucketConsistency {
                 name,
                 write_consistency,
@@ -568,6 +516,31 @@ impl MetaStore {
     }
 
     /// Appends an audit entry for a state change of the cluster catalog.
+    /// Changes a registered node's record with `change`, which returns the audit line when
+    /// the change is one worth auditing; `UnknownNode` if the node is not registered.
+    fn update_node(
+        &self,
+        txn: &WriteTransaction,
+        group: u64,
+        node_id: &str,
+        at_ms: i64,
+        change: impl FnOnce(&mut NodeRecord) -> Option<String>,
+    ) -> Result<Response, MetaError> {
+        let mut t = txn.open_table(NODES)?;
+        let k = keys::bucket(group, node_id);
+        let mut rec: NodeRecord = match t.get(k.as_slice())? {
+            Some(v) => decode(v.value())?,
+            None => return Ok(Response::Refused(CommandError::UnknownNode(node_id.into()))),
+        };
+        let audit = change(&mut rec);
+        t.insert(k.as_slice(), encode(&rec)?.as_slice())?;
+        drop(t);
+        if let Some(what) = audit {
+            self.audit(txn, group, at_ms, what)?;
+        }
+        Ok(Response::Done)
+    }
+
     fn audit(
         &self,
         txn: &WriteTransaction,
