@@ -118,8 +118,23 @@ fn control_addrs(s: &ClusterSettings, reg: &Registry) -> Vec<String> {
     out
 }
 
-/// Registers this node (at start, and again if the catalog lost it), then sends heartbeats.
-async fn report(s: &ClusterSettings, reg: &Registry, registered: &mut bool) -> bool {
+/// Registers this node (at start, and again if the catalog lost it or holds other addresses,
+/// zone or labels for it), then sends heartbeats.
+async fn report(
+    s: &ClusterSettings,
+    reg: &Registry,
+    view: &ClusterView,
+    registered: &mut bool,
+) -> bool {
+    if let Some(me) = view.node(&s.node_id) {
+        if me.api_addr != s.api_addr
+            || me.rpc_addr != s.rpc_addr
+            || me.zone != s.zone
+            || me.labels != s.labels
+        {
+            *registered = false;
+        }
+    }
     let addrs = control_addrs(s, reg);
     let policy = RetryPolicy::default();
     if !*registered {
@@ -258,7 +273,7 @@ pub fn spawn(
         loop {
             view.refresh(&reg);
             if last_heartbeat.is_none_or(|t| t.elapsed() >= Duration::from_secs(s.heartbeat_secs))
-                && report(&s, &reg, &mut registered).await
+                && report(&s, &reg, &view, &mut registered).await
             {
                 last_heartbeat = Some(Instant::now());
             }

@@ -209,6 +209,11 @@ impl MetaStore {
                     Some(v) => Some(decode(v.value())?),
                     None => None,
                 };
+                if old.is_some() && record.api_addr.is_empty() {
+                    // The bootstrap node's placeholder for a peer (no API address yet) never
+                    // replaces what the node registered itself.
+                    return Ok(Response::Done);
+                }
                 let mut stored = record.clone();
                 // Registering is a sign of life too.
                 stored.last_heartbeat_ms = record.last_heartbeat_ms.max(record.registered_ms);

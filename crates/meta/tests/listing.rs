@@ -236,6 +236,20 @@ fn catalog_changes_are_audited_but_heartbeats_are_not() {
         meta.apply(&txn, 0, &heartbeat("n9", 1, 1)).unwrap(),
         Response::Refused(CommandError::UnknownNode("n9".into()))
     );
+    // The bootstrap node's placeholder (no API address) never replaces a real registration.
+    let mut placeholder = node(0, None);
+    placeholder.api_addr = String::new();
+    assert_eq!(
+        meta.apply(
+            &txn,
+            0,
+            &Command::RegisterNode {
+                record: placeholder
+            }
+        )
+        .unwrap(),
+        Response::Done
+    );
     txn.commit().unwrap();
     let log = meta.audit_log(0, 0, 100).unwrap();
     let what: Vec<&str> = log.iter().map(|e| e.what.as_str()).collect();
@@ -260,5 +274,6 @@ fn catalog_changes_are_audited_but_heartbeats_are_not() {
     assert_eq!(n1.health, NodeHealth::Down);
     assert_eq!(n1.disk_free_bytes, 3);
     assert_eq!(n1.zone.as_deref(), Some("z1"));
+    assert_eq!(n1.api_addr, "10.0.0.1:9000");
     assert_eq!(n1.last_heartbeat_ms, 9);
 }
