@@ -1,14 +1,13 @@
 //! Bucket names, keys and metadata, checked before anything touches storage.
 //!
 //! The rules are the S3 front end's, so a name valid here is valid over S3 and the reverse:
-//! bucket names as s3s checks them (plus the names S3 reserves, at creation), keys as
-//! `cairn-s3`'s `validate.rs` checks them. Keep the three in step.
+//! bucket names as s3s checks them (plus the names S3 reserves, at creation), keys by the
+//! shared `cairn_object::keys` rules.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-/// The longest key S3 allows, in bytes of UTF-8.
-pub const MAX_KEY_BYTES: usize = 1024;
+pub use cairn_object::keys::MAX_KEY_BYTES;
 /// Largest total size of user metadata names and values, as in S3.
 pub const MAX_USER_METADATA_BYTES: usize = 2048;
 /// Longest Content-Type accepted.
@@ -58,28 +57,14 @@ pub fn check_new_bucket(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks a file key. Besides S3's 1024-byte limit, control characters (they break listings
-/// and logs) and `.`/`..` segments (path-normalising clients rewrite them, so a client would
-/// read back another object than it wrote) are refused.
+/// Checks a file key: the object key rules every front end shares (`cairn_object::keys`).
 pub fn check_key(key: &str) -> Result<(), String> {
-    if key.is_empty() {
-        return Err("the file key must not be empty".into());
-    }
-    if key.len() > MAX_KEY_BYTES {
-        return Err(format!(
-            "the file key is {} bytes long; at most {MAX_KEY_BYTES} are allowed",
-            key.len()
-        ));
-    }
-    if key.bytes().any(|b| b < 0x20 || b == 0x7f) {
-        return Err(format!("the file key {key:?} contains a control character"));
-    }
-    if key.split('/').any(|seg| seg == "." || seg == "..") {
-        return Err(format!(
-            "the file key `{key}` contains a '.' or '..' path segment"
-        ));
-    }
-    Ok(())
+    cairn_object::keys::check_key(key).map_err(|e| match e {
+        cairn_object::keys::KeyError::Empty | cairn_object::keys::KeyError::TooLong => {
+            format!("the file key {e}")
+        }
+        _ => format!("the file key {key:?} {e}"),
+    })
 }
 
 /// Checks a listing prefix, start key or continuation token (any string a key could start with).

@@ -9,6 +9,7 @@
 pub mod chunk_io;
 mod digest;
 mod error;
+pub mod keys;
 mod service;
 pub mod workers;
 

@@ -1,36 +1,16 @@
-//! Object key rules, checked before anything touches storage.
-//!
-//! S3 itself accepts almost any UTF-8 key up to 1024 bytes. We refuse a few more, on purpose:
-//! control characters (they break XML listings and log lines) and `.` / `..` path segments,
-//! which path-normalising clients and proxies silently rewrite (`a/../b` becomes `b`), so the
-//! object a client wrote is not the one it later reads.
+//! Object key checks of the S3 front end: the shared rules (`cairn_object::keys`) answered as
+//! S3 errors.
 
+use cairn_object::keys::{check_key, KeyError};
 use s3s::{s3_error, S3Error};
-
-/// The longest key S3 allows, in bytes of UTF-8.
-pub(crate) const MAX_KEY_BYTES: usize = 1024;
 
 /// Checks an object key; the error is the S3 error to answer with.
 pub(crate) fn validate_key(key: &str) -> Result<(), S3Error> {
-    if key.is_empty() {
-        return Err(s3_error!(InvalidArgument, "object key must not be empty"));
+    match check_key(key) {
+        Ok(()) => Ok(()),
+        Err(KeyError::TooLong) => Err(s3_error!(KeyTooLongError, "Your key is too long")),
+        Err(e) => Err(s3_error!(InvalidArgument, "object key {e}")),
     }
-    if key.len() > MAX_KEY_BYTES {
-        return Err(s3_error!(KeyTooLongError, "Your key is too long"));
-    }
-    if key.bytes().any(|b| b < 0x20 || b == 0x7f) {
-        return Err(s3_error!(
-            InvalidArgument,
-            "object key contains a control character"
-        ));
-    }
-    if key.split('/').any(|seg| seg == "." || seg == "..") {
-        return Err(s3_error!(
-            InvalidArgument,
-            "object key contains a '.' or '..' path segment"
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
