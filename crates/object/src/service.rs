@@ -348,23 +348,6 @@ impl ObjectService {
         Ok(record)
     }
 
-    /// Changes the write consistency of a bucket's future writes (None: node default).
-    pub async fn set_bucket_write_consistency(
-        &self,
-        name: &str,
-        write_consistency: Option<WriteConsistency>,
-    ) -> Result<(), ObjectError> {
-        self.propose_ok(
-            SYSTEM_GROUP,
-            Command::SetBucketConsistency {
-                name: name.to_string(),
-                write_consistency,
-            },
-        )
-        .await?;
-        Ok(())
-    }
-
     /// Deletes an empty bucket: `BucketNotEmpty` if it holds objects or open uploads.
     pub async fn delete_bucket(&self, name: &str) -> Result<(), ObjectError> {
         self.head_bucket(name).await?;
