@@ -19,16 +19,27 @@ pub enum ClusterCommand {
         /// Print the raw JSON report.
         #[arg(long)]
         json: bool,
+        /// PEM CA certificate(s) to verify an https:// endpoint with, besides the public roots.
+        #[arg(long, env = "CAIRN_CA_FILE")]
+        ca_file: Option<std::path::PathBuf>,
     },
 }
 
-async fn get(url: &str) -> anyhow::Result<Bytes> {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+/// GET over http:// or https:// (verified with the public roots and `ca_file`).
+async fn get(url: &str, ca_file: Option<&std::path::Path>) -> anyhow::Result<Bytes> {
+    let connector = cairn_tls::https_connector(ca_file)?;
+    let client = Client::builder(TokioExecutor::new()).build::<_, Empty<Bytes>>(connector);
     let uri: hyper::Uri = url.parse().with_context(|| format!("invalid URL {url}"))?;
-    let resp = client
-        .get(uri)
-        .await
-        .with_context(|| format!("cannot reach {url}"))?;
+    let resp = client.get(uri).await.map_err(|e| {
+        // The TLS reason (unknown issuer, name mismatch) sits deep in the source chain.
+        let mut msg = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            msg = format!("{msg}: {s}");
+            src = s.source();
+        }
+        anyhow::anyhow!("cannot reach {url}: {msg}")
+    })?;
     let status = resp.status();
     let body = resp
         .into_body()
@@ -46,9 +57,13 @@ async fn get(url: &str) -> anyhow::Result<Bytes> {
 
 pub async fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
     match cmd {
-        ClusterCommand::Status { admin, json } => {
+        ClusterCommand::Status {
+            admin,
+            json,
+            ca_file,
+        } => {
             let url = format!("{}/cluster/status", admin.trim_end_matches('/'));
-            let body = get(&url).await?;
+            let body = get(&url, ca_file.as_deref()).await?;
             if json {
                 println!("{}", String::from_utf8_lossy(&body));
                 return Ok(());

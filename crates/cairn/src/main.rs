@@ -2,7 +2,9 @@
 
 mod admin;
 mod cli;
+mod datadir;
 mod files;
+mod https;
 mod identity;
 mod server;
 

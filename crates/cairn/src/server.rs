@@ -22,8 +22,7 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
     init_tracing(&cfg.log);
 
     let data = cfg.data_dir().to_path_buf();
-    std::fs::create_dir_all(&data)
-        .with_context(|| format!("creating STORAGE_PATH {}", data.display()))?;
+    crate::datadir::make_private(&data)?;
     let node_id = identity::node_id(&data, cfg.node_id.as_deref())?;
     let (access_key, secret_key, generated) =
         identity::credentials(&data, cfg.access_key.as_deref(), cfg.secret_key.as_deref())?;
@@ -245,10 +244,25 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding NODE_ADMIN_PORT on {admin_addr}"))?;
 
+    let tls = match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            cairn_tls::ServerTls::from_files(cert, key).context("loading TLS_CERT / TLS_KEY")?,
+        ),
+        _ => None,
+    };
+    let header_timeout = Duration::from_secs(cfg.http_header_timeout_secs);
     let s3_task = tokio::spawn(cairn_s3::serve(
         api_listener,
         s3,
         s3_metrics,
+        cairn_s3::ServeOptions {
+            max_connections: cfg.s3_max_connections as usize,
+            max_in_flight: cfg.s3_max_inflight as usize,
+            header_timeout,
+            body_idle_timeout: Duration::from_secs(cfg.http_body_idle_timeout_secs),
+            allow_sigv2: cfg.s3_allow_sigv2,
+            tls: tls.clone(),
+        },
         wait_for(shutdown_rx.clone()),
     ));
     let admin_router = admin::router(admin::AdminState {
@@ -262,12 +276,15 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
             gossip: gossip.clone(),
         }),
     });
-    let admin_task = tokio::spawn(async move {
-        axum::serve(admin_listener, admin_router)
-            .with_graceful_shutdown(wait_for(shutdown_rx))
-            .await
-    });
-    tracing::info!(%node_id, s3 = %api_addr, admin = %admin_addr, data = %data.display(), "cairn node is serving");
+    let https = tls.is_some();
+    let admin_task = tokio::spawn(crate::https::serve_admin(
+        admin_listener,
+        admin_router,
+        tls,
+        header_timeout,
+        wait_for(shutdown_rx),
+    ));
+    tracing::info!(%node_id, https, s3 = %api_addr, admin = %admin_addr, data = %data.display(), "cairn node is serving");
 
     shutdown_signal().await;
     tracing::info!("shutting down");

@@ -6,7 +6,8 @@
 //!   certificate without a restart. A replacement that does not parse is logged and the last
 //!   good certificate stays in use.
 //! - [`client_config`]: a rustls client configuration that trusts the Mozilla roots
-//!   (`webpki-roots`, so no system files are needed) plus, optionally, a CA file.
+//!   (`webpki-roots`, so no system files are needed) plus, optionally, a CA file; and
+//!   [`https_connector`], the hyper client connector the CLI and `cairn bench` use.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -177,6 +178,24 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, Tls
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth())
+}
+
+/// An HTTP client connector that speaks `https://` (verified with [`client_config`]) and
+/// plain `http://`, for hyper's legacy client.
+pub fn https_connector(
+    ca_file: Option<&Path>,
+) -> Result<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    TlsError,
+> {
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(client_config(ca_file)?)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http))
 }
 
 #[cfg(test)]
