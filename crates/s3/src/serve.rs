@@ -296,7 +296,7 @@ async fn handle(
             metrics.refused(r.reason);
             let resp = finish(refusal_response(&r), &id, &path, &method);
             metrics.observe("refused", method.as_str(), r.status.as_u16(), start.elapsed());
-            tracing::info!(status = r.status.as_u16(), code = r.code, reason = r.reason, "request refused");
+            tracing::debug!(status = r.status.as_u16(), code = r.code, reason = r.reason, "request refused");
             return Ok(resp.map(|b| Counting::new(b, metrics.bytes_out(), None)));
         }
         let gauge = metrics.in_flight();
