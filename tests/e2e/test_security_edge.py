@@ -162,28 +162,18 @@ def test_form_upload_is_not_implemented_and_stores_nothing(server, s3, bucket):
     assert _missing(s3, bucket, "form-key")
 
 
-def test_huge_unauthenticated_form_post_is_refused_before_reading(server, bucket):
-    """2 GiB announced, refused on the head: the answer comes at once and memory stays flat."""
-    pid = server.proc.pid
-    before = _rss_kib(pid)
-    boundary = "xyzzy"
-    head = (
-        f"POST /{bucket} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
-        f"Content-Length: {2 << 30}\r\n\r\n"
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"key\"\r\n\r\nbig\r\n"
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\r\n"
-    ).encode()
+def _push_until_answered(port: int, head: bytes, total: int) -> tuple[bytes, int, float]:
+    """Sends `head`, then zeros (up to `total` bytes) until the server answers or hangs up.
+    Returns (answer, body bytes sent, seconds)."""
     chunk = b"\0" * (1 << 20)
     start = time.monotonic()
     sent = 0
     answer = b""
-    with socket.create_connection(("127.0.0.1", server.api_port), timeout=10) as s:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         s.sendall(head)
         s.settimeout(0.05)
         try:
-            # Keep pushing (up to 2 GiB) until the server answers or hangs up.
-            while sent < (2 << 30) and b"\r\n\r\n" not in answer:
+            while sent < total and b"\r\n\r\n" not in answer:
                 s.sendall(chunk)
                 sent += len(chunk)
                 try:
@@ -204,12 +194,49 @@ def test_huge_unauthenticated_form_post_is_refused_before_reading(server, bucket
                 answer += data
         except (OSError, socket.timeout):
             pass
-    elapsed = time.monotonic() - start
+    return answer, sent, time.monotonic() - start
+
+
+def test_huge_unauthenticated_form_post_is_refused_before_reading(server, bucket):
+    """2 GiB announced, refused on the head: the answer comes at once and memory stays flat."""
+    pid = server.proc.pid
+    before = _rss_kib(pid)
+    boundary = "xyzzy"
+    head = (
+        f"POST /{bucket} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+        f"Content-Length: {2 << 30}\r\n\r\n"
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"key\"\r\n\r\nbig\r\n"
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\r\n"
+    ).encode()
+    answer, sent, elapsed = _push_until_answered(server.api_port, head, 2 << 30)
     assert answer.startswith(b"HTTP/1.1 501"), answer[:200]
     assert elapsed < 15, elapsed
     assert sent < (1 << 30), "the server kept reading a refused body"
     grown_mib = (_rss_kib(pid) - before) / 1024
     assert grown_mib < 64, f"RSS grew {grown_mib:.0f} MiB"
+
+
+@pytest.mark.parametrize("auth", ["none", "forged"])
+def test_huge_unauthenticated_put_is_refused_before_reading(server, s3, bucket, auth):
+    pid = server.proc.pid
+    before = _rss_kib(pid)
+    headers = f"PUT /{bucket}/huge HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {2 << 30}\r\n"
+    if auth == "forged":
+        date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        headers += (
+            f"x-amz-date: {date}\r\nx-amz-content-sha256: UNSIGNED-PAYLOAD\r\n"
+            f"Authorization: AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/{date[:8]}/{REGION}/s3/"
+            f"aws4_request, SignedHeaders=host;x-amz-content-sha256;x-amz-date, "
+            f"Signature={'0' * 64}\r\n"
+        )
+    answer, sent, elapsed = _push_until_answered(server.api_port, (headers + "\r\n").encode(),
+                                                 2 << 30)
+    assert answer.startswith(b"HTTP/1.1 403"), answer[:300]
+    assert elapsed < 15, elapsed
+    assert sent < (1 << 30), "the server kept reading an unauthenticated body"
+    assert (_rss_kib(pid) - before) / 1024 < 64
+    assert _missing(s3, bucket, "huge")
 
 
 # ------------------------------------------------------------------------------------------
@@ -400,6 +427,8 @@ def test_in_flight_cap_answers_slow_down(limited):
         assert r.status_code == 503, r.text
         assert "<Code>SlowDown</Code>" in r.text
         assert r.headers.get("Retry-After") == "1"
+        metrics = requests.get(f"{limited.admin_url}/metrics", timeout=5).text
+        assert 'cairn_s3_refused_total{reason="in_flight"}' in metrics
     # Once the held request is gone (body idle timeout), requests are served again.
     deadline = time.monotonic() + 10
     while True:
