@@ -223,17 +223,21 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         raft_batches.messages.clone(),
     );
     files.metrics().register(&mut metrics);
-    let s3 = cairn_s3::build_service(
-        objects,
-        &cairn_s3::S3Settings {
-            access_key: access_key.clone(),
-            secret_key: secret_key.clone(),
-            region: cfg.s3_region.clone(),
-            domains: cfg.domains(),
-            cluster_keys: Some(cluster_keys(registry.clone())),
-        },
-        s3_metrics.clone(),
-    )?;
+    let s3_settings = cairn_s3::S3Settings {
+        access_key: access_key.clone(),
+        secret_key: secret_key.clone(),
+        region: cfg.s3_region.clone(),
+        domains: cfg.domains(),
+        cluster_keys: Some(cluster_keys(registry.clone())),
+    };
+    let s3 = cairn_s3::build_service(objects, &s3_settings, s3_metrics.clone())?;
+    let sigv2 = match cfg.s3_allow_sigv2 {
+        true => Some(cairn_s3::SigV2Verifier::new(
+            &s3_settings,
+            cluster_keys(registry.clone()),
+        )?),
+        false => None,
+    };
 
     let api_addr = SocketAddr::new(bind, cfg.node_api_port);
     let admin_addr = SocketAddr::new(bind, cfg.node_admin_port);
@@ -260,7 +264,7 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
             max_in_flight: cfg.s3_max_inflight as usize,
             header_timeout,
             body_idle_timeout: Duration::from_secs(cfg.http_body_idle_timeout_secs),
-            allow_sigv2: cfg.s3_allow_sigv2,
+            sigv2,
             tls: tls.clone(),
         },
         wait_for(shutdown_rx.clone()),

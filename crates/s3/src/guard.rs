@@ -149,7 +149,7 @@ fn is_form(headers: &HeaderMap) -> bool {
 
 /// The query string's pairs, percent-decoded (`+` is not a space in S3 query strings signed
 /// by SigV4, and the parameters read here never contain one).
-fn query_pairs(uri: &Uri) -> Vec<(String, String)> {
+pub(crate) fn query_pairs(uri: &Uri) -> Vec<(String, String)> {
     let Some(q) = uri.query() else {
         return Vec::new();
     };

@@ -7,6 +7,7 @@
 //! - `serve.rs` — the TCP listener: TCP_NODELAY, request ids, error-XML fix-ups, metrics.
 //! - `guard.rs` — request hygiene checked on the head before s3s: unimplemented protection
 //!   headers, form uploads, SigV2, presigned expiry, unsigned sensitive headers.
+//! - `sigv2.rs` — constant-time SigV2 verification ahead of s3s (when SigV2 is enabled).
 //! - `host.rs` — virtual-host-style addressing.
 //! - `bucket.rs`, `object.rs`, `list.rs`, `multipart.rs`, `copy.rs` — the operations.
 //! - `checksum.rs` — `Content-MD5` and `x-amz-checksum-*` selection and verification.
@@ -29,6 +30,7 @@ mod metrics;
 mod multipart;
 mod object;
 mod serve;
+mod sigv2;
 mod validate;
 
 use std::sync::Arc;
@@ -39,6 +41,7 @@ use s3s::{S3Request, S3Response, S3Result, S3};
 
 pub use metrics::S3Metrics;
 pub use serve::{serve, ServeOptions};
+pub use sigv2::{SecretLookup, SigV2Verifier};
 
 /// Settings of the S3 front end.
 #[derive(Clone)]

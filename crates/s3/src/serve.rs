@@ -55,8 +55,9 @@ pub struct ServeOptions {
     pub header_timeout: Duration,
     /// Longest pause between two pieces of a request body; then the request fails.
     pub body_idle_timeout: Duration,
-    /// Accept AWS Signature Version 2 (off by default).
-    pub allow_sigv2: bool,
+    /// Accept AWS Signature Version 2, verified in constant time by this verifier (off by
+    /// default).
+    pub sigv2: Option<crate::SigV2Verifier>,
     /// Serve HTTPS with this certificate.
     pub tls: Option<cairn_tls::ServerTls>,
 }
@@ -68,7 +69,7 @@ impl Default for ServeOptions {
             max_in_flight: 256,
             header_timeout: Duration::from_secs(10),
             body_idle_timeout: Duration::from_secs(30),
-            allow_sigv2: false,
+            sigv2: None,
             tls: None,
         }
     }
@@ -80,6 +81,7 @@ struct Shared {
     metrics: S3Metrics,
     in_flight: Arc<Semaphore>,
     hygiene: Hygiene,
+    sigv2: Option<crate::SigV2Verifier>,
     body_idle_timeout: Duration,
 }
 
@@ -108,8 +110,9 @@ pub async fn serve(
         metrics: metrics.clone(),
         in_flight: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
         hygiene: Hygiene {
-            allow_sigv2: options.allow_sigv2,
+            allow_sigv2: options.sigv2.is_some(),
         },
+        sigv2: options.sigv2.clone(),
         body_idle_timeout: options.body_idle_timeout,
     });
     let mut shutdown = std::pin::pin!(shutdown);
@@ -290,7 +293,16 @@ async fn handle(
             Ok(_) => shared
                 .hygiene
                 .check(&method, req.uri(), req.headers(), OffsetDateTime::now_utc())
-                .err(),
+                .err()
+                .or_else(|| {
+                    let v2 = shared.sigv2.as_ref()?;
+                    (!v2.check(&method, req.uri(), req.headers())).then(|| Refusal {
+                        status: StatusCode::FORBIDDEN,
+                        code: "SignatureDoesNotMatch",
+                        message: "The request signature we calculated does not match the signature you provided.".into(),
+                        reason: "sigv2_signature",
+                    })
+                }),
         };
         if let Some(r) = refusal {
             metrics.refused(r.reason);
