@@ -134,7 +134,7 @@ impl Gossip {
                         .to_string(),
                 )),
             };
-        let dropped = seal::DropCounter::default();
+        let dropped = seal::drop_counter();
         let transport = seal::SealedTransport {
             key: seal::GossipKey::derive(secret),
             dropped: dropped.clone(),

@@ -217,14 +217,17 @@ impl Transport for SealedTransport {
 /// "from" address maps back to the peer.
 #[derive(Default)]
 struct Relays {
-    by_peer: HashMap<SocketAddr, tokio::net::UdpSocket>,
+    /// Plain non-blocking std sockets: relays only send, and a std `send_to` goes straight to
+    /// the kernel, where a fresh tokio socket would report WouldBlock until the reactor has
+    /// seen it writable (losing the first packet from every new peer).
+    by_peer: HashMap<SocketAddr, std::net::UdpSocket>,
     peer_of: HashMap<SocketAddr, SocketAddr>,
     /// Insertion order, to evict the oldest when full.
     order: VecDeque<SocketAddr>,
 }
 
 impl Relays {
-    fn get_or_create(&mut self, peer: SocketAddr) -> io::Result<&tokio::net::UdpSocket> {
+    fn get_or_create(&mut self, peer: SocketAddr) -> io::Result<&std::net::UdpSocket> {
         if !self.by_peer.contains_key(&peer) {
             if self.order.len() >= MAX_RELAYS {
                 if let Some(old) = self.order.pop_front() {
@@ -235,9 +238,8 @@ impl Relays {
                     }
                 }
             }
-            let std = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
-            std.set_nonblocking(true)?;
-            let sock = tokio::net::UdpSocket::from_std(std)?;
+            let sock = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+            sock.set_nonblocking(true)?;
             self.peer_of.insert(sock.local_addr()?, peer);
             self.by_peer.insert(peer, sock);
             self.order.push_back(peer);
@@ -291,7 +293,7 @@ impl SealedSocket {
         let codec_addr = self.codec_addr;
         match self.relays.get_or_create(from) {
             Ok(relay) => {
-                if let Err(e) = relay.try_send_to(&plain, codec_addr) {
+                if let Err(e) = relay.send_to(&plain, codec_addr) {
                     tracing::debug!(%from, "gossip: loopback relay busy, packet lost: {e}");
                 }
             }
@@ -375,17 +377,28 @@ impl Socket for SealedSocket {
     }
 }
 
+const REASONS: [DropReason; 4] = [
+    DropReason::Malformed,
+    DropReason::Unauthenticated,
+    DropReason::Stale,
+    DropReason::Local,
+];
+
+/// A drop counter with every reason present (at 0), so dashboards see the series at once.
+pub fn drop_counter() -> DropCounter {
+    let c = DropCounter::default();
+    for reason in REASONS {
+        let _ = c.get_or_create(&DropLabels { reason });
+    }
+    c
+}
+
 /// Total of every drop reason.
 pub fn total(dropped: &DropCounter) -> u64 {
-    [
-        DropReason::Malformed,
-        DropReason::Unauthenticated,
-        DropReason::Stale,
-        DropReason::Local,
-    ]
-    .into_iter()
-    .map(|reason| dropped.get_or_create(&DropLabels { reason }).get())
-    .sum()
+    REASONS
+        .into_iter()
+        .map(|reason| dropped.get_or_create(&DropLabels { reason }).get())
+        .sum()
 }
 
 #[cfg(test)]
