@@ -28,6 +28,9 @@ mod object;
 mod serve;
 mod validate;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 use std::sync::Arc;
 
 use cairn_object::ObjectService;
