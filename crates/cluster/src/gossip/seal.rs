@@ -493,4 +493,31 @@ mod tests {
         assert_eq!(&msg[8..], b"abc");
         assert_eq!(u64::from_be_bytes(msg[..8].try_into().unwrap()), NOW);
     }
+
+    proptest::proptest! {
+        /// Issue 10 item 8: whatever arrives, `open` answers without panicking, and nothing
+        /// not sealed under the key opens; whatever is sealed opens to the same bytes.
+        #[test]
+        fn fuzz_open_arbitrary_datagrams(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            with_format in proptest::prelude::any::<bool>(),
+        ) {
+            let k = GossipKey::derive("token");
+            let mut bytes = bytes;
+            if with_format && !bytes.is_empty() {
+                bytes[0] = FORMAT_V1;
+            }
+            proptest::prop_assert!(k.open(&bytes, NOW).is_err());
+        }
+
+        #[test]
+        fn fuzz_seal_round_trips(
+            plain in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2000),
+            secret in "\\PC{1,30}",
+        ) {
+            let k = GossipKey::derive(&secret);
+            let sealed = k.seal(&plain, NOW);
+            proptest::prop_assert_eq!(k.open(&sealed, NOW), Ok(plain));
+        }
+    }
 }
