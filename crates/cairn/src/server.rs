@@ -121,6 +121,8 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
             ]
             .into_iter()
             .collect(),
+            // Gossip packets are sealed under a key derived from the cluster secret.
+            secret: cfg.cluster_join_token.clone(),
         })
         .await
         .context("starting gossip")?;
@@ -223,6 +225,9 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         raft_batches.messages.clone(),
     );
     files.metrics().register(&mut metrics);
+    if let Some(g) = &gossip {
+        g.register_metrics(&mut metrics);
+    }
     let s3_settings = cairn_s3::S3Settings {
         access_key: access_key.clone(),
         secret_key: secret_key.clone(),

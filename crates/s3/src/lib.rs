@@ -33,6 +33,9 @@ mod serve;
 mod sigv2;
 mod validate;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 use std::sync::Arc;
 
 use cairn_object::ObjectService;
