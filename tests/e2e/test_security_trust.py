@@ -177,3 +177,40 @@ def test_the_cluster_still_serves_s3(cluster):
     n1.client().create_bucket(Bucket=bucket)
     n1.client().put_object(Bucket=bucket, Key="k", Body=b"still here")
     assert n3.client().get_object(Bucket=bucket, Key="k")["Body"].read() == b"still here"
+
+
+def test_cli_verifies_the_node_with_the_cluster_ca(cluster, tmp_path):
+    """`cairn ls` trusts the node only through the cluster CA: a CA file, its fingerprint, or
+    the data directory; another CA or a wrong fingerprint is refused with a clear message."""
+    import hashlib
+    import os
+
+    from e2e_util import ACCESS_KEY, SECRET_KEY
+
+    n1, n2 = cluster.nodes["n1"], cluster.nodes["n2"]
+    ca = n1.storage_path / "tls" / "ca.pem"
+    der = subprocess.run(["openssl", "x509", "-in", str(ca), "-outform", "DER"],
+                         capture_output=True, check=True).stdout
+    fingerprint = hashlib.sha256(der).hexdigest()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("CAIRN_") and k not in ("ACCESS_KEY", "SECRET_KEY", "STORAGE_PATH")}
+    env.update({"ACCESS_KEY": ACCESS_KEY, "SECRET_KEY": SECRET_KEY,
+                "CAIRN_ENDPOINT": n2.rpc_addr})
+
+    def ls(*extra, cwd=None):
+        return subprocess.run([str(cluster_util.cairn_bin()), "ls", *extra], env=env,
+                              capture_output=True, text=True, timeout=30, cwd=cwd)
+
+    for args in (["--ca-file", str(ca)], ["--ca-fingerprint", fingerprint],
+                 ["--data-dir", str(n1.storage_path)]):
+        r = ls(*args)
+        assert r.returncode == 0, (args, r.stderr)
+    # Another CA (a self-signed certificate) and a wrong fingerprint: refused.
+    evil_cert, _ = self_signed(tmp_path)
+    r = ls("--ca-file", str(evil_cert))
+    assert r.returncode != 0 and "certificate" in r.stderr.lower(), r.stderr
+    r = ls("--ca-fingerprint", "00" * 32)
+    assert r.returncode != 0 and "fingerprint" in r.stderr.lower(), r.stderr
+    # Nothing to verify with: the message names the options.
+    r = ls(cwd=tmp_path)
+    assert r.returncode != 0 and "--ca-file" in r.stderr, r.stderr

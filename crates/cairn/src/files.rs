@@ -80,7 +80,7 @@ impl Connection {
                 let p = dir.join("tls").join("ca.pem");
                 anyhow::ensure!(
                     p.exists(),
-                    "no cluster CA to verify the node with: pass --ca-file (CAIRN_CA_FILE) or                      --ca-fingerprint (CAIRN_CA_FINGERPRINT), or --data-dir of a node ({} does                      not exist)",
+                    "no cluster CA to verify the node with: pass --ca-file (CAIRN_CA_FILE) or --ca-fingerprint (CAIRN_CA_FINGERPRINT), or --data-dir of a node ({} does not exist)",
                     p.display()
                 );
                 p
@@ -98,7 +98,7 @@ impl Connection {
             .await
             .map_err(|e| match e {
                 cairn_files::ClientError::Connect { .. } => anyhow::anyhow!(
-                    "{e} (is the node's certificate from the cluster CA given by --ca-file /                      --ca-fingerprint / --data-dir?)"
+                    "{e} (is the node's certificate from the cluster CA given by --ca-file / --ca-fingerprint / --data-dir?)"
                 ),
                 e => e.into(),
             })

@@ -269,6 +269,7 @@ pub async fn form_or_join(s: &ClusterSettings, reg: &Arc<Registry>) -> Result<()
             s.trust
                 .create_ca(&s.cluster_name)
                 .map_err(|e| ClusterError::Other(format!("creating the cluster CA: {e}")))?;
+            wait_joined(reg, s, &answers).await?;
             bootstrap(s, reg, answers).await?;
             return Ok(());
         }
@@ -286,6 +287,32 @@ pub async fn form_or_join(s: &ClusterSettings, reg: &Arc<Registry>) -> Result<()
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// After creating the CA, gives the other seeds a moment to join (they poll every 500 ms), so
+/// the first Raft election does not start while they cannot yet be reached over mutual TLS.
+/// A node that has joined holds the CA key, so its greeting answers `can_admit`.
+async fn wait_joined(
+    reg: &Registry,
+    s: &ClusterSettings,
+    answers: &BTreeMap<String, HelloReply>,
+) -> Result<(), ClusterError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        let mut all = true;
+        for a in answers.values() {
+            match hello(reg, s, &a.rpc_addr).await? {
+                Some(r) if r.can_admit => {}
+                _ => all = false,
+            }
+        }
+        if all {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tracing::warn!("not every seed has joined after 10 s: bootstrapping anyway");
+    Ok(())
 }
 
 async fn wait_initialized(reg: &Registry) {

@@ -107,7 +107,7 @@ pub fn incoming(
     listener: TcpListener,
     trust: &Trust,
     limits: ListenerLimits,
-) -> Result<tokio_stream_like::Incoming, crate::TrustError> {
+) -> Result<Incoming, crate::TrustError> {
     let acceptor = TlsAcceptor::from(trust.server_config()?);
     let (tx, rx) = mpsc::channel::<std::io::Result<TlsConn>>(64);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
@@ -157,21 +157,17 @@ pub fn incoming(
             });
         }
     });
-    Ok(tokio_stream_like::Incoming(rx))
+    Ok(Incoming(rx))
 }
 
-/// A minimal stream over the accepted connections (what `serve_with_incoming` takes).
-pub mod tokio_stream_like {
-    use super::*;
+/// The accepted, handshaken connections (what `serve_with_incoming` takes).
+pub struct Incoming(mpsc::Receiver<std::io::Result<TlsConn>>);
 
-    pub struct Incoming(pub(super) mpsc::Receiver<std::io::Result<TlsConn>>);
+impl futures::Stream for Incoming {
+    type Item = std::io::Result<TlsConn>;
 
-    impl futures::Stream for Incoming {
-        type Item = std::io::Result<TlsConn>;
-
-        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-            self.0.poll_recv(cx)
-        }
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
     }
 }
 
