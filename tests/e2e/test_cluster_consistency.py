@@ -278,9 +278,13 @@ def test_cluster_config_access_keys_and_placement(tmp_path_factory, request):
         n1, n2, n3 = (c.node(f"n{i}") for i in (1, 2, 3))
 
         # The placement policy recorded at formation holds: replicas only on disk=ssd nodes.
-        st = n3.status()
-        for p in st["partitions"]:
-            assert sorted(p["replicas"]) == ["n1", "n2"], p
+        # (Layout v1 is written before the peers' own registrations bring their labels; the
+        # next layout, a controller tick later, places by them.)
+        def placed_by_labels():
+            for p in n3.status()["partitions"]:
+                assert sorted(p["replicas"]) == ["n1", "n2"], p
+
+        try_until(placed_by_labels, timeout=20)
         what = audit(n3)
         assert any(w.startswith("cluster config v1: partitions=8 replication=2 voters=3")
                    and "require=[disk=ssd]" in w for w in what), what
@@ -307,12 +311,14 @@ def test_cluster_config_access_keys_and_placement(tmp_path_factory, request):
         env = {k: v for k, v in os.environ.items() if k not in ("ACCESS_KEY", "SECRET_KEY")}
         ls = subprocess.run(
             [str(cairn_bin()), "ls", f"cairn://{bucket}", "--endpoint", n1.rpc_addr,
-             "--access-key", n3_key, "--secret-key", n3_secret],
+             "--access-key", n3_key, "--secret-key", n3_secret,
+             "--ca-file", str(n1.storage_path / "tls" / "ca.pem")],
             capture_output=True, text=True, timeout=30, env=env)
         assert ls.returncode == 0 and "k" in ls.stdout, (ls.returncode, ls.stdout, ls.stderr)
         ls = subprocess.run(
             [str(cairn_bin()), "ls", f"cairn://{bucket}", "--endpoint", n1.rpc_addr,
-             "--access-key", n3_key, "--secret-key", "wrong-secret-0123456789"],
+             "--access-key", n3_key, "--secret-key", "wrong-secret-0123456789",
+             "--ca-file", str(n1.storage_path / "tls" / "ca.pem")],
             capture_output=True, text=True, timeout=30, env=env)
         assert ls.returncode != 0 and "signature" in ls.stderr.lower(), (ls.stdout, ls.stderr)
         expect_error(lambda: client_as(n1, "nobody", "whatever-0123456789").list_buckets(),

@@ -20,16 +20,24 @@ from e2e_util import ACCESS_KEY, SECRET_KEY, rand_bytes, unique_name
 
 
 def cli(server, *args, env=None, input=None, check=True, cwd=None, timeout=180):
-    """Runs `cairn <args>` against `server`'s RPC port (or a `host:port`) with its
-    credentials."""
-    endpoint = server if isinstance(server, str) else f"127.0.0.1:{server.rpc_port}"
+    """Runs `cairn <args>` against `server`'s RPC port (a test server, a cluster node, or a
+    `host:port`) with its credentials, verifying the node with the CA in its data directory."""
+    if isinstance(server, str):
+        endpoint = server
+    elif isinstance(server, cluster_util.ClusterNode):
+        endpoint = server.rpc_addr
+    else:
+        endpoint = f"127.0.0.1:{server.rpc_port}"
     e = {k: v for k, v in os.environ.items()
-         if k not in ("ACCESS_KEY", "SECRET_KEY", "STORAGE_PATH", "CAIRN_ENDPOINT")}
+         if k not in ("ACCESS_KEY", "SECRET_KEY", "STORAGE_PATH", "CAIRN_ENDPOINT",
+                      "CAIRN_CA_FILE", "CAIRN_CA_FINGERPRINT")}
     e.update({
         "CAIRN_ENDPOINT": endpoint,
         "ACCESS_KEY": ACCESS_KEY,
         "SECRET_KEY": SECRET_KEY,
     })
+    if not isinstance(server, str):
+        e["CAIRN_CA_FILE"] = str(server.storage_path / "tls" / "ca.pem")
     for k, v in (env or {}).items():
         if v is None:
             e.pop(k, None)
@@ -272,19 +280,19 @@ def test_files_through_every_node_of_a_cluster(cluster3, tmp_path):
     the chunks' replicas are wherever the layout put them), over FileService and S3."""
     n1, n2, n3 = (cluster3.nodes[f"n{i}"] for i in (1, 2, 3))
     bucket = unique_name("fc")
-    cli(n1.rpc_addr, "mb", bucket)
+    cli(n1, "mb", bucket)
     data = rand_bytes(3 * 1024 * 1024 + 99, "cluster-file")  # several 1 MiB chunks
     src = tmp_path / "src.bin"
     src.write_bytes(data)
-    cli(n2.rpc_addr, "cp", str(src), f"cairn://{bucket}/f.bin")
+    cli(n2, "cp", str(src), f"cairn://{bucket}/f.bin")
 
-    listed = cli(n3.rpc_addr, "ls", f"cairn://{bucket}").stdout.decode().split()
+    listed = cli(n3, "ls", f"cairn://{bucket}").stdout.decode().split()
     assert "f.bin" in listed and str(len(data)) in listed
     for node in (n1, n3):
         dst = tmp_path / f"via-{node.node_id}.bin"
-        cli(node.rpc_addr, "cp", f"cairn://{bucket}/f.bin", str(dst))
+        cli(node, "cp", f"cairn://{bucket}/f.bin", str(dst))
         assert dst.read_bytes() == data
     assert n3.client().get_object(Bucket=bucket, Key="f.bin")["Body"].read() == data
 
-    cli(n3.rpc_addr, "rm", f"cairn://{bucket}/f.bin")
+    cli(n3, "rm", f"cairn://{bucket}/f.bin")
     assert n2.client().list_objects_v2(Bucket=bucket).get("KeyCount") == 0

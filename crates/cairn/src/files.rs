@@ -26,6 +26,13 @@ pub struct Connection {
     /// without keys or this, `./data` is tried.
     #[arg(long, env = "STORAGE_PATH")]
     data_dir: Option<PathBuf>,
+    /// The cluster CA certificate (PEM) to verify the node with; default
+    /// `<data-dir>/tls/ca.pem`.
+    #[arg(long, env = "CAIRN_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// SHA-256 fingerprint (hex) of the cluster CA certificate, instead of a CA file.
+    #[arg(long, env = "CAIRN_CA_FINGERPRINT")]
+    ca_fingerprint: Option<String>,
 }
 
 impl Connection {
@@ -55,9 +62,46 @@ impl Connection {
         Ok(Credentials::new(&access, &secret)?)
     }
 
+    /// How the node's certificate is verified: `--ca-fingerprint`, `--ca-file`, or the CA in
+    /// the data directory.
+    fn ca(&self) -> anyhow::Result<cairn_trust::CaSource> {
+        let set = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+        if let Some(f) = set(&self.ca_fingerprint) {
+            return Ok(cairn_trust::CaSource::Fingerprint(f));
+        }
+        let path = match self.ca_file.clone().filter(|p| !p.as_os_str().is_empty()) {
+            Some(p) => p,
+            None => {
+                let dir = self
+                    .data_dir
+                    .clone()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .unwrap_or_else(|| PathBuf::from("data"));
+                let p = dir.join("tls").join("ca.pem");
+                anyhow::ensure!(
+                    p.exists(),
+                    "no cluster CA to verify the node with: pass --ca-file (CAIRN_CA_FILE) or --ca-fingerprint (CAIRN_CA_FINGERPRINT), or --data-dir of a node ({} does not exist)",
+                    p.display()
+                );
+                p
+            }
+        };
+        let bytes = std::fs::read(&path)
+            .with_context(|| format!("reading the CA file {}", path.display()))?;
+        Ok(cairn_trust::CaSource::Cert(bytes))
+    }
+
     async fn client(&self) -> anyhow::Result<FileClient> {
         let creds = self.credentials()?;
-        Ok(FileClient::connect(&self.endpoint, creds).await?)
+        let tls = cairn_trust::tls::ca_client_config(&self.ca()?).context("the cluster CA")?;
+        FileClient::connect_tls(&self.endpoint, creds, tls)
+            .await
+            .map_err(|e| match e {
+                cairn_files::ClientError::Connect { .. } => anyhow::anyhow!(
+                    "{e} (is the node's certificate from the cluster CA given by --ca-file / --ca-fingerprint / --data-dir?)"
+                ),
+                e => e.into(),
+            })
     }
 }
 

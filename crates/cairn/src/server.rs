@@ -50,6 +50,36 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || cairn_chunk::ChunkStore::open(dir)).await??
     };
     let clustered = !cfg.seeds().is_empty();
+    // There is no unauthenticated mode: a cluster needs a join token (a node alone makes one).
+    let (join_token, token_generated) =
+        cairn_trust::token::effective(&data, cfg.cluster_join_token.as_deref(), clustered)?;
+    if token_generated {
+        println!(
+            "Generated the cluster join token (saved in {}); give it to nodes that join this one:",
+            data.join(cairn_trust::token::TOKEN_FILE).display()
+        );
+        println!(
+            "  CLUSTER_JOIN_TOKEN={}",
+            join_token.as_deref().unwrap_or_default()
+        );
+    }
+    let operator_tls = match (&cfg.tls_ca_cert, &cfg.tls_node_cert, &cfg.tls_node_key) {
+        (Some(ca), Some(cert), Some(key)) => Some(cairn_trust::OperatorFiles {
+            ca_cert: ca.into(),
+            node_cert: cert.into(),
+            node_key: key.into(),
+        }),
+        _ => None,
+    };
+    let trust = cairn_trust::Trust::open(&data, &node_id, operator_tls)
+        .context("loading the node's TLS identity (<data>/tls or TLS_* settings)")?;
+    trust.spawn_reload(Duration::from_secs(5));
+    if !clustered {
+        // A cluster of one is its own CA, so later nodes can join it.
+        trust
+            .create_ca(&cfg.cluster_name)
+            .context("creating the cluster CA")?;
+    }
     let raft_id = identity::raft_id(&node_id);
     let rpc_addr = format!("{advertise}:{}", cfg.node_rpc_port);
     let bind: std::net::IpAddr = cfg.node_bind_addr.parse().context("NODE_BIND_ADDR")?;
@@ -64,7 +94,7 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         } else {
             cairn_raft::Bootstrap::SingleNode
         },
-        join_token: cfg.cluster_join_token.clone(),
+        trust: Some(trust.clone()),
     })
     .await
     .context("starting the metadata groups")?;
@@ -80,7 +110,8 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         rpc_addr: rpc_addr.clone(),
         api_addr: format!("{advertise}:{}", cfg.node_api_port),
         cluster_name: cfg.cluster_name.clone(),
-        join_token: cfg.cluster_join_token.clone(),
+        join_token: join_token.clone(),
+        trust: trust.clone(),
         seeds: cfg.seeds(),
         replication: cfg.replication_factor as usize,
         desired_voters: cfg.cluster_voters as usize,
@@ -122,7 +153,7 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
             .into_iter()
             .collect(),
             // Gossip packets are sealed under a key derived from the cluster secret.
-            secret: cfg.cluster_join_token.clone(),
+            secret: join_token.clone(),
         })
         .await
         .context("starting gossip")?;
@@ -133,7 +164,8 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
     let rpc_task = tokio::spawn(cairn_cluster::serve_rpc(
         rpc_listener,
         registry.clone(),
-        cfg.cluster_join_token.clone(),
+        trust.clone(),
+        cairn_trust::ListenerLimits::default(),
         cairn_cluster::ControlServer::new(registry.clone(), settings.clone()),
         cairn_cluster::ChunkServer::new(chunks.clone()),
         files.clone().into_service(),

@@ -150,13 +150,11 @@ pub async fn register_node(
     peers: &Peers,
     addrs: &[String],
     cluster_name: &str,
-    join_token: &str,
     record: &NodeRecord,
     policy: RetryPolicy,
 ) -> Result<RegisterNodeReply, Status> {
     let req = RegisterNodeRequest {
         cluster_name: cluster_name.to_string(),
-        join_token: join_token.to_string(),
         node: Some(node_info(record)),
     };
     with_retry(peers, addrs, policy, "RegisterNode", |mut c, t| {

@@ -139,17 +139,7 @@ async fn report(
     let policy = RetryPolicy::default();
     if !*registered {
         let record = inventory_record(s, NodeState::Active);
-        let token = s.join_token.clone().unwrap_or_default();
-        match register_node(
-            reg.peers(),
-            &addrs,
-            &s.cluster_name,
-            &token,
-            &record,
-            policy,
-        )
-        .await
-        {
+        match register_node(reg.peers(), &addrs, &s.cluster_name, &record, policy).await {
             Ok(_) => {
                 *registered = true;
                 return true;

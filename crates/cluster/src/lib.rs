@@ -24,7 +24,11 @@ pub struct ClusterSettings {
     pub rpc_addr: String,
     pub api_addr: String,
     pub cluster_name: String,
+    /// The effective join token (the cluster secret); `None` on a restarted member started
+    /// without one, which then cannot admit joiners.
     pub join_token: Option<String>,
+    /// This node's TLS identity (cluster CA, node certificate).
+    pub trust: cairn_trust::Trust,
     /// Seed RPC addresses (may include this node's own).
     pub seeds: Vec<String>,
     pub replication: usize,
@@ -110,50 +114,52 @@ pub enum ClusterError {
     Other(String),
 }
 
-/// Serves this node's gRPC services (Raft, control, chunks, files) on `listener` until
-/// `shutdown`. Raft and chunk calls must carry the cluster credential (`join_token`); control
-/// calls are checked per method, since joining nodes present the token itself; file calls
+/// Largest request body of a call that needs no node certificate (`Hello`, `Join`).
+pub const MAX_UNAUTHENTICATED_BODY: usize = 64 << 10;
+
+/// Serves this node's gRPC services (Raft, control, chunks, files) over TLS on `listener` until
+/// `shutdown`. Limits apply before any body is read: a connection cap and a handshake timeout
+/// (`cairn_trust::net`), concurrent streams per connection, header size, HTTP/2 keepalive, and
+/// the `Gate` layer, which refuses Raft, chunk and control calls (except `Hello`/`Join`, whose
+/// bodies it caps) from callers without a node certificate of this cluster. File calls
 /// authenticate with S3 credentials.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve_rpc<F: cairn_rpc::pb::file_service_server::FileService>(
     listener: tokio::net::TcpListener,
     registry: std::sync::Arc<cairn_raft::Registry>,
-    join_token: Option<String>,
+    trust: cairn_trust::Trust,
+    limits: cairn_trust::ListenerLimits,
     control: ControlServer,
     chunks: ChunkServer,
     files: cairn_rpc::pb::file_service_server::FileServiceServer<F>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), tonic::transport::Error> {
+) -> Result<(), ClusterError> {
     use cairn_rpc::pb::chunk_service_server::ChunkServiceServer;
     use cairn_rpc::pb::control_service_server::ControlServiceServer;
     use cairn_rpc::pb::raft_service_server::RaftServiceServer;
-    use futures::StreamExt;
-    // `Server::tcp_nodelay` only applies to listeners tonic binds itself; set it on every
-    // accepted socket so small replies are not held back by Nagle + delayed ACK (~40 ms).
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
-        conn.inspect(|s| {
-            if let Err(e) = s.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
-        })
-    });
-    use tonic::service::interceptor::InterceptedService;
-    let check = cairn_rpc::auth::PeerCheck::new(join_token.as_deref());
+    use std::time::Duration;
+    let incoming = cairn_trust::net::incoming(listener, &trust, limits)
+        .map_err(|e| ClusterError::Other(format!("RPC TLS: {e}")))?;
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        .add_service(InterceptedService::new(
+        .max_concurrent_streams(256)
+        .http2_max_header_list_size(16 << 10)
+        .http2_max_pending_accept_reset_streams(Some(64))
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .layer(gate::GateLayer)
+        .add_service(
             RaftServiceServer::new(cairn_raft::RaftServer::new(registry))
                 .max_decoding_message_size(256 << 20),
-            check.clone(),
-        ))
+        )
         .add_service(ControlServiceServer::new(control).max_decoding_message_size(64 << 20))
-        .add_service(InterceptedService::new(
-            ChunkServiceServer::new(chunks).max_decoding_message_size(8 << 20),
-            check,
-        ))
+        .add_service(ChunkServiceServer::new(chunks).max_decoding_message_size(8 << 20))
         // Native clients; it authenticates each call itself (S3 credentials).
         .add_service(files)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
+        .map_err(|e| ClusterError::Other(format!("RPC server: {e}")))
 }
 
+pub mod gate;
 pub mod status;

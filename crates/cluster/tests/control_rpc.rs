@@ -1,12 +1,13 @@
-//! The node-to-node gRPC contracts on a real one-node server: registration with the join
-//! token, heartbeats, layout reads, and the cluster credential on Raft, chunk and forwarding
-//! calls.
+//! The node-to-node gRPC contracts on a real one-node server over TLS: joining with the token
+//! proof (wrong token and replays refused), registration and heartbeats over mutual TLS with
+//! the identity taken from the certificate, layout reads, and the refusal of plain-text calls,
+//! calls without a cluster certificate and messages sent in another node's name.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_cluster::control_client::{get_layout, heartbeat, register_node, RetryPolicy};
-use cairn_cluster::{ChunkServer, ClusterSettings, ControlServer};
+use cairn_cluster::{ChunkServer, ClusterError, ClusterSettings, ControlServer};
 use cairn_meta::model::{LayoutRecord, NodeHealth, NodeRecord, NodeState};
 use cairn_meta::placement::SYSTEM_GROUP;
 use cairn_meta::Command;
@@ -14,8 +15,12 @@ use cairn_raft::{Peers, Registry};
 use cairn_rpc::pb::chunk_service_client::ChunkServiceClient;
 use cairn_rpc::pb::control_service_client::ControlServiceClient;
 use cairn_rpc::pb::raft_service_client::RaftServiceClient;
-use cairn_rpc::pb::{ChunkIds, HeartbeatRequest, QueryRequest, RaftBatch};
-use cairn_rpc::PeerAuth;
+use cairn_rpc::pb::{
+    ChunkIds, HeartbeatRequest, HelloRequest, JoinChallengeRequest, JoinRequest, QueryRequest,
+    RaftBatch, RaftKind, RaftMessage,
+};
+use cairn_trust::join::JoinKey;
+use cairn_trust::Trust;
 use tonic::Code;
 
 const TOKEN: &str = "join-me";
@@ -27,14 +32,15 @@ struct Node {
     _dir: tempfile::TempDir,
 }
 
-fn settings(addr: &str, dir: &std::path::Path) -> ClusterSettings {
+fn settings(id: &str, addr: &str, dir: &std::path::Path, token: &str) -> ClusterSettings {
     ClusterSettings {
-        node_id: "n1".into(),
-        raft_id: 1,
+        node_id: id.into(),
+        raft_id: cairn_trust::raft_id(id),
         rpc_addr: addr.into(),
         api_addr: "127.0.0.1:9000".into(),
         cluster_name: "cairn".into(),
-        join_token: Some(TOKEN.into()),
+        join_token: Some(token.into()),
+        trust: Trust::open(dir, id, None).unwrap(),
         seeds: vec![],
         replication: 1,
         desired_voters: 1,
@@ -53,14 +59,18 @@ async fn start() -> Node {
     let dir = tempfile::tempdir().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
+    let s = settings("n1", &addr, dir.path(), TOKEN);
+    s.trust.create_ca("cairn").unwrap();
+    // The master key is handed to joiners verbatim.
+    std::fs::write(dir.path().join("master.key"), "ab".repeat(32) + "\n").unwrap();
     let registry = Registry::open(cairn_raft::RegistryConfig {
         dir: dir.path().join("meta"),
-        node_id: 1,
+        node_id: s.raft_id,
         rpc_addr: addr.clone(),
         partitions: 2,
         snapshot_every: 1000,
         bootstrap: cairn_raft::Bootstrap::SingleNode,
-        join_token: Some(TOKEN.into()),
+        trust: Some(s.trust.clone()),
     })
     .await
     .unwrap();
@@ -79,8 +89,9 @@ async fn start() -> Node {
     tokio::spawn(cairn_cluster::serve_rpc(
         listener,
         registry.clone(),
-        Some(TOKEN.into()),
-        ControlServer::new(registry.clone(), settings(&addr, dir.path())),
+        s.trust.clone(),
+        cairn_trust::ListenerLimits::default(),
+        ControlServer::new(registry.clone(), s),
         ChunkServer::new(chunks),
         cairn_files::FileServer::new(cairn_files::Credentials::new("AK", "SECRETSECRET").unwrap())
             .into_service(),
@@ -96,10 +107,22 @@ async fn start() -> Node {
     }
 }
 
+/// A second node that joined `node` with `token`: its settings, pool and data directory.
+async fn joined(node: &Node, id: &str) -> (ClusterSettings, Peers, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(id, "127.0.0.1:1", dir.path(), TOKEN);
+    let peers = Peers::new(&s.trust).unwrap();
+    cairn_cluster::formation::join(&peers, &s, &node.addr)
+        .await
+        .unwrap();
+    assert!(s.trust.is_member());
+    (s, peers, dir)
+}
+
 fn record(id: &str) -> NodeRecord {
     NodeRecord {
         node_id: id.into(),
-        raft_id: 7,
+        raft_id: cairn_trust::raft_id(id),
         rpc_addr: "10.1.1.7:7000".into(),
         api_addr: "10.1.1.7:9000".into(),
         zone: Some("z2".into()),
@@ -124,19 +147,37 @@ fn quick() -> RetryPolicy {
     }
 }
 
+fn beat(id: &str, free: u64) -> HeartbeatRequest {
+    HeartbeatRequest {
+        node_id: id.into(),
+        disk_capacity_bytes: 100,
+        disk_free_bytes: free,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn registration_heartbeats_and_layout_over_grpc() {
+async fn join_then_register_heartbeat_and_read_the_layout_over_mutual_tls() {
     let node = start().await;
-    let peers = Peers::new(PeerAuth::new(Some(TOKEN)));
+    let (s7, peers, dir7) = joined(&node, "n7").await;
+    // The joiner received the cluster secrets: CA (and its key) and the master key.
+    assert!(s7.trust.can_admit());
+    assert_eq!(
+        std::fs::read_to_string(dir7.path().join("master.key")).unwrap(),
+        "ab".repeat(32) + "\n"
+    );
     let addrs = vec![node.addr.clone()];
 
-    // A wrong token or another cluster's name is refused, and nothing is recorded.
-    for (name, token) in [("cairn", "nope"), ("cairn", ""), ("other", TOKEN)] {
-        let err = register_node(&peers, &addrs, name, token, &record("n7"), quick())
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), Code::PermissionDenied, "{name}/{token}: {err}");
-    }
+    // Heartbeats of a node nobody registered are refused: it must register first.
+    let err = heartbeat(&peers, &addrs, beat("n7", 50), quick())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err}");
+
+    // Another cluster's name is refused, and nothing is recorded.
+    let err = register_node(&peers, &addrs, "other", &record("n7"), quick())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
     assert!(node
         .registry
         .meta()
@@ -144,22 +185,13 @@ async fn registration_heartbeats_and_layout_over_grpc() {
         .unwrap()
         .is_empty());
 
-    // Heartbeats of a node nobody registered are refused: it must register first.
-    let beat = |free: u64| HeartbeatRequest {
-        node_id: "n7".into(),
-        disk_capacity_bytes: 100,
-        disk_free_bytes: free,
-    };
-    let err = heartbeat(&peers, &addrs, beat(50), quick())
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound, "{err}");
-
-    let reply = register_node(&peers, &addrs, "cairn", TOKEN, &record("n7"), quick())
+    let reply = register_node(&peers, &addrs, "cairn", &record("n7"), quick())
         .await
         .unwrap();
     assert_eq!(reply.cluster_id, "c-1");
-    heartbeat(&peers, &addrs, beat(42), quick()).await.unwrap();
+    heartbeat(&peers, &addrs, beat("n7", 42), quick())
+        .await
+        .unwrap();
     let nodes = node.registry.meta().list_nodes(SYSTEM_GROUP).unwrap();
     assert_eq!(nodes.len(), 1);
     let n7 = &nodes[0];
@@ -171,7 +203,6 @@ async fn registration_heartbeats_and_layout_over_grpc() {
         (Some("z2"), Some("ssd"))
     );
     assert_eq!((n7.cpus, n7.disk_free_bytes), (4, 42));
-    assert!(n7.last_heartbeat_ms > 0);
 
     // GetLayout: none yet, then the stored version.
     assert_eq!(get_layout(&peers, &addrs, quick()).await.unwrap(), None);
@@ -197,44 +228,122 @@ async fn registration_heartbeats_and_layout_over_grpc() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn node_to_node_calls_need_the_cluster_credential() {
+async fn a_node_speaks_only_for_itself() {
     let node = start().await;
-    let good = Peers::new(PeerAuth::new(Some(TOKEN)));
-    let bad = Peers::new(PeerAuth::new(Some("not-the-token")));
-    let none = Peers::default();
-
-    // Raft, chunk and forwarded-read calls without the right credential are refused...
-    for peers in [&bad, &none] {
-        let ch = peers.channel(&node.addr).unwrap();
-        let err = RaftServiceClient::new(ch.clone())
-            .batch(RaftBatch { messages: vec![] })
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), Code::Unauthenticated, "{err}");
-        let err = ChunkServiceClient::new(ch.clone())
-            .has_chunks(ChunkIds { ids: vec![] })
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), Code::Unauthenticated, "{err}");
-        let err = ControlServiceClient::new(ch.clone())
-            .query(QueryRequest {
-                group: 0,
-                query: vec![],
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), Code::Unauthenticated, "{err}");
-        let err = heartbeat(
-            peers,
-            std::slice::from_ref(&node.addr),
-            HeartbeatRequest::default(),
-            quick(),
-        )
+    let (_s7, peers, _d7) = joined(&node, "n7").await;
+    let addrs = vec![node.addr.clone()];
+    // Registering or heartbeating in another node's name is refused.
+    let err = register_node(&peers, &addrs, "cairn", &record("n8"), quick())
         .await
         .unwrap_err();
-        assert_eq!(err.code(), Code::Unauthenticated, "{err}");
-    }
-    // ...and accepted with it.
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    let mut forged = record("n7");
+    forged.raft_id = 1;
+    let err = register_node(&peers, &addrs, "cairn", &forged, quick())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    register_node(&peers, &addrs, "cairn", &record("n7"), quick())
+        .await
+        .unwrap();
+    let err = heartbeat(&peers, &addrs, beat("n1", 1), quick())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+
+    // A Raft append whose vote names n1 (the leader) sent with n7's certificate is refused.
+    let append = openraft::raft::AppendEntriesRequest::<cairn_raft::TypeConfig> {
+        vote: openraft::Vote::new_committed(99, cairn_trust::raft_id("n1")),
+        prev_log_id: None,
+        entries: vec![],
+        leader_commit: None,
+    };
+    let msg = RaftMessage {
+        group: SYSTEM_GROUP,
+        payload: rmp_serde::to_vec(&append).unwrap(),
+        kind: RaftKind::Append as i32,
+        error: String::new(),
+    };
+    let reply = RaftServiceClient::new(peers.channel(&node.addr).unwrap())
+        .batch(RaftBatch {
+            messages: vec![msg.clone()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        reply.messages[0].error.contains("another node"),
+        "{:?}",
+        reply.messages[0].error
+    );
+    let err = RaftServiceClient::new(peers.channel(&node.addr).unwrap())
+        .append_entries(msg)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    // Nothing reached the group: n1 still leads its own term.
+    assert!(node.registry.is_initialized(SYSTEM_GROUP).await.unwrap());
+    let nodes = node.registry.meta().list_nodes(SYSTEM_GROUP).unwrap();
+    assert_eq!(nodes.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_only_calls_refuse_callers_without_a_cluster_certificate() {
+    let node = start().await;
+    let (_s7, good, _d7) = joined(&node, "n7").await;
+
+    // No client certificate (the channel joiners and CLI clients use).
+    let nocert =
+        Peers::new(&Trust::open(tempfile::tempdir().unwrap().path(), "x", None).unwrap()).unwrap();
+    let ch = nocert.join_channel(&node.addr).unwrap();
+    let err = RaftServiceClient::new(ch.clone())
+        .batch(RaftBatch { messages: vec![] })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err}");
+    let err = ChunkServiceClient::new(ch.clone())
+        .has_chunks(ChunkIds { ids: vec![] })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err}");
+    let err = ControlServiceClient::new(ch.clone())
+        .query(QueryRequest {
+            group: 0,
+            query: vec![],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err}");
+    let err = ControlServiceClient::new(ch.clone())
+        .heartbeat(beat("n1", 1))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err}");
+
+    // Plain text: no TLS handshake, no call.
+    let plain = Peers::plaintext().channel(&node.addr).unwrap();
+    let err = cairn_rpc::deadline(
+        Duration::from_secs(5),
+        RaftServiceClient::new(plain).batch(RaftBatch { messages: vec![] }),
+    )
+    .await
+    .unwrap_err();
+    assert_ne!(err.code(), Code::Ok);
+
+    // A node of another cluster (its own CA): the handshake fails both ways.
+    let dir = tempfile::tempdir().unwrap();
+    let stranger = Trust::open(dir.path(), "n1", None).unwrap();
+    stranger.create_ca("cairn").unwrap();
+    let ch = Peers::new(&stranger).unwrap().channel(&node.addr).unwrap();
+    let err = cairn_rpc::deadline(
+        Duration::from_secs(5),
+        RaftServiceClient::new(ch).batch(RaftBatch { messages: vec![] }),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+
+    // A member is served.
     let ch = good.channel(&node.addr).unwrap();
     let reply = RaftServiceClient::new(ch.clone())
         .batch(RaftBatch { messages: vec![] })
@@ -248,4 +357,97 @@ async fn node_to_node_calls_need_the_cluster_credential() {
         .await
         .unwrap();
     assert_eq!(present.into_inner().present, vec![false]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_needs_the_token_and_a_fresh_challenge() {
+    let node = start().await;
+
+    // A wrong token: refused, no certificate.
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings("n9", "127.0.0.1:1", dir.path(), "not-the-token");
+    let peers = Peers::new(&s.trust).unwrap();
+    let err = cairn_cluster::formation::join(&peers, &s, &node.addr)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClusterError::Refused { .. }), "{err}");
+    assert!(!s.trust.is_member());
+    assert!(!dir.path().join("tls/node.pem").exists());
+
+    // One proof, one join: replaying a captured Join request is refused.
+    let mut c = ControlServiceClient::new(peers.join_channel(&node.addr).unwrap());
+    let key = JoinKey::new(TOKEN);
+    let challenge = c
+        .join_challenge(JoinChallengeRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let mut req = JoinRequest {
+        cluster_name: "cairn".into(),
+        node_id: "n9".into(),
+        client_nonce: cairn_trust::join::nonce(),
+        server_nonce: challenge.server_nonce,
+        csr_der: s.trust.csr().unwrap(),
+        mac: Vec::new(),
+    };
+    req.mac = key.mac(
+        "join",
+        &[
+            req.cluster_name.as_bytes(),
+            req.node_id.as_bytes(),
+            &req.client_nonce,
+            &req.server_nonce,
+            &req.csr_der,
+        ],
+    );
+    c.join(req.clone()).await.unwrap();
+    let err = c.join(req.clone()).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    // The same proof with a new challenge does not check either (the MAC covers the nonce).
+    req.server_nonce = c
+        .join_challenge(JoinChallengeRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .server_nonce;
+    let err = c.join(req).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+
+    // Greetings: a wrong token and a replay are refused.
+    let mut hello = HelloRequest {
+        cluster_name: "cairn".into(),
+        node_id: "n9".into(),
+        nonce: cairn_trust::join::nonce(),
+        unix_secs: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+        mac: Vec::new(),
+    };
+    let fields = |h: &HelloRequest| {
+        vec![
+            h.cluster_name.clone().into_bytes(),
+            h.node_id.clone().into_bytes(),
+            h.nonce.clone(),
+            h.unix_secs.to_be_bytes().to_vec(),
+        ]
+    };
+    let f = fields(&hello);
+    let refs: Vec<&[u8]> = f.iter().map(Vec::as_slice).collect();
+    hello.mac = JoinKey::new("wrong").mac("hello", &refs);
+    let err = c.hello(hello.clone()).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    hello.mac = key.mac("hello", &refs);
+    let reply = c.hello(hello.clone()).await.unwrap().into_inner();
+    assert!(reply.can_admit);
+    let err = c.hello(hello).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+
+    // An oversized open call is cut off before it is read whole; the node keeps serving.
+    let huge = HelloRequest {
+        cluster_name: "x".repeat(1 << 20),
+        ..Default::default()
+    };
+    assert!(c.hello(huge).await.is_err());
+    c.join_challenge(JoinChallengeRequest {}).await.unwrap();
 }

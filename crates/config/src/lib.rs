@@ -36,6 +36,14 @@ pub struct Config {
     pub cluster_seeds: String,
     #[serde(deserialize_with = "lenient::opt_string")]
     pub cluster_join_token: Option<String>,
+    /// Operator-provided RPC identity instead of the cluster CA (all three or none; the node
+    /// certificate's common name must be the node id; re-read when the files change).
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub tls_ca_cert: Option<String>,
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub tls_node_cert: Option<String>,
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub tls_node_key: Option<String>,
     #[serde(deserialize_with = "lenient::string")]
     pub cluster_name: String,
     /// Copies of every chunk and voters per partition group (capped at the node count).
@@ -117,6 +125,9 @@ impl Default for Config {
             secret_key: None,
             cluster_seeds: String::new(),
             cluster_join_token: None,
+            tls_ca_cert: None,
+            tls_node_cert: None,
+            tls_node_key: None,
             cluster_name: "cairn".into(),
             replication_factor: 3,
             cluster_voters: 3,
@@ -198,6 +209,9 @@ pub const SETTINGS: &[&str] = &[
     "secret_key",
     "cluster_seeds",
     "cluster_join_token",
+    "tls_ca_cert",
+    "tls_node_cert",
+    "tls_node_key",
     "cluster_name",
     "replication_factor",
     "cluster_voters",
@@ -319,6 +333,13 @@ impl Config {
 
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let tls = [&self.tls_ca_cert, &self.tls_node_cert, &self.tls_node_key];
+        if tls.iter().any(|t| t.is_some()) && !tls.iter().all(|t| t.is_some()) {
+            return Err(invalid(
+                "tls_ca_cert",
+                "TLS_CA_CERT, TLS_NODE_CERT and TLS_NODE_KEY go together: set all three or none",
+            ));
+        }
         if self.storage_path.as_os_str().is_empty() {
             return Err(invalid("storage_path", "must not be empty"));
         }

@@ -169,7 +169,41 @@ pub struct FileClient {
 }
 
 impl FileClient {
-    /// Connects to `endpoint` (`host:port` of a node's RPC port, or an `http://` URL).
+    /// Connects to `endpoint` (`host:port` of a node's RPC port) over TLS, verifying the node's
+    /// certificate with `tls` (e.g. `cairn_trust::tls::ca_client_config` for the cluster CA).
+    pub async fn connect_tls(
+        endpoint: &str,
+        credentials: Credentials,
+        tls: std::sync::Arc<rustls::ClientConfig>,
+    ) -> Result<Self, ClientError> {
+        let bad = |reason: String| ClientError::Endpoint {
+            endpoint: endpoint.to_string(),
+            reason,
+        };
+        let addr = endpoint
+            .strip_prefix("https://")
+            .or_else(|| endpoint.strip_prefix("http://"))
+            .unwrap_or(endpoint)
+            .trim_end_matches('/');
+        // The scheme stays `http`: TLS is the connector's, not tonic's.
+        let ep = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| bad(error_chain(&e)))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .keep_alive_timeout(Duration::from_secs(20));
+        let channel = ep
+            .connect_with_connector(cairn_trust::Connector::new(tls))
+            .await
+            .map_err(|e| ClientError::Connect {
+                endpoint: endpoint.to_string(),
+                reason: error_chain(&e),
+            })?;
+        Ok(Self::with_channel(channel, credentials))
+    }
+
+    /// Connects to `endpoint` (`host:port` or an `http://` URL) in plain text: only for servers
+    /// without TLS (in-process tests); nodes serve the RPC port over TLS (`connect_tls`).
     pub async fn connect(endpoint: &str, credentials: Credentials) -> Result<Self, ClientError> {
         let url = if endpoint.contains("://") {
             endpoint.to_string()

@@ -79,7 +79,7 @@ async fn start() -> Node {
         partitions: 4,
         snapshot_every: 1000,
         bootstrap: cairn_raft::Bootstrap::SingleNode,
-        join_token: None,
+        trust: None,
     })
     .await
     .unwrap();

@@ -23,7 +23,7 @@ async fn open(dir: &std::path::Path) -> (ObjectService, Arc<cairn_raft::Registry
         partitions: 4,
         snapshot_every: 1000,
         bootstrap: cairn_raft::Bootstrap::SingleNode,
-        join_token: None,
+        trust: None,
     })
     .await
     .unwrap();

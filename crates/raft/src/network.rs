@@ -14,7 +14,8 @@ use std::time::Duration;
 use cairn_rpc::pb::raft_service_client::RaftServiceClient;
 use cairn_rpc::pb::raft_service_server::RaftService;
 use cairn_rpc::pb::{RaftBatch, RaftKind, RaftMessage};
-use cairn_rpc::{PeerAuth, PeerChannel};
+use cairn_rpc::PeerChannel;
+use cairn_trust::{Connector, PeerInfo, Trust};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -57,10 +58,20 @@ pub struct BatchStats {
     pub messages: Counter,
 }
 
+/// Client TLS configurations of a node's pool.
+struct PeerTls {
+    /// Node-to-node calls: mutual TLS checked against the cluster CA.
+    cluster: Arc<rustls::ClientConfig>,
+    /// `Hello`/`Join` before this node can verify anyone (authenticated by the token MAC).
+    join: Arc<rustls::ClientConfig>,
+}
+
 #[derive(Default)]
 struct PeersInner {
-    auth: PeerAuth,
+    /// `None` only for in-process tests that serve plain gRPC.
+    tls: Option<PeerTls>,
     channels: Mutex<HashMap<String, Channel>>,
+    join_channels: Mutex<HashMap<String, Channel>>,
     batchers: Mutex<HashMap<String, mpsc::UnboundedSender<Outgoing>>>,
     /// While set and in the future, a heartbeat round is being sent: batchers wait for it.
     round_until: Arc<Mutex<Option<Instant>>>,
@@ -74,21 +85,45 @@ pub struct Peers {
 }
 
 impl Peers {
-    /// A pool whose calls carry `auth` (the cluster credential).
-    pub fn new(auth: PeerAuth) -> Self {
-        Self {
+    /// A pool whose calls run over mutual TLS with this node's identity.
+    pub fn new(trust: &Trust) -> Result<Self, cairn_trust::TrustError> {
+        Ok(Self {
             inner: Arc::new(PeersInner {
-                auth,
+                tls: Some(PeerTls {
+                    cluster: trust.client_config()?,
+                    join: cairn_trust::tls::join_client_config()?,
+                }),
                 ..Default::default()
             }),
-        }
+        })
     }
 
-    /// The (lazily connected) channel to `addr` (`host:port`).
+    /// A pool of plain-text channels, for in-process tests against plain gRPC servers only.
+    pub fn plaintext() -> Self {
+        Self::default()
+    }
+
+    /// The (lazily connected) channel to `addr` (`host:port`) for node-to-node calls: the peer
+    /// must present a certificate of the cluster CA, and this node presents its own.
     pub fn channel(&self, addr: &str) -> Result<PeerChannel, tonic::transport::Error> {
-        let auth = self.inner.auth.clone();
-        if let Some(c) = self.inner.channels.lock().get(addr) {
-            return Ok(PeerChannel::new(c.clone(), auth));
+        let tls = self.inner.tls.as_ref().map(|t| t.cluster.clone());
+        Self::pooled(&self.inner.channels, addr, tls)
+    }
+
+    /// A channel for `Hello` and `Join` only: the server's certificate is not checked (this
+    /// node may not know the CA yet), so nothing but token-MAC'd answers may be trusted on it.
+    pub fn join_channel(&self, addr: &str) -> Result<PeerChannel, tonic::transport::Error> {
+        let tls = self.inner.tls.as_ref().map(|t| t.join.clone());
+        Self::pooled(&self.inner.join_channels, addr, tls)
+    }
+
+    fn pooled(
+        pool: &Mutex<HashMap<String, Channel>>,
+        addr: &str,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<PeerChannel, tonic::transport::Error> {
+        if let Some(c) = pool.lock().get(addr) {
+            return Ok(c.clone());
         }
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
             .connect_timeout(Duration::from_secs(1))
@@ -97,12 +132,12 @@ impl Peers {
             .http2_keep_alive_interval(Duration::from_secs(2))
             .keep_alive_timeout(Duration::from_secs(2))
             .keep_alive_while_idle(true);
-        let channel = endpoint.connect_lazy();
-        self.inner
-            .channels
-            .lock()
-            .insert(addr.to_string(), channel.clone());
-        Ok(PeerChannel::new(channel, auth))
+        let channel = match tls {
+            Some(cfg) => endpoint.connect_with_connector_lazy(Connector::new(cfg)),
+            None => endpoint.connect_lazy(),
+        };
+        pool.lock().insert(addr.to_string(), channel.clone());
+        Ok(channel)
     }
 
     /// Counts of batched Raft traffic sent by this node.
@@ -395,22 +430,63 @@ impl RaftServer {
     }
 }
 
+/// The Raft id the caller's certificate lets it speak for (`None`: a plain in-process test
+/// server without TLS, where there is no identity to check).
+fn caller<T>(request: &Request<T>) -> Result<Option<u64>, Status> {
+    match request.extensions().get::<PeerInfo>() {
+        None => Ok(None),
+        Some(PeerInfo { node: Some(n), .. }) => Ok(Some(cairn_trust::raft_id(n))),
+        Some(_) => Err(Status::unauthenticated(
+            "Raft calls need a node certificate of this cluster",
+        )),
+    }
+}
+
+/// Refuses a message whose vote names another node than the caller's certificate.
+fn check_sender(caller: Option<u64>, claimed: Option<u64>) -> Result<(), Status> {
+    match caller {
+        Some(c) if claimed != Some(c) => {
+            tracing::warn!(
+                caller = c,
+                ?claimed,
+                "refused a Raft message sent in another node's name"
+            );
+            Err(Status::permission_denied(
+                "the Raft message names another node than the caller's certificate",
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
 impl RaftServer {
-    async fn append(&self, group: GroupId, payload: &[u8]) -> Result<Vec<u8>, Status> {
+    async fn append(
+        &self,
+        caller: Option<u64>,
+        group: GroupId,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, Status> {
         let req: AppendEntriesRequest<TypeConfig> = decode(payload)?;
+        check_sender(caller, req.vote.leader_id().voted_for())?;
         encode(&self.raft(group)?.append_entries(req).await)
     }
 
-    async fn vote(&self, group: GroupId, payload: &[u8]) -> Result<Vec<u8>, Status> {
+    async fn vote(
+        &self,
+        caller: Option<u64>,
+        group: GroupId,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, Status> {
         let req: VoteRequest<u64> = decode(payload)?;
+        check_sender(caller, req.vote.leader_id().voted_for())?;
         encode(&self.raft(group)?.vote(req).await)
     }
 
     /// One message of a batch; a failure is reported in the reply, not for the whole batch.
-    async fn one(&self, m: RaftMessage) -> RaftMessage {
+    async fn one(&self, caller: Option<u64>, m: RaftMessage) -> RaftMessage {
         let result = match RaftKind::try_from(m.kind) {
-            Ok(RaftKind::Append) => self.append(m.group, &m.payload).await,
-            Ok(RaftKind::Vote) => self.vote(m.group, &m.payload).await,
+            Ok(RaftKind::Append) => self.append(caller, m.group, &m.payload).await,
+            Ok(RaftKind::Vote) => self.vote(caller, m.group, &m.payload).await,
             Err(_) => Err(Status::invalid_argument(format!(
                 "unknown raft message kind {}",
                 m.kind
@@ -444,15 +520,20 @@ impl RaftService for RaftServer {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        let m = request.into_inner();
-        Ok(reply(m.group, self.append(m.group, &m.payload).await?))
-    }
-
-    async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let caller = caller(&request)?;
         let m = request.into_inner();
         Ok(reply(
             m.group,
-            RaftServer::vote(self, m.group, &m.payload).await?,
+            self.append(caller, m.group, &m.payload).await?,
+        ))
+    }
+
+    async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let caller = caller(&request)?;
+        let m = request.into_inner();
+        Ok(reply(
+            m.group,
+            RaftServer::vote(self, caller, m.group, &m.payload).await?,
         ))
     }
 
@@ -460,16 +541,20 @@ impl RaftService for RaftServer {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
+        let caller = caller(&request)?;
         let m = request.into_inner();
         let req: InstallSnapshotRequest<TypeConfig> = decode(&m.payload)?;
+        check_sender(caller, req.vote.leader_id().voted_for())?;
         let result = self.raft(m.group)?.install_snapshot(req).await;
         Ok(reply(m.group, encode(&result)?))
     }
 
     async fn batch(&self, request: Request<RaftBatch>) -> Result<Response<RaftBatch>, Status> {
+        let caller = caller(&request)?;
         let messages = request.into_inner().messages;
         // Different groups proceed independently; replies keep the request order.
-        let replies = futures::future::join_all(messages.into_iter().map(|m| self.one(m))).await;
+        let replies =
+            futures::future::join_all(messages.into_iter().map(|m| self.one(caller, m))).await;
         Ok(Response::new(RaftBatch { messages: replies }))
     }
 }

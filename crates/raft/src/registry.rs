@@ -44,8 +44,9 @@ pub struct RegistryConfig {
     /// Entries between snapshots (after which the log is compacted).
     pub snapshot_every: u64,
     pub bootstrap: Bootstrap,
-    /// `CLUSTER_JOIN_TOKEN`: node-to-node calls carry a credential derived from it.
-    pub join_token: Option<String>,
+    /// This node's TLS identity: peer calls run over mutual TLS with it. `None` only for
+    /// in-process tests that serve plain gRPC.
+    pub trust: Option<cairn_trust::Trust>,
 }
 
 /// Candidate RPC addresses for a group this node cannot route itself (e.g. from the layout).
@@ -114,7 +115,12 @@ impl Registry {
         let db = Arc::new(db);
         let meta = MetaStore::new(db.clone(), cfg.partitions)?;
         let engine = LogEngine::start(db).map_err(|e| RaftError::Storage(e.to_string()))?;
-        let peers = Peers::new(cairn_rpc::PeerAuth::new(cfg.join_token.as_deref()));
+        let peers = match &cfg.trust {
+            Some(t) => {
+                Peers::new(t).map_err(|e| RaftError::Storage(format!("node TLS identity: {e}")))?
+            }
+            None => Peers::plaintext(),
+        };
 
         let raft_config = Arc::new(
             Config {

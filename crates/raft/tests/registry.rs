@@ -14,7 +14,7 @@ fn config(dir: &std::path::Path, snapshot_every: u64) -> RegistryConfig {
         partitions: 4,
         snapshot_every,
         bootstrap: cairn_raft::Bootstrap::SingleNode,
-        join_token: None,
+        trust: None,
     }
 }
 
