@@ -1,9 +1,12 @@
 //! `cairn`: one binary for the server, the benchmark and the CLI.
 
 mod admin;
+mod admin_auth;
+mod admin_keys;
 mod cli;
 mod files;
 mod identity;
+mod master;
 mod server;
 
 use clap::{Parser, Subcommand};

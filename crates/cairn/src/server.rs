@@ -17,6 +17,7 @@ use cairn_meta::Command;
 
 use crate::{admin, identity};
 
+
 pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
     let cfg = Config::load(&flags)?;
     init_tracing(&cfg.log);
@@ -70,8 +71,7 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
     .await
     .context("starting the metadata groups")?;
     // FileService answers UNAVAILABLE until the object service is attached below.
-    let files =
-        cairn_files::FileServer::with_cluster_keys(root, Some(cluster_keys(registry.clone())));
+    let files = cairn_files::FileServer::for_cluster(root);
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let placement = cfg.placement()?;
@@ -163,6 +163,19 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
     }
     cairn_cluster::check_config(&settings, &registry)
         .context("checking the cluster configuration")?;
+    let master = crate::master::master_key(
+        &data,
+        cfg.encryption_key.as_deref(),
+        &registry,
+        clustered,
+    )
+    .await?;
+    let keys = Arc::new(cairn_meta::secrets::KeyDirectory::new(
+        registry.meta().clone(),
+        master,
+        Some((access_key.clone(), secret_key.clone())),
+    ));
+    files.attach_keys(keys.clone());
     let view = Arc::new(cairn_cluster::ClusterView::default());
     view.refresh(&registry);
     cairn_cluster::controller::spawn(
@@ -203,8 +216,9 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         shutdown_rx.clone(),
     );
 
-    tokio::spawn(share_root_key(
+    tokio::spawn(crate::master::register_root_key(
         registry.clone(),
+        keys.clone(),
         node_id.clone(),
         access_key.clone(),
         secret_key.clone(),
@@ -231,7 +245,7 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
             secret_key: secret_key.clone(),
             region: cfg.s3_region.clone(),
             domains: cfg.domains(),
-            cluster_keys: Some(cluster_keys(registry.clone())),
+            keys: Some(keys.clone()),
         },
         s3_metrics.clone(),
     )?;
@@ -254,6 +268,8 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
     let admin_router = admin::router(admin::AdminState {
         metrics: Arc::new(metrics),
         node_id: node_id.clone(),
+        keys: keys.clone(),
+        metrics_require_token: cfg.metrics_require_token,
         cluster: Arc::new(admin::ClusterContext {
             settings: settings.clone(),
             registry: registry.clone(),
@@ -283,66 +299,6 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
     }
     registry.shutdown().await;
     Ok(())
-}
-
-/// S3 access keys known cluster-wide, read from this node's replica of the system group (a key
-/// added on another node is valid here as soon as it is applied here).
-fn cluster_keys(registry: Arc<Registry>) -> cairn_s3::auth::KeyLookup {
-    Arc::new(move |key: &str| {
-        registry
-            .meta()
-            .access_key(SYSTEM_GROUP, key)
-            .ok()
-            .flatten()
-            .map(|r| r.secret_key)
-    })
-}
-
-/// Adds this node's root key to the cluster's keys, so every node accepts it (nodes that
-/// generated their own credentials all end up valid cluster-wide). Retries until the system
-/// group takes it; a key id already used with another secret is reported once and left alone.
-async fn share_root_key(
-    registry: Arc<Registry>,
-    node_id: String,
-    access_key: String,
-    secret_key: String,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        let known = registry.meta().access_key(SYSTEM_GROUP, &access_key);
-        if let Ok(Some(k)) = known {
-            if k.secret_key != secret_key {
-                tracing::warn!(%access_key, "ACCESS_KEY is used in the cluster with another secret: this node's SECRET_KEY is only valid on this node");
-            }
-            return;
-        }
-        let cmd = Command::PutAccessKey {
-            record: cairn_meta::model::AccessKeyRecord {
-                access_key: access_key.clone(),
-                secret_key: secret_key.clone(),
-                description: format!("root key of node {node_id}"),
-                created_ms: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis() as i64)
-                    .unwrap_or(0),
-            },
-        };
-        match registry.propose(SYSTEM_GROUP, cmd).await {
-            Ok(cairn_meta::Response::Refused(e)) => {
-                tracing::warn!(%access_key, error = %e, "root key not shared with the cluster");
-                return;
-            }
-            Ok(_) => {
-                tracing::info!(%access_key, "root key is valid on every node of the cluster");
-                return;
-            }
-            Err(e) => tracing::debug!(error = %e, "root key not shared yet"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-            _ = shutdown.changed() => return,
-        }
-    }
 }
 
 /// The machine's host name (advertised when binding all interfaces), or `localhost`.

@@ -36,6 +36,12 @@ pub struct Config {
     pub cluster_seeds: String,
     #[serde(deserialize_with = "lenient::opt_string")]
     pub cluster_join_token: Option<String>,
+    /// The cluster master key (64 hex chars) sealing access-key secrets; overrides
+    /// `<data>/master.key` and must be the same on every node.
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub encryption_key: Option<String>,
+    /// `/metrics` on the management port needs a `read` operator token.
+    pub metrics_require_token: bool,
     #[serde(deserialize_with = "lenient::string")]
     pub cluster_name: String,
     /// Copies of every chunk and voters per partition group (capped at the node count).
@@ -103,6 +109,8 @@ impl Default for Config {
             secret_key: None,
             cluster_seeds: String::new(),
             cluster_join_token: None,
+            encryption_key: None,
+            metrics_require_token: false,
             cluster_name: "cairn".into(),
             replication_factor: 3,
             cluster_voters: 3,
@@ -177,6 +185,8 @@ pub const SETTINGS: &[&str] = &[
     "secret_key",
     "cluster_seeds",
     "cluster_join_token",
+    "encryption_key",
+    "metrics_require_token",
     "cluster_name",
     "replication_factor",
     "cluster_voters",

@@ -208,6 +208,11 @@ impl KeyDirectory {
         &self.master
     }
 
+    /// The state machines this directory reads (this node's replica).
+    pub fn store(&self) -> &MetaStore {
+        &self.store
+    }
+
     /// From now on only the system group decides about this node's root key too.
     pub fn root_settled(&self) {
         self.root_pending.store(false, Ordering::SeqCst);

@@ -333,7 +333,8 @@ impl ObjectService {
         name: &str,
         write_consistency: Option<WriteConsistency>,
     ) -> Result<BucketRecord, ObjectError> {
-        self.create_bucket_owned(name, write_consistency, None).await
+        self.create_bucket_owned(name, write_consistency, None)
+            .await
     }
 
     /// Creates a bucket owned by the access key `owner` (which may then do everything in it).
