@@ -17,7 +17,6 @@ use cairn_meta::Command;
 
 use crate::{admin, identity};
 
-
 pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
     let cfg = Config::load(&flags)?;
     init_tracing(&cfg.log);
@@ -163,13 +162,9 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
     }
     cairn_cluster::check_config(&settings, &registry)
         .context("checking the cluster configuration")?;
-    let master = crate::master::master_key(
-        &data,
-        cfg.encryption_key.as_deref(),
-        &registry,
-        clustered,
-    )
-    .await?;
+    let master =
+        crate::master::master_key(&data, cfg.encryption_key.as_deref(), &registry, clustered)
+            .await?;
     let keys = Arc::new(cairn_meta::secrets::KeyDirectory::new(
         registry.meta().clone(),
         master,
