@@ -289,7 +289,7 @@ def test_cluster_config_access_keys_and_placement(tmp_path_factory, request):
         # Every node's root key is valid on every node; secrets never reach the audit log.
         def keys_shared():
             log_ = audit(n1)
-            assert any(w == f"add access key {n3_key} (root key of node n3)" for w in log_), log_
+            assert any(w == f"add root key {n3_key} of node n3" for w in log_), log_
 
         try_until(keys_shared, timeout=20)
         assert not any(n3_secret in w for w in audit(n1))
