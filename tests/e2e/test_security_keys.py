@@ -297,3 +297,54 @@ def test_rotating_the_root_key_revokes_the_old_one(server_factory):
     time.sleep(3)
     expect_denied(lambda: old.list_buckets(), code="InvalidAccessKeyId")
     assert "revoked" in Path(srv.log_path).read_text()
+
+
+def test_keys_and_tokens_apply_on_every_node_of_a_cluster(tmp_path_factory, request):
+    """A key created through n1 works on n2; disabled through n3 it is refused on n1 and n2
+    as soon as they apply the change; a token made on one node works on the others; the
+    master key is the same everywhere and no secret lands in any node's data directory."""
+    from test_cluster import ReportedCluster, _finish  # noqa: PLC0415
+
+    c = ReportedCluster(tmp_path_factory.mktemp("keys-cluster"))
+    try:
+        c.start(3)
+        n1, n2, n3 = (c.node(f"n{i}") for i in (1, 2, 3))
+        b = unique_name("shared")
+        make_client(n1.endpoint).create_bucket(Bucket=b)
+        ak, sk = create_key(n1, "team", "--grant", f"{b}=write")
+        deadline = time.time() + 20
+        while True:
+            try:
+                make_client(n2.endpoint, access_key=ak, secret_key=sk, max_attempts=1).put_object(
+                    Bucket=b, Key="k", Body=b"from n2")
+                break
+            except botocore.exceptions.ClientError:
+                assert time.time() < deadline, "the new key never worked on n2"
+                time.sleep(0.5)
+        token = cli(n2, "token", "create", "--name", "cluster-ops", "--scope", "admin").stdout.strip()
+        r = None
+        for _ in range(40):
+            r = api(n3, "POST", f"/keys/{ak}/disable", token)
+            if r.status_code == 200:
+                break
+            time.sleep(0.5)
+        assert r is not None and r.status_code == 200, r.text
+        for node in (n1, n2):
+            deadline = time.time() + 20
+            while True:
+                try:
+                    make_client(node.endpoint, access_key=ak, secret_key=sk,
+                                max_attempts=1).get_object(Bucket=b, Key="k")
+                except botocore.exceptions.ClientError as e:
+                    assert client_error_code(e) == "AccessDenied", e.response
+                    break
+                assert time.time() < deadline, f"disabled key still works on {node.node_id}"
+                time.sleep(0.5)
+        assert make_client(n3.endpoint).get_object(Bucket=b, Key="k")["Body"].read() == b"from n2"
+        for node in (n1, n2, n3):
+            for path in Path(node.storage_path).rglob("*"):
+                if path.is_file():
+                    data = path.read_bytes()
+                    assert sk.encode() not in data and token.encode() not in data, path
+    finally:
+        _finish(c)
