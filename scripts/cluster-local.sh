@@ -25,10 +25,12 @@ mkdir -p "$DATA"
 seeds=""
 for i in $(seq 1 "$N"); do seeds="${seeds:+$seeds,}127.0.0.$i:7000"; done
 : "${ACCESS_KEY:=cairn-admin}" "${SECRET_KEY:=cairn-secret-key}" "${CLUSTER_JOIN_TOKEN:=local-cluster-token}"
+# One master key (seals access-key secrets) for every node of this local cluster.
+: "${ENCRYPTION_KEY:=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')}"
 for i in $(seq 1 "$N"); do
     STORAGE_PATH="$DATA/n$i" NODE_ID="n$i" NODE_BIND_ADDR="127.0.0.$i" \
     CLUSTER_SEEDS="$seeds" CLUSTER_JOIN_TOKEN="$CLUSTER_JOIN_TOKEN" \
-    ACCESS_KEY="$ACCESS_KEY" SECRET_KEY="$SECRET_KEY" \
+    ACCESS_KEY="$ACCESS_KEY" SECRET_KEY="$SECRET_KEY" ENCRYPTION_KEY="$ENCRYPTION_KEY" \
         nohup ./target/release/cairn server >"$DATA/n$i.log" 2>&1 &
     echo $! >"$DATA/n$i.pid"
 done
@@ -38,7 +40,8 @@ for i in $(seq 1 "$N"); do
         sleep 0.5
     done
 done
-./target/release/cairn cluster status --admin http://127.0.0.1:8080
+ACCESS_KEY="$ACCESS_KEY" SECRET_KEY="$SECRET_KEY" \
+    ./target/release/cairn cluster status --admin http://127.0.0.1:8080
 echo
 echo "S3 endpoints: $(for i in $(seq 1 "$N"); do printf 'http://127.0.0.%s:9000 ' "$i"; done)"
 echo "credentials:  ACCESS_KEY=$ACCESS_KEY SECRET_KEY=$SECRET_KEY"
