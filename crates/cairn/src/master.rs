@@ -152,3 +152,43 @@ pub async fn register_root_key(
         }
     }
 }
+
+/// Seals, in place, the plaintext secrets of access keys written by an older release that no
+/// restarting node reseals (e.g. the root key of a node that is gone). Runs once at start on
+/// every node; a record another node sealed first is refused and skipped.
+pub async fn seal_legacy_keys(registry: Arc<Registry>, keys: Arc<KeyDirectory>) {
+    let legacy = match keys.store().list_access_keys(SYSTEM_GROUP) {
+        Ok(all) => all
+            .into_iter()
+            .filter(|k| k.sealed.is_none() && !k.secret_key.is_empty()),
+        Err(e) => {
+            tracing::warn!(error = %e, "listing access keys to seal");
+            return;
+        }
+    };
+    for rec in legacy {
+        let master = keys.master();
+        let sealed = match master.seal(&rec.access_key, &rec.secret_key) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "sealing a legacy secret");
+                continue;
+            }
+        };
+        let cmd = Command::UpdateAccessKey {
+            access_key: rec.access_key.clone(),
+            change: cairn_meta::KeyChange::Seal {
+                sealed,
+                fingerprint: master.fingerprint(&rec.access_key, &rec.secret_key),
+            },
+            at_ms: now_ms(),
+        };
+        match registry.propose(SYSTEM_GROUP, cmd).await {
+            Ok(Response::Done) => {
+                tracing::info!(access_key = %rec.access_key, "sealed a plaintext secret left by an older release")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "legacy secret not sealed yet"),
+        }
+    }
+}

@@ -211,6 +211,10 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         shutdown_rx.clone(),
     );
 
+    tokio::spawn(crate::master::seal_legacy_keys(
+        registry.clone(),
+        keys.clone(),
+    ));
     tokio::spawn(crate::master::register_root_key(
         registry.clone(),
         keys.clone(),

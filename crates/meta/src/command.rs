@@ -196,6 +196,12 @@ pub enum KeyChange {
         sealed: SealedSecret,
         fingerprint: String,
     },
+    /// Replaces the plaintext secret of a record written by an older release with the same
+    /// secret sealed (refused for records that are sealed already).
+    Seal {
+        sealed: SealedSecret,
+        fingerprint: String,
+    },
 }
 
 /// Why a command was refused by the state machine. The state is unchanged in that case.

@@ -160,6 +160,20 @@ impl MetaStore {
                         rec.secret_key.clear();
                         format!("rotate the secret of access key {access_key}")
                     }
+                    KeyChange::Seal {
+                        sealed,
+                        fingerprint,
+                    } => {
+                        if rec.sealed.is_some() || rec.secret_key.is_empty() {
+                            return Ok(Response::Refused(CommandError::Invalid(format!(
+                                "access key {access_key} has no plaintext secret to seal"
+                            ))));
+                        }
+                        rec.secret_key.clear();
+                        rec.sealed = Some(sealed.clone());
+                        rec.fingerprint = fingerprint.clone();
+                        format!("seal the plaintext secret of access key {access_key}")
+                    }
                 };
                 t.insert(k.as_slice(), encode_named(&rec)?.as_slice())?;
                 drop(t);

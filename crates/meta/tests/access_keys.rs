@@ -143,6 +143,31 @@ fn legacy_plaintext_root_keys_are_sealed_and_revoked_on_rotation() {
         mk.open("LEG", r.sealed.as_ref().unwrap()).unwrap(),
         "plain-legacy"
     );
+    // A legacy key no node re-registers is sealed in place (same secret), once.
+    let legacy3: cairn_meta::model::AccessKeyRecord = rmp_serde::from_slice(
+        &rmp_serde::to_vec(&("LEG3", "plain-3", "root key of node n9", 5i64)).unwrap(),
+    )
+    .unwrap();
+    apply(&db, &meta, Command::PutAccessKey { record: legacy3 });
+    let seal = || Command::UpdateAccessKey {
+        access_key: "LEG3".into(),
+        change: KeyChange::Seal {
+            sealed: mk.seal("LEG3", "plain-3").unwrap(),
+            fingerprint: mk.fingerprint("LEG3", "plain-3"),
+        },
+        at_ms: 6,
+    };
+    assert_eq!(apply(&db, &meta, seal()), Response::Done);
+    assert!(matches!(
+        apply(&db, &meta, seal()),
+        Response::Refused(CommandError::Invalid(_))
+    ));
+    let r3 = meta.access_key(0, "LEG3").unwrap().unwrap();
+    assert!(r3.secret_key.is_empty());
+    assert_eq!(
+        mk.open("LEG3", r3.sealed.as_ref().unwrap()).unwrap(),
+        "plain-3"
+    );
     // A legacy key of a node that rotated before ever re-registering is revoked too.
     let legacy2: cairn_meta::model::AccessKeyRecord = rmp_serde::from_slice(
         &rmp_serde::to_vec(&("LEG2", "plain-2", "root key of node n2", 5i64)).unwrap(),
