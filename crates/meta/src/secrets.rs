@@ -74,6 +74,17 @@ impl MasterKey {
         }
     }
 
+    /// `load`, or a new key written to `<dir>/master.key` when there is none: for the node that
+    /// bootstraps a cluster, so the file exists before any join asks for it.
+    pub fn load_or_create(dir: &Path, configured: Option<&str>) -> Result<Self, SecretError> {
+        if let Some(k) = Self::load(dir, configured)? {
+            return Ok(k);
+        }
+        let k = Self::generate();
+        k.store(dir)?;
+        Ok(k)
+    }
+
     /// Writes the key to `<dir>/master.key` (64 hex + newline, 0600, fsynced, atomic rename).
     pub fn store(&self, dir: &Path) -> Result<(), SecretError> {
         let path = dir.join(MASTER_KEY_FILE);
@@ -319,6 +330,10 @@ mod tests {
         let from_env = MasterKey::load(dir.path(), Some(&env)).unwrap().unwrap();
         assert_ne!(from_env.check_value(), k.check_value());
         assert!(MasterKey::load(dir.path(), Some("abc")).is_err());
+        let other = tempfile::tempdir().unwrap();
+        let created = MasterKey::load_or_create(other.path(), None).unwrap();
+        let again = MasterKey::load_or_create(other.path(), None).unwrap();
+        assert_eq!(created.check_value(), again.check_value());
     }
 
     #[test]
