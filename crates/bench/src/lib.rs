@@ -6,7 +6,7 @@
 //!
 //! Object contents are derived from the key (BLAKE3 XOF, see [`content`]), so
 //! they are unique, incompressible and verifiable without a stored copy.
-//! Requests are SigV4 presigned URLs (rusty-s3) over plain HTTP/1.1 (hyper).
+//! Requests are SigV4 presigned URLs (rusty-s3) over HTTP/1.1 or HTTPS (hyper, rustls).
 
 mod content;
 mod s3;
@@ -55,13 +55,17 @@ impl Op {
 /// Run an S3 load test (PUT/GET/LIST/DELETE) against an endpoint.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// S3 endpoint (plain http://), addressed path-style.
+    /// S3 endpoint (http:// or https://), addressed path-style.
     #[arg(
         long,
         env = "CAIRN_BENCH_ENDPOINT",
         default_value = "http://127.0.0.1:9000"
     )]
     pub endpoint: String,
+
+    /// PEM CA certificate(s) to verify an https:// endpoint with, besides the public roots.
+    #[arg(long, env = "CAIRN_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
 
     /// Access key id.
     #[arg(long, env = "ACCESS_KEY")]
@@ -199,6 +203,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         &args.secret_key,
         concurrency,
         Duration::from_secs(args.timeout),
+        args.ca_file.as_deref(),
     )?);
 
     let ops_str: Vec<&str> = plan.ops.iter().map(|o| o.name()).collect();

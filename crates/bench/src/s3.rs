@@ -1,5 +1,6 @@
 //! Minimal S3 client: rusty-s3 presigned (SigV4 query-string) URLs sent with
-//! a plain hyper HTTP/1.1 client (keep-alive pool, TCP_NODELAY).
+//! a hyper HTTP/1.1 client (keep-alive pool, TCP_NODELAY; https:// verified with the public
+//! roots and an optional CA file).
 
 use std::time::Duration;
 
@@ -7,6 +8,7 @@ use anyhow::{anyhow, bail, Context as _};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -18,7 +20,7 @@ use url::Url;
 const SIGN_TTL: Duration = Duration::from_secs(3600);
 
 pub struct S3 {
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     bucket: Bucket,
     creds: Credentials,
     timeout: Duration,
@@ -36,6 +38,7 @@ pub enum BucketState {
 }
 
 impl S3 {
+    #[allow(clippy::too_many_arguments)] // one call site, every argument a distinct setting
     pub fn new(
         endpoint: &str,
         region: &str,
@@ -44,22 +47,27 @@ impl S3 {
         secret_key: &str,
         pool_size: usize,
         timeout: Duration,
+        ca_file: Option<&std::path::Path>,
     ) -> anyhow::Result<Self> {
         let url: Url = endpoint
             .parse()
             .with_context(|| format!("invalid endpoint URL {endpoint:?}"))?;
-        if url.scheme() != "http" {
-            bail!(
-                "endpoint {endpoint:?}: only plain http:// endpoints are supported by cairn bench"
-            );
+        if url.scheme() != "http" && url.scheme() != "https" {
+            bail!("endpoint {endpoint:?}: must be an http:// or https:// URL");
         }
         let bucket = Bucket::new(url, UrlStyle::Path, bucket.to_string(), region.to_string())
             .map_err(|e| anyhow!("invalid endpoint/bucket: {e}"))?;
         let creds = Credentials::new(access_key, secret_key);
 
-        let mut conn = HttpConnector::new();
-        conn.set_nodelay(true);
-        conn.set_connect_timeout(Some(Duration::from_secs(10)));
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(Duration::from_secs(10)));
+        let conn = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(cairn_tls::client_config(ca_file)?)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(tcp);
         let http = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(pool_size)
             .pool_idle_timeout(Duration::from_secs(30))
@@ -267,10 +275,33 @@ mod tests {
     }
 
     #[test]
-    fn rejects_https_and_garbage_endpoints() {
+    fn accepts_https_and_rejects_garbage_endpoints() {
         let t = Duration::from_secs(1);
-        assert!(S3::new("https://s3.amazonaws.com", "us-east-1", "b", "k", "s", 1, t).is_err());
-        assert!(S3::new("not a url", "us-east-1", "b", "k", "s", 1, t).is_err());
+        assert!(S3::new(
+            "https://s3.amazonaws.com",
+            "us-east-1",
+            "b",
+            "k",
+            "s",
+            1,
+            t,
+            None
+        )
+        .is_ok());
+        assert!(S3::new("ftp://example.com", "us-east-1", "b", "k", "s", 1, t, None).is_err());
+        assert!(S3::new("not a url", "us-east-1", "b", "k", "s", 1, t, None).is_err());
+        let missing = std::path::Path::new("/nonexistent/ca.pem");
+        assert!(S3::new(
+            "https://x.test",
+            "us-east-1",
+            "b",
+            "k",
+            "s",
+            1,
+            t,
+            Some(missing)
+        )
+        .is_err());
     }
 
     #[test]

@@ -180,6 +180,7 @@ async fn start(state: Shared) -> String {
 fn args(endpoint: String) -> BenchArgs {
     BenchArgs {
         endpoint,
+        ca_file: None,
         access_key: "ak".into(),
         secret_key: "sk".into(),
         region: "us-east-1".into(),

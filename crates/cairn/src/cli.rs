@@ -31,6 +31,9 @@ pub struct AdminArgs {
     /// A node's data directory to read generated root credentials from (`credentials.toml`).
     #[arg(long, env = "STORAGE_PATH")]
     pub data_dir: Option<PathBuf>,
+    /// PEM CA certificate(s) to verify an https:// endpoint with, besides the public roots.
+    #[arg(long, env = "CAIRN_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// How a management request is authenticated.
@@ -118,10 +121,19 @@ async fn request(
     let req = req
         .body(Full::new(Bytes::from(body)))
         .context("building the request")?;
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    // http:// or https:// (verified with the public roots and `--ca-file`).
+    let connector = cairn_tls::https_connector(args.ca_file.as_deref())?;
+    let client = Client::builder(TokioExecutor::new()).build::<_, Full<Bytes>>(connector);
     let resp = client.request(req).await.map_err(|e| {
+        // The TLS reason (unknown issuer, name mismatch) sits deep in the source chain.
+        let mut msg = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            msg = format!("{msg}: {s}");
+            src = s.source();
+        }
         anyhow::anyhow!(
-            "cannot reach the management API at {}: {e} (is the node running? set --admin or CAIRN_ADMIN)",
+            "cannot reach the management API at {}: {msg} (is the node running? set --admin or CAIRN_ADMIN)",
             args.admin
         )
     })?;

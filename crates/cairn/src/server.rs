@@ -22,8 +22,7 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
     init_tracing(&cfg.log);
 
     let data = cfg.data_dir().to_path_buf();
-    std::fs::create_dir_all(&data)
-        .with_context(|| format!("creating STORAGE_PATH {}", data.display()))?;
+    crate::datadir::make_private(&data)?;
     let node_id = identity::node_id(&data, cfg.node_id.as_deref())?;
     let (access_key, secret_key, generated) =
         identity::credentials(&data, cfg.access_key.as_deref(), cfg.secret_key.as_deref())?;
@@ -121,6 +120,8 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
             ]
             .into_iter()
             .collect(),
+            // Gossip packets are sealed under a key derived from the cluster secret.
+            secret: cfg.cluster_join_token.clone(),
         })
         .await
         .context("starting gossip")?;
@@ -237,17 +238,24 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         raft_batches.messages.clone(),
     );
     files.metrics().register(&mut metrics);
-    let s3 = cairn_s3::build_service(
-        objects,
-        &cairn_s3::S3Settings {
-            access_key: access_key.clone(),
-            secret_key: secret_key.clone(),
-            region: cfg.s3_region.clone(),
-            domains: cfg.domains(),
-            keys: Some(keys.clone()),
-        },
-        s3_metrics.clone(),
-    )?;
+    if let Some(g) = &gossip {
+        g.register_metrics(&mut metrics);
+    }
+    let s3_settings = cairn_s3::S3Settings {
+        access_key: access_key.clone(),
+        secret_key: secret_key.clone(),
+        region: cfg.s3_region.clone(),
+        domains: cfg.domains(),
+        keys: Some(keys.clone()),
+    };
+    let s3 = cairn_s3::build_service(objects, &s3_settings, s3_metrics.clone())?;
+    let sigv2 = match cfg.s3_allow_sigv2 {
+        true => Some(cairn_s3::SigV2Verifier::new(
+            &s3_settings,
+            secret_lookup(keys.clone()),
+        )?),
+        false => None,
+    };
 
     let api_addr = SocketAddr::new(bind, cfg.node_api_port);
     let admin_addr = SocketAddr::new(bind, cfg.node_admin_port);
@@ -258,10 +266,25 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding NODE_ADMIN_PORT on {admin_addr}"))?;
 
+    let tls = match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            cairn_tls::ServerTls::from_files(cert, key).context("loading TLS_CERT / TLS_KEY")?,
+        ),
+        _ => None,
+    };
+    let header_timeout = Duration::from_secs(cfg.http_header_timeout_secs);
     let s3_task = tokio::spawn(cairn_s3::serve(
         api_listener,
         s3,
         s3_metrics,
+        cairn_s3::ServeOptions {
+            max_connections: cfg.s3_max_connections as usize,
+            max_in_flight: cfg.s3_max_inflight as usize,
+            header_timeout,
+            body_idle_timeout: Duration::from_secs(cfg.http_body_idle_timeout_secs),
+            sigv2,
+            tls: tls.clone(),
+        },
         wait_for(shutdown_rx.clone()),
     ));
     let admin_router = admin::router(admin::AdminState {
@@ -277,12 +300,15 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
             gossip: gossip.clone(),
         }),
     });
-    let admin_task = tokio::spawn(async move {
-        axum::serve(admin_listener, admin_router)
-            .with_graceful_shutdown(wait_for(shutdown_rx))
-            .await
-    });
-    tracing::info!(%node_id, s3 = %api_addr, admin = %admin_addr, data = %data.display(), "cairn node is serving");
+    let https = tls.is_some();
+    let admin_task = tokio::spawn(crate::https::serve_admin(
+        admin_listener,
+        admin_router,
+        tls,
+        header_timeout,
+        wait_for(shutdown_rx),
+    ));
+    tracing::info!(%node_id, https, s3 = %api_addr, admin = %admin_addr, data = %data.display(), "cairn node is serving");
 
     shutdown_signal().await;
     tracing::info!("shutting down");
@@ -298,6 +324,12 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
     }
     registry.shutdown().await;
     Ok(())
+}
+
+/// Secrets of the cluster's keys, for the SigV2 pre-check (s3s and the access hook still
+/// apply the key table afterwards).
+fn secret_lookup(keys: Arc<cairn_meta::secrets::KeyDirectory>) -> cairn_s3::SecretLookup {
+    Arc::new(move |ak: &str| keys.resolve(ak).and_then(|k| k.secret))
 }
 
 /// The machine's host name (advertised when binding all interfaces), or `localhost`.

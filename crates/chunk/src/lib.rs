@@ -11,6 +11,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -68,6 +69,10 @@ fn unique_suffix() -> String {
     format!("{}.{}", std::process::id(), n)
 }
 
+/// Chunk files are readable by the node's user only, whatever the process umask.
+const FILE_MODE: u32 = 0o600;
+const DIR_MODE: u32 = 0o700;
+
 /// Fsyncs a directory so that entries created/renamed in it are durable.
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -75,7 +80,7 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 
 /// Creates `dir` if missing and makes its entry durable in `parent`.
 fn create_dir_durable(parent: &Path, dir: &Path) -> io::Result<()> {
-    match fs::create_dir(dir) {
+    match fs::DirBuilder::new().mode(DIR_MODE).create(dir) {
         Ok(()) => {}
         // Another put may have just created it without having fsynced `parent` yet, so we
         // fsync the parent ourselves either way.
@@ -154,7 +159,11 @@ impl Inner {
             .tmp
             .join(format!("{}.{}.tmp", id.to_hex(), unique_suffix()));
         let res = (|| -> io::Result<()> {
-            let mut f = File::create_new(&tmp_path)?;
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(FILE_MODE)
+                .open(&tmp_path)?;
             f.write_all(data)?;
             f.sync_all()?;
             drop(f);
@@ -265,7 +274,10 @@ impl ChunkStore {
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, ChunkError> {
         let root: PathBuf = root.into();
         let existed = root.is_dir();
-        fs::create_dir_all(&root)?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(&root)?;
         if !existed {
             if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
                 sync_dir(parent)?;

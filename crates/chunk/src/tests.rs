@@ -46,6 +46,21 @@ async fn roundtrip() {
 }
 
 #[tokio::test]
+async fn files_and_directories_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_d, s) = store();
+    let (id, data) = chunk(9, 1000);
+    s.put(id, data).await.unwrap();
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let file = chunk_path(&s, &id);
+    assert_eq!(mode(&file), 0o600);
+    assert_eq!(mode(file.parent().unwrap()), 0o700);
+    assert_eq!(mode(s.root()), 0o700);
+    assert_eq!(mode(&s.root().join(TMP_DIR)), 0o700);
+    assert_eq!(mode(&s.root().join(QUARANTINE_DIR)), 0o700);
+}
+
+#[tokio::test]
 async fn empty_chunk_roundtrip() {
     let (_d, s) = store();
     let (id, data) = chunk(0, 0);

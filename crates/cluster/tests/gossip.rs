@@ -1,6 +1,9 @@
 //! Gossip membership over real UDP on loopback: discovery from one seed each, failure
 //! detection (Up -> Suspect -> Down), rejoin after a restart, and cluster isolation.
 //!
+//! Sealing: nodes with another cluster secret, and plain (unsealed) chitchat speakers
+//! claiming to be a member, are never heard and are counted as dropped.
+//!
 //! Timings: 200 ms gossip interval and 3 s `dead_after`, so Suspect is expected after ~1 s of
 //! silence and Down after 3 s; every test finishes in well under 20 s.
 
@@ -14,6 +17,7 @@ use gossip::{Gossip, GossipConfig, Health};
 
 const INTERVAL: Duration = Duration::from_millis(200);
 const DEAD_AFTER: Duration = Duration::from_secs(3);
+const SECRET: &str = "test-cluster-secret";
 
 /// A free UDP port on `ip`: each test uses its own 127.0.0.x so parallel tests cannot collide.
 fn free_addr(ip: [u8; 4]) -> SocketAddr {
@@ -34,6 +38,7 @@ fn config(id: &str, cluster: &str, addr: SocketAddr, seeds: &[SocketAddr]) -> Go
         interval: INTERVAL,
         dead_after: DEAD_AFTER,
         metadata,
+        secret: Some(SECRET.to_string()),
     }
 }
 
@@ -249,5 +254,137 @@ async fn other_cluster_is_never_listed() {
 
     for g in [a, b, x] {
         g.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_secret_is_never_heard_and_its_packets_are_counted() {
+    let a_addr = free_addr([127, 0, 0, 51]);
+    let b_addr = free_addr([127, 0, 0, 52]);
+    let x_addr = free_addr([127, 0, 0, 53]);
+    let a = Gossip::start(config("a", "cairn", a_addr, &[b_addr, x_addr]))
+        .await
+        .unwrap();
+    let b = Gossip::start(config("b", "cairn", b_addr, &[a_addr]))
+        .await
+        .unwrap();
+    // Same cluster name, wrong secret: only the seal keeps it out.
+    let mut xcfg = config("x", "cairn", x_addr, &[a_addr, b_addr]);
+    xcfg.secret = Some("a guessed secret".to_string());
+    let x = Gossip::start(xcfg).await.unwrap();
+
+    let view = [("a", a_addr, &a), ("b", b_addr, &b)];
+    assert!(eventually(Duration::from_secs(10), || all_up(&view)).await);
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        for g in [&a, &b] {
+            assert_eq!(g.health("x"), Health::Unknown);
+        }
+        let xs: Vec<String> = x.members().into_iter().map(|m| m.0).collect();
+        assert_eq!(xs, vec!["x".to_string()]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // x seeds both and a seeds x: all three see the other side's packets and drop them.
+    assert!(a.packets_dropped() > 0, "a dropped nothing");
+    assert!(b.packets_dropped() > 0, "b dropped nothing");
+    assert!(x.packets_dropped() > 0, "x dropped nothing");
+
+    let mut registry = prometheus_client::registry::Registry::with_prefix("cairn");
+    a.register_metrics(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(
+        text.contains("cairn_gossip_packets_dropped_total{reason=\"unauthenticated\"}"),
+        "{text}"
+    );
+
+    for g in [a, b, x] {
+        g.shutdown().await;
+    }
+}
+
+/// The attack from issue 10: an unsealed chitchat speaker claims to be member `b` with a far
+/// newer generation. Before sealing, that hid b's real heartbeats (and its metadata).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_chitchat_impersonating_a_member_is_dropped() {
+    use chitchat::transport::UdpTransport;
+    use chitchat::{ChitchatConfig, ChitchatId, FailureDetectorConfig, ProtocolVersion};
+
+    let a_addr = free_addr([127, 0, 0, 61]);
+    let b_addr = free_addr([127, 0, 0, 62]);
+    let evil_addr = free_addr([127, 0, 0, 63]);
+    let a = Gossip::start(config("a", "cairn", a_addr, &[b_addr]))
+        .await
+        .unwrap();
+    let b = Gossip::start(config("b", "cairn", b_addr, &[a_addr]))
+        .await
+        .unwrap();
+    let view = [("a", a_addr, &a), ("b", b_addr, &b)];
+    assert!(eventually(Duration::from_secs(10), || all_up(&view)).await);
+    let before = a.packets_dropped();
+
+    let evil = chitchat::spawn_chitchat(
+        ChitchatConfig {
+            chitchat_id: ChitchatId::new("b".to_string(), u64::MAX / 2, evil_addr),
+            cluster_id: "cairn".to_string(),
+            gossip_interval: Duration::from_millis(50),
+            listen_addr: evil_addr,
+            seed_nodes: vec![a_addr.to_string()],
+            failure_detector_config: FailureDetectorConfig::default(),
+            marked_for_deletion_grace_period: Duration::from_secs(3600),
+            catchup_callback: None,
+            extra_liveness_predicate: None,
+            protocol_version: ProtocolVersion::V0,
+        },
+        vec![("rpc_addr".to_string(), "evil:1".to_string())],
+        &UdpTransport,
+    )
+    .await
+    .unwrap();
+
+    // Well past dead_after: b must stay Up with its own metadata all along.
+    let until = Instant::now() + DEAD_AFTER + Duration::from_secs(1);
+    while Instant::now() < until {
+        assert_eq!(a.health("b"), Health::Up);
+        assert_eq!(
+            meta_of(&a, "b").and_then(|m| m.get("rpc_addr").cloned()),
+            Some(b_addr.to_string())
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        a.packets_dropped() >= before + 10,
+        "{} -> {}",
+        before,
+        a.packets_dropped()
+    );
+    // Raw junk is dropped as well, whatever its size.
+    let junk = std::net::UdpSocket::bind((Ipv4Addr::new(127, 0, 0, 63), 0)).unwrap();
+    let before = a.packets_dropped();
+    for len in [0usize, 1, 49, 50, 1400, 60_000] {
+        let bytes: Vec<u8> = (0..len).map(|i| (i * 31 + len) as u8).collect();
+        junk.send_to(&bytes, a_addr).unwrap();
+    }
+    assert!(
+        eventually(Duration::from_secs(2), || a.packets_dropped() >= before + 6).await,
+        "junk not counted: {} -> {}",
+        before,
+        a.packets_dropped()
+    );
+    assert_eq!(a.health("b"), Health::Up);
+
+    evil.shutdown().await.unwrap();
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn gossip_without_a_secret_refuses_to_start() {
+    let addr = free_addr([127, 0, 0, 71]);
+    for secret in [None, Some(String::new())] {
+        let mut cfg = config("a", "cairn", addr, &[]);
+        cfg.secret = secret;
+        let err = Gossip::start(cfg).await.err().expect("must refuse");
+        assert!(err.to_string().contains("CLUSTER_JOIN_TOKEN"), "{err}");
     }
 }

@@ -93,6 +93,20 @@ pub struct Config {
     /// `tracing` filter, e.g. `info` or `cairn=debug`.
     #[serde(deserialize_with = "lenient::string")]
     pub log: String,
+    /// Open connections the S3 listener accepts; more are answered 503 SlowDown.
+    pub s3_max_connections: u32,
+    /// S3 requests handled at once; more are answered 503 SlowDown.
+    pub s3_max_inflight: u32,
+    /// Time a client has to send request headers (S3 and management ports).
+    pub http_header_timeout_secs: u64,
+    /// Longest pause in a request body before the request fails.
+    pub http_body_idle_timeout_secs: u64,
+    /// Accept AWS Signature Version 2 on the S3 port (off: only SigV4).
+    pub s3_allow_sigv2: bool,
+    /// PEM certificate chain and private key: the S3 and management ports serve HTTPS.
+    /// Re-read when the files change.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -132,6 +146,13 @@ impl Default for Config {
             s3_region: "us-east-1".into(),
             s3_domains: "localhost".into(),
             log: "info,s3s=off,openraft=warn".into(),
+            s3_max_connections: 1024,
+            s3_max_inflight: 256,
+            http_header_timeout_secs: 10,
+            http_body_idle_timeout_secs: 30,
+            s3_allow_sigv2: false,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -208,6 +229,13 @@ pub const SETTINGS: &[&str] = &[
     "s3_region",
     "s3_domains",
     "log",
+    "s3_max_connections",
+    "s3_max_inflight",
+    "http_header_timeout_secs",
+    "http_body_idle_timeout_secs",
+    "s3_allow_sigv2",
+    "tls_cert",
+    "tls_key",
 ];
 
 /// Flags of `cairn server`; each overrides the file and the environment.
@@ -431,6 +459,43 @@ impl Config {
                 "must be longer than HEARTBEAT_INTERVAL_SECS",
             ));
         }
+        if self.s3_max_connections == 0 {
+            return Err(invalid("s3_max_connections", "must be at least 1"));
+        }
+        if self.s3_max_inflight == 0 {
+            return Err(invalid("s3_max_inflight", "must be at least 1"));
+        }
+        if !(1..=3600).contains(&self.http_header_timeout_secs) {
+            return Err(invalid(
+                "http_header_timeout_secs",
+                "must be between 1 and 3600",
+            ));
+        }
+        if !(1..=3600).contains(&self.http_body_idle_timeout_secs) {
+            return Err(invalid(
+                "http_body_idle_timeout_secs",
+                "must be between 1 and 3600",
+            ));
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => {
+                return Err(invalid("tls_key", "TLS_CERT is set but TLS_KEY is not"))
+            }
+            (None, Some(_)) => {
+                return Err(invalid("tls_cert", "TLS_KEY is set but TLS_CERT is not"))
+            }
+            (Some(c), Some(k)) => {
+                for (name, p) in [("tls_cert", c), ("tls_key", k)] {
+                    if !p.is_file() {
+                        return Err(invalid(
+                            name,
+                            format!("{} is not a readable file", p.display()),
+                        ));
+                    }
+                }
+            }
+            (None, None) => {}
+        }
         self.labels()?;
         self.placement()?;
         for seed in self.seeds() {
@@ -616,6 +681,17 @@ mod tests {
             ("NODE_LABELS", "zone", "NODE_LABELS"),
             ("PLACEMENT_REQUIRE", "disk in ssd", "PLACEMENT_REQUIRE"),
             ("CLUSTER_VOTERS", "9", "CLUSTER_VOTERS"),
+            ("S3_MAX_CONNECTIONS", "0", "S3_MAX_CONNECTIONS"),
+            ("S3_MAX_INFLIGHT", "0", "S3_MAX_INFLIGHT"),
+            ("HTTP_HEADER_TIMEOUT_SECS", "0", "HTTP_HEADER_TIMEOUT_SECS"),
+            (
+                "HTTP_BODY_IDLE_TIMEOUT_SECS",
+                "0",
+                "HTTP_BODY_IDLE_TIMEOUT_SECS",
+            ),
+            ("S3_ALLOW_SIGV2", "maybe", "S3_ALLOW_SIGV2"),
+            ("TLS_CERT", "/nonexistent/cert.pem", "TLS_KEY"),
+            ("TLS_KEY", "/nonexistent/key.pem", "TLS_CERT"),
         ];
         for (k, v, named) in cases {
             let err = load_with(&[(k, v)], &ServerFlags::default())
@@ -626,6 +702,31 @@ mod tests {
                 "{k}={v}: error `{err}` should name {named}"
             );
         }
+    }
+
+    #[test]
+    fn tls_files_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("c.pem");
+        std::fs::write(&cert, "x").unwrap();
+        let c = cert.to_str().unwrap();
+        let err = load_with(
+            &[("TLS_CERT", c), ("TLS_KEY", "/nonexistent/k.pem")],
+            &ServerFlags::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("TLS_KEY") && err.contains("/nonexistent/k.pem"),
+            "{err}"
+        );
+        let ok = load_with(
+            &[("TLS_CERT", c), ("TLS_KEY", c), ("S3_ALLOW_SIGV2", "true")],
+            &ServerFlags::default(),
+        )
+        .unwrap();
+        assert_eq!(ok.tls_cert.as_deref(), Some(cert.as_path()));
+        assert!(ok.s3_allow_sigv2);
     }
 
     #[test]

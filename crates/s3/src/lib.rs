@@ -5,6 +5,9 @@
 //! - `lib.rs` — public API and wiring: settings, [`build_service`], the trait impl that
 //!   delegates each operation to its module.
 //! - `serve.rs` — the TCP listener: TCP_NODELAY, request ids, error-XML fix-ups, metrics.
+//! - `guard.rs` — request hygiene checked on the head before s3s: unimplemented protection
+//!   headers, form uploads, SigV2, presigned expiry, unsigned sensitive headers.
+//! - `sigv2.rs` — constant-time SigV2 verification ahead of s3s (when SigV2 is enabled).
 //! - `host.rs` — virtual-host-style addressing.
 //! - `bucket.rs`, `object.rs`, `list.rs`, `multipart.rs`, `copy.rs` — the operations.
 //! - `checksum.rs` — `Content-MD5` and `x-amz-checksum-*` selection and verification.
@@ -21,13 +24,18 @@ mod conditional;
 mod consistency;
 mod copy;
 mod error;
+mod guard;
 mod host;
 mod list;
 mod metrics;
 mod multipart;
 mod object;
 mod serve;
+mod sigv2;
 mod validate;
+
+#[cfg(test)]
+mod fuzz_tests;
 
 use std::sync::Arc;
 
@@ -36,7 +44,8 @@ use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, S3};
 
 pub use metrics::S3Metrics;
-pub use serve::serve;
+pub use serve::{serve, ServeOptions};
+pub use sigv2::{SecretLookup, SigV2Verifier};
 
 /// Settings of the S3 front end.
 #[derive(Clone)]
@@ -92,10 +101,25 @@ pub fn build_service(
         settings.keys.clone(),
         access_objects,
     ));
+    builder.set_config(std::sync::Arc::new(s3s::config::StaticConfigProvider::new(
+        std::sync::Arc::new(s3s_config()),
+    )));
     if !settings.domains.is_empty() {
         builder.set_host(host::CairnHost::new(&settings.domains)?);
     }
     Ok(builder.build())
+}
+
+/// s3s limits. Form uploads are refused before s3s (`guard.rs`); should they reach it, the
+/// form fields it buffers before checking a signature, and the file it buffers after, stay
+/// small.
+fn s3s_config() -> s3s::config::S3Config {
+    let mut c = s3s::config::S3Config::default();
+    c.form_max_field_size = 64 << 10;
+    c.form_max_fields_size = 256 << 10;
+    c.form_max_parts = 100;
+    c.post_object_max_file_size = 0;
+    c
 }
 
 /// A stable, opaque owner id derived from the access key (FNV-1a, so no key material leaks).

@@ -21,6 +21,11 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OpLabels {
     op: String,
 }
@@ -42,6 +47,7 @@ struct Inner {
     bytes_in: Counter,
     bytes_out: Counter,
     in_flight: Gauge,
+    refused: Family<ReasonLabels, Counter>,
 }
 
 impl Default for S3Metrics {
@@ -53,6 +59,7 @@ impl Default for S3Metrics {
                 bytes_in: Counter::default(),
                 bytes_out: Counter::default(),
                 in_flight: Gauge::default(),
+                refused: Family::default(),
             }),
         }
     }
@@ -61,7 +68,9 @@ impl Default for S3Metrics {
 impl S3Metrics {
     /// Creates the metrics and registers them under the `s3_` prefix:
     /// `s3_requests_total{op,method,status}`, `s3_request_duration_seconds{op}`,
-    /// `s3_received_bytes_total`, `s3_sent_bytes_total`, `s3_requests_in_flight`.
+    /// `s3_received_bytes_total`, `s3_sent_bytes_total`, `s3_requests_in_flight`,
+    /// `s3_refused_total{reason}` (connections, in_flight, body_idle_timeout, not_implemented,
+    /// sigv2, sigv2_date, presigned_expiry, unsigned_header).
     pub fn register(registry: &mut Registry) -> Self {
         let m = Self::default();
         let r = registry.sub_registry_with_prefix("s3");
@@ -90,7 +99,25 @@ impl S3Metrics {
             "S3 requests being handled",
             m.inner.in_flight.clone(),
         );
+        r.register(
+            "refused",
+            "Connections and requests refused before reaching the S3 API, by reason",
+            m.inner.refused.clone(),
+        );
         m
+    }
+
+    pub(crate) fn refused_counter(&self, reason: &str) -> Counter {
+        self.inner
+            .refused
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .clone()
+    }
+
+    pub(crate) fn refused(&self, reason: &str) {
+        self.refused_counter(reason).inc();
     }
 
     pub(crate) fn bytes_in(&self) -> Counter {
@@ -179,6 +206,7 @@ mod tests {
         m.observe("GetObject", "GET", 200, Duration::from_millis(3));
         m.bytes_in().inc_by(10);
         m.bytes_out().inc_by(20);
+        m.refused("connections");
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
         assert!(
@@ -191,6 +219,10 @@ mod tests {
         );
         assert!(out.contains("s3_received_bytes_total 10"), "{out}");
         assert!(out.contains("s3_sent_bytes_total 20"), "{out}");
+        assert!(
+            out.contains("s3_refused_total{reason=\"connections\"} 1"),
+            "{out}"
+        );
     }
 
     #[test]

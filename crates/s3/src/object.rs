@@ -194,9 +194,11 @@ pub(crate) fn resolve_range(
             InvalidRequest,
             "Cannot specify both Range header and partNumber query parameter"
         )),
+        // An empty object has no byte to send: a suffix range (`bytes=-1`) on it is
+        // unsatisfiable too, not a 206 claiming `bytes 0-0/0` (found by fuzz_tests).
         (Some(r), None) => match r.check(record.size) {
-            Ok(r) => Ok(Some((r.start, r.end))),
-            Err(_) => Err(invalid_range(record.size)),
+            Ok(r) if r.start < r.end => Ok(Some((r.start, r.end))),
+            _ => Err(invalid_range(record.size)),
         },
         (None, Some(n)) => {
             let n = part_number_u32(n)?;

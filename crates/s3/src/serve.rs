@@ -1,4 +1,9 @@
-//! The S3 listener: HTTP/1.1 over a TCP listener, one task per connection.
+//! The S3 listener: HTTP/1.1 (HTTPS with a certificate) over a TCP listener, one task per
+//! connection.
+//!
+//! Limits before authentication: a connection cap (503 SlowDown on the spot), an in-flight
+//! request cap (503 SlowDown), hyper's header read timeout, and a body idle timeout; then the
+//! request head's hygiene checks (`guard.rs`) before s3s reads a byte of the body.
 //!
 //! Per request: a request id (`x-amz-request-id`, the `s3_request` span, and `<RequestId>` in
 //! error XML, which s3s leaves out), metrics, and two fix-ups s3s does not make: a 304 carries
@@ -8,7 +13,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -19,32 +24,97 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::metrics::counter::Counter;
 use s3s::service::S3Service;
 use s3s::Body;
+use time::OffsetDateTime;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
+use crate::guard::{Hygiene, Refusal};
 use crate::metrics::{OpSlot, S3Metrics};
 
 /// A handler's request to answer with another status than the one s3s picks.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct StatusOverride(pub StatusCode);
 
-/// How long a client may take to send request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long shutdown waits for requests in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections refused over the cap that may be answered at the same time; beyond this they
+/// are closed without an answer (each answer takes at most [`REFUSE_TIMEOUT`]).
+const MAX_REFUSING: usize = 64;
+const REFUSE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Serves HTTP/1.1 on `listener` until `shutdown` resolves: sets TCP_NODELAY on every accepted socket, gives each request a request id (x-amz-request-id header on the response, and a `tracing` info span `s3_request{id, method, path}`), records metrics.
+/// Limits and transport of one S3 listener. The caps apply before authentication: a client
+/// over a cap gets `503 SlowDown` at once instead of waiting in a queue.
+#[derive(Clone)]
+pub struct ServeOptions {
+    /// Open connections; a connection over the cap is answered 503 SlowDown and closed (over
+    /// TLS it is closed: answering would cost a handshake).
+    pub max_connections: usize,
+    /// Requests being handled (until their response body is sent); over it: 503 SlowDown.
+    pub max_in_flight: usize,
+    /// Time a client has to send a request's headers (slowloris); also bounds the TLS handshake.
+    pub header_timeout: Duration,
+    /// Longest pause between two pieces of a request body; then the request fails.
+    pub body_idle_timeout: Duration,
+    /// Accept AWS Signature Version 2, verified in constant time by this verifier (off by
+    /// default).
+    pub sigv2: Option<crate::SigV2Verifier>,
+    /// Serve HTTPS with this certificate.
+    pub tls: Option<cairn_tls::ServerTls>,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            max_in_flight: 256,
+            header_timeout: Duration::from_secs(10),
+            body_idle_timeout: Duration::from_secs(30),
+            sigv2: None,
+            tls: None,
+        }
+    }
+}
+
+/// What every request of a listener shares.
+struct Shared {
+    service: S3Service,
+    metrics: S3Metrics,
+    in_flight: Arc<Semaphore>,
+    hygiene: Hygiene,
+    sigv2: Option<crate::SigV2Verifier>,
+    body_idle_timeout: Duration,
+}
+
+/// Serves HTTP/1.1 (or HTTPS with `options.tls`) on `listener` until `shutdown` resolves: sets
+/// TCP_NODELAY on every accepted socket, applies the connection and in-flight caps and the
+/// header and body timeouts, refuses requests that fail [`Hygiene`] before s3s sees them, gives
+/// each request a request id (x-amz-request-id header on the response, and a `tracing` info
+/// span `s3_request{id, method, path}`), records metrics.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     service: S3Service,
     metrics: S3Metrics,
+    options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(options.header_timeout)
         .keep_alive(true);
+    let connections = Arc::new(Semaphore::new(options.max_connections.max(1)));
+    let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
+    let shared = Arc::new(Shared {
+        service,
+        metrics: metrics.clone(),
+        in_flight: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
+        hygiene: Hygiene {
+            allow_sigv2: options.sigv2.is_some(),
+        },
+        sigv2: options.sigv2.clone(),
+        body_idle_timeout: options.body_idle_timeout,
+    });
     let mut shutdown = std::pin::pin!(shutdown);
 
     loop {
@@ -60,16 +130,58 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            metrics.refused("connections");
+            if options.tls.is_none() {
+                if let Ok(p) = refusing.clone().try_acquire_owned() {
+                    tokio::spawn(async move {
+                        refuse_connection(stream).await;
+                        drop(p);
+                    });
+                }
+            }
+            continue;
+        };
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, %peer, "could not set TCP_NODELAY");
         }
-        let service = service.clone();
-        let metrics = metrics.clone();
-        let svc =
-            hyper::service::service_fn(move |req| handle(service.clone(), metrics.clone(), req));
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc));
+        let conn_shared = shared.clone();
+        let svc = hyper::service::service_fn(move |req| handle(conn_shared.clone(), req));
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
+        let tls = options.tls.clone();
+        let handshake_timeout = options.header_timeout;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let _permit = permit;
+            let res = match tls {
+                None => {
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(stream), svc))
+                        .await
+                }
+                Some(tls) => {
+                    let stream = match tokio::time::timeout(
+                        handshake_timeout,
+                        tls.acceptor().accept(stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(stream), svc))
+                        .await
+                }
+            };
+            if let Err(e) = res {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
         });
@@ -83,6 +195,56 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+fn slow_down() -> Refusal {
+    Refusal {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        code: "SlowDown",
+        message: "Please reduce your request rate.".into(),
+        reason: "in_flight",
+    }
+}
+
+/// Answers a connection over the cap with 503 SlowDown and closes it. The request is read and
+/// discarded after the answer (bounded in bytes and time) so that closing does not reset the
+/// connection before the client has read the answer.
+async fn refuse_connection(mut stream: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let xml = slow_down().xml();
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n",
+        xml.len()
+    );
+    let _ = tokio::time::timeout(REFUSE_TIMEOUT, async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(xml.as_bytes()).await?;
+        stream.shutdown().await?;
+        let mut buf = [0u8; 4096];
+        let mut seen = 0usize;
+        while seen < 64 << 10 {
+            match stream.read(&mut buf).await? {
+                0 => break,
+                n => seen += n,
+            }
+        }
+        Ok::<(), std::io::Error>(())
+    })
+    .await;
+}
+
+fn refusal_response(r: &Refusal) -> http::Response<Body> {
+    let mut resp = http::Response::new(Body::from(r.xml()));
+    *resp.status_mut() = r.status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/xml"),
+    );
+    if r.status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
 }
 
 /// A short, unique, unguessable-enough request id: 16 upper-case hex digits, like S3's.
@@ -115,8 +277,7 @@ impl Drop for InFlight {
 }
 
 async fn handle(
-    service: S3Service,
-    metrics: S3Metrics,
+    shared: Arc<Shared>,
     req: http::Request<hyper::body::Incoming>,
 ) -> Result<http::Response<Counting<Body>>, Infallible> {
     let id = next_request_id();
@@ -125,15 +286,48 @@ async fn handle(
     let span = tracing::info_span!("s3_request", id = %id, method = %method, path = %path);
     async move {
         let start = Instant::now();
+        let metrics = &shared.metrics;
+        let permit = shared.in_flight.clone().try_acquire_owned();
+        let refusal = match &permit {
+            Err(_) => Some(slow_down()),
+            Ok(_) => shared
+                .hygiene
+                .check(&method, req.uri(), req.headers(), OffsetDateTime::now_utc())
+                .err()
+                .or_else(|| {
+                    let v2 = shared.sigv2.as_ref()?;
+                    (!v2.check(&method, req.uri(), req.headers())).then(|| Refusal {
+                        status: StatusCode::FORBIDDEN,
+                        code: "SignatureDoesNotMatch",
+                        message: "The request signature we calculated does not match the signature you provided.".into(),
+                        reason: "sigv2_signature",
+                    })
+                }),
+        };
+        if let Some(r) = refusal {
+            metrics.refused(r.reason);
+            let resp = finish(refusal_response(&r), &id, &path, &method);
+            metrics.observe("refused", method.as_str(), r.status.as_u16(), start.elapsed());
+            tracing::debug!(status = r.status.as_u16(), code = r.code, reason = r.reason, "request refused");
+            return Ok(resp.map(|b| Counting::new(b, metrics.bytes_out(), None)));
+        }
         let gauge = metrics.in_flight();
         gauge.inc();
         let _in_flight = InFlight(gauge);
 
         let slot = OpSlot::default();
-        let mut req = req.map(|b| Body::http_body_unsync(Counting::new(b, metrics.bytes_in())));
+        let idle = shared.body_idle_timeout;
+        let timeouts = metrics.refused_counter("body_idle_timeout");
+        let mut req = req.map(|b| {
+            Body::http_body_unsync(Counting::new(
+                IdleTimeout::new(b, idle, timeouts),
+                metrics.bytes_in(),
+                None,
+            ))
+        });
         req.extensions_mut().insert(slot.clone());
 
-        let resp = match service.call(req).await {
+        let resp = match shared.service.call(req).await {
             Ok(resp) => resp,
             Err(e) => {
                 tracing::error!(error = ?e, "s3s failed to produce a response");
@@ -150,7 +344,9 @@ async fn handle(
         } else {
             tracing::debug!(%op, status = status.as_u16(), ms = elapsed.as_millis(), "request");
         }
-        Ok(resp.map(|b| Counting::new(b, metrics.bytes_out())))
+        // The in-flight permit lives until the response body is sent.
+        let permit = permit.ok();
+        Ok(resp.map(|b| Counting::new(b, metrics.bytes_out(), permit)))
     }
     .instrument(span)
     .await
@@ -202,7 +398,7 @@ fn finish(
     resp
 }
 
-fn xml_escape(s: &str) -> String {
+pub(crate) fn xml_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -243,15 +439,91 @@ pub(crate) fn inject_error_fields(xml: &[u8], request_id: &str, resource: &str) 
     Some(out)
 }
 
-/// A body that counts the bytes passing through it.
+/// A body that counts the bytes passing through it, and holds what must live as long as it
+/// (the request's in-flight permit).
 pub(crate) struct Counting<B> {
     inner: B,
     counter: Counter,
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 impl<B> Counting<B> {
-    fn new(inner: B, counter: Counter) -> Self {
-        Self { inner, counter }
+    fn new(inner: B, counter: Counter, permit: Option<OwnedSemaphorePermit>) -> Self {
+        Self {
+            inner,
+            counter,
+            _permit: permit,
+        }
+    }
+}
+
+/// A request body that fails when the client pauses longer than `limit` between two pieces
+/// (slow-body attacks hold a request slot and a connection for ever otherwise). The clock
+/// runs only while the server waits for the client, not while it is busy with a piece.
+pub(crate) struct IdleTimeout<B> {
+    inner: B,
+    limit: Duration,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    waiting: bool,
+    timeouts: Counter,
+}
+
+impl<B> IdleTimeout<B> {
+    fn new(inner: B, limit: Duration, timeouts: Counter) -> Self {
+        Self {
+            inner,
+            limit,
+            sleep: Box::pin(tokio::time::sleep(limit)),
+            waiting: false,
+            timeouts,
+        }
+    }
+}
+
+impl<B> HttpBody for IdleTimeout<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        if !this.waiting {
+            this.waiting = true;
+            let deadline = tokio::time::Instant::now() + this.limit;
+            this.sleep.as_mut().reset(deadline);
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(res) => {
+                this.waiting = false;
+                Poll::Ready(res.map(|r| r.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                if this.sleep.as_mut().poll(cx).is_ready() {
+                    this.timeouts.inc();
+                    let limit = this.limit;
+                    Poll::Ready(Some(Err(Box::new(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("request body: no data for {limit:?}"),
+                    )))))
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
