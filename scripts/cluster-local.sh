@@ -38,7 +38,8 @@ for i in $(seq 1 "$N"); do
         sleep 0.5
     done
 done
-./target/release/cairn cluster status --admin http://127.0.0.1:8080
+ACCESS_KEY="$ACCESS_KEY" SECRET_KEY="$SECRET_KEY" \
+    ./target/release/cairn cluster status --admin http://127.0.0.1:8080
 echo
 echo "S3 endpoints: $(for i in $(seq 1 "$N"); do printf 'http://127.0.0.%s:9000 ' "$i"; done)"
 echo "credentials:  ACCESS_KEY=$ACCESS_KEY SECRET_KEY=$SECRET_KEY"

@@ -28,7 +28,7 @@ import boto3
 import requests
 from botocore.config import Config
 
-from e2e_util import ACCESS_KEY, REGION, SECRET_KEY
+from e2e_util import ACCESS_KEY, REGION, SECRET_KEY, admin_headers
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PORT_BASE = int(os.environ.get("CAIRN_CLUSTER_PORT_BASE", "21000"))
@@ -293,7 +293,8 @@ class ClusterNode:
 
     # -- management plane ----------------------------------------------------------------------
     def status(self, timeout: float = 3) -> dict:
-        r = requests.get(f"{self.admin_url}/cluster/status", timeout=timeout)
+        r = requests.get(f"{self.admin_url}/cluster/status", timeout=timeout,
+                         headers=admin_headers("GET", "/cluster/status"))
         r.raise_for_status()
         return r.json()
 

@@ -381,3 +381,19 @@ def sha1_b64(data: bytes) -> str:
 
 def sha256_b64(data: bytes) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+def admin_headers(method: str, path: str, body: bytes = b"", access_key: str = ACCESS_KEY,
+                  secret_key: str = SECRET_KEY) -> dict[str, str]:
+    """Headers that sign a management-API request with root credentials (admin scope), as
+    `cairn token create` does: HMAC-SHA256 over the FileService canonical string with method
+    `admin <METHOD>`, the path (with query) and the hex BLAKE3 of the body."""
+    import time
+
+    import blake3
+
+    date = str(int(time.time()))
+    canonical = "\n".join(["cairn-files-v1", f"admin {method}", path,
+                           blake3.blake3(body).hexdigest(), date])
+    sig = hmac.new(secret_key.encode(), canonical.encode(), hashlib.sha256).hexdigest()
+    return {"x-cairn-access-key": access_key, "x-cairn-date": date, "x-cairn-signature": sig}

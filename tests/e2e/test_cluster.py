@@ -30,7 +30,11 @@ from cluster_util import (
     lincheck_bin,
     s3_client,
 )
-from e2e_util import client_error_code, client_error_status, md5_hex, rand_bytes, unique_name
+from e2e_util import (ACCESS_KEY, SECRET_KEY, client_error_code, client_error_status, md5_hex,
+                      rand_bytes, unique_name)
+
+# The management API needs credentials: the CLI signs with the root key from the environment.
+ROOT_ENV = {**os.environ, "ACCESS_KEY": ACCESS_KEY, "SECRET_KEY": SECRET_KEY}
 
 FAILOVER_LIMIT = 30.0  # seconds a leader kill may interrupt writes
 CATCH_UP_LIMIT = 60.0
@@ -250,7 +254,7 @@ def test_three_nodes_form_one_cluster(cluster, request):
     for node in cluster.alive():
         out = subprocess.run(
             [str(cairn_bin()), "cluster", "status", "--admin", node.admin_url],
-            capture_output=True, text=True, timeout=30,
+            capture_output=True, text=True, timeout=30, env=ROOT_ENV,
         )
         assert out.returncode == 0, out.stderr
         text = out.stdout
@@ -263,7 +267,7 @@ def test_three_nodes_form_one_cluster(cluster, request):
         assert "layout version" in text and "PARTITION" in text, text
     out = subprocess.run(
         [str(cairn_bin()), "cluster", "status", "--admin", cluster.node("n3").admin_url,
-         "--json"], capture_output=True, text=True, timeout=30,
+         "--json"], capture_output=True, text=True, timeout=30, env=ROOT_ENV,
     )
     assert out.returncode == 0, out.stderr
     assert {n["node_id"] for n in json.loads(out.stdout)["nodes"]} == ids

@@ -18,7 +18,7 @@ import botocore.exceptions
 import pytest
 import requests
 
-from e2e_util import (client_error_code, client_error_status, expected_chunk_ids, rand_bytes,
+from e2e_util import (admin_headers, client_error_code, client_error_status, expected_chunk_ids, rand_bytes,
                       unique_name)
 from test_cluster import cluster  # noqa: F401  (fixture)
 from test_cluster import assert_objects, log, try_until
@@ -125,7 +125,8 @@ def test_stale_reads_are_served_by_a_lone_replica(cluster, request):  # noqa: F8
 
 
 def audit(node) -> list[str]:
-    r = requests.get(f"{node.admin_url}/cluster/audit", timeout=5)
+    r = requests.get(f"{node.admin_url}/cluster/audit", timeout=5,
+                     headers=admin_headers("GET", "/cluster/audit"))
     r.raise_for_status()
     return [e["what"] for e in r.json()]
 
@@ -292,7 +293,7 @@ def test_cluster_config_access_keys_and_placement(tmp_path_factory, request):
         # Every node's root key is valid on every node; secrets never reach the audit log.
         def keys_shared():
             log_ = audit(n1)
-            assert any(w == f"add access key {n3_key} (root key of node n3)" for w in log_), log_
+            assert any(w == f"add root key {n3_key} of node n3" for w in log_), log_
 
         try_until(keys_shared, timeout=20)
         assert not any(n3_secret in w for w in audit(n1))

@@ -1,4 +1,7 @@
-//! The management plane (port NODE_ADMIN_PORT): liveness, readiness and Prometheus metrics.
+//! The management plane (port NODE_ADMIN_PORT): liveness, readiness and Prometheus metrics
+//! (open; `/metrics` needs a token with METRICS_REQUIRE_TOKEN=true), the cluster status and
+//! audit log (read scope), access keys and operator tokens (admin scope, `admin_keys.rs`).
+//! Authentication is `admin_auth.rs`.
 
 use std::sync::Arc;
 
@@ -9,10 +12,14 @@ use axum::routing::get;
 use axum::{Json, Router};
 use prometheus_client::registry::Registry;
 
+use crate::admin_auth::ReadScope;
+
 #[derive(Clone)]
 pub struct AdminState {
     pub metrics: Arc<Registry>,
     pub node_id: String,
+    pub keys: Arc<cairn_meta::secrets::KeyDirectory>,
+    pub metrics_require_token: bool,
     pub cluster: Arc<ClusterContext>,
 }
 
@@ -26,12 +33,18 @@ pub struct ClusterContext {
 }
 
 pub fn router(state: AdminState) -> Router {
+    let keys = state.keys.clone();
     Router::new()
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/cluster/status", get(cluster_status))
         .route("/cluster/audit", get(cluster_audit))
+        .merge(crate::admin_keys::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            keys,
+            crate::admin_auth::authenticate,
+        ))
         .with_state(state)
 }
 
@@ -40,7 +53,15 @@ async fn ready(State(s): State<AdminState>) -> impl IntoResponse {
     (StatusCode::OK, format!("ready {}\n", s.node_id))
 }
 
-async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
+async fn metrics(
+    State(s): State<AdminState>,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    if s.metrics_require_token {
+        if let Err(r) = crate::admin_auth::read_allowed(req.extensions()) {
+            return r;
+        }
+    }
     let mut out = String::new();
     match prometheus_client::encoding::text::encode(&mut out, &s.metrics) {
         Ok(()) => (
@@ -60,7 +81,7 @@ async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
     }
 }
 
-async fn cluster_status(State(s): State<AdminState>) -> impl IntoResponse {
+async fn cluster_status(State(s): State<AdminState>, _: ReadScope) -> impl IntoResponse {
     let c = &s.cluster;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -91,6 +112,7 @@ fn default_audit_max() -> usize {
 /// The audit log of cluster catalog changes (system group), oldest first.
 async fn cluster_audit(
     State(s): State<AdminState>,
+    _: ReadScope,
     axum::extract::Query(p): axum::extract::Query<AuditParams>,
 ) -> axum::response::Response {
     let q = cairn_meta::Query::Audit {

@@ -1,11 +1,14 @@
 //! `cairn`: one binary for the server, the benchmark and the CLI.
 
 mod admin;
+mod admin_auth;
+mod admin_keys;
 mod cli;
 mod datadir;
 mod files;
 mod https;
 mod identity;
+mod master;
 mod server;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +31,12 @@ enum Command {
     /// Inspect the cluster through any node's management plane.
     #[command(subcommand)]
     Cluster(cli::ClusterCommand),
+    /// Operator tokens for the management API: create, ls, revoke.
+    #[command(subcommand)]
+    Token(cli::TokenCommand),
+    /// S3 access keys and their grants: create, ls, disable, enable, rm, rotate, grant, ungrant.
+    #[command(subcommand)]
+    Key(cli::KeyCommand),
     /// Make a bucket (over a node's RPC port, like cp/ls/rm).
     Mb(files::MbArgs),
     /// Remove an empty bucket.
@@ -50,7 +59,9 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Server(flags) => runtime.block_on(server::run(flags)),
         Command::Bench(args) => runtime.block_on(cairn_bench::run(args)),
-        Command::Cluster(cmd) => runtime.block_on(cli::run(cmd)),
+        Command::Cluster(cmd) => user_facing(runtime.block_on(cli::run(cmd))),
+        Command::Token(cmd) => user_facing(runtime.block_on(cli::token(cmd))),
+        Command::Key(cmd) => user_facing(runtime.block_on(cli::key(cmd))),
         Command::Mb(a) => user_facing(runtime.block_on(files::mb(a))),
         Command::Rb(a) => user_facing(runtime.block_on(files::rb(a))),
         Command::Cp(a) => user_facing(runtime.block_on(files::cp(a))),

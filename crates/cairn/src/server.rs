@@ -79,6 +79,8 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         trust
             .create_ca(&cfg.cluster_name)
             .context("creating the cluster CA")?;
+        cairn_meta::secrets::MasterKey::load_or_create(&data, cfg.encryption_key.as_deref())
+            .context("creating the cluster master key")?;
     }
     let raft_id = identity::raft_id(&node_id);
     let rpc_addr = format!("{advertise}:{}", cfg.node_rpc_port);
@@ -99,8 +101,7 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
     .await
     .context("starting the metadata groups")?;
     // FileService answers UNAVAILABLE until the object service is attached below.
-    let files =
-        cairn_files::FileServer::with_cluster_keys(root, Some(cluster_keys(registry.clone())));
+    let files = cairn_files::FileServer::for_cluster(root);
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let placement = cfg.placement()?;
@@ -111,6 +112,7 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         api_addr: format!("{advertise}:{}", cfg.node_api_port),
         cluster_name: cfg.cluster_name.clone(),
         join_token: join_token.clone(),
+        encryption_key: cfg.encryption_key.clone(),
         trust: trust.clone(),
         seeds: cfg.seeds(),
         replication: cfg.replication_factor as usize,
@@ -196,6 +198,15 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
     }
     cairn_cluster::check_config(&settings, &registry)
         .context("checking the cluster configuration")?;
+    let master =
+        crate::master::master_key(&data, cfg.encryption_key.as_deref(), &registry, clustered)
+            .await?;
+    let keys = Arc::new(cairn_meta::secrets::KeyDirectory::new(
+        registry.meta().clone(),
+        master,
+        Some((access_key.clone(), secret_key.clone())),
+    ));
+    files.attach_keys(keys.clone());
     let view = Arc::new(cairn_cluster::ClusterView::default());
     view.refresh(&registry);
     cairn_cluster::controller::spawn(
@@ -236,8 +247,13 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         shutdown_rx.clone(),
     );
 
-    tokio::spawn(share_root_key(
+    tokio::spawn(crate::master::seal_legacy_keys(
         registry.clone(),
+        keys.clone(),
+    ));
+    tokio::spawn(crate::master::register_root_key(
+        registry.clone(),
+        keys.clone(),
         node_id.clone(),
         access_key.clone(),
         secret_key.clone(),
@@ -265,13 +281,13 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         secret_key: secret_key.clone(),
         region: cfg.s3_region.clone(),
         domains: cfg.domains(),
-        cluster_keys: Some(cluster_keys(registry.clone())),
+        keys: Some(keys.clone()),
     };
     let s3 = cairn_s3::build_service(objects, &s3_settings, s3_metrics.clone())?;
     let sigv2 = match cfg.s3_allow_sigv2 {
         true => Some(cairn_s3::SigV2Verifier::new(
             &s3_settings,
-            cluster_keys(registry.clone()),
+            secret_lookup(keys.clone()),
         )?),
         false => None,
     };
@@ -309,6 +325,8 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
     let admin_router = admin::router(admin::AdminState {
         metrics: Arc::new(metrics),
         node_id: node_id.clone(),
+        keys: keys.clone(),
+        metrics_require_token: cfg.metrics_require_token,
         cluster: Arc::new(admin::ClusterContext {
             settings: settings.clone(),
             registry: registry.clone(),
@@ -343,64 +361,10 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// S3 access keys known cluster-wide, read from this node's replica of the system group (a key
-/// added on another node is valid here as soon as it is applied here).
-fn cluster_keys(registry: Arc<Registry>) -> cairn_s3::auth::KeyLookup {
-    Arc::new(move |key: &str| {
-        registry
-            .meta()
-            .access_key(SYSTEM_GROUP, key)
-            .ok()
-            .flatten()
-            .map(|r| r.secret_key)
-    })
-}
-
-/// Adds this node's root key to the cluster's keys, so every node accepts it (nodes that
-/// generated their own credentials all end up valid cluster-wide). Retries until the system
-/// group takes it; a key id already used with another secret is reported once and left alone.
-async fn share_root_key(
-    registry: Arc<Registry>,
-    node_id: String,
-    access_key: String,
-    secret_key: String,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        let known = registry.meta().access_key(SYSTEM_GROUP, &access_key);
-        if let Ok(Some(k)) = known {
-            if k.secret_key != secret_key {
-                tracing::warn!(%access_key, "ACCESS_KEY is used in the cluster with another secret: this node's SECRET_KEY is only valid on this node");
-            }
-            return;
-        }
-        let cmd = Command::PutAccessKey {
-            record: cairn_meta::model::AccessKeyRecord {
-                access_key: access_key.clone(),
-                secret_key: secret_key.clone(),
-                description: format!("root key of node {node_id}"),
-                created_ms: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis() as i64)
-                    .unwrap_or(0),
-            },
-        };
-        match registry.propose(SYSTEM_GROUP, cmd).await {
-            Ok(cairn_meta::Response::Refused(e)) => {
-                tracing::warn!(%access_key, error = %e, "root key not shared with the cluster");
-                return;
-            }
-            Ok(_) => {
-                tracing::info!(%access_key, "root key is valid on every node of the cluster");
-                return;
-            }
-            Err(e) => tracing::debug!(error = %e, "root key not shared yet"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-            _ = shutdown.changed() => return,
-        }
-    }
+/// Secrets of the cluster's keys, for the SigV2 pre-check (s3s and the access hook still
+/// apply the key table afterwards).
+fn secret_lookup(keys: Arc<cairn_meta::secrets::KeyDirectory>) -> cairn_s3::SecretLookup {
+    Arc::new(move |ak: &str| keys.resolve(ak).and_then(|k| k.secret))
 }
 
 /// The machine's host name (advertised when binding all interfaces), or `localhost`.

@@ -269,6 +269,12 @@ pub async fn form_or_join(s: &ClusterSettings, reg: &Arc<Registry>) -> Result<()
             s.trust
                 .create_ca(&s.cluster_name)
                 .map_err(|e| ClusterError::Other(format!("creating the cluster CA: {e}")))?;
+            // The master key must exist before anyone joins: the join hands it over.
+            cairn_meta::secrets::MasterKey::load_or_create(
+                &s.data_dir,
+                s.encryption_key.as_deref(),
+            )
+            .map_err(|e| ClusterError::Other(format!("creating the cluster master key: {e}")))?;
             wait_joined(reg, s, &answers).await?;
             bootstrap(s, reg, answers).await?;
             return Ok(());

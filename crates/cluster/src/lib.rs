@@ -27,6 +27,8 @@ pub struct ClusterSettings {
     /// The effective join token (the cluster secret); `None` on a restarted member started
     /// without one, which then cannot admit joiners.
     pub join_token: Option<String>,
+    /// `ENCRYPTION_KEY`: the cluster master key given by the operator (else `<data>/master.key`).
+    pub encryption_key: Option<String>,
     /// This node's TLS identity (cluster CA, node certificate).
     pub trust: cairn_trust::Trust,
     /// Seed RPC addresses (may include this node's own).

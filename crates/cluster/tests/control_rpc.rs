@@ -40,6 +40,7 @@ fn settings(id: &str, addr: &str, dir: &std::path::Path, token: &str) -> Cluster
         api_addr: "127.0.0.1:9000".into(),
         cluster_name: "cairn".into(),
         join_token: Some(token.into()),
+        encryption_key: None,
         trust: Trust::open(dir, id, None).unwrap(),
         seeds: vec![],
         replication: 1,

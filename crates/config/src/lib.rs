@@ -44,6 +44,12 @@ pub struct Config {
     pub tls_node_cert: Option<String>,
     #[serde(deserialize_with = "lenient::opt_string")]
     pub tls_node_key: Option<String>,
+    /// The cluster master key (64 hex chars) sealing access-key secrets; overrides
+    /// `<data>/master.key` and must be the same on every node.
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub encryption_key: Option<String>,
+    /// `/metrics` on the management port needs a `read` operator token.
+    pub metrics_require_token: bool,
     #[serde(deserialize_with = "lenient::string")]
     pub cluster_name: String,
     /// Copies of every chunk and voters per partition group (capped at the node count).
@@ -128,6 +134,8 @@ impl Default for Config {
             tls_ca_cert: None,
             tls_node_cert: None,
             tls_node_key: None,
+            encryption_key: None,
+            metrics_require_token: false,
             cluster_name: "cairn".into(),
             replication_factor: 3,
             cluster_voters: 3,
@@ -212,6 +220,8 @@ pub const SETTINGS: &[&str] = &[
     "tls_ca_cert",
     "tls_node_cert",
     "tls_node_key",
+    "encryption_key",
+    "metrics_require_token",
     "cluster_name",
     "replication_factor",
     "cluster_voters",

@@ -7,6 +7,10 @@
 //! dates within [`MAX_CLOCK_SKEW`] of its clock, which bounds replay of a captured signature to
 //! the same operation on the same name. The payload is not signed (a body may be gigabytes and
 //! is streamed before anything could be checked): the RPC port belongs on a private network.
+//!
+//! The call's target also travels in metadata (`x-cairn-bucket`, `x-cairn-key-bin`), so a
+//! streaming call (Upload) is authenticated and authorized before its first message is read;
+//! the server then requires the first message to name the same target.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -18,6 +22,9 @@ use tonic::Status;
 pub const ACCESS_KEY_HEADER: &str = "x-cairn-access-key";
 pub const DATE_HEADER: &str = "x-cairn-date";
 pub const SIGNATURE_HEADER: &str = "x-cairn-signature";
+pub const BUCKET_HEADER: &str = "x-cairn-bucket";
+/// Binary metadata (keys are any UTF-8).
+pub const KEY_HEADER: &str = "x-cairn-key-bin";
 /// How far a request's date may be from the server's clock.
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(15 * 60);
 const SCHEME: &str = "cairn-files-v1";
@@ -72,6 +79,40 @@ impl std::fmt::Debug for Credentials {
 /// characters are refused after authentication, so an ambiguous split authorises nothing.
 pub fn canonical_string(method: &str, bucket: &str, key: &str, date: &str) -> String {
     format!("{SCHEME}\n{method}\n{bucket}\n{key}\n{date}")
+}
+
+/// The (bucket, key) a call names in its metadata (see the module comment).
+pub fn target(metadata: &MetadataMap) -> Result<(String, String), AuthError> {
+    let bucket = metadata
+        .get(BUCKET_HEADER)
+        .ok_or(AuthError::Missing(BUCKET_HEADER))?
+        .to_str()
+        .map_err(|e| AuthError::Malformed {
+            header: BUCKET_HEADER,
+            reason: e.to_string(),
+        })?
+        .to_string();
+    let key = match metadata.get_bin(KEY_HEADER) {
+        None => return Err(AuthError::Missing(KEY_HEADER)),
+        Some(v) => {
+            let bytes = v.to_bytes().map_err(|e| AuthError::Malformed {
+                header: KEY_HEADER,
+                reason: e.to_string(),
+            })?;
+            String::from_utf8(bytes.to_vec()).map_err(|_| AuthError::Malformed {
+                header: KEY_HEADER,
+                reason: "not UTF-8".into(),
+            })?
+        }
+    };
+    Ok((bucket, key))
+}
+
+/// The access key a call claims (not yet verified).
+pub fn claimed_access_key(metadata: &MetadataMap) -> Option<&str> {
+    metadata
+        .get(ACCESS_KEY_HEADER)
+        .and_then(|v| v.to_str().ok())
 }
 
 /// Parses `x-cairn-date`: unix seconds or RFC 3339. Returns unix seconds.
@@ -166,6 +207,8 @@ impl Credentials {
         );
         metadata.insert(DATE_HEADER, value(DATE_HEADER, &date)?);
         metadata.insert(SIGNATURE_HEADER, value(SIGNATURE_HEADER, &signature)?);
+        metadata.insert(BUCKET_HEADER, value(BUCKET_HEADER, bucket)?);
+        metadata.insert_bin(KEY_HEADER, MetadataValue::from_bytes(key.as_bytes()));
         Ok(())
     }
 
@@ -237,6 +280,28 @@ mod tests {
         assert!(matches!(
             stranger.verify(&md, "Upload", "b", "k", now),
             Err(AuthError::UnknownAccessKey(_))
+        ));
+    }
+
+    #[test]
+    fn the_target_travels_in_metadata() {
+        let c = creds();
+        let mut md = MetadataMap::new();
+        c.authorize(
+            &mut md,
+            "Upload",
+            "photos",
+            "dir/ünï.jpg",
+            SystemTime::now(),
+        )
+        .unwrap();
+        assert_eq!(
+            target(&md).unwrap(),
+            ("photos".to_string(), "dir/ünï.jpg".to_string())
+        );
+        assert!(matches!(
+            target(&MetadataMap::new()),
+            Err(AuthError::Missing(BUCKET_HEADER))
         ));
     }
 

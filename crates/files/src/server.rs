@@ -1,5 +1,7 @@
-//! The FileService server: authenticates each call, validates names, and hands the work to the
-//! object service, streaming bodies through without buffering a whole file.
+//! The FileService server: authenticates each call from its metadata (before any message of a
+//! stream is read), authorizes it with the key/grant rules the S3 front end uses
+//! (`cairn_meta::access`), validates names, and hands the work to the object service,
+//! streaming bodies through without buffering a whole file.
 
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
@@ -21,7 +23,11 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use crate::auth::Credentials;
+use cairn_meta::access;
+use cairn_meta::model::{AccessKeyRecord, KeyStatus, Permission};
+use cairn_meta::secrets::Keys;
+
+use crate::auth::{claimed_access_key, AuthError, Credentials};
 use crate::error::{to_status, Target};
 use crate::metrics::FileMetrics;
 use crate::{names, MAX_LIST_KEYS, PIECE_SIZE};
@@ -43,14 +49,48 @@ pub struct FileServer {
     inner: Arc<Inner>,
 }
 
-/// Finds the secret of an access key known cluster-wide (besides this node's root key).
-pub type KeyLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
-
 struct Inner {
     objects: OnceLock<ObjectService>,
     credentials: Credentials,
-    cluster_keys: Option<KeyLookup>,
+    /// The cluster's keys, once the node has them (after formation); see `for_cluster`.
+    keys: OnceLock<Keys>,
+    /// Whether calls wait for `keys` (a cluster node) or use `credentials` alone.
+    uses_keys: bool,
     metrics: FileMetrics,
+}
+
+/// Who made a call: a key of the cluster's table, or (without a key directory) the configured
+/// root key, which may do everything.
+enum Caller {
+    Key(Arc<AccessKeyRecord>),
+    Root,
+}
+
+impl Caller {
+    fn access_key(&self) -> Option<&str> {
+        match self {
+            Caller::Key(k) => Some(&k.access_key),
+            Caller::Root => None,
+        }
+    }
+}
+
+fn denied(caller: &Caller, need: Permission, bucket: &str) -> Status {
+    let who = caller.access_key().unwrap_or("root");
+    tracing::info!(
+        access_key = who,
+        bucket,
+        need = need.as_str(),
+        "file call refused: no grant"
+    );
+    Status::permission_denied(format!(
+        "access denied: key {who} may not {} bucket `{bucket}`",
+        match need {
+            Permission::Read => "read",
+            Permission::Write => "write to",
+            Permission::Owner => "manage",
+        }
+    ))
 }
 
 fn invalid(msg: String) -> Status {
@@ -83,19 +123,31 @@ impl FileServer {
     /// A server that accepts calls signed with `credentials`; attach the object service with
     /// [`FileServer::attach`] once it exists.
     pub fn new(credentials: Credentials) -> Self {
-        Self::with_cluster_keys(credentials, None)
+        Self::build(credentials, false)
     }
 
-    /// Like `new`, also accepting calls signed with the cluster's other access keys.
-    pub fn with_cluster_keys(credentials: Credentials, cluster_keys: Option<KeyLookup>) -> Self {
+    /// A server that accepts the cluster's access keys with their grants (attached with
+    /// [`FileServer::attach_keys`] once the node has its master key; until then every call
+    /// answers `UNAVAILABLE`). `credentials` are unused for verification.
+    pub fn for_cluster(credentials: Credentials) -> Self {
+        Self::build(credentials, true)
+    }
+
+    fn build(credentials: Credentials, uses_keys: bool) -> Self {
         Self {
             inner: Arc::new(Inner {
                 objects: OnceLock::new(),
                 credentials,
-                cluster_keys,
+                keys: OnceLock::new(),
+                uses_keys,
                 metrics: FileMetrics::default(),
             }),
         }
+    }
+
+    /// Starts checking calls against the cluster's keys. False if keys were already attached.
+    pub fn attach_keys(&self, keys: Keys) -> bool {
+        self.inner.keys.set(keys).is_ok()
     }
 
     /// Starts serving files from `objects`. Returns false (and changes nothing) if an object
@@ -120,32 +172,70 @@ impl FileServer {
             .ok_or_else(|| Status::unavailable("node is starting; try again shortly"))
     }
 
+    /// Verifies a call's signature from its metadata alone.
     fn authenticate(
         &self,
         md: &MetadataMap,
         method: &str,
         bucket: &str,
         key: &str,
-    ) -> Result<(), Status> {
-        let claimed = md
-            .get(crate::auth::ACCESS_KEY_HEADER)
-            .and_then(|v| v.to_str().ok());
-        // Another of the cluster's keys: verify with its secret; otherwise with the root key
-        // (which also produces the "unknown access key" answer).
-        let other = match (claimed, &self.inner.cluster_keys) {
-            (Some(ak), Some(lookup)) if ak != self.inner.credentials.access_key() => {
-                lookup(ak).and_then(|secret| Credentials::new(ak, &secret).ok())
-            }
-            _ => None,
+    ) -> Result<Caller, Status> {
+        let refuse = |e: AuthError| {
+            tracing::warn!(error = %e, "refused an unauthenticated file call");
+            Status::from(e)
         };
-        other
-            .as_ref()
-            .unwrap_or(&self.inner.credentials)
-            .verify(md, method, bucket, key, SystemTime::now())
-            .map_err(|e| {
-                tracing::warn!(error = %e, "refused an unauthenticated file call");
-                Status::from(e)
-            })
+        if self.inner.uses_keys && self.inner.keys.get().is_none() {
+            return Err(Status::unavailable("node is starting; try again shortly"));
+        }
+        let Some(keys) = self.inner.keys.get() else {
+            self.inner
+                .credentials
+                .verify(md, method, bucket, key, SystemTime::now())
+                .map_err(refuse)?;
+            return Ok(Caller::Root);
+        };
+        let claimed = claimed_access_key(md)
+            .ok_or(AuthError::Missing(crate::auth::ACCESS_KEY_HEADER))
+            .map_err(refuse)?;
+        let resolved = keys
+            .resolve(claimed)
+            .filter(|k| k.secret.is_some())
+            .ok_or_else(|| AuthError::UnknownAccessKey(claimed.to_string()))
+            .map_err(refuse)?;
+        let secret = resolved.secret.as_deref().unwrap_or_default();
+        Credentials::new(claimed, secret)
+            .and_then(|c| c.verify(md, method, bucket, key, SystemTime::now()))
+            .map_err(refuse)?;
+        match resolved.record.status {
+            KeyStatus::Active => Ok(Caller::Key(Arc::new(resolved.record))),
+            _ => Err(Status::permission_denied(format!(
+                "access key {claimed} is disabled"
+            ))),
+        }
+    }
+
+    /// Whether `caller` may act with `need` on `bucket` (its grants, else as the bucket's owner).
+    async fn authorize(
+        &self,
+        caller: &Caller,
+        bucket: &str,
+        need: Permission,
+    ) -> Result<(), Status> {
+        let Caller::Key(key) = caller else {
+            return Ok(());
+        };
+        if !access::needs_owner_lookup(key, bucket, need) {
+            return Ok(());
+        }
+        let owner = match self.objects()?.head_bucket(bucket).await {
+            Ok(b) => b.owner,
+            Err(_) => None,
+        };
+        if access::allows(key, bucket, need, owner.as_deref()) {
+            Ok(())
+        } else {
+            Err(denied(caller, need, bucket))
+        }
     }
 
     /// Runs one call inside its span and counts it.
@@ -310,7 +400,12 @@ impl FileService for FileServer {
         const M: &str = "CreateBucket";
         let (md, _, r) = request.into_parts();
         self.call(M, &r.bucket, "", async {
-            self.authenticate(&md, M, &r.bucket, "")?;
+            let caller = self.authenticate(&md, M, &r.bucket, "")?;
+            if let Caller::Key(k) = &caller {
+                if !access::may_create_bucket(k, &r.bucket) {
+                    return Err(denied(&caller, Permission::Owner, &r.bucket));
+                }
+            }
             names::check_new_bucket(&r.bucket).map_err(invalid)?;
             let t = Target {
                 bucket: &r.bucket,
@@ -318,7 +413,7 @@ impl FileService for FileServer {
             };
             let b = self
                 .objects()?
-                .create_bucket(&r.bucket)
+                .create_bucket_owned(&r.bucket, None, caller.access_key())
                 .await
                 .map_err(|e| to_status(e, t))?;
             tracing::info!(bucket = %b.name, "bucket created over FileService");
@@ -337,8 +432,10 @@ impl FileService for FileServer {
         const M: &str = "DeleteBucket";
         let (md, _, r) = request.into_parts();
         self.call(M, &r.bucket, "", async {
-            self.authenticate(&md, M, &r.bucket, "")?;
+            let caller = self.authenticate(&md, M, &r.bucket, "")?;
             names::check_bucket(&r.bucket).map_err(invalid)?;
+            self.authorize(&caller, &r.bucket, Permission::Owner)
+                .await?;
             let t = Target {
                 bucket: &r.bucket,
                 key: None,
@@ -359,7 +456,7 @@ impl FileService for FileServer {
         const M: &str = "ListBuckets";
         let md = request.metadata().clone();
         self.call(M, "", "", async {
-            self.authenticate(&md, M, "", "")?;
+            let caller = self.authenticate(&md, M, "", "")?;
             let t = Target {
                 bucket: "",
                 key: None,
@@ -372,6 +469,10 @@ impl FileService for FileServer {
             Ok(Response::new(ListBucketsReply {
                 buckets: buckets
                     .into_iter()
+                    .filter(|b| match &caller {
+                        Caller::Key(k) => access::sees(k, b),
+                        Caller::Root => true,
+                    })
                     .map(|b| BucketInfo {
                         name: b.name,
                         created_ms: b.created_ms,
@@ -388,15 +489,26 @@ impl FileService for FileServer {
     ) -> Result<Response<FileInfo>, Status> {
         const M: &str = "Upload";
         let (md, _, mut stream) = request.into_parts();
-        let mut first = stream.message().await?.ok_or_else(|| {
-            Status::invalid_argument("empty upload: the first piece must carry the header")
+        // Authenticated and authorized from metadata before any message is read, so a stranger
+        // cannot make the server buffer a piece.
+        let (bucket, key) = crate::auth::target(&md).map_err(|e| {
+            tracing::warn!(error = %e, "refused an unauthenticated file call");
+            Status::from(e)
         })?;
-        let header = first.header.take().ok_or_else(|| {
-            Status::invalid_argument("the first upload piece must carry the header")
-        })?;
-        let (bucket, key) = (header.bucket.clone(), header.key.clone());
         self.call(M, &bucket, &key, async {
-            self.authenticate(&md, M, &bucket, &key)?;
+            let caller = self.authenticate(&md, M, &bucket, &key)?;
+            self.authorize(&caller, &bucket, Permission::Write).await?;
+            let mut first = stream.message().await?.ok_or_else(|| {
+                Status::invalid_argument("empty upload: the first piece must carry the header")
+            })?;
+            let header = first.header.take().ok_or_else(|| {
+                Status::invalid_argument("the first upload piece must carry the header")
+            })?;
+            if header.bucket != bucket || header.key != key {
+                return Err(Status::invalid_argument(
+                    "the upload header names another file than the signed metadata",
+                ));
+            }
             names::check_bucket(&bucket).map_err(invalid)?;
             names::check_key(&key).map_err(invalid)?;
             let user =
@@ -444,8 +556,9 @@ impl FileService for FileServer {
         const M: &str = "Download";
         let (md, _, r) = request.into_parts();
         self.call(M, &r.bucket, &r.key, async {
-            self.authenticate(&md, M, &r.bucket, &r.key)?;
+            let caller = self.authenticate(&md, M, &r.bucket, &r.key)?;
             names::check_bucket(&r.bucket).map_err(invalid)?;
+            self.authorize(&caller, &r.bucket, Permission::Read).await?;
             names::check_key(&r.key).map_err(invalid)?;
             let t = Target {
                 bucket: &r.bucket,
@@ -489,8 +602,9 @@ impl FileService for FileServer {
         const M: &str = "Stat";
         let (md, _, r) = request.into_parts();
         self.call(M, &r.bucket, &r.key, async {
-            self.authenticate(&md, M, &r.bucket, &r.key)?;
+            let caller = self.authenticate(&md, M, &r.bucket, &r.key)?;
             names::check_bucket(&r.bucket).map_err(invalid)?;
+            self.authorize(&caller, &r.bucket, Permission::Read).await?;
             names::check_key(&r.key).map_err(invalid)?;
             let t = Target {
                 bucket: &r.bucket,
@@ -513,8 +627,9 @@ impl FileService for FileServer {
         const M: &str = "List";
         let (md, _, r) = request.into_parts();
         self.call(M, &r.bucket, &r.prefix, async {
-            self.authenticate(&md, M, &r.bucket, &r.prefix)?;
+            let caller = self.authenticate(&md, M, &r.bucket, &r.prefix)?;
             names::check_bucket(&r.bucket).map_err(invalid)?;
+            self.authorize(&caller, &r.bucket, Permission::Read).await?;
             names::check_list_bound("prefix", &r.prefix).map_err(invalid)?;
             names::check_list_bound("start_after", &r.start_after).map_err(invalid)?;
             names::check_list_bound("continuation_token", &r.continuation_token)
@@ -562,8 +677,10 @@ impl FileService for FileServer {
         const M: &str = "Delete";
         let (md, _, r) = request.into_parts();
         self.call(M, &r.bucket, &r.key, async {
-            self.authenticate(&md, M, &r.bucket, &r.key)?;
+            let caller = self.authenticate(&md, M, &r.bucket, &r.key)?;
             names::check_bucket(&r.bucket).map_err(invalid)?;
+            self.authorize(&caller, &r.bucket, Permission::Write)
+                .await?;
             names::check_key(&r.key).map_err(invalid)?;
             let t = Target {
                 bucket: &r.bucket,

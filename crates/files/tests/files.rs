@@ -467,6 +467,74 @@ async fn wrong_or_missing_credentials_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_are_authenticated_before_their_first_message() {
+    let node = start().await;
+    node.client.create_bucket("pre-b").await.unwrap();
+    let mut raw = node.raw().await;
+    // A stream that never sends a piece: the server must answer from metadata alone
+    // (before this change it waited for the first message, up to 8 MiB, before checking).
+    let pending = futures::stream::pending::<UploadPiece>();
+    let r = tokio::time::timeout(
+        Duration::from_secs(5),
+        raw.upload(tonic::Request::new(pending)),
+    )
+    .await
+    .expect("an unsigned upload is refused without waiting for a message");
+    assert_eq!(r.unwrap_err().code(), Code::Unauthenticated);
+
+    // A wrong signature is refused the same way.
+    let mut req = tonic::Request::new(futures::stream::pending::<UploadPiece>());
+    Credentials::new(ACCESS, "not-the-secret")
+        .unwrap()
+        .authorize(
+            req.metadata_mut(),
+            "Upload",
+            "pre-b",
+            "k",
+            SystemTime::now(),
+        )
+        .unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(5), raw.upload(req))
+        .await
+        .expect("refused from metadata");
+    assert_eq!(r.unwrap_err().code(), Code::Unauthenticated);
+
+    // Signed for one file, carrying another in the header: refused, nothing stored.
+    let piece = UploadPiece {
+        header: Some(UploadHeader {
+            bucket: "pre-b".into(),
+            key: "other".into(),
+            content_type: String::new(),
+            metadata: Default::default(),
+            size: Some(1),
+        }),
+        data: vec![1u8].into(),
+        content_md5: Vec::new(),
+    };
+    let mut req = tonic::Request::new(futures::stream::iter(vec![piece]));
+    Credentials::new(ACCESS, SECRET)
+        .unwrap()
+        .authorize(
+            req.metadata_mut(),
+            "Upload",
+            "pre-b",
+            "k",
+            SystemTime::now(),
+        )
+        .unwrap();
+    assert_eq!(
+        raw.upload(req).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(node.client.stat("pre-b", "other").await).0,
+        Code::NotFound
+    );
+    assert_eq!(code(node.client.stat("pre-b", "k").await).0, Code::NotFound);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_and_changes_nothing() {
     let node = start().await;
     let c = &node.client;

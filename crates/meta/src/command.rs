@@ -4,8 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    AccessKeyRecord, BucketRecord, ChunkId, ClusterConfig, LayoutRecord, NodeHealth, NodeRecord,
-    NodeState, ObjectRecord, PartRecord, UploadRecord, WriteConsistency,
+    AccessKeyRecord, BucketRecord, ChunkId, ClusterConfig, Grant, KeyStatus, LayoutRecord,
+    NodeHealth, NodeRecord, NodeState, ObjectRecord, PartRecord, SealedSecret, TokenRecord,
+    UploadRecord, WriteConsistency,
 };
 
 /// A condition checked atomically with a write, inside the state machine.
@@ -136,6 +137,71 @@ pub enum Command {
     OutboxAck {
         up_to: u64,
     },
+
+    // ---- system group: keys and tokens (appended: older logs number the variants above) ----
+    /// Records `record` (sealed, fingerprinted) as the root key configured on `node_id`. The
+    /// node stops vouching for any other root key; a root key no node vouches for any more is
+    /// deleted (revoked everywhere). A deleted key or a secret rotated away is refused, so a
+    /// node still configured with a revoked root key cannot bring it back.
+    SetRootKey {
+        node_id: String,
+        record: AccessKeyRecord,
+    },
+    /// Adds a new (non-root) access key; refused if the id was ever used.
+    CreateAccessKey {
+        record: AccessKeyRecord,
+    },
+    UpdateAccessKey {
+        access_key: String,
+        change: KeyChange,
+        at_ms: i64,
+    },
+    /// Deletes a key: its record stays as a tombstone without secret or grants.
+    DeleteAccessKey {
+        access_key: String,
+        at_ms: i64,
+    },
+    /// Records which master key seals this cluster's secrets (set once).
+    SetMasterKeyCheck {
+        check: String,
+    },
+    CreateToken {
+        record: TokenRecord,
+    },
+    /// Revokes the unrevoked token(s) named `name`.
+    RevokeToken {
+        name: String,
+        at_ms: i64,
+    },
+    /// `command`, with every audit entry it writes attributed to `actor` (a token name or a
+    /// root key): how management-API changes are audited with who made them.
+    Audited {
+        actor: String,
+        command: Box<Command>,
+    },
+}
+
+/// A change to an existing access key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyChange {
+    /// Active or Disabled (deleting is `DeleteAccessKey`).
+    Status(KeyStatus),
+    /// Adds a grant, replacing one on the same bucket pattern.
+    Grant(Grant),
+    /// Removes the grant on this bucket pattern.
+    RemoveGrant(String),
+    AllowCreateBucket(bool),
+    /// A new secret; the old one is never accepted again.
+    Rotate {
+        sealed: SealedSecret,
+        fingerprint: String,
+    },
+    /// Replaces the plaintext secret of a record written by an older release with the same
+    /// secret sealed (refused for records that are sealed already).
+    Seal {
+        sealed: SealedSecret,
+        fingerprint: String,
+    },
 }
 
 /// Why a command was refused by the state machine. The state is unchanged in that case.
@@ -163,6 +229,16 @@ pub enum CommandError {
     AccessKeyExists,
     #[error("{0}")]
     Invalid(String),
+    #[error("access key {0} does not exist")]
+    NoSuchAccessKey(String),
+    #[error("access key {0} was revoked (deleted or rotated away); configure a new one")]
+    AccessKeyRevoked(String),
+    #[error("a token named {0} exists")]
+    TokenExists(String),
+    #[error("no active token named {0}")]
+    NoSuchToken(String),
+    #[error("this node's master key differs from the one that seals the cluster's secrets")]
+    MasterKeyMismatch,
 }
 
 /// The result of applying one command.

@@ -1,14 +1,17 @@
 //! Cairn's metadata: the records (`model`), the commands proposed to Raft groups (`command`),
 //! and the deterministic state machine over redb (`store`).
 
+pub mod access;
 pub mod command;
+mod key_table;
 pub mod keys;
 pub mod model;
 pub mod placement;
 pub mod query;
+pub mod secrets;
 pub mod store;
 
-pub use command::{Command, CommandError, Condition, RefOp, Response};
+pub use command::{Command, CommandError, Condition, KeyChange, RefOp, Response};
 pub use query::{Query, QueryResult};
 pub use store::{AuditEntry, Listing, MetaStore};
 

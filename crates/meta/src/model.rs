@@ -121,6 +121,10 @@ pub struct BucketRecord {
     /// Chunk write consistency of this bucket's objects (None: the node default).
     #[serde(default)]
     pub write_consistency: Option<WriteConsistency>,
+    /// The access key that created it (it owns the bucket); None for buckets created before
+    /// keys had owners, which only root keys and grants reach.
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 /// How many replicas of a chunk must be durable before a write is acknowledged.
@@ -292,13 +296,163 @@ impl ClusterConfig {
 }
 
 /// An S3 access key valid cluster-wide (system group).
+///
+/// Records written before grants existed carry only the first four fields (positional
+/// msgpack); they were all nodes' root keys with a plaintext secret, so they load as active
+/// root keys whose `secret_key` is plaintext. New records keep `secret_key` empty and hold the
+/// secret sealed under the cluster master key (`crate::secrets`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessKeyRecord {
     pub access_key: String,
+    /// Plaintext secret of a record written by an older release; empty for sealed records.
     pub secret_key: String,
-    /// Who added it (e.g. "root key of node n1").
+    /// Who added it (e.g. "root key of node n1") or the name given at creation.
     pub description: String,
     pub created_ms: i64,
+    /// The secret, sealed with the master key (None only for legacy plaintext records and for
+    /// deleted keys).
+    #[serde(default)]
+    pub sealed: Option<SealedSecret>,
+    /// Keyed hash of the secret under the master key: lets the state machine compare secrets
+    /// without seeing them (hex; empty for legacy records).
+    #[serde(default)]
+    pub fingerprint: String,
+    /// Root keys may do everything. Legacy records were all root keys.
+    #[serde(default = "legacy_root")]
+    pub root: bool,
+    /// Nodes whose configuration (ACCESS_KEY/SECRET_KEY or credentials.toml) names this key
+    /// as their root key. A root key no node configures any more is revoked.
+    #[serde(default)]
+    pub root_nodes: Vec<String>,
+    #[serde(default)]
+    pub status: KeyStatus,
+    /// May create buckets, and then owns them.
+    #[serde(default)]
+    pub allow_create_bucket: bool,
+    #[serde(default)]
+    pub grants: Vec<Grant>,
+    /// Fingerprints of secrets this key had before a rotation: never accepted again.
+    #[serde(default)]
+    pub revoked_fingerprints: Vec<String>,
+}
+
+fn legacy_root() -> bool {
+    true
+}
+
+/// A key's lifecycle. `Deleted` is a tombstone (no secret, no grants) so the id and its old
+/// secrets can never come back, e.g. from a node still configured with a revoked root key.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyStatus {
+    #[default]
+    Active,
+    Disabled,
+    Deleted,
+}
+
+impl KeyStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Disabled => "disabled",
+            Self::Deleted => "deleted",
+        }
+    }
+}
+
+/// What a grant allows on a bucket; each level includes the ones below it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Permission {
+    /// List, head and get objects; head the bucket.
+    Read,
+    /// Read, plus put, copy into, delete objects and multipart uploads.
+    Write,
+    /// Write, plus delete the bucket and change its settings.
+    Owner,
+}
+
+impl Permission {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "read" => Some(Self::Read),
+            "write" => Some(Self::Write),
+            "owner" => Some(Self::Owner),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
+            Self::Owner => "owner",
+        }
+    }
+}
+
+/// A permission on one bucket (`backups`) or on every bucket whose name starts with a prefix
+/// (`logs-*`; a lone `*` is every bucket).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub bucket: String,
+    pub permission: Permission,
+}
+
+/// A secret sealed with ChaCha20-Poly1305 under the master key; the access key id is the
+/// associated data, so a sealed secret cannot be moved to another key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedSecret {
+    #[serde(with = "serde_bytes_compat")]
+    pub nonce: Vec<u8>,
+    #[serde(with = "serde_bytes_compat")]
+    pub ciphertext: Vec<u8>,
+}
+
+/// Scope of an operator token on the management API; each includes the ones below it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum TokenScope {
+    /// Read-only: status, audit log, metrics.
+    Read,
+    /// Read, plus operational changes (drain, rebalance, ...).
+    Operator,
+    /// Everything, including access keys and tokens.
+    Admin,
+}
+
+impl TokenScope {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "read" => Some(Self::Read),
+            "operator" => Some(Self::Operator),
+            "admin" => Some(Self::Admin),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Operator => "operator",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+/// An operator token (system group). Only its BLAKE3 hash is stored, never the token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// Unique name, shown in the audit log for every use.
+    pub name: String,
+    /// Hex BLAKE3 hash of the token.
+    pub hash: String,
+    pub scope: TokenScope,
+    /// Who created it: a token name or `root key AK...`.
+    pub creator: String,
+    pub created_ms: i64,
+    /// Unix ms after which it is refused (None: never expires).
+    pub expires_ms: Option<i64>,
+    #[serde(default)]
+    pub revoked_ms: Option<i64>,
 }
 
 /// A node's health in the catalog: up → suspect → down (seed 002), back to up when it returns.

@@ -55,6 +55,9 @@ pub enum Query {
         after: u64,
         max: usize,
     },
+    ListAccessKeys,
+    ListTokens,
+    MasterKeyCheck,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -74,6 +77,9 @@ pub enum QueryResult {
     Nodes(Vec<NodeRecord>),
     Layout(Option<LayoutRecord>),
     Audit(Vec<crate::store::AuditEntry>),
+    AccessKeys(Vec<crate::model::AccessKeyRecord>),
+    Tokens(Vec<crate::model::TokenRecord>),
+    Text(Option<String>),
 }
 
 impl MetaStore {
@@ -139,6 +145,9 @@ impl MetaStore {
             Query::ListNodes => QueryResult::Nodes(self.list_nodes(group)?),
             Query::Layout => QueryResult::Layout(self.layout(group)?),
             Query::Audit { after, max } => QueryResult::Audit(self.audit_log(group, *after, *max)?),
+            Query::ListAccessKeys => QueryResult::AccessKeys(self.list_access_keys(group)?),
+            Query::ListTokens => QueryResult::Tokens(self.list_tokens(group)?),
+            Query::MasterKeyCheck => QueryResult::Text(self.master_key_check(group)?),
         })
     }
 }

@@ -27,11 +27,12 @@ pub(crate) const SM_META: TableDefinition<&[u8], &[u8]> = TableDefinition::new("
 pub(crate) const NODES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sm_nodes");
 pub(crate) const AUDIT: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sm_audit");
 pub(crate) const KEYS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sm_access_keys");
+pub(crate) const TOKENS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sm_tokens");
 
 /// Every state-machine table, in a fixed order (the snapshot format numbers them; new tables
 /// go at the end).
-pub(crate) const ALL_TABLES: [TableDefinition<&[u8], &[u8]>; 10] = [
-    OBJECTS, UPLOADS, PARTS, REFS, OUTBOX, BUCKETS, SM_META, NODES, AUDIT, KEYS,
+pub(crate) const ALL_TABLES: [TableDefinition<&[u8], &[u8]>; 11] = [
+    OBJECTS, UPLOADS, PARTS, REFS, OUTBOX, BUCKETS, SM_META, NODES, AUDIT, KEYS, TOKENS,
 ];
 const SM_META_INDEX: usize = 6;
 
@@ -39,7 +40,7 @@ const OUTBOX_SEQ: &str = "outbox_seq";
 const CLUSTER_ID: &str = "cluster_id";
 const LAYOUT: &str = "layout";
 const CLUSTER_CONFIG: &str = "cluster_config";
-const AUDIT_SEQ: &str = "audit_seq";
+pub(crate) const AUDIT_SEQ: &str = "audit_seq";
 
 /// One audited change of the cluster catalog (system group).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -48,10 +49,19 @@ pub struct AuditEntry {
     /// When the change was made, from the command (0 when it carries no time).
     pub at_ms: i64,
     pub what: String,
+    /// Who asked for the change through the management API (a token name or a root key);
+    /// None for changes the cluster makes itself.
+    #[serde(default)]
+    pub actor: Option<String>,
 }
 
 pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, MetaError> {
     rmp_serde::to_vec(v).map_err(|e| MetaError::Codec(e.to_string()))
+}
+
+/// Named-field encoding for records whose shape grows over time (see STYLE.md).
+pub(crate) fn encode_named<T: Serialize>(v: &T) -> Result<Vec<u8>, MetaError> {
+    rmp_serde::to_vec_named(v).map_err(|e| MetaError::Codec(e.to_string()))
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, MetaError> {
@@ -182,11 +192,16 @@ impl MetaStore {
                 let k = keys::bucket(group, &record.access_key);
                 if let Some(v) = t.get(k.as_slice())? {
                     let existing: AccessKeyRecord = decode(v.value())?;
-                    return Ok(if existing.secret_key == record.secret_key {
-                        Response::Done
-                    } else {
-                        Response::Refused(CommandError::AccessKeyExists)
-                    });
+                    return Ok(
+                        if existing.secret_key == record.secret_key
+                            && existing.fingerprint == record.fingerprint
+                            && existing.status != crate::model::KeyStatus::Deleted
+                        {
+                            Response::Done
+                        } else {
+                            Response::Refused(CommandError::AccessKeyExists)
+                        },
+                    );
                 }
                 t.insert(k.as_slice(), encode(record)?.as_slice())?;
                 drop(t);
@@ -510,6 +525,19 @@ impl MetaStore {
                 }
                 Ok(Response::Done)
             }
+            Command::SetRootKey { .. }
+            | Command::CreateAccessKey { .. }
+            | Command::UpdateAccessKey { .. }
+            | Command::DeleteAccessKey { .. }
+            | Command::SetMasterKeyCheck { .. }
+            | Command::CreateToken { .. }
+            | Command::RevokeToken { .. } => self.apply_key_command(txn, group, cmd),
+            Command::Audited { actor, command } => {
+                let before = self.audit_seq(txn, group)?;
+                let r = self.apply(txn, group, command)?;
+                self.attribute_audit(txn, group, before, actor)?;
+                Ok(r)
+            }
             Command::OutboxAck { up_to } => {
                 let mut outbox = txn.open_table(OUTBOX)?;
                 let start = keys::outbox(group, 0);
@@ -546,7 +574,7 @@ impl MetaStore {
         Ok(Response::Done)
     }
 
-    fn audit(
+    pub(crate) fn audit(
         &self,
         txn: &WriteTransaction,
         group: u64,
@@ -561,11 +589,51 @@ impl MetaStore {
         };
         meta.insert(seq_key.as_slice(), encode(&seq)?.as_slice())?;
         let mut t = txn.open_table(AUDIT)?;
-        let entry = AuditEntry { seq, at_ms, what };
+        let entry = AuditEntry {
+            seq,
+            at_ms,
+            what,
+            actor: None,
+        };
         t.insert(
             keys::outbox(group, seq).as_slice(),
             encode(&entry)?.as_slice(),
         )?;
+        Ok(())
+    }
+
+    /// The last audit sequence number written in `group` (0: none).
+    pub(crate) fn audit_seq(&self, txn: &WriteTransaction, group: u64) -> Result<u64, MetaError> {
+        let meta = txn.open_table(SM_META)?;
+        let seq_key = keys::sm_meta(group, AUDIT_SEQ);
+        let v = meta.get(seq_key.as_slice())?;
+        match v {
+            Some(v) => decode::<u64>(v.value()),
+            None => Ok(0),
+        }
+    }
+
+    /// Sets `actor` on the audit entries written after sequence number `after`.
+    fn attribute_audit(
+        &self,
+        txn: &WriteTransaction,
+        group: u64,
+        after: u64,
+        actor: &str,
+    ) -> Result<(), MetaError> {
+        let last = self.audit_seq(txn, group)?;
+        let mut t = txn.open_table(AUDIT)?;
+        for seq in after.saturating_add(1)..=last {
+            let k = keys::outbox(group, seq);
+            let entry: Option<AuditEntry> = match t.get(k.as_slice())? {
+                Some(v) => Some(decode(v.value())?),
+                None => None,
+            };
+            if let Some(mut e) = entry {
+                e.actor = Some(actor.to_string());
+                t.insert(k.as_slice(), encode(&e)?.as_slice())?;
+            }
+        }
         Ok(())
     }
 

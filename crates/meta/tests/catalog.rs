@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use cairn_meta::model::{AccessKeyRecord, ClusterConfig};
+use cairn_meta::model::{AccessKeyRecord, ClusterConfig, KeyStatus};
 use cairn_meta::{Command, CommandError, MetaStore, Response};
 
 fn config(version: u64, partitions: u32, replication: usize) -> ClusterConfig {
@@ -20,11 +20,20 @@ fn config(version: u64, partitions: u32, replication: usize) -> ClusterConfig {
 
 fn key(id: &str, secret: &str) -> Command {
     Command::PutAccessKey {
+        // As the last release wrote them: plaintext, root.
         record: AccessKeyRecord {
             access_key: id.into(),
             secret_key: secret.into(),
             description: "root key of node n1".into(),
             created_ms: 2,
+            sealed: None,
+            fingerprint: String::new(),
+            root: true,
+            root_nodes: vec![],
+            status: KeyStatus::Active,
+            allow_create_bucket: false,
+            grants: vec![],
+            revoked_fingerprints: vec![],
         },
     }
 }

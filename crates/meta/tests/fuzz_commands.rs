@@ -77,7 +77,8 @@ fn command() -> impl Strategy<Value = Command> {
             record: BucketRecord {
                 name,
                 created_ms,
-                write_consistency: None
+                write_consistency: None,
+                owner: None,
             }
         }),
         name().prop_map(|name| Command::DeleteBucket { name }),

@@ -201,6 +201,7 @@ fn catalog_changes_are_audited_but_heartbeats_are_not() {
                 name: "photos".into(),
                 created_ms: 7,
                 write_consistency: None,
+                owner: None,
             },
         },
         Command::SetNodeState {

@@ -333,10 +333,22 @@ impl ObjectService {
         name: &str,
         write_consistency: Option<WriteConsistency>,
     ) -> Result<BucketRecord, ObjectError> {
+        self.create_bucket_owned(name, write_consistency, None)
+            .await
+    }
+
+    /// Creates a bucket owned by the access key `owner` (which may then do everything in it).
+    pub async fn create_bucket_owned(
+        &self,
+        name: &str,
+        write_consistency: Option<WriteConsistency>,
+        owner: Option<&str>,
+    ) -> Result<BucketRecord, ObjectError> {
         let record = BucketRecord {
             name: name.to_string(),
             created_ms: now_ms(),
             write_consistency,
+            owner: owner.map(str::to_string),
         };
         self.propose_ok(
             SYSTEM_GROUP,

@@ -24,6 +24,7 @@ fn bucket(name: &str) -> Command {
             name: name.into(),
             created_ms: 1,
             write_consistency: None,
+            owner: None,
         },
     }
 }

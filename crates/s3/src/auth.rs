@@ -1,62 +1,100 @@
-//! Request authentication: SigV4 verification is s3s's; we supply the secret for an access key.
-
-use std::sync::Arc;
+//! Request authentication: SigV4 verification is s3s's; we supply the secret for an access key
+//! from the cluster's key table (`cairn_meta::secrets::KeyDirectory`). What a key may do is
+//! decided afterwards, in `access.rs`.
 
 use s3s::auth::{S3Auth, SecretKey};
 use s3s::{s3_error, S3Result};
 
-/// Finds the secret of an access key known cluster-wide (the system group's key table).
-pub type KeyLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+use cairn_meta::secrets::Keys;
 
-/// This node's root credentials, then the cluster's access keys. An unknown access key is
-/// `InvalidAccessKeyId` (403), as S3 answers.
-pub(crate) struct RootAuth {
+/// Secrets of the cluster's access keys; without a key directory (a front end used alone, as
+/// in tests) only the configured root key. An unknown or deleted access key is
+/// `InvalidAccessKeyId` (403), as S3 answers. A disabled key still verifies here, so the
+/// refusal can say why (AccessDenied, in `access.rs`).
+pub(crate) struct KeyAuth {
     access_key: String,
     secret_key: SecretKey,
-    cluster: Option<KeyLookup>,
+    keys: Option<Keys>,
 }
 
-impl RootAuth {
-    pub(crate) fn new(access_key: &str, secret_key: &str, cluster: Option<KeyLookup>) -> Self {
+impl KeyAuth {
+    pub(crate) fn new(access_key: &str, secret_key: &str, keys: Option<Keys>) -> Self {
         Self {
             access_key: access_key.to_string(),
             secret_key: SecretKey::from(secret_key),
-            cluster,
+            keys,
         }
     }
 }
 
+fn unknown() -> s3s::S3Error {
+    s3_error!(
+        InvalidAccessKeyId,
+        "The AWS Access Key Id you provided does not exist in our records."
+    )
+}
+
 #[async_trait::async_trait]
-impl S3Auth for RootAuth {
+impl S3Auth for KeyAuth {
     async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
-        if access_key == self.access_key {
-            Ok(self.secret_key.clone())
-        } else if let Some(secret) = self.cluster.as_ref().and_then(|f| f(access_key)) {
-            Ok(SecretKey::from(secret))
-        } else {
-            Err(s3_error!(
-                InvalidAccessKeyId,
-                "The AWS Access Key Id you provided does not exist in our records."
-            ))
+        match &self.keys {
+            Some(keys) => keys
+                .resolve(access_key)
+                .and_then(|k| k.secret)
+                .map(SecretKey::from)
+                .ok_or_else(unknown),
+            None if access_key == self.access_key => Ok(self.secret_key.clone()),
+            None => Err(unknown()),
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use cairn_meta::secrets::{KeyDirectory, MasterKey};
+    use cairn_meta::{Command, MetaStore};
 
     #[tokio::test]
-    async fn unknown_key_is_invalid_access_key_id() {
-        let a = RootAuth::new("root", "secret123", None);
+    async fn unknown_and_deleted_keys_are_invalid_access_key_id() {
+        let a = KeyAuth::new("root", "secret123", None);
         assert!(a.get_secret_key("root").await.is_ok());
         let e = a.get_secret_key("nobody").await.unwrap_err();
         assert_eq!(*e.code(), s3s::S3ErrorCode::InvalidAccessKeyId);
-        // Keys of the cluster (other nodes' root keys) are found through the lookup.
-        let cluster: KeyLookup = Arc::new(|k| (k == "other").then(|| "s3cret-other".to_string()));
-        let a = RootAuth::new("root", "secret123", Some(cluster));
-        assert!(a.get_secret_key("other").await.is_ok());
-        assert!(a.get_secret_key("root").await.is_ok());
-        assert!(a.get_secret_key("nobody").await.is_err());
+
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(redb::Database::create(dir.path().join("m.redb")).unwrap());
+        let store = MetaStore::new(db.clone(), 4).unwrap();
+        let mk = MasterKey::generate();
+        let txn = db.begin_write().unwrap();
+        for (ak, secret) in [("KEEP", "keep-secret"), ("GONE", "gone-secret")] {
+            let record = mk.new_record(ak, secret, "t", 1).unwrap();
+            store
+                .apply(&txn, 0, &Command::CreateAccessKey { record })
+                .unwrap();
+        }
+        store
+            .apply(
+                &txn,
+                0,
+                &Command::DeleteAccessKey {
+                    access_key: "GONE".into(),
+                    at_ms: 2,
+                },
+            )
+            .unwrap();
+        txn.commit().unwrap();
+        let keys = Arc::new(KeyDirectory::new(store, mk, None));
+        let a = KeyAuth::new("root", "secret123", Some(keys));
+        assert_eq!(
+            a.get_secret_key("KEEP").await.unwrap().expose(),
+            "keep-secret"
+        );
+        for ak in ["GONE", "nobody", "root"] {
+            let e = a.get_secret_key(ak).await.unwrap_err();
+            assert_eq!(*e.code(), s3s::S3ErrorCode::InvalidAccessKeyId, "{ak}");
+        }
     }
 }

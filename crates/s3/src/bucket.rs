@@ -29,6 +29,7 @@ pub(crate) async fn create_bucket(
     s3: &CairnS3,
     req: S3Request<CreateBucketInput>,
 ) -> S3Result<S3Response<CreateBucketOutput>> {
+    let owner = crate::access::owner_of(req.credentials.as_ref()).map(str::to_string);
     let input = req.input;
     let constraint = input
         .create_bucket_configuration
@@ -39,7 +40,7 @@ pub(crate) async fn create_bucket(
     check_reserved_name(&input.bucket)?;
     let write_consistency = consistency::write(&req.headers)?;
     s3.objects()
-        .create_bucket_with(&input.bucket, write_consistency)
+        .create_bucket_owned(&input.bucket, write_consistency, owner.as_deref())
         .await
         .s3()?;
     let output = CreateBucketOutput {
@@ -106,6 +107,7 @@ pub(crate) async fn list_buckets(
     let mut matching = all
         .into_iter()
         .filter(|b| b.name.starts_with(&prefix))
+        .filter(|b| crate::access::visible(&req.extensions, b))
         .filter(|b| after.as_ref().is_none_or(|a| b.name.as_str() > a.as_str()));
     let page: Vec<_> = matching.by_ref().take(max).collect();
     let more = matching.next().is_some();

@@ -16,7 +16,8 @@
 //! - `validate.rs` — object key rules.
 //! - `metrics.rs` — Prometheus metrics and the per-request operation recorder.
 
-pub mod auth;
+mod access;
+mod auth;
 mod bucket;
 mod checksum;
 mod conditional;
@@ -54,8 +55,8 @@ pub struct S3Settings {
     pub region: String,
     /// base domains for virtual-host-style addressing (e.g. ["localhost", "s3.example.com"]); empty = path-style only
     pub domains: Vec<String>,
-    /// Access keys valid cluster-wide, besides this node's root key.
-    pub cluster_keys: Option<auth::KeyLookup>,
+    /// The cluster's access keys and their grants; None: only `access_key` (root) is valid.
+    pub keys: Option<cairn_meta::secrets::Keys>,
 }
 
 /// Why the S3 service could not be built.
@@ -81,6 +82,7 @@ pub fn build_service(
     if settings.region.is_empty() {
         return Err(S3SetupError::EmptyRegion);
     }
+    let access_objects = objects.clone();
     let s3 = CairnS3 {
         inner: Arc::new(Inner {
             objects,
@@ -89,12 +91,16 @@ pub fn build_service(
         }),
     };
     let mut builder = s3s::service::S3ServiceBuilder::new(s3);
-    builder.set_auth(auth::RootAuth::new(
+    builder.set_auth(auth::KeyAuth::new(
         &settings.access_key,
         &settings.secret_key,
-        settings.cluster_keys.clone(),
+        settings.keys.clone(),
     ));
-    builder.set_access(metrics::OpRecorder::new(metrics));
+    builder.set_access(access::KeyAccess::new(
+        metrics::OpRecorder::new(metrics),
+        settings.keys.clone(),
+        access_objects,
+    ));
     builder.set_config(std::sync::Arc::new(s3s::config::StaticConfigProvider::new(
         std::sync::Arc::new(s3s_config()),
     )));
