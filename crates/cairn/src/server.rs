@@ -112,6 +112,7 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         api_addr: format!("{advertise}:{}", cfg.node_api_port),
         cluster_name: cfg.cluster_name.clone(),
         join_token: join_token.clone(),
+        join_token_accept: cfg.join_token_accept()?,
         encryption_key: cfg.encryption_key.clone(),
         trust: trust.clone(),
         seeds: cfg.seeds(),
@@ -156,6 +157,8 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
             .collect(),
             // Gossip packets are sealed under a key derived from the cluster secret.
             secret: join_token.clone(),
+            // Packets sealed with these tokens open too (a token rotation in progress).
+            accept: cfg.join_token_accept()?,
         })
         .await
         .context("starting gossip")?;

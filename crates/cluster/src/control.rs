@@ -17,7 +17,7 @@ use cairn_rpc::pb::{
     JoinChallengeReply, JoinChallengeRequest, JoinReply, JoinRequest, JoinSecrets, ProposeReply,
     ProposeRequest, QueryReply, QueryRequest, RegisterNodeReply, RegisterNodeRequest,
 };
-use cairn_trust::join::{JoinKey, NonceBook, HELLO_SKEW};
+use cairn_trust::join::{JoinKeyring, NonceBook, HELLO_SKEW};
 use cairn_trust::PeerInfo;
 use tonic::{Request, Response, Status};
 
@@ -31,7 +31,7 @@ pub const FORMING: &str = "forming";
 pub struct ControlServer {
     registry: Arc<Registry>,
     settings: ClusterSettings,
-    key: Option<JoinKey>,
+    key: Option<JoinKeyring>,
     /// Server nonces handed out by `JoinChallenge`, each good for one `Join` within a minute.
     challenges: NonceBook,
     /// Greeting nonces seen lately: a replayed `Hello` is refused.
@@ -112,7 +112,7 @@ pub(crate) fn unix_secs() -> u64 {
 
 impl ControlServer {
     pub fn new(registry: Arc<Registry>, settings: ClusterSettings) -> Self {
-        let key = settings.join_token.as_deref().map(JoinKey::new);
+        let key = settings.join_keys();
         Self {
             registry,
             settings,
@@ -139,7 +139,7 @@ impl ControlServer {
         Ok(())
     }
 
-    fn key(&self) -> Result<&JoinKey, Status> {
+    fn key(&self) -> Result<&JoinKeyring, Status> {
         self.key.as_ref().ok_or_else(|| {
             Status::failed_precondition(
                 "this node was started without CLUSTER_JOIN_TOKEN and cannot admit nodes",
@@ -203,13 +203,16 @@ impl ControlService for ControlServer {
         let peer = remote(&request);
         let req = request.into_inner();
         self.same_cluster(peer, &req.node_id, &req.cluster_name)?;
-        let key = self.key()?;
-        if !key.verify("hello", &refs(&hello_fields(&req)), &req.mac) {
+        // The answer is proved with the token the greeting was proved with.
+        let Some(key) = self
+            .key()?
+            .verify("hello", &refs(&hello_fields(&req)), &req.mac)
+        else {
             tracing::warn!(?peer, node = %req.node_id, "refused a greeting without proof of the join token");
             return Err(Status::permission_denied(
                 "wrong CLUSTER_JOIN_TOKEN (the greeting's proof does not check)",
             ));
-        }
+        };
         if unix_secs().abs_diff(req.unix_secs) > HELLO_SKEW.as_secs() {
             return Err(Status::permission_denied(
                 "the greeting's clock is more than 5 minutes off: check the node clocks",
@@ -270,15 +273,16 @@ impl ControlService for ControlServer {
         let peer = remote(&request);
         let req = request.into_inner();
         self.same_cluster(peer, &req.node_id, &req.cluster_name)?;
-        let key = self.key()?;
+        let keys = self.key()?;
         // The challenge is spent whatever happens next: one proof, one try.
         let fresh = self.challenges.take(&req.server_nonce);
-        if !key.verify("join", &refs(&join_fields(&req)), &req.mac) {
+        // The secrets are sealed and the answer proved with the token the join was proved with.
+        let Some(key) = keys.verify("join", &refs(&join_fields(&req)), &req.mac) else {
             tracing::warn!(?peer, node = %req.node_id, "refused a join without proof of the join token");
             return Err(Status::permission_denied(
                 "wrong CLUSTER_JOIN_TOKEN (the join proof does not check)",
             ));
-        }
+        };
         if !fresh {
             tracing::warn!(?peer, node = %req.node_id, "refused a join with an unknown or used challenge (replay?)");
             return Err(Status::permission_denied(

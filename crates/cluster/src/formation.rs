@@ -25,7 +25,7 @@ use cairn_meta::{Command, CommandError, Response};
 use cairn_raft::Registry;
 use cairn_rpc::pb::control_service_client::ControlServiceClient;
 use cairn_rpc::pb::{HelloReply, HelloRequest, JoinChallengeRequest, JoinRequest, JoinSecrets};
-use cairn_trust::join::JoinKey;
+use cairn_trust::join::JoinKeyring;
 use openraft::BasicNode;
 
 use crate::control::{
@@ -39,8 +39,9 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
 /// After this long, a majority of seeds is enough to bootstrap.
 const BOOTSTRAP_GRACE: Duration = Duration::from_secs(20);
 
-fn join_key(s: &ClusterSettings) -> Result<JoinKey, ClusterError> {
-    s.join_token.as_deref().map(JoinKey::new).ok_or_else(|| {
+/// Proofs are made with the primary token; answers may be proved with any accepted one.
+fn join_key(s: &ClusterSettings) -> Result<JoinKeyring, ClusterError> {
+    s.join_keys().ok_or_else(|| {
         ClusterError::Other(
             "CLUSTER_JOIN_TOKEN is needed to form or join a cluster: set it to the same secret on every node".into(),
         )
@@ -65,18 +66,21 @@ async fn hello(
         unix_secs: unix_secs(),
         mac: Vec::new(),
     };
-    greeting.mac = key.mac("hello", &refs(&hello_fields(&greeting)));
+    greeting.mac = key.primary().mac("hello", &refs(&hello_fields(&greeting)));
     let nonce = greeting.nonce.clone();
     let mut req = tonic::Request::new(greeting);
     req.set_timeout(HELLO_TIMEOUT);
     match cairn_rpc::deadline(HELLO_TIMEOUT, client.hello(req)).await {
         Ok(r) => {
             let reply = r.into_inner();
-            if !key.verify(
-                "hello-reply",
-                &refs(&hello_reply_fields(&nonce, &reply)),
-                &reply.mac,
-            ) {
+            if key
+                .verify(
+                    "hello-reply",
+                    &refs(&hello_reply_fields(&nonce, &reply)),
+                    &reply.mac,
+                )
+                .is_none()
+            {
                 tracing::warn!(%seed, "a seed answered without proof of the join token: ignored");
                 return Ok(None);
             }
@@ -117,7 +121,7 @@ pub async fn join(
         csr_der: csr,
         mac: Vec::new(),
     };
-    req.mac = key.mac("join", &refs(&join_fields(&req)));
+    req.mac = key.primary().mac("join", &refs(&join_fields(&req)));
     let reply = match cairn_rpc::deadline(HELLO_TIMEOUT, client.join(req.clone())).await {
         Ok(r) => r.into_inner(),
         Err(st) if st.code() == tonic::Code::PermissionDenied => {
@@ -128,11 +132,14 @@ pub async fn join(
         }
         Err(st) => return Err(other(st.message().to_string())),
     };
-    if !key.verify(
-        "join-reply",
-        &refs(&join_reply_fields(&req, &reply)),
-        &reply.mac,
-    ) {
+    if key
+        .verify(
+            "join-reply",
+            &refs(&join_reply_fields(&req, &reply)),
+            &reply.mac,
+        )
+        .is_none()
+    {
         return Err(other(
             "the answer does not prove the join token: not trusting its CA".into(),
         ));

@@ -59,6 +59,9 @@ pub struct GossipConfig {
     /// The cluster secret (`CLUSTER_JOIN_TOKEN`): the gossip key is derived from it. Gossip
     /// refuses to start without one, because unsealed gossip lets anyone vote nodes out.
     pub secret: Option<String>,
+    /// More tokens whose packets are accepted (`CLUSTER_JOIN_TOKEN_ACCEPT`); packets are only
+    /// ever sealed with `secret`. Used while the token is rotated.
+    pub accept: Vec<String>,
 }
 
 /// What gossip currently believes about a node.
@@ -136,7 +139,7 @@ impl Gossip {
             };
         let dropped = seal::drop_counter();
         let transport = seal::SealedTransport {
-            key: seal::GossipKey::derive(secret),
+            key: seal::GossipKeyring::derive(secret, &cfg.accept),
             dropped: dropped.clone(),
         };
         // A fresh generation per start is how chitchat tells a restarted node from a stale

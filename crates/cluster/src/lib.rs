@@ -27,6 +27,9 @@ pub struct ClusterSettings {
     /// The effective join token (the cluster secret); `None` on a restarted member started
     /// without one, which then cannot admit joiners.
     pub join_token: Option<String>,
+    /// `CLUSTER_JOIN_TOKEN_ACCEPT`: more tokens whose join and greeting proofs are accepted
+    /// (this node proves with `join_token` only). Used while the token is rotated.
+    pub join_token_accept: Vec<String>,
     /// `ENCRYPTION_KEY`: the cluster master key given by the operator (else `<data>/master.key`).
     pub encryption_key: Option<String>,
     /// This node's TLS identity (cluster CA, node certificate).
@@ -47,6 +50,13 @@ pub struct ClusterSettings {
 }
 
 impl ClusterSettings {
+    /// The join keys: `join_token` to prove with, plus the accepted tokens to check with.
+    pub fn join_keys(&self) -> Option<cairn_trust::join::JoinKeyring> {
+        self.join_token
+            .as_deref()
+            .map(|t| cairn_trust::join::JoinKeyring::new(t, &self.join_token_accept))
+    }
+
     /// The cluster configuration this node would create (version 1).
     pub fn initial_config(&self) -> cairn_meta::model::ClusterConfig {
         cairn_meta::model::ClusterConfig {

@@ -1,7 +1,9 @@
 //! The node-to-node gRPC contracts on a real one-node server over TLS: joining with the token
 //! proof (wrong token and replays refused), registration and heartbeats over mutual TLS with
 //! the identity taken from the certificate, layout reads, and the refusal of plain-text calls,
-//! calls without a cluster certificate and messages sent in another node's name.
+//! calls without a cluster certificate and messages sent in another node's name. Token
+//! rotation: proofs made with an accepted token (`CLUSTER_JOIN_TOKEN_ACCEPT`) are admitted and
+//! answered so the other side can check them; once the old token is dropped it is refused.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +42,7 @@ fn settings(id: &str, addr: &str, dir: &std::path::Path, token: &str) -> Cluster
         api_addr: "127.0.0.1:9000".into(),
         cluster_name: "cairn".into(),
         join_token: Some(token.into()),
+        join_token_accept: vec![],
         encryption_key: None,
         trust: Trust::open(dir, id, None).unwrap(),
         seeds: vec![],
@@ -57,10 +60,16 @@ fn settings(id: &str, addr: &str, dir: &std::path::Path, token: &str) -> Cluster
 }
 
 async fn start() -> Node {
+    start_with(TOKEN, &[]).await
+}
+
+/// A one-node cluster proving with `token` and also accepting proofs made with `accept`.
+async fn start_with(token: &str, accept: &[&str]) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let s = settings("n1", &addr, dir.path(), TOKEN);
+    let mut s = settings("n1", &addr, dir.path(), token);
+    s.join_token_accept = accept.iter().map(|t| t.to_string()).collect();
     s.trust.create_ca("cairn").unwrap();
     // The master key is handed to joiners verbatim.
     std::fs::write(dir.path().join("master.key"), "ab".repeat(32) + "\n").unwrap();
@@ -451,4 +460,104 @@ async fn joining_needs_the_token_and_a_fresh_challenge() {
     };
     assert!(c.hello(huge).await.is_err());
     c.join_challenge(JoinChallengeRequest {}).await.unwrap();
+}
+
+/// A greeting proved with `token`, and the fields its MAC covers.
+fn greeting(token: &str) -> HelloRequest {
+    let mut hello = HelloRequest {
+        cluster_name: "cairn".into(),
+        node_id: "n9".into(),
+        nonce: cairn_trust::join::nonce(),
+        unix_secs: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+        mac: Vec::new(),
+    };
+    let f = [
+        hello.cluster_name.clone().into_bytes(),
+        hello.node_id.clone().into_bytes(),
+        hello.nonce.clone(),
+        hello.unix_secs.to_be_bytes().to_vec(),
+    ];
+    let refs: Vec<&[u8]> = f.iter().map(Vec::as_slice).collect();
+    hello.mac = JoinKey::new(token).mac("hello", &refs);
+    hello
+}
+
+/// Joins `node` as `id` proving with `token` (and accepting answers proved with `accept`).
+async fn join_with(
+    node: &Node,
+    id: &str,
+    token: &str,
+    accept: &[&str],
+) -> Result<tempfile::TempDir, ClusterError> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(id, "127.0.0.1:1", dir.path(), token);
+    s.join_token_accept = accept.iter().map(|t| t.to_string()).collect();
+    let peers = Peers::new(&s.trust).unwrap();
+    cairn_cluster::formation::join(&peers, &s, &node.addr).await?;
+    assert!(s.trust.is_member());
+    // The cluster secrets sealed for the joiner opened: the master key arrived verbatim.
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("master.key")).unwrap(),
+        "ab".repeat(32) + "\n"
+    );
+    Ok(dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proofs_made_with_an_accepted_token_are_admitted_during_a_rotation() {
+    const NEW: &str = "the-new-token";
+    // The middle step: this node proves with the new token and still accepts the old one.
+    let node = start_with(NEW, &[TOKEN]).await;
+    // A node still on the old token joins (the answer is proved and sealed with the token the
+    // join was proved with, so it checks on the joiner without any accepted token) ...
+    join_with(&node, "n-old", TOKEN, &[]).await.unwrap();
+    // ... a node already on the new one too, and one that has both.
+    join_with(&node, "n-new", NEW, &[]).await.unwrap();
+    join_with(&node, "n-both", TOKEN, &[NEW]).await.unwrap();
+    // A stranger's token is still refused.
+    let err = join_with(&node, "n-x", "a-stranger", &[])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClusterError::Refused { .. }), "{err}");
+
+    // Greetings with either token are admitted and answered with a proof of the same token.
+    let dir = tempfile::tempdir().unwrap();
+    let trust = Trust::open(dir.path(), "n9", None).unwrap();
+    let peers = Peers::new(&trust).unwrap();
+    let mut c = ControlServiceClient::new(peers.join_channel(&node.addr).unwrap());
+    for token in [TOKEN, NEW] {
+        let hello = greeting(token);
+        let reply = c.hello(hello.clone()).await.unwrap().into_inner();
+        let f = [
+            hello.nonce.clone(),
+            reply.node_id.clone().into_bytes(),
+            reply.raft_id.to_be_bytes().to_vec(),
+            reply.cluster_name.clone().into_bytes(),
+            reply.cluster_id.clone().into_bytes(),
+            reply.rpc_addr.clone().into_bytes(),
+            reply.partitions.to_be_bytes().to_vec(),
+            vec![u8::from(reply.can_admit)],
+        ];
+        let refs: Vec<&[u8]> = f.iter().map(Vec::as_slice).collect();
+        assert!(
+            JoinKey::new(token).verify("hello-reply", &refs, &reply.mac),
+            "the answer to a greeting proved with {token} is not proved with it"
+        );
+    }
+    let err = c.hello(greeting("a-stranger")).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+
+    // The last step: the old token is dropped, and a stranger holding it cannot join.
+    let rotated = start_with(NEW, &[]).await;
+    let err = join_with(&rotated, "n-late", TOKEN, &[NEW])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClusterError::Refused { .. }), "{err}");
+    let mut c = ControlServiceClient::new(peers.join_channel(&rotated.addr).unwrap());
+    let err = c.hello(greeting(TOKEN)).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    join_with(&rotated, "n-new2", NEW, &[]).await.unwrap();
 }

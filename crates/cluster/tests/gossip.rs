@@ -4,6 +4,9 @@
 //! Sealing: nodes with another cluster secret, and plain (unsealed) chitchat speakers
 //! claiming to be a member, are never heard and are counted as dropped.
 //!
+//! Token rotation: a node accepting the other's token as well as its own hears it, while two
+//! nodes on different tokens with nothing accepted never hear each other.
+//!
 //! Timings: 200 ms gossip interval and 3 s `dead_after`, so Suspect is expected after ~1 s of
 //! silence and Down after 3 s; every test finishes in well under 20 s.
 
@@ -39,6 +42,7 @@ fn config(id: &str, cluster: &str, addr: SocketAddr, seeds: &[SocketAddr]) -> Go
         dead_after: DEAD_AFTER,
         metadata,
         secret: Some(SECRET.to_string()),
+        accept: Vec::new(),
     }
 }
 
@@ -299,6 +303,59 @@ async fn other_secret_is_never_heard_and_its_packets_are_counted() {
     );
 
     for g in [a, b, x] {
+        g.shutdown().await;
+    }
+}
+
+/// Token rotation, middle step: A still seals with the old token but accepts the new one, B
+/// already seals with the new one and accepts the old one, so they keep seeing each other. A
+/// pair on the same two tokens without accepted ones (D old, C new) never does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_tokens_keep_nodes_on_old_and_new_tokens_together() {
+    const OLD: &str = "old-cluster-secret";
+    const NEW: &str = "new-cluster-secret";
+    let node = |id: &str, addr, seeds: &[SocketAddr], primary: &str, accept: &[&str]| {
+        let mut cfg = config(id, "cairn", addr, seeds);
+        cfg.secret = Some(primary.to_string());
+        cfg.accept = accept.iter().map(|t| t.to_string()).collect();
+        cfg
+    };
+    let a_addr = free_addr([127, 0, 0, 81]);
+    let b_addr = free_addr([127, 0, 0, 82]);
+    let a = Gossip::start(node("a", a_addr, &[b_addr], OLD, &[NEW]))
+        .await
+        .unwrap();
+    let b = Gossip::start(node("b", b_addr, &[a_addr], NEW, &[OLD]))
+        .await
+        .unwrap();
+    let view = [("a", a_addr, &a), ("b", b_addr, &b)];
+    assert!(
+        eventually(Duration::from_secs(10), || all_up(&view)).await,
+        "a (old, accepting new) and b (new, accepting old) did not see each other: {:?} {:?}",
+        a.members(),
+        b.members()
+    );
+    assert_eq!(a.packets_dropped(), 0, "a dropped packets of b");
+    assert_eq!(b.packets_dropped(), 0, "b dropped packets of a");
+
+    let d_addr = free_addr([127, 0, 0, 83]);
+    let c_addr = free_addr([127, 0, 0, 84]);
+    let d = Gossip::start(node("d", d_addr, &[c_addr], OLD, &[]))
+        .await
+        .unwrap();
+    let c = Gossip::start(node("c", c_addr, &[d_addr], NEW, &[]))
+        .await
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        assert_eq!(d.health("c"), Health::Unknown);
+        assert_eq!(c.health("d"), Health::Unknown);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(d.packets_dropped() > 0, "d dropped nothing");
+    assert!(c.packets_dropped() > 0, "c dropped nothing");
+
+    for g in [a, b, c, d] {
         g.shutdown().await;
     }
 }

@@ -36,6 +36,11 @@ pub struct Config {
     pub cluster_seeds: String,
     #[serde(deserialize_with = "lenient::opt_string")]
     pub cluster_join_token: Option<String>,
+    /// Comma-separated extra join tokens whose gossip packets and join proofs are accepted
+    /// (the node itself seals and proves with `CLUSTER_JOIN_TOKEN` only): set while rotating
+    /// the token with rolling restarts.
+    #[serde(deserialize_with = "lenient::string")]
+    pub cluster_join_token_accept: String,
     /// Operator-provided RPC identity instead of the cluster CA (all three or none; the node
     /// certificate's common name must be the node id; re-read when the files change).
     #[serde(deserialize_with = "lenient::opt_string")]
@@ -131,6 +136,7 @@ impl Default for Config {
             secret_key: None,
             cluster_seeds: String::new(),
             cluster_join_token: None,
+            cluster_join_token_accept: String::new(),
             tls_ca_cert: None,
             tls_node_cert: None,
             tls_node_key: None,
@@ -217,6 +223,7 @@ pub const SETTINGS: &[&str] = &[
     "secret_key",
     "cluster_seeds",
     "cluster_join_token",
+    "cluster_join_token_accept",
     "tls_ca_cert",
     "tls_node_cert",
     "tls_node_key",
@@ -518,6 +525,7 @@ impl Config {
             (None, None) => {}
         }
         self.labels()?;
+        self.join_token_accept()?;
         self.placement()?;
         for seed in self.seeds() {
             if !seed.contains(':') {
@@ -533,6 +541,28 @@ impl Config {
     /// `CLUSTER_SEEDS` split on commas.
     pub fn seeds(&self) -> Vec<String> {
         split_list(&self.cluster_seeds)
+    }
+
+    /// `CLUSTER_JOIN_TOKEN_ACCEPT` split on commas; an empty entry (`a,,b`, a trailing comma)
+    /// is refused rather than skipped, since it is most likely a token lost in editing.
+    pub fn join_token_accept(&self) -> Result<Vec<String>, ConfigError> {
+        if self.cluster_join_token_accept.trim().is_empty() {
+            return Ok(Vec::new());
+        }
+        self.cluster_join_token_accept
+            .split(',')
+            .map(str::trim)
+            .map(|t| {
+                if t.is_empty() {
+                    Err(invalid(
+                        "cluster_join_token_accept",
+                        "has an empty entry: give comma-separated tokens",
+                    ))
+                } else {
+                    Ok(t.to_string())
+                }
+            })
+            .collect()
     }
 
     /// `NODE_LABELS` parsed into a map.
@@ -681,6 +711,34 @@ mod tests {
         assert_eq!(c.access_key.as_deref(), Some("12345"));
         assert_eq!(c.secret_key.as_deref(), Some("12345678"));
         assert_eq!(c.cluster_join_token.as_deref(), Some("42"));
+    }
+
+    #[test]
+    fn accepted_join_tokens_are_a_checked_list() {
+        let c = load_with(&[], &ServerFlags::default()).unwrap();
+        assert!(c.join_token_accept().unwrap().is_empty());
+        let c = load_with(
+            &[("CLUSTER_JOIN_TOKEN_ACCEPT", "old-token, older")],
+            &ServerFlags::default(),
+        )
+        .unwrap();
+        assert_eq!(c.join_token_accept().unwrap(), vec!["old-token", "older"]);
+        // A numeric-looking token is text like CLUSTER_JOIN_TOKEN.
+        let c = load_with(
+            &[("CLUSTER_JOIN_TOKEN_ACCEPT", "42")],
+            &ServerFlags::default(),
+        )
+        .unwrap();
+        assert_eq!(c.join_token_accept().unwrap(), vec!["42"]);
+        for bad in ["a,,b", "a,", ",a", "a, ,b"] {
+            let err = load_with(
+                &[("CLUSTER_JOIN_TOKEN_ACCEPT", bad)],
+                &ServerFlags::default(),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("CLUSTER_JOIN_TOKEN_ACCEPT"), "{bad}: {err}");
+        }
     }
 
     #[test]

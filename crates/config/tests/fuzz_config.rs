@@ -54,6 +54,7 @@ fn check(env: &[(&str, String)]) -> Result<(), TestCaseError> {
             // Validation already parsed these; using them must not fail now.
             prop_assert!(cfg.labels().is_ok());
             prop_assert!(cfg.placement().is_ok());
+            prop_assert!(cfg.join_token_accept().is_ok());
             prop_assert!(cfg.seeds().iter().all(|s| s.contains(':')));
             prop_assert!(cfg.partitions.is_power_of_two());
         }

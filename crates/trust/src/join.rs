@@ -106,6 +106,56 @@ impl JoinKey {
     }
 }
 
+/// The join keys a node checks proofs with: its primary token's (the only one it proves with)
+/// and those of `CLUSTER_JOIN_TOKEN_ACCEPT`, so a token can be rotated with rolling restarts.
+#[derive(Clone, Debug)]
+pub struct JoinKeyring {
+    primary: JoinKey,
+    accepted: Vec<JoinKey>,
+}
+
+impl JoinKeyring {
+    pub fn new(primary: &str, accepted: &[String]) -> Self {
+        Self {
+            primary: JoinKey::new(primary),
+            accepted: accepted.iter().map(|t| JoinKey::new(t)).collect(),
+        }
+    }
+
+    /// The key this node proves with.
+    pub fn primary(&self) -> &JoinKey {
+        &self.primary
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &JoinKey> {
+        std::iter::once(&self.primary).chain(&self.accepted)
+    }
+
+    /// The key (primary first) under which `mac` checks, if any. Answers to a proof are made
+    /// with that key, so the other side can check them whatever its own accepted tokens.
+    pub fn verify(&self, label: &str, fields: &[&[u8]], mac: &[u8]) -> Option<&JoinKey> {
+        self.keys().find(|k| k.verify(label, fields, mac))
+    }
+
+    /// Opens sealed cluster secrets under whichever key they were sealed with.
+    pub fn open(
+        &self,
+        client_nonce: &[u8],
+        server_nonce: &[u8],
+        node_id: &str,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>, TrustError> {
+        let mut last = None;
+        for k in self.keys() {
+            match k.open(client_nonce, server_nonce, node_id, sealed) {
+                Ok(plain) => return Ok(plain),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| TrustError::Join("no join key".into())))
+    }
+}
+
 /// Nonces handed out or seen recently, each usable once. Bounded: when full, expired entries
 /// are dropped first and a new nonce is refused rather than growing without limit.
 pub struct NonceBook {
@@ -192,6 +242,34 @@ mod tests {
         assert!(k.open(&c, &nonce(), "n1", &sealed).is_err());
         assert!(k.open(&c, &s, "n2", &sealed).is_err());
         assert!(JoinKey::new("t2").open(&c, &s, "n1", &sealed).is_err());
+    }
+
+    #[test]
+    fn keyring_accepts_primary_and_accepted_tokens_only() {
+        let ring = JoinKeyring::new("new", &["old".to_string()]);
+        let fields: &[&[u8]] = &[b"a", b"b"];
+        for token in ["new", "old"] {
+            let mac = JoinKey::new(token).mac("hello", fields);
+            let k = ring.verify("hello", fields, &mac).expect(token);
+            // The key that checked is the one the answer is made with.
+            assert_eq!(k.mac("hello", fields), mac);
+        }
+        let stranger = JoinKey::new("other").mac("hello", fields);
+        assert!(ring.verify("hello", fields, &stranger).is_none());
+        // It proves with the primary only.
+        assert_eq!(
+            ring.primary().mac("hello", fields),
+            JoinKey::new("new").mac("hello", fields)
+        );
+        let (c, s) = (nonce(), nonce());
+        let sealed = JoinKey::new("old").seal(&c, &s, "n1", b"secret").unwrap();
+        assert_eq!(ring.open(&c, &s, "n1", &sealed).unwrap(), b"secret");
+        let sealed = JoinKey::new("other").seal(&c, &s, "n1", b"secret").unwrap();
+        assert!(ring.open(&c, &s, "n1", &sealed).is_err());
+        // Without accepted tokens only the primary checks.
+        let alone = JoinKeyring::new("new", &[]);
+        let mac = JoinKey::new("old").mac("hello", fields);
+        assert!(alone.verify("hello", fields, &mac).is_none());
     }
 
     #[test]

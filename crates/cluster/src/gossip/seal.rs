@@ -150,9 +150,14 @@ impl GossipKey {
         if packet.len() < OVERHEAD || packet[0] != FORMAT_V1 {
             return Err(DropReason::Malformed);
         }
+        let msg = self.decrypt(packet)?;
+        check_time(msg, now_ms)
+    }
+
+    /// The AEAD step of [`GossipKey::open`], for a packet already checked to be well formed.
+    fn decrypt(&self, packet: &[u8]) -> Result<Vec<u8>, DropReason> {
         let (nonce, sealed) = packet[1..].split_at(NONCE_LEN);
-        let msg = self
-            .cipher
+        self.cipher
             .decrypt(
                 XNonce::from_slice(nonce),
                 Payload {
@@ -160,15 +165,66 @@ impl GossipKey {
                     aad: &[FORMAT_V1],
                 },
             )
-            .map_err(|_| DropReason::Unauthenticated)?;
-        let (time, plain) = msg.split_at(TIME_LEN);
-        let mut sent = [0u8; TIME_LEN];
-        sent.copy_from_slice(time);
-        let sent_ms = u64::from_be_bytes(sent);
-        if now_ms.abs_diff(sent_ms) > MAX_SKEW.as_millis() as u64 {
-            return Err(DropReason::Stale);
+            .map_err(|_| DropReason::Unauthenticated)
+    }
+}
+
+/// Splits an opened message into its sent-at time and chitchat's bytes, refusing stale ones.
+fn check_time(msg: Vec<u8>, now_ms: u64) -> Result<Vec<u8>, DropReason> {
+    let (time, plain) = msg.split_at(TIME_LEN);
+    let mut sent = [0u8; TIME_LEN];
+    sent.copy_from_slice(time);
+    let sent_ms = u64::from_be_bytes(sent);
+    if now_ms.abs_diff(sent_ms) > MAX_SKEW.as_millis() as u64 {
+        return Err(DropReason::Stale);
+    }
+    Ok(plain.to_vec())
+}
+
+/// The gossip keys of a node, as in Consul's keyring: packets are sealed under the primary
+/// (`CLUSTER_JOIN_TOKEN`) only, and open under the primary or any accepted key
+/// (`CLUSTER_JOIN_TOKEN_ACCEPT`), so the token can be rotated by rolling restarts without nodes
+/// on either token losing sight of each other. The packet format is the same: a node that
+/// knows only one of the tokens opens the packets sealed under it.
+#[derive(Clone, Debug)]
+pub struct GossipKeyring {
+    primary: GossipKey,
+    accepted: Vec<GossipKey>,
+}
+
+impl GossipKeyring {
+    /// Derives the primary key from `primary` and one more key from each `accepted` token.
+    pub fn derive(primary: &str, accepted: &[String]) -> Self {
+        GossipKeyring {
+            primary: GossipKey::derive(primary),
+            accepted: accepted.iter().map(|t| GossipKey::derive(t)).collect(),
         }
-        Ok(plain.to_vec())
+    }
+
+    /// Seals under the primary key only.
+    pub fn seal(&self, plain: &[u8], now_ms: u64) -> Vec<u8> {
+        self.primary.seal(plain, now_ms)
+    }
+
+    /// Opens a datagram sealed under any key of the ring (primary first).
+    pub fn open(&self, packet: &[u8], now_ms: u64) -> Result<Vec<u8>, DropReason> {
+        if packet.len() < OVERHEAD || packet[0] != FORMAT_V1 {
+            return Err(DropReason::Malformed);
+        }
+        let msg = std::iter::once(&self.primary)
+            .chain(&self.accepted)
+            .find_map(|k| k.decrypt(packet).ok())
+            .ok_or(DropReason::Unauthenticated)?;
+        check_time(msg, now_ms)
+    }
+}
+
+impl From<GossipKey> for GossipKeyring {
+    fn from(primary: GossipKey) -> Self {
+        GossipKeyring {
+            primary,
+            accepted: Vec::new(),
+        }
     }
 }
 
@@ -181,7 +237,7 @@ fn now_ms() -> u64 {
 
 /// chitchat transport whose sockets seal and open every datagram with `key`.
 pub struct SealedTransport {
-    pub key: GossipKey,
+    pub key: GossipKeyring,
     pub dropped: DropCounter,
 }
 
@@ -251,7 +307,7 @@ impl Relays {
 }
 
 struct SealedSocket {
-    key: GossipKey,
+    key: GossipKeyring,
     dropped: DropCounter,
     /// The node's gossip address: only sealed bytes go in and out here.
     public: tokio::net::UdpSocket,
@@ -492,6 +548,40 @@ mod tests {
             .unwrap();
         assert_eq!(&msg[8..], b"abc");
         assert_eq!(u64::from_be_bytes(msg[..8].try_into().unwrap()), NOW);
+    }
+
+    #[test]
+    fn keyring_opens_under_any_key_and_seals_under_the_primary_only() {
+        let ring = GossipKeyring::derive("new", &["old".to_string()]);
+        // Packets from nodes on either token open.
+        for token in ["new", "old"] {
+            let sealed = GossipKey::derive(token).seal(b"hb", NOW);
+            assert_eq!(ring.open(&sealed, NOW).unwrap(), b"hb", "{token}");
+        }
+        // A stranger's key does not, and is counted as unauthenticated.
+        let sealed = GossipKey::derive("other").seal(b"hb", NOW);
+        assert_eq!(ring.open(&sealed, NOW), Err(DropReason::Unauthenticated));
+        // What the ring seals opens under the primary alone (same format, so nodes that only
+        // know the new token read it) and not under an accepted key.
+        let sealed = ring.seal(b"hb", NOW);
+        assert_eq!(sealed.len(), 2 + OVERHEAD);
+        assert_eq!(GossipKey::derive("new").open(&sealed, NOW).unwrap(), b"hb");
+        assert_eq!(
+            GossipKey::derive("old").open(&sealed, NOW),
+            Err(DropReason::Unauthenticated)
+        );
+        // The other checks still apply whatever key opens the packet.
+        let old = GossipKey::derive("old").seal(b"hb", NOW);
+        let skew = MAX_SKEW.as_millis() as u64;
+        assert_eq!(ring.open(&old, NOW + skew + 1), Err(DropReason::Stale));
+        let mut tampered = old.clone();
+        tampered[30] ^= 1;
+        assert_eq!(ring.open(&tampered, NOW), Err(DropReason::Unauthenticated));
+        assert_eq!(ring.open(&old[..10], NOW), Err(DropReason::Malformed));
+        // A ring without accepted tokens is the plain key.
+        let alone = GossipKeyring::from(GossipKey::derive("new"));
+        assert!(alone.open(&old, NOW).is_err());
+        assert!(alone.open(&ring.seal(b"x", NOW), NOW).is_ok());
     }
 
     proptest::proptest! {
