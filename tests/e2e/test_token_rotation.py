@@ -6,9 +6,9 @@ Three rolling restarts, one node at a time, as the README describes:
 2. every node gets ``CLUSTER_JOIN_TOKEN=<new>`` and ``CLUSTER_JOIN_TOKEN_ACCEPT=<old>``;
 3. every node drops ``CLUSTER_JOIN_TOKEN_ACCEPT``.
 
-After each restart every node must see every node ``up`` (gossip decides health, and nodes on
-different tokens without the keyring cannot open each other's packets: they would be ``down``
-after ``NODE_TIMEOUT_SECS``), no node may drop a gossip packet as ``unauthenticated``, and S3
+After each restart every node must see every node ``up`` and none ``down`` for longer than
+``NODE_TIMEOUT_SECS`` (gossip decides health, and nodes on different tokens without the keyring
+cannot open each other's packets: they would be ``down`` by then), no node may drop a gossip packet as ``unauthenticated``, and S3
 PUT/GET keep working. At the end a stranger holding the old token cannot join.
 
 Ports: nodes on 127.0.0.11-13 like the other cluster tests, on ports PORT_BASE+90..+92 (21090-
@@ -74,22 +74,24 @@ def health_matrix(c: Cluster) -> dict[str, dict[str, str]]:
     return out
 
 
-def assert_all_stay_up(c: Cluster, step: str, seconds: float) -> None:
-    """Every node sees every node up for `seconds` (longer than NODE_TIMEOUT_SECS, so a node
-    whose gossip is not heard would have turned down), and no node drops gossip it cannot
-    open."""
+def assert_all_stay_up(c: Cluster, step: str, seconds: float, drops: bool = True) -> None:
+    """For `seconds` (longer than NODE_TIMEOUT_SECS, so a node whose gossip is not heard would
+    have turned down) no node sees any node down, and no node drops gossip it cannot open; at
+    the end every node sees every node up. A moment of `suspect` right after a restart is
+    ordinary failure detection on a busy machine, not a rotation problem."""
     until = time.monotonic() + seconds
     while True:
         m = health_matrix(c)
         bad = {nid: h for nid, h in m.items()
-               if len(h) != 3 or any(v != "up" for v in h.values())}
-        assert not bad, f"{step}: not every node is up everywhere: {m}"
-        for n in c.alive():
-            drops = unauthenticated_drops(n)
-            assert drops == 0, f"{step}: {n.node_id} dropped {drops} unauthenticated packets"
+               if len(h) != 3 or any(v not in ("up", "suspect") for v in h.values())}
+        assert not bad, f"{step}: a node is down somewhere: {m}"
+        for n in c.alive() if drops else []:
+            count = unauthenticated_drops(n)
+            assert count == 0, f"{step}: {n.node_id} dropped {count} unauthenticated packets"
         if time.monotonic() >= until:
-            return
+            break
         time.sleep(0.5)
+    c.wait_converged(3, timeout=15)
 
 
 def s3_round_trip(c: Cluster, bucket: str, step: str) -> None:
@@ -136,5 +138,6 @@ def test_join_token_rotates_with_three_rolling_restarts(cluster):
     assert "CLUSTER_JOIN_TOKEN" in stranger.log_text(), stranger.log_tail()
     assert not (stranger.storage_path / "tls" / "node.pem").exists()
     c.nodes.pop("n4")
-    assert_all_stay_up(c, "after the stranger", 1)
+    # (Its gossip, sealed with the old token, may have reached a seed and been dropped.)
+    assert_all_stay_up(c, "after the stranger", 1, drops=False)
     s3_round_trip(c, bucket, "end")
