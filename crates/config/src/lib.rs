@@ -325,9 +325,8 @@ fn check_env_values() -> Result<(), ConfigError> {
             continue;
         }
         let value = value.to_string();
-        let parsed = std::panic::catch_unwind(move || {
-            value.parse::<figment::value::Value>().map(|_| ())
-        });
+        let parsed =
+            std::panic::catch_unwind(move || value.parse::<figment::value::Value>().map(|_| ()));
         if parsed.is_err() {
             return Err(invalid(
                 &lower,
