@@ -29,6 +29,8 @@ done
 # with nftables rules inside them.
 command -v ip >/dev/null 2>&1 || missing_apt+=(iproute2)
 command -v nft >/dev/null 2>&1 || missing_apt+=(nftables)
+# The node-identity attacker tests speak raw gRPC over TLS with curl (HTTP/2, client certs).
+command -v curl >/dev/null 2>&1 || missing_apt+=(curl)
 if [ "${#missing_apt[@]}" -gt 0 ]; then
     log "installing ${missing_apt[*]} (apt)"
     $SUDO apt-get update -q || die "apt-get update"
@@ -36,10 +38,11 @@ if [ "${#missing_apt[@]}" -gt 0 ]; then
         || die "apt-get install ${missing_apt[*]}"
 fi
 
-py_ok() { "$PY" -c 'import boto3, botocore, pytest, blake3, requests' >/dev/null 2>&1; }
+# cryptography: the security tests make certificates and seal gossip packets.
+py_ok() { "$PY" -c 'import boto3, botocore, pytest, blake3, requests, cryptography' >/dev/null 2>&1; }
 if ! py_ok || ! command -v aws >/dev/null 2>&1; then
     log "installing Python test dependencies (pip)"
-    pkgs=(boto3 awscli pytest blake3 requests)
+    pkgs=(boto3 awscli pytest blake3 requests cryptography)
     "$PY" -m pip install -q "${pkgs[@]}" \
         || "$PY" -m pip install -q --user "${pkgs[@]}" \
         || "$PY" -m pip install -q --user --break-system-packages "${pkgs[@]}" \
