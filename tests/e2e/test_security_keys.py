@@ -24,6 +24,10 @@ def cli(server, *args: str, token: str | None = None, root: bool = True, check: 
     env = {k: v for k, v in os.environ.items()
            if k not in ("ACCESS_KEY", "SECRET_KEY", "CAIRN_TOKEN", "STORAGE_PATH")}
     env["CAIRN_ADMIN"] = server.admin_url
+    # File commands verify the node's RPC port with the cluster CA in its data directory.
+    ca = getattr(server, "storage_path", None)
+    if ca is not None and (ca / "tls" / "ca.pem").exists():
+        env["CAIRN_CA_FILE"] = str(ca / "tls" / "ca.pem")
     if root:
         env.update({"ACCESS_KEY": ACCESS_KEY, "SECRET_KEY": SECRET_KEY})
     if token:
