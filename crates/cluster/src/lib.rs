@@ -8,6 +8,7 @@ pub mod control_client;
 pub mod controller;
 pub mod formation;
 pub mod gossip;
+pub mod node_admin;
 pub mod view;
 
 use std::collections::BTreeMap;
