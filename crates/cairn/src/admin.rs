@@ -1,7 +1,8 @@
 //! The management plane (port NODE_ADMIN_PORT): liveness, readiness and Prometheus metrics
 //! (open; `/metrics` needs a token with METRICS_REQUIRE_TOKEN=true), the cluster status and
-//! audit log (read scope), access keys and operator tokens (admin scope, `admin_keys.rs`).
-//! Authentication is `admin_auth.rs`.
+//! audit log (read scope), access keys and operator tokens (admin scope, `admin_keys.rs`),
+//! this node's status, logs, log level and shutdown (`node_admin.rs`).
+//! Authentication is `admin_auth.rs`; every request runs in a span with a request id.
 
 use std::sync::Arc;
 
@@ -21,6 +22,8 @@ pub struct AdminState {
     pub keys: Arc<cairn_meta::secrets::KeyDirectory>,
     pub metrics_require_token: bool,
     pub cluster: Arc<ClusterContext>,
+    /// This node's management plane (`node_admin.rs`).
+    pub node: Arc<crate::node_admin::LocalNode>,
 }
 
 /// What the cluster endpoints read.
@@ -36,21 +39,17 @@ pub fn router(state: AdminState) -> Router {
     let keys = state.keys.clone();
     Router::new()
         .route("/health", get(|| async { "ok\n" }))
-        .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/cluster/status", get(cluster_status))
         .route("/cluster/audit", get(cluster_audit))
         .merge(crate::admin_keys::routes())
+        .merge(crate::node_admin::routes())
         .layer(axum::middleware::from_fn_with_state(
             keys,
             crate::admin_auth::authenticate,
         ))
+        .layer(axum::middleware::from_fn(crate::logs::request_span))
         .with_state(state)
-}
-
-async fn ready(State(s): State<AdminState>) -> impl IntoResponse {
-    // The server binds this listener only after every Raft group has a leader.
-    (StatusCode::OK, format!("ready {}\n", s.node_id))
 }
 
 async fn metrics(

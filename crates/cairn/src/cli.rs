@@ -37,7 +37,7 @@ pub struct AdminArgs {
 }
 
 /// How a management request is authenticated.
-enum Auth {
+pub(crate) enum Auth {
     Token(String),
     Root(cairn_files::Credentials),
     None,
@@ -79,12 +79,34 @@ impl AdminArgs {
 /// body, authenticated as `auth`; returns the body of a 2xx answer, or an error that names
 /// the problem (node unreachable, token missing or refused, scope too low, the server's
 /// message).
-async fn request(
+pub(crate) async fn request(
     args: &AdminArgs,
     method: &str,
     path: &str,
     body: Option<serde_json::Value>,
 ) -> anyhow::Result<Bytes> {
+    let (resp, auth) = send(args, method, path, body).await?;
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .context("reading the response")?
+        .to_bytes();
+    if status.is_success() {
+        return Ok(body);
+    }
+    Err(refusal(args, method, path, status, &body, &auth))
+}
+
+/// Sends `method path` (see [`request`]) and returns the response, whatever its status, with
+/// how it was authenticated; for answers read as a stream (`cairn logs --follow`).
+pub(crate) async fn send(
+    args: &AdminArgs,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<(hyper::Response<hyper::body::Incoming>, Auth)> {
     let url = args.url(path);
     let auth = args.auth()?;
     let body = match body {
@@ -137,16 +159,19 @@ async fn request(
             args.admin
         )
     })?;
-    let status = resp.status();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .context("reading the response")?
-        .to_bytes();
-    if status.is_success() {
-        return Ok(body);
-    }
+    Ok((resp, auth))
+}
+
+/// The error for a non-2xx answer: the server's message and a hint about the credentials.
+pub(crate) fn refusal(
+    args: &AdminArgs,
+    method: &str,
+    path: &str,
+    status: hyper::StatusCode,
+    body: &[u8],
+    auth: &Auth,
+) -> anyhow::Error {
+    let url = args.url(path);
     let message = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| {
@@ -157,14 +182,14 @@ async fn request(
                 e.get("message")?.as_str()?
             ))
         })
-        .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_string());
-    let hint = match (status.as_u16(), &auth) {
+        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string());
+    let hint = match (status.as_u16(), auth) {
         (401, Auth::None) => " (pass --token or set CAIRN_TOKEN; `cairn token create` makes one with the root credentials)",
         (401, _) => " (the token or root credentials were refused)",
         (403, _) => " (the token's scope is too low for this command)",
         _ => "",
     };
-    anyhow::bail!("{method} {url} answered {status}: {message}{hint}")
+    anyhow::anyhow!("{method} {url} answered {status}: {message}{hint}")
 }
 
 #[derive(clap::Subcommand)]

@@ -4,11 +4,14 @@ mod admin;
 mod admin_auth;
 mod admin_keys;
 mod cli;
+mod cli_node;
 mod datadir;
 mod files;
 mod https;
 mod identity;
+mod logs;
 mod master;
+mod node_admin;
 mod server;
 
 use clap::{Parser, Subcommand};
@@ -31,6 +34,11 @@ enum Command {
     /// Inspect the cluster through any node's management plane.
     #[command(subcommand)]
     Cluster(cli::ClusterCommand),
+    /// One node's management plane: status, log-level, shutdown.
+    #[command(subcommand)]
+    Node(cli_node::NodeCommand),
+    /// A node's recent log lines, or (--follow) its live log.
+    Logs(cli_node::LogsArgs),
     /// Operator tokens for the management API: create, ls, revoke.
     #[command(subcommand)]
     Token(cli::TokenCommand),
@@ -60,6 +68,8 @@ fn main() -> anyhow::Result<()> {
         Command::Server(flags) => runtime.block_on(server::run(flags)),
         Command::Bench(args) => runtime.block_on(cairn_bench::run(args)),
         Command::Cluster(cmd) => user_facing(runtime.block_on(cli::run(cmd))),
+        Command::Node(cmd) => user_facing(runtime.block_on(cli_node::node(cmd))),
+        Command::Logs(a) => user_facing(runtime.block_on(cli_node::logs(a))),
         Command::Token(cmd) => user_facing(runtime.block_on(cli::token(cmd))),
         Command::Key(cmd) => user_facing(runtime.block_on(cli::key(cmd))),
         Command::Mb(a) => user_facing(runtime.block_on(files::mb(a))),

@@ -19,7 +19,7 @@ use crate::{admin, identity};
 
 pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
     let cfg = Config::load(&flags)?;
-    init_tracing(&cfg.log);
+    let logs = crate::logs::init(&cfg.log, &cfg.log_format);
 
     let data = cfg.data_dir().to_path_buf();
     crate::datadir::make_private(&data)?;
@@ -104,6 +104,9 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
     let files = cairn_files::FileServer::for_cluster(root);
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    // Stops the S3 listener first: a stopping node finishes its S3 requests, then hands off
+    // its Raft leaderships while the RPC port still serves, then stops the rest.
+    let (stop_s3_tx, stop_s3_rx) = watch::channel(false);
     let placement = cfg.placement()?;
     let settings = cairn_cluster::ClusterSettings {
         node_id: node_id.clone(),
@@ -323,7 +326,15 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
             sigv2,
             tls: tls.clone(),
         },
-        wait_for(shutdown_rx.clone()),
+        wait_for(stop_s3_rx),
+    ));
+    let node = Arc::new(crate::node_admin::LocalNode::new(
+        settings.clone(),
+        format!("{advertise}:{}", cfg.node_admin_port),
+        registry.clone(),
+        view.clone(),
+        logs,
+        cfg.disk_reserve_bytes,
     ));
     let admin_router = admin::router(admin::AdminState {
         metrics: Arc::new(metrics),
@@ -337,6 +348,7 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
             node_timeout_secs: cfg.node_timeout_secs,
             gossip: gossip.clone(),
         }),
+        node: node.clone(),
     });
     let https = tls.is_some();
     let admin_task = tokio::spawn(crate::https::serve_admin(
@@ -348,11 +360,26 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
     ));
     tracing::info!(%node_id, https, s3 = %api_addr, admin = %admin_addr, data = %data.display(), "cairn node is serving");
 
-    shutdown_signal().await;
-    tracing::info!("shutting down");
+    let reason = tokio::select! {
+        () = shutdown_signal() => "signal".to_string(),
+        r = node.shutdown_requested() => r,
+    };
+    node.begin_shutdown(reason.clone());
+    tracing::info!(%reason, "shutting down: finishing S3 requests");
+    let _ = stop_s3_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(30), s3_task).await;
+    let handoffs = registry.hand_off_leadership(HANDOFF_TIMEOUT).await;
+    let moved = handoffs
+        .iter()
+        .filter(|h| matches!(h.outcome, cairn_raft::HandoffOutcome::Moved { .. }))
+        .count();
+    tracing::info!(
+        moved,
+        led = handoffs.len(),
+        "Raft leadership handed off; stopping"
+    );
     let _ = shutdown_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), async {
-        let _ = s3_task.await;
         let _ = admin_task.await;
         let _ = rpc_task.await;
     })
@@ -361,8 +388,12 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         g.shutdown().await;
     }
     registry.shutdown().await;
+    tracing::info!("stopped");
     Ok(())
 }
+
+/// Longest time a stopping node spends handing off its Raft leaderships.
+const HANDOFF_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// Secrets of the cluster's keys, for the SigV2 pre-check (s3s and the access hook still
 /// apply the key table afterwards).
@@ -405,13 +436,4 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
-}
-
-fn init_tracing(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .try_init();
 }

@@ -120,6 +120,12 @@ pub struct Config {
     /// Re-read when the files change.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Log line format on stderr: `plain` (human; colour only on a terminal) or `json` (one
+    /// object per line, with the fields of the enclosing spans such as `request_id`).
+    #[serde(deserialize_with = "lenient::string")]
+    pub log_format: String,
+    /// Free bytes the data directory's file system must keep: below it `/ready` fails.
+    pub disk_reserve_bytes: u64,
 }
 
 impl Default for Config {
@@ -170,6 +176,8 @@ impl Default for Config {
             s3_allow_sigv2: false,
             tls_cert: None,
             tls_key: None,
+            log_format: "plain".into(),
+            disk_reserve_bytes: 512 << 20,
         }
     }
 }
@@ -257,6 +265,8 @@ pub const SETTINGS: &[&str] = &[
     "s3_allow_sigv2",
     "tls_cert",
     "tls_key",
+    "log_format",
+    "disk_reserve_bytes",
 ];
 
 /// Flags of `cairn server`; each overrides the file and the environment.
@@ -550,6 +560,9 @@ impl Config {
             }
             (None, None) => {}
         }
+        if !["plain", "json"].contains(&self.log_format.as_str()) {
+            return Err(invalid("log_format", "must be plain or json"));
+        }
         self.labels()?;
         self.join_token_accept()?;
         self.placement()?;
@@ -797,6 +810,8 @@ mod tests {
             ("S3_ALLOW_SIGV2", "maybe", "S3_ALLOW_SIGV2"),
             ("TLS_CERT", "/nonexistent/cert.pem", "TLS_KEY"),
             ("TLS_KEY", "/nonexistent/key.pem", "TLS_CERT"),
+            ("LOG_FORMAT", "xml", "LOG_FORMAT"),
+            ("DISK_RESERVE_BYTES", "lots", "DISK_RESERVE_BYTES"),
         ];
         for (k, v, named) in cases {
             let err = load_with(&[(k, v)], &ServerFlags::default())

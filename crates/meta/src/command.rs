@@ -179,6 +179,13 @@ pub enum Command {
         actor: String,
         command: Box<Command>,
     },
+    /// Records an event of one node's management plane in the audit log (a log-level change,
+    /// a shutdown); changes nothing else. Proposed wrapped in `Audited` with the caller.
+    RecordNodeEvent {
+        node_id: String,
+        event: String,
+        at_ms: i64,
+    },
 }
 
 /// A change to an existing access key.

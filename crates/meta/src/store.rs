@@ -538,6 +538,14 @@ impl MetaStore {
                 self.attribute_audit(txn, group, before, actor)?;
                 Ok(r)
             }
+            Command::RecordNodeEvent {
+                node_id,
+                event,
+                at_ms,
+            } => {
+                self.audit(txn, group, *at_ms, format!("node {node_id}: {event}"))?;
+                Ok(Response::Done)
+            }
             Command::OutboxAck { up_to } => {
                 let mut outbox = txn.open_table(OUTBOX)?;
                 let start = keys::outbox(group, 0);

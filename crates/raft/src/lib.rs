@@ -8,6 +8,7 @@
 // the same type so `?` composes with the trait methods.
 #![allow(clippy::result_large_err)]
 
+pub mod handoff;
 pub mod log_store;
 pub mod network;
 pub mod registry;
@@ -15,6 +16,7 @@ pub mod state_machine;
 
 use std::io::Cursor;
 
+pub use handoff::{Handoff, HandoffOutcome};
 pub use network::{GrpcNetwork, Peers, RaftServer};
 pub use registry::{Bootstrap, Registry, RegistryConfig, RouteHint};
 

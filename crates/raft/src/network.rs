@@ -549,6 +549,16 @@ impl RaftService for RaftServer {
         Ok(reply(m.group, encode(&result)?))
     }
 
+    async fn timeout_now(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let caller = caller(&request)?;
+        let group = request.into_inner().group;
+        self.registry.serve_timeout_now(caller, group).await?;
+        Ok(reply(group, Vec::new()))
+    }
+
     async fn batch(&self, request: Request<RaftBatch>) -> Result<Response<RaftBatch>, Status> {
         let caller = caller(&request)?;
         let messages = request.into_inner().messages;

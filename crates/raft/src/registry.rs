@@ -95,6 +95,9 @@ pub struct Registry {
     engine: LogEngine,
     peers: Peers,
     hint: RwLock<Option<RouteHint>>,
+    /// Set while this node hands its leaderships off before stopping (`handoff.rs`): no
+    /// heartbeats, proposals or leader reads, so the followers' leases run out.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl Registry {
@@ -165,6 +168,7 @@ impl Registry {
             engine,
             peers,
             hint: RwLock::new(None),
+            draining: std::sync::atomic::AtomicBool::new(false),
         });
         tokio::spawn(heartbeats(Arc::downgrade(&registry)));
         if cfg.bootstrap == Bootstrap::SingleNode {
@@ -310,9 +314,35 @@ impl Registry {
         }
     }
 
+    /// Whether this node is handing its leaderships off (see `handoff.rs`).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Starts (or ends) the hand-off mode: while set, groups this node leads send no
+    /// heartbeats and refuse proposals and leader reads as `NotLeader` without a known leader,
+    /// so callers retry until a successor is elected.
+    pub(crate) fn set_draining(&self, on: bool) {
+        self.draining.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// `NotLeader` (no known leader) while draining and leading `group`: this node is about
+    /// to give it up.
+    fn check_draining(&self, group: GroupId) -> Result<(), RaftError> {
+        if self.is_draining() && self.is_leader(group) {
+            return Err(RaftError::NotLeader {
+                group,
+                leader: None,
+                addr: None,
+            });
+        }
+        Ok(())
+    }
+
     /// Proposes `cmd` to `group` on this node only; `NotLeader` if it does not lead.
     pub async fn propose_local(&self, group: GroupId, cmd: Command) -> Result<Response, RaftError> {
         let raft = self.raft(group)?;
+        self.check_draining(group)?;
         self.check_quorum(group, raft)?;
         let written = tokio::time::timeout(PROPOSE_TIMEOUT, raft.client_write(cmd))
             .await
@@ -340,6 +370,7 @@ impl Registry {
     /// state applied up to the read index); `NotLeader` if this node does not lead.
     pub async fn read_barrier(&self, group: GroupId) -> Result<(), RaftError> {
         let raft = self.raft(group)?;
+        self.check_draining(group)?;
         match raft.ensure_linearizable().await {
             Ok(_) => Ok(()),
             Err(OrError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
@@ -607,6 +638,10 @@ async fn heartbeats(registry: std::sync::Weak<Registry>) {
         let Some(reg) = registry.upgrade() else {
             return;
         };
+        if reg.is_draining() {
+            // Handing off: the followers' leases must run out (see `handoff.rs`).
+            continue;
+        }
         reg.peers.open_round(ROUND_LINGER);
         for (group, raft) in &reg.groups {
             if raft.metrics().borrow().current_leader != Some(reg.node_id) {

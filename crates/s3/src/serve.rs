@@ -89,7 +89,7 @@ struct Shared {
 /// TCP_NODELAY on every accepted socket, applies the connection and in-flight caps and the
 /// header and body timeouts, refuses requests that fail [`Hygiene`] before s3s sees them, gives
 /// each request a request id (x-amz-request-id header on the response, and a `tracing` info
-/// span `s3_request{id, method, path}`), records metrics.
+/// span `s3_request{request_id, method, path}`), records metrics.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     service: S3Service,
@@ -283,7 +283,7 @@ async fn handle(
     let id = next_request_id();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let span = tracing::info_span!("s3_request", id = %id, method = %method, path = %path);
+    let span = tracing::info_span!("s3_request", request_id = %id, method = %method, path = %path);
     async move {
         let start = Instant::now();
         let metrics = &shared.metrics;
