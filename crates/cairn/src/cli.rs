@@ -172,7 +172,7 @@ pub(crate) fn refusal(
     auth: &Auth,
 ) -> anyhow::Error {
     let url = args.url(path);
-    let message = serde_json::from_slice::<serde_json::Value>(&body)
+    let message = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| {
             let e = v.get("error")?;

@@ -12,7 +12,7 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -366,9 +366,9 @@ fn disk_stats(path: &Path) -> (u64, u64) {
 }
 
 /// Total size of the regular files under `dir` (0 if it does not exist).
-fn dir_bytes(dir: &PathBuf) -> u64 {
+fn dir_bytes(dir: &Path) -> u64 {
     let mut total = 0;
-    let mut stack = vec![dir.clone()];
+    let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&d) else {
             continue;
