@@ -7,6 +7,7 @@ last and stops one node. Single-node servers cover the disk reserve and JSON log
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import queue
@@ -21,7 +22,7 @@ import requests
 import cluster_util
 import conftest
 from cluster_util import Cluster, cairn_bin, node_ip
-from e2e_util import admin_headers, unique_name
+from e2e_util import admin_headers, rand_bytes, sha256_hex, sign_v4, unique_name
 
 # Away from the other cluster modules' ports (test_cluster: +0, test_files: +30).
 PORT_SHIFT = 120
@@ -354,6 +355,20 @@ def test_shutdown_hands_off_leadership_and_exits_zero(cluster, tokens):
     others[0].client().create_bucket(Bucket=bucket)
     others[0].client().put_object(Bucket=bucket, Key="before", Body=b"x" * 10_000)
 
+    # An upload in flight on the victim when the shutdown comes: half of its body now, the
+    # rest after the node stopped accepting.
+    data = rand_bytes(2_000_000, "in-flight")
+    host = f"{victim.ip}:{cluster_util.API_PORT}"
+    path = f"/{bucket}/in-flight"
+    signed, _ = sign_v4("PUT", host, path, [], {"content-length": str(len(data))},
+                        sha256_hex(data))
+    conn = http.client.HTTPConnection(victim.ip, cluster_util.API_PORT, timeout=30)
+    conn.putrequest("PUT", path, skip_host=True, skip_accept_encoding=True)
+    for k, v in signed.items():
+        conn.putheader(k, v)
+    conn.endheaders()
+    conn.send(data[:len(data) // 2])
+
     r = requests.post(f"{victim.admin_url}/shutdown", headers=bearer(tokens["read"]), timeout=10)
     assert r.status_code == 403
     t0 = time.monotonic()
@@ -361,6 +376,14 @@ def test_shutdown_hands_off_leadership_and_exits_zero(cluster, tokens):
                       timeout=10)
     assert r.status_code == 202, r.text
     assert r.json()["shutting_down"] is True and r.json()["node_id"] == victim_id
+    ready = requests.get(f"{victim.admin_url}/ready", timeout=5)
+    assert ready.status_code == 503 and "shutting down" in ready.json()["reasons"][0]
+    time.sleep(0.3)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(victim.endpoint, timeout=3)  # the S3 port no longer accepts
+    conn.send(data[len(data) // 2:])
+    resp = conn.getresponse()
+    assert resp.status == 200, resp.read()
     code = victim.wait_exit(30)
     took = time.monotonic() - t0
     assert code == 0, f"exit code {code}\n{victim.log_tail(40)}"
@@ -382,6 +405,7 @@ def test_shutdown_hands_off_leadership_and_exits_zero(cluster, tokens):
     wait_for(moved, 10, "every group led by a remaining node")
     c = others[1].client()
     assert c.get_object(Bucket=bucket, Key="before")["Body"].read() == b"x" * 10_000
+    assert c.get_object(Bucket=bucket, Key="in-flight")["Body"].read() == data
     c.put_object(Bucket=bucket, Key="after", Body=b"y" * 10_000)
     assert others[0].client().get_object(Bucket=bucket, Key="after")["Body"].read() \
         == b"y" * 10_000
