@@ -176,6 +176,8 @@ def test_ready_fails_below_the_disk_reserve(server_factory):
     r = requests.get(f"{srv.admin_url}/ready", timeout=5)
     assert r.status_code == 503
     assert any("DISK_RESERVE_BYTES" in x for x in r.json()["reasons"]), r.json()
+    # Plain lines written to a file (not a terminal) carry no colour codes.
+    assert "\x1b[" not in srv.log_path.read_text(errors="replace")
 
 
 def test_logs_filter_by_level_and_target(cluster, tokens):
