@@ -19,6 +19,24 @@ use serde::{Deserialize, Serialize};
 
 use crate::admin::AdminState;
 use crate::admin_auth::{error, now_ms, token_hash, Actor, AdminScope, TOKEN_PREFIX};
+use crate::openapi::ApiError;
+
+/// The OpenAPI paths of this module (merged by `openapi::document`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    list_keys,
+    create_key,
+    delete_key,
+    disable_key,
+    enable_key,
+    rotate_key,
+    grant,
+    remove_grant,
+    list_tokens,
+    create_token,
+    revoke_token
+))]
+pub struct Api;
 
 pub fn routes() -> Router<AdminState> {
     Router::new()
@@ -36,7 +54,7 @@ pub fn routes() -> Router<AdminState> {
 }
 
 /// A key as the API shows it (never its secret).
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeyView {
     pub access_key: String,
     pub name: String,
@@ -47,7 +65,7 @@ pub struct KeyView {
     pub created_ms: i64,
 }
 
-#[derive(Serialize, Deserialize, Clone)]
+#[derive(Serialize, Deserialize, Clone, utoipa::ToSchema)]
 pub struct GrantView {
     pub bucket: String,
     pub permission: String,
@@ -75,13 +93,13 @@ impl From<&AccessKeyRecord> for KeyView {
 }
 
 /// A new or rotated key's credentials, shown once.
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeySecret {
     pub access_key: String,
     pub secret_key: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct CreateKey {
     pub name: String,
     #[serde(default)]
@@ -90,12 +108,12 @@ pub struct CreateKey {
     pub allow_create_bucket: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct GrantBody {
     pub permission: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct CreateToken {
     pub name: String,
     pub scope: String,
@@ -105,7 +123,7 @@ pub struct CreateToken {
 }
 
 /// A token as the API lists it (never the token; `id` is the first hex digits of its hash).
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenView {
     pub name: String,
     pub id: String,
@@ -116,7 +134,7 @@ pub struct TokenView {
     pub status: String,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NewToken {
     pub name: String,
     pub scope: String,
@@ -206,6 +224,18 @@ fn parse_grants(grants: &[GrantView]) -> Result<Vec<Grant>, Response> {
         .collect()
 }
 
+#[utoipa::path(
+    get,
+    path = "/keys",
+    tag = "keys",
+    security(("bearer" = []), ("root_signature" = [])),
+    responses(
+        (status = 200, description = "Access keys (never their secrets)", body = [KeyView]),
+        (status = 401, description = "Missing, invalid, expired or revoked credentials", body = ApiError),
+        (status = 403, description = "The token's scope is below admin", body = ApiError),
+        (status = 503, description = "The system group has no reachable leader", body = ApiError),
+    )
+)]
 async fn list_keys(State(s): State<AdminState>, _: AdminScope) -> Response {
     match all_keys(&s).await {
         Ok(keys) => Json(
@@ -219,6 +249,21 @@ async fn list_keys(State(s): State<AdminState>, _: AdminScope) -> Response {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/keys",
+    tag = "keys",
+    request_body = CreateKey,
+    security(("bearer" = []), ("root_signature" = [])),
+    responses(
+        (status = 201, description = "The new key; its secret is shown only now", body = KeySecret),
+        (status = 400, description = "Invalid request", body = ApiError),
+        (status = 401, description = "Missing, invalid, expired or revoked credentials", body = ApiError),
+        (status = 403, description = "The token's scope is below admin", body = ApiError),
+        (status = 409, description = "It exists already, or the change was refused", body = ApiError),
+        (status = 503, description = "The system group has no reachable leader", body = ApiError),
+    )
+)]
 async fn create_key(
     State(s): State<AdminState>,
     AdminScope { 0: actor }: AdminScope,
@@ -287,6 +332,23 @@ async fn key_view(s: &AdminState, ak: &str) -> Response {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/keys/{ak}/disable",
+    tag = "keys",
+    params(
+        ("ak" = String, Path, description = "Access key id")
+    ),
+    security(("bearer" = []), ("root_signature" = [])),
+    responses(
+        (status = 200, description = "The key, now disabled", body = KeyView),
+        (status = 401, description = "Missing, invalid, expired or revoked credentials", body = ApiError),
+        (status = 403, description = "The token's scope is below admin", body = ApiError),
+        (status = 404, description = "No such access key or token", body = ApiError),
+        (status = 409, description = "It exists already, or the change was refused", body = ApiError),
+        (status = 503, description = "The system group has no reachable leader", body = ApiError),
+    )
+)]
 async fn disable_key(
     State(s): State<AdminState>,
     AdminScope { 0: actor }: AdminScope,
@@ -295,6 +357,23 @@ async fn disable_key(
     change(&s, &actor, ak, KeyChange::Status(KeyStatus::Disabled)).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/keys/{ak}/enable",
+    tag = "keys",
+    params(
+        ("ak" = String, Path, description = "Access key id")
+    ),
+    security(("bearer" = []), ("root_signature" = [])),
+    responses(
+        (status = 200, description = "The key, now active", body = KeyView),
+        (status = 401, description = "Missing, invalid, expired or revoked credentials", body = ApiError),
+        (status = 403, description = "The token's scope is below admin", body = ApiError),
+        (status = 404, description = "No such access key or token", body = ApiError),
+        (status = 409, description = "It exists already, or the change was refused", body = ApiError),
+        (status = 503, description = "The system group has no reachable leader", body = ApiError),
+    )
+)]
 async fn enable_key(
     State(s): State<AdminState>,
     AdminScope { 0: actor }: AdminScope,
@@ -303,6 +382,23 @@ async fn enable_key(
     change(&s, &actor, ak, KeyChange::Status(KeyStatus::Active)).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/keys/{ak}/rotate",
+    tag = "keys",
+    params(
+        ("ak" = String, Path, description = "Access key id")
+    ),
+    security(("bearer" = []), ("root_signature" = [])),
+    responses(
+        (status = 200, description = "The new secret, shown only now", body = KeySecret),
+        (status = 401, description = "Missing, invalid, expired or revoked credentials", body = ApiError),
+        (status = 403, description = "The token's scope is below admin", body = ApiError),
+        (status = 404, description = "No such access key or token", body = ApiError),
+        (status = 409, description = "It exists already, or the change was refused", body = ApiError),
+        (status = 503, description = "The system group has no reachable leader", body = ApiError),
+    )
+)]
 async fn rotate_key(
     State(s): State<AdminState>,
     AdminScope { 0: actor }: AdminScope,
@@ -333,6 +429,23 @@ async fn rotate_key(
     }
 }
 
+#[utoipa::path(
+    delete,
+    path = "/keys/{ak}",
+    tag = "keys",
+    params(
+        ("ak" = String, Path, description = "Access key id")
+    ),
+    security(("bearer" = []), ("root_signature" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "Missing, invalid, expired or revoked credentials", body = ApiError),
+        (status = 403, description = "The token's scope is below admin", body = ApiError),
+        (status = 404, description = "No such access key or token", body = ApiError),
+        (status = 409, description = "It exists already, or the change was refused", body = ApiError),
+        (status = 503, description = "The system group has no reachable leader", body = ApiError),
+    )
+)]
 async fn delete_key(
     State(s): State<AdminState>,
     AdminScope { 0: actor }: AdminScope,
@@ -348,6 +461,26 @@ async fn delete_key(
     }
 }
 
+#[utoipa::path(
+    put,
+    path = "/keys/{ak}/grants/{bucket}",
+    tag = "keys",
+    params(
+        ("ak" = String, Path, description = "Access key id"),
+        ("bucket" = String, Path, description = "Bucket name or pattern (`logs-*`)")
+    ),
+    request_body = GrantBody,
+    security(("bearer" = []), ("root_signature" = [])),
+    responses(
+        (status = 200, description = "The key with the grant", body = KeyView),
+        (status = 400, description = "Invalid request", body = ApiError),
+        (status = 401, description = "Missing, invalid, expired or revoked credentials", body = ApiError),
+        (status = 403, description = "The token's scope is below admin", body = ApiError),
+        (status = 404, description = "No such access key or token", body = ApiError),
+        (status = 409, description = "It exists already, or the change was refused", body = ApiError),
+        (status = 503, description = "The system group has no reachable leader", body = ApiError),
+    )
+)]
 async fn grant(
     State(s): State<AdminState>,
     AdminScope { 0: actor }: AdminScope,
@@ -371,6 +504,24 @@ async fn grant(
     change(&s, &actor, ak, KeyChange::Grant(g)).await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/keys/{ak}/grants/{bucket}",
+    tag = "keys",
+    params(
+        ("ak" = String, Path, description = "Access key id"),
+        ("bucket" = String, Path, description = "Bucket name or pattern the grant names")
+    ),
+    security(("bearer" = []), ("root_signature" = [])),
+    responses(
+        (status = 200, description = "The key without the grant", body = KeyView),
+        (status = 401, description = "Missing, invalid, expired or revoked credentials", body = ApiError),
+        (status = 403, description = "The token's scope is below admin", body = ApiError),
+        (status = 404, description = "No such access key or token", body = ApiError),
+        (status = 409, description = "It exists already, or the change was refused", body = ApiError),
+        (status = 503, description = "The system group has no reachable leader", body = ApiError),
+    )
+)]
 async fn remove_grant(
     State(s): State<AdminState>,
     AdminScope { 0: actor }: AdminScope,
@@ -379,6 +530,18 @@ async fn remove_grant(
     change(&s, &actor, ak, KeyChange::RemoveGrant(bucket)).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/tokens",
+    tag = "tokens",
+    security(("bearer" = []), ("root_signature" = [])),
+    responses(
+        (status = 200, description = "Operator tokens (never the tokens themselves)", body = [TokenView]),
+        (status = 401, description = "Missing, invalid, expired or revoked credentials", body = ApiError),
+        (status = 403, description = "The token's scope is below admin", body = ApiError),
+        (status = 503, description = "The system group has no reachable leader", body = ApiError),
+    )
+)]
 async fn list_tokens(State(s): State<AdminState>, _: AdminScope) -> Response {
     let tokens = match s
         .cluster
@@ -427,6 +590,21 @@ async fn list_tokens(State(s): State<AdminState>, _: AdminScope) -> Response {
     .into_response()
 }
 
+#[utoipa::path(
+    post,
+    path = "/tokens",
+    tag = "tokens",
+    request_body = CreateToken,
+    security(("bearer" = []), ("root_signature" = [])),
+    responses(
+        (status = 201, description = "The new token; shown only now", body = NewToken),
+        (status = 400, description = "Invalid request", body = ApiError),
+        (status = 401, description = "Missing, invalid, expired or revoked credentials", body = ApiError),
+        (status = 403, description = "The token's scope is below admin", body = ApiError),
+        (status = 409, description = "It exists already, or the change was refused", body = ApiError),
+        (status = 503, description = "The system group has no reachable leader", body = ApiError),
+    )
+)]
 async fn create_token(
     State(s): State<AdminState>,
     AdminScope { 0: actor }: AdminScope,
@@ -483,6 +661,23 @@ async fn create_token(
         .into_response()
 }
 
+#[utoipa::path(
+    delete,
+    path = "/tokens/{name}",
+    tag = "tokens",
+    params(
+        ("name" = String, Path, description = "Token name")
+    ),
+    security(("bearer" = []), ("root_signature" = [])),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 401, description = "Missing, invalid, expired or revoked credentials", body = ApiError),
+        (status = 403, description = "The token's scope is below admin", body = ApiError),
+        (status = 404, description = "No such access key or token", body = ApiError),
+        (status = 409, description = "It exists already, or the change was refused", body = ApiError),
+        (status = 503, description = "The system group has no reachable leader", body = ApiError),
+    )
+)]
 async fn revoke_token(
     State(s): State<AdminState>,
     AdminScope { 0: actor }: AdminScope,

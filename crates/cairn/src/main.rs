@@ -9,6 +9,8 @@ mod files;
 mod https;
 mod identity;
 mod master;
+mod node_metrics;
+mod openapi;
 mod server;
 
 use clap::{Parser, Subcommand};

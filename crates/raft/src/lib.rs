@@ -9,6 +9,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod log_store;
+pub mod metrics;
 pub mod network;
 pub mod registry;
 pub mod state_machine;
