@@ -68,7 +68,30 @@ pub struct KeyView {
 #[derive(Serialize, Deserialize, Clone, utoipa::ToSchema)]
 pub struct GrantView {
     pub bucket: String,
+    #[schema(value_type = PermissionName)]
     pub permission: String,
+}
+
+/// The permissions a grant may give (documentation of `permission` fields, which are parsed
+/// by `Permission::parse`).
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum PermissionName {
+    Read,
+    Write,
+    Owner,
+}
+
+/// The scopes of an operator token (documentation of `scope` fields, parsed by
+/// `TokenScope::parse`).
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum ScopeName {
+    Read,
+    Operator,
+    Admin,
 }
 
 impl From<&AccessKeyRecord> for KeyView {
@@ -101,6 +124,7 @@ pub struct KeySecret {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct CreateKey {
+    #[schema(min_length = 1, max_length = 128)]
     pub name: String,
     #[serde(default)]
     pub grants: Vec<GrantView>,
@@ -110,12 +134,15 @@ pub struct CreateKey {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct GrantBody {
+    #[schema(value_type = PermissionName)]
     pub permission: String,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct CreateToken {
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub name: String,
+    #[schema(value_type = ScopeName)]
     pub scope: String,
     /// Lifetime in seconds (None: never expires).
     #[serde(default)]
@@ -690,5 +717,32 @@ async fn revoke_token(
     match propose(&s, &actor, cmd).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(r) => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The documented enums name exactly the values the handlers accept.
+    fn documented<T: utoipa::PartialSchema>() -> Vec<String> {
+        let schema = serde_json::to_value(T::schema()).expect("schema");
+        schema["enum"]
+            .as_array()
+            .expect("an enum schema")
+            .iter()
+            .map(|v| v.as_str().expect("string").to_string())
+            .collect()
+    }
+
+    #[test]
+    fn documented_names_parse() {
+        let perms = documented::<PermissionName>();
+        assert_eq!(perms, ["read", "write", "owner"]);
+        assert!(perms.iter().all(|p| Permission::parse(p).is_some()));
+        let scopes = documented::<ScopeName>();
+        assert_eq!(scopes, ["read", "operator", "admin"]);
+        assert!(scopes.iter().all(|s| TokenScope::parse(s).is_some()));
+        assert!(TokenScope::parse("root").is_none());
     }
 }
