@@ -224,7 +224,7 @@ impl RaftMetrics {
         let me = self.clone();
         let k = GroupKind::of(group);
         tokio::spawn(async move {
-            let mut seen = Seen::from(&*rx.borrow());
+            let mut seen = Seen::from(&rx.borrow());
             while rx.changed().await.is_ok() {
                 let events = seen.update(&rx.borrow());
                 if events.leader_changed {
@@ -332,6 +332,9 @@ fn summarize(node_id: u64, m: &Metrics, s: &mut KindSummary) {
     }
 }
 
+/// An integer gauge of the summary: name, help, how to read it.
+type IntGauge = (&'static str, &'static str, fn(&KindSummary) -> i64);
+
 /// The scrape-time gauges over the groups' openraft metrics.
 struct GroupGauges {
     node_id: u64,
@@ -364,7 +367,7 @@ impl GroupGauges {
 impl Collector for GroupGauges {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let summaries = self.summaries();
-        let int_gauges: [(&str, &str, fn(&KindSummary) -> i64); 6] = [
+        let int_gauges: [IntGauge; 6] = [
             ("groups", "Raft groups this node holds a replica of", |s| {
                 s.groups
             }),
