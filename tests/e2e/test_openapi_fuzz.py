@@ -1,7 +1,8 @@
 """The management API's OpenAPI document (`GET /openapi.json`, public) against a running 3-node
 cluster: the document matches the routes the server has, and schemathesis (property-based,
 from PyPI; scripts/test-all.sh installs it) sends generated requests to every documented
-operation, with an admin token and without one, and no answer may be a 5xx.
+operation, with an admin token and without one, and no answer may be a 5xx. A shorter run then checks that
+every answer (status, content type, body) is one the document declares.
 
 Operations that would take the cluster down when called with valid credentials (`/shutdown`,
 `/cluster/exec`) are fuzzed only without credentials. Each schemathesis run has a time budget
@@ -61,8 +62,8 @@ def doc(cluster) -> dict:
     return r.json()
 
 
-def admin_token(node) -> str:
-    body = json.dumps({"name": "fuzz-admin", "scope": "admin"}).encode()
+def admin_token(node, name: str = "fuzz-admin") -> str:
+    body = json.dumps({"name": name, "scope": "admin"}).encode()
     r = requests.post(f"{node.admin_url}/tokens", data=body, timeout=10,
                       headers={**admin_headers("POST", "/tokens", body),
                                "content-type": "application/json"})
@@ -118,13 +119,15 @@ def test_every_route_in_the_code_is_documented(doc):
     assert not undocumented, f"routes missing from /openapi.json: {undocumented}"
 
 
-def _schemathesis(node, token: str | None, extra: list[str], report) -> subprocess.Popen:
+def _schemathesis(node, token: str | None, extra: list[str], report,
+                  checks: str = "not_a_server_error", seconds: int = FUZZ_SECONDS,
+                  ) -> subprocess.Popen:
     """Starts a schemathesis run against `node` (in the report's directory, where it keeps
     its example database)."""
     st = require_tool("schemathesis")
     args = [st, "run", f"{node.admin_url}/openapi.json",
-            "--checks", "not_a_server_error",
-            "--max-time", str(FUZZ_SECONDS),
+            "--checks", checks,
+            "--max-time", str(seconds),
             "--max-examples", "40",
             "--seed", "12",
             "--workers", "2",
@@ -140,22 +143,13 @@ def _schemathesis(node, token: str | None, extra: list[str], report) -> subproce
                             text=True, cwd=report.parent)
 
 
-def test_fuzz_finds_no_server_error(cluster, doc, tmp_path):
-    n1, n2 = cluster.nodes["n1"], cluster.nodes["n2"]
-    token = admin_token(n1)
-    runs = {
-        "authenticated": _schemathesis(n1, token, [
-            "--exclude-path-regex", DESTRUCTIVE,
-            # Revoking its own token would leave the rest of the run unauthenticated.
-            "--exclude-operation-id", "revoke_token",
-        ], tmp_path / "auth.xml"),
-        "unauthenticated": _schemathesis(n2, None, [], tmp_path / "anon.xml"),
-    }
+def _finish(runs: dict[str, subprocess.Popen], budget: int) -> list[str]:
+    """Waits for the runs; returns what went wrong with each."""
     failures = []
     outputs = {}
     for name, p in runs.items():
         try:
-            out, _ = p.communicate(timeout=FUZZ_SECONDS + 120)
+            out, _ = p.communicate(timeout=budget + 120)
         except subprocess.TimeoutExpired:
             p.kill()
             out, _ = p.communicate()
@@ -167,9 +161,42 @@ def test_fuzz_finds_no_server_error(cluster, doc, tmp_path):
     if os.environ.get("FUZZ_VERBOSE"):
         for name, out in outputs.items():
             print(f"--- {name} ---\n{out}")
+    return failures
+
+
+def test_fuzz_finds_no_server_error(cluster, doc, tmp_path):
+    n1, n2 = cluster.nodes["n1"], cluster.nodes["n2"]
+    token = admin_token(n1)
+    runs = {
+        "authenticated": _schemathesis(n1, token, [
+            "--exclude-path-regex", DESTRUCTIVE,
+            # Revoking its own token would leave the rest of the run unauthenticated.
+            "--exclude-operation-id", "revoke_token",
+        ], tmp_path / "auth.xml"),
+        "unauthenticated": _schemathesis(n2, None, [], tmp_path / "anon.xml"),
+    }
+    failures = _finish(runs, FUZZ_SECONDS)
     assert not failures, "\n\n".join(failures)
     # The cluster is still whole and the token still works after the fuzzing.
     cluster.assert_no_crash()
     r = requests.get(f"{n1.admin_url}/cluster/status", timeout=5,
                      headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 200, r.text
+
+
+def test_responses_match_the_document(cluster, doc, tmp_path):
+    """With a token, every answer's status code, content type and body are the ones the
+    document declares for the operation (a handler that answers something undocumented, or a
+    schema that does not match what is sent, fails here rather than in a client)."""
+    n3 = cluster.nodes["n3"]
+    token = admin_token(n3, "fuzz-conformance")
+    seconds = max(10, FUZZ_SECONDS // 2)
+    run = _schemathesis(
+        n3, token,
+        ["--exclude-path-regex", DESTRUCTIVE, "--exclude-operation-id", "revoke_token"],
+        tmp_path / "conformance.xml",
+        checks="status_code_conformance,content_type_conformance,response_schema_conformance",
+        seconds=seconds,
+    )
+    failures = _finish({"conformance": run}, seconds)
+    assert not failures, "\n\n".join(failures)
