@@ -2,8 +2,10 @@
 //! (`cairn_node_info{node_id,version,zone}` = 1), when it started
 //! (`cairn_node_start_time_seconds`), the disk under the data directory
 //! (`cairn_disk_total_bytes`, `cairn_disk_free_bytes` — available to the server, read at scrape
-//! time) and the bytes the data directory holds (`cairn_data_dir_bytes`, recomputed in the
-//! background every [`DATA_DIR_SCAN`] because walking a large chunk tree is not free).
+//! time), the metadata database holding every Raft log and state machine
+//! (`cairn_meta_db_bytes`, `<data>/meta/meta.redb`, read at scrape time) and the bytes the data
+//! directory holds (`cairn_data_dir_bytes`, recomputed in the background every
+//! [`DATA_DIR_SCAN`] because walking a large chunk tree is not free).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -187,6 +189,14 @@ impl Collector for Inner {
             }
             Err(e) => tracing::debug!(error = %e, "statvfs of the data directory"),
         }
+        if let Ok(meta) = std::fs::metadata(self.data_dir.join("meta").join("meta.redb")) {
+            gauge(
+                &mut encoder,
+                "meta_db_bytes",
+                "Size of the metadata database (every Raft group's log and state machine)",
+                i64::try_from(meta.len()).unwrap_or(i64::MAX),
+            )?;
+        }
         let used = self.data_dir_bytes.load(Ordering::Relaxed);
         if used >= 0 {
             gauge(
@@ -217,7 +227,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("chunks/ab/cd")).unwrap();
         std::fs::write(dir.path().join("chunks/ab/cd/x"), vec![0u8; 1000]).unwrap();
-        std::fs::write(dir.path().join("meta.redb"), vec![0u8; 24]).unwrap();
+        std::fs::create_dir_all(dir.path().join("meta")).unwrap();
+        std::fs::write(dir.path().join("meta/meta.redb"), vec![0u8; 24]).unwrap();
         assert_eq!(dir_bytes(dir.path()), 1024);
 
         let m = NodeMetrics::new(dir.path().to_path_buf(), "n1", Some("a"));
@@ -239,6 +250,7 @@ mod tests {
         assert!(out.contains("cairn_disk_total_bytes "), "{out}");
         assert!(out.contains("cairn_disk_free_bytes "), "{out}");
         assert!(out.contains("cairn_node_start_time_seconds "), "{out}");
+        assert!(out.contains("cairn_meta_db_bytes 24"), "{out}");
         let (total, free) = disk_space(dir.path()).unwrap();
         assert!(total > 0 && free <= total);
     }
