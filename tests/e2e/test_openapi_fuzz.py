@@ -1,12 +1,13 @@
 """The management API's OpenAPI document (`GET /openapi.json`, public) against a running 3-node
 cluster: the document matches the routes the server has, and schemathesis (property-based,
 from PyPI; scripts/test-all.sh installs it) sends generated requests to every documented
-operation, with an admin token and without one, and no answer may be a 5xx. A shorter run then checks that
-every answer (status, content type, body) is one the document declares.
+operation, with an admin token and without one, and no answer may be a 5xx. A shorter run
+then checks that every answer (status, content type, body) is one the document declares.
 
-Operations that would take the cluster down when called with valid credentials (`/shutdown`,
-`/cluster/exec`) are fuzzed only without credentials. Each schemathesis run has a time budget
-(FUZZ_SECONDS, default 40 s); both run at once, against different nodes.
+Operations that would take the cluster down (or stream forever) when called with valid
+credentials (`DESTRUCTIVE`) are fuzzed only without credentials. Each schemathesis run has a
+time budget (FUZZ_SECONDS, default 40 s; the conformance run half of it); the two fuzz runs
+go at once, against different nodes.
 
 Ports: nodes on 127.0.0.11-13 on PORT_BASE+150..+152 (21150-21152 by default).
 """
@@ -27,8 +28,10 @@ from cluster_util import REPO_ROOT, Cluster, cairn_bin
 from e2e_util import admin_headers, require_tool
 
 FUZZ_SECONDS = int(os.environ.get("FUZZ_SECONDS", "40"))
-# Operations never fuzzed with valid credentials: they stop nodes.
-DESTRUCTIVE = r"^/(shutdown|cluster/exec)$"
+# Operations never fuzzed with valid credentials: they stop nodes (`/shutdown`, `/cluster/exec`
+# can shut every node down), turn on trace logging that slows the run (`/log-level`), or stream
+# until the client hangs up (`/logs/stream`). Without credentials they are fuzzed too.
+DESTRUCTIVE = r"^/(shutdown|cluster/exec|log-level|logs/stream)$"
 HTTP_METHODS = ("get", "put", "post", "delete", "patch")
 
 
