@@ -74,6 +74,31 @@ def admin_token(node, name: str = "fuzz-admin") -> str:
     return r.json()["token"]
 
 
+def fuzz_key(node, token: str, name: str) -> str:
+    """A (non-root) access key for the fuzzer to disable, rotate, grant and delete."""
+    r = requests.post(f"{node.admin_url}/keys", json={"name": name}, timeout=10,
+                      headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 201, r.text
+    return r.json()["access_key"]
+
+
+def write_config(directory, access_key: str) -> None:
+    """schemathesis.toml for a run in `directory`: half the generated `ak` path parameters
+    name a key that exists (so disable/enable/rotate/grant reach their logic rather than 404),
+    half are generated; buckets come from a few valid names and patterns the same way."""
+    (directory / "schemathesis.toml").write_text(f"""
+[dictionaries.keys]
+values = ["{access_key}"]
+
+[dictionaries.buckets]
+values = ["fuzz-bucket", "logs-*", "*"]
+
+[parameters]
+"path.ak" = {{ dictionary = "keys", probability = 0.5 }}
+"path.bucket" = {{ dictionary = "buckets", probability = 0.5 }}
+""")
+
+
 def operations(doc: dict) -> list[tuple[str, str]]:
     return [(m, p) for p, item in doc["paths"].items() for m in HTTP_METHODS if m in item]
 
@@ -170,6 +195,7 @@ def _finish(runs: dict[str, subprocess.Popen], budget: int) -> list[str]:
 def test_fuzz_finds_no_server_error(cluster, doc, tmp_path):
     n1, n2 = cluster.nodes["n1"], cluster.nodes["n2"]
     token = admin_token(n1)
+    write_config(tmp_path, fuzz_key(n1, token, "fuzz-target"))
     runs = {
         "authenticated": _schemathesis(n1, token, [
             "--exclude-path-regex", DESTRUCTIVE,
@@ -193,6 +219,7 @@ def test_responses_match_the_document(cluster, doc, tmp_path):
     schema that does not match what is sent, fails here rather than in a client)."""
     n3 = cluster.nodes["n3"]
     token = admin_token(n3, "fuzz-conformance")
+    write_config(tmp_path, fuzz_key(n3, token, "conformance-target"))
     seconds = max(10, FUZZ_SECONDS // 2)
     run = _schemathesis(
         n3, token,
