@@ -228,7 +228,8 @@ def test_metrics_describe_the_cluster(cluster):
                   for t in texts.values())
     proposals = sum(value(t, 'cairn_raft_proposals_total{kind="partition",outcome="ok"}')
                     for t in texts.values())
-    assert commits >= 3 and commits == proposals
+    # (Background workers keep proposing: a scrape may fall between the two counters.)
+    assert commits >= 3 and abs(commits - proposals) <= 3, (commits, proposals)
 
 
 def test_data_dir_usage_is_measured(cluster):
