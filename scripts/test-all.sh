@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Cairn's whole test suite: release build, Rust unit/integration tests, then the
-# end-to-end suite in tests/e2e (boto3, AWS CLI, rclone, s3cmd, crash and GC tests) against
-# the real binary. Installs missing test tools first. Any failure stops the run non-zero.
+# end-to-end suite in tests/e2e (boto3, AWS CLI, rclone, s3cmd, crash and GC tests, the
+# Grafana dashboard check scripts/check-dashboard.py, the OpenAPI fuzz) against the real
+# binary. Installs missing test tools first. Any failure stops the run non-zero.
 #
 #   ./scripts/test-all.sh
 #
@@ -39,10 +40,11 @@ if [ "${#missing_apt[@]}" -gt 0 ]; then
 fi
 
 # cryptography: the security tests make certificates and seal gossip packets.
-py_ok() { "$PY" -c 'import boto3, botocore, pytest, blake3, requests, cryptography' >/dev/null 2>&1; }
-if ! py_ok || ! command -v aws >/dev/null 2>&1; then
+# schemathesis: test_openapi_fuzz.py fuzzes the management API from its OpenAPI document.
+py_ok() { "$PY" -c 'import boto3, botocore, pytest, blake3, requests, cryptography, schemathesis' >/dev/null 2>&1; }
+if ! py_ok || ! command -v aws >/dev/null 2>&1 || ! command -v schemathesis >/dev/null 2>&1; then
     log "installing Python test dependencies (pip)"
-    pkgs=(boto3 awscli pytest blake3 requests cryptography)
+    pkgs=(boto3 awscli pytest blake3 requests cryptography schemathesis)
     "$PY" -m pip install -q "${pkgs[@]}" \
         || "$PY" -m pip install -q --user "${pkgs[@]}" \
         || "$PY" -m pip install -q --user --break-system-packages "${pkgs[@]}" \
@@ -53,6 +55,7 @@ if ! py_ok || ! command -v aws >/dev/null 2>&1; then
     hash -r
     py_ok || die "Python test dependencies still not importable"
     command -v aws >/dev/null 2>&1 || die "aws CLI not on PATH after install"
+    command -v schemathesis >/dev/null 2>&1 || die "schemathesis not on PATH after install"
 fi
 
 # --- build and Rust tests -----------------------------------------------------------------

@@ -2,7 +2,8 @@
 //! (open; `/metrics` needs a token with METRICS_REQUIRE_TOKEN=true), the cluster status and
 //! audit log (read scope), access keys and operator tokens (admin scope, `admin_keys.rs`),
 //! this node's status, logs, log level and shutdown (`node_admin.rs`).
-//! Authentication is `admin_auth.rs`; every request runs in a span with a request id.
+//! Authentication is `admin_auth.rs`; every request runs in a span with a request id; the
+//! OpenAPI document (`/openapi.json`, public) is `openapi.rs`.
 
 use std::sync::Arc;
 
@@ -14,6 +15,18 @@ use axum::{Json, Router};
 use prometheus_client::registry::Registry;
 
 use crate::admin_auth::ReadScope;
+use crate::openapi::ApiError;
+
+/// The OpenAPI paths of this module (merged by `openapi::document`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    health,
+    metrics,
+    cluster_status,
+    cluster_audit,
+    crate::openapi::serve
+))]
+pub struct Api;
 
 #[derive(Clone)]
 pub struct AdminState {
@@ -38,8 +51,9 @@ pub struct ClusterContext {
 pub fn router(state: AdminState) -> Router {
     let keys = state.keys.clone();
     Router::new()
-        .route("/health", get(|| async { "ok\n" }))
+        .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(crate::openapi::serve))
         .route("/cluster/status", get(cluster_status))
         .route("/cluster/audit", get(cluster_audit))
         .merge(crate::admin_keys::routes())
@@ -52,6 +66,30 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
+/// Liveness: the process answers.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "node",
+    responses((status = 200, description = "The node is live", body = String, content_type = "text/plain"))
+)]
+async fn health() -> &'static str {
+    "ok\n"
+}
+
+/// Prometheus metrics of this node (OpenMetrics text). Open unless the node runs with
+/// `METRICS_REQUIRE_TOKEN=true`, then any valid token (read scope) is needed.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "node",
+    security((), ("bearer" = []), ("root_signature" = [])),
+    responses(
+        (status = 200, description = "Metrics in the OpenMetrics text format", body = String,
+            content_type = "application/openmetrics-text"),
+        (status = 401, description = "A token is required and missing or invalid", body = ApiError),
+    )
+)]
 async fn metrics(
     State(s): State<AdminState>,
     req: axum::extract::Request,
@@ -80,6 +118,18 @@ async fn metrics(
     }
 }
 
+/// The cluster as this node sees it: nodes with their health, the system group, the layout's
+/// partitions and their leaders.
+#[utoipa::path(
+    get,
+    path = "/cluster/status",
+    tag = "cluster",
+    security(("bearer" = []), ("root_signature" = [])),
+    responses(
+        (status = 200, description = "Cluster status", body = cairn_cluster::status::ClusterStatus),
+        (status = 401, description = "Missing or invalid token", body = ApiError),
+    )
+)]
 async fn cluster_status(State(s): State<AdminState>, _: ReadScope) -> impl IntoResponse {
     let c = &s.cluster;
     let now = std::time::SystemTime::now()
@@ -96,11 +146,15 @@ async fn cluster_status(State(s): State<AdminState>, _: ReadScope) -> impl IntoR
     ))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AuditParams {
+    /// Entries after this sequence number (0: from the start).
     #[serde(default)]
     after: u64,
+    /// At most this many entries (capped at 1000; default 100).
     #[serde(default = "default_audit_max")]
+    #[param(default = 100, maximum = 1000)]
     max: usize,
 }
 
@@ -109,6 +163,19 @@ fn default_audit_max() -> usize {
 }
 
 /// The audit log of cluster catalog changes (system group), oldest first.
+#[utoipa::path(
+    get,
+    path = "/cluster/audit",
+    tag = "cluster",
+    params(AuditParams),
+    security(("bearer" = []), ("root_signature" = [])),
+    responses(
+        (status = 200, description = "Audit entries, oldest first", body = [cairn_meta::store::AuditEntry]),
+        (status = 400, description = "Invalid query parameters", body = String, content_type = "text/plain"),
+        (status = 401, description = "Missing or invalid token", body = ApiError),
+        (status = 503, description = "The system group has no reachable leader", body = String, content_type = "text/plain"),
+    )
+)]
 async fn cluster_audit(
     State(s): State<AdminState>,
     _: ReadScope,

@@ -19,6 +19,24 @@ use serde::{Deserialize, Serialize};
 
 use crate::admin::AdminState;
 use crate::admin_auth::{error, now_ms, token_hash, Actor, AdminScope, TOKEN_PREFIX};
+use crate::openapi::ApiError;
+
+/// The OpenAPI paths of this module (merged by `openapi::document`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    list_keys,
+    create_key,
+    delete_key,
+    disable_key,
+    enable_key,
+    rotate_key,
+    grant,
+    remove_grant,
+    list_tokens,
+    create_token,
+    revoke_token
+))]
+pub struct Api;
 
 pub fn routes() -> Router<AdminState> {
     Router::new()
@@ -36,7 +54,7 @@ pub fn routes() -> Router<AdminState> {
 }
 
 /// A key as the API shows it (never its secret).
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeyView {
     pub access_key: String,
     pub name: String,
@@ -47,10 +65,33 @@ pub struct KeyView {
     pub created_ms: i64,
 }
 
-#[derive(Serialize, Deserialize, Clone)]
+#[derive(Serialize, Deserialize, Clone, utoipa::ToSchema)]
 pub struct GrantView {
     pub bucket: String,
+    #[schema(value_type = PermissionName)]
     pub permission: String,
+}
+
+/// The permissions a grant may give (documentation of `permission` fields, which are parsed
+/// by `Permission::parse`).
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum PermissionName {
+    Read,
+    Write,
+    Owner,
+}
+
+/// The scopes of an operator token (documentation of `scope` fields, parsed by
+/// `TokenScope::parse`).
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum ScopeName {
+    Read,
+    Operator,
+    Admin,
 }
 
 impl From<&AccessKeyRecord> for KeyView {
@@ -75,14 +116,15 @@ impl From<&AccessKeyRecord> for KeyView {
 }
 
 /// A new or rotated key's credentials, shown once.
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeySecret {
     pub access_key: String,
     pub secret_key: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct CreateKey {
+    #[schema(min_length = 1, max_length = 128)]
     pub name: String,
     #[serde(default)]
     pub grants: Vec<GrantView>,
@@ -90,14 +132,17 @@ pub struct CreateKey {
     pub allow_create_bucket: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct GrantBody {
+    #[schema(value_type = PermissionName)]
     pub permission: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct CreateToken {
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub name: String,
+    #[schema(value_type = ScopeName)]
     pub scope: String,
     /// Lifetime in seconds (None: never expires).
     #[serde(default)]
@@ -105,7 +150,7 @@ pub struct CreateToken {
 }
 
 /// A token as the API lists it (never the token; `id` is the first hex digits of its hash).
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenView {
     pub name: String,
     pub id: String,
@@ -116,7 +161,7 @@ pub struct TokenView {
     pub status: String,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NewToken {
     pub name: String,
     pub scope: String,
@@ -206,6 +251,18 @@ fn parse_grants(grants: &[GrantView]) -> Result<Vec<Grant>, Response> {
         .collect()
 }
 
+#[utoipa::path(
+    get,
+    path = "/keys",
+    tag = "keys",
+    security(("bearer" = []), ("root_signature" = [])),
+    responses(
+        (status = 200, description = "Access keys (never their secrets)", body = [KeyView]),
+        (status = 401, description = "Missing, invalid, expired or revoked credentials", body = ApiError),
+        (status = 403, description = "The token's scope is below admin", body = ApiError),
+        (status = 503, description = "The system group has no reachable leader", body = ApiError),
+    )
+)]
 async fn list_keys(State(s): State<AdminState>, _: AdminScope) -> Response {
     match all_keys(&s).await {
         Ok(keys) => Json(
@@ -219,6 +276,21 @@ async fn list_keys(State(s): State<AdminState>, _: AdminScope) -> Response {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/keys",
+    tag = "keys",
+    request_body = CreateKey,
+    security(("bearer" = []), ("root_signature" = [])),
+    responses(
+        (status = 201, description = "The new key; its secret is shown only now", body = KeySecret),
+        (status = 400, description = "Invalid request", body = ApiError),
+        (status = 401, description = "Missing, invalid, expired or revoked credentials", body = ApiError),
+        (status = 403, description = "The token's scope is below admin", body = ApiError),
+        (status = 409, description = "It exists already, or the change was refused", body = ApiError),
+        (status = 503, description = "The system group has no reachable leader", body = ApiError),
+    )
+)]
 async fn create_key(
     State(s): State<AdminState>,
     AdminScope { 0: actor }: AdminScope,
@@ -287,6 +359,23 @@ async fn key_view(s: &AdminState, ak: &str) -> Response {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/keys/{ak}/disable",
+    tag = "keys",
+    params(
+        ("ak" = String, Path, description = "Access key id")
+    ),
+    security(("bearer" = []), ("root_signature" = [])),
+    responses(
+        (status = 200, description = "The key, now disabled", body = KeyView),
+        (status = 401, description = "Missing, invalid, expired or revoked credentials", body = ApiError),
+        (status = 403, description = "The token's scope is below admin", body = ApiError),
+        (status = 404, description = "No such access key or token", body = ApiError),
+        (status = 409, description = "It exists already, or the change was refused", body = ApiError),
+        (status = 503, description = "The system group has no reachable leader", body = ApiError),
+    )
+)]
 async fn disable_key(
     State(s): State<AdminState>,
     AdminScope { 0: actor }: AdminScope,
@@ -295,6 +384,23 @@ async fn disable_key(
     change(&s, &actor, ak, KeyChange::Status(KeyStatus::Disabled)).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/keys/{ak}/enable",
+    tag = "keys",
+    params(
+        ("ak" = String, Path, description = "Access key id")
+    ),
+    security(("bearer" = []), ("root_signature" = [])),
+    responses(
+        (status = 200, description = "The key, now active", body = KeyView),
+        (status = 401, description = "Missing, invalid, expired or revoked credentials", body = ApiError),
+        (status = 403, description = "The token's scope is below admin", body = ApiError),
+        (status = 404, description = "No such access key or token", body = ApiError),
+        (status = 409, description = "It exists already, or the change was refused", body = ApiError),
+        (status = 503, description = "The system group has no reachable leader", body = ApiError),
+    )
+)]
 async fn enable_key(
     State(s): State<AdminState>,
     AdminScope { 0: actor }: AdminScope,
@@ -303,6 +409,23 @@ async fn enable_key(
     change(&s, &actor, ak, KeyChange::Status(KeyStatus::Active)).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/keys/{ak}/rotate",
+    tag = "keys",
+    params(
+        ("ak" = String, Path, description = "Access key id")
+    ),
+    security(("bearer" = []), ("root_signature" = [])),
+    responses(
+        (status = 200, description = "The new secret, shown only now", body = KeySecret),
+        (status = 401, description = "Missing, invalid, expired or revoked credentials", body = ApiError),
+        (status = 403, description = "The token's scope is below admin", body = ApiError),
+        (status = 404, description = "No such access key or token", body = ApiError),
+        (status = 409, description = "It exists already, or the change was refused", body = ApiError),
+        (status = 503, description = "The system group has no reachable leader", body = ApiError),
+    )
+)]
 async fn rotate_key(
     State(s): State<AdminState>,
     AdminScope { 0: actor }: AdminScope,
@@ -333,6 +456,23 @@ async fn rotate_key(
     }
 }
 
+#[utoipa::path(
+    delete,
+    path = "/keys/{ak}",
+    tag = "keys",
+    params(
+        ("ak" = String, Path, description = "Access key id")
+    ),
+    security(("bearer" = []), ("root_signature" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "Missing, invalid, expired or revoked credentials", body = ApiError),
+        (status = 403, description = "The token's scope is below admin", body = ApiError),
+        (status = 404, description = "No such access key or token", body = ApiError),
+        (status = 409, description = "It exists already, or the change was refused", body = ApiError),
+        (status = 503, description = "The system group has no reachable leader", body = ApiError),
+    )
+)]
 async fn delete_key(
     State(s): State<AdminState>,
     AdminScope { 0: actor }: AdminScope,
@@ -348,6 +488,26 @@ async fn delete_key(
     }
 }
 
+#[utoipa::path(
+    put,
+    path = "/keys/{ak}/grants/{bucket}",
+    tag = "keys",
+    params(
+        ("ak" = String, Path, description = "Access key id"),
+        ("bucket" = String, Path, description = "Bucket name or pattern (`logs-*`)")
+    ),
+    request_body = GrantBody,
+    security(("bearer" = []), ("root_signature" = [])),
+    responses(
+        (status = 200, description = "The key with the grant", body = KeyView),
+        (status = 400, description = "Invalid request", body = ApiError),
+        (status = 401, description = "Missing, invalid, expired or revoked credentials", body = ApiError),
+        (status = 403, description = "The token's scope is below admin", body = ApiError),
+        (status = 404, description = "No such access key or token", body = ApiError),
+        (status = 409, description = "It exists already, or the change was refused", body = ApiError),
+        (status = 503, description = "The system group has no reachable leader", body = ApiError),
+    )
+)]
 async fn grant(
     State(s): State<AdminState>,
     AdminScope { 0: actor }: AdminScope,
@@ -371,6 +531,24 @@ async fn grant(
     change(&s, &actor, ak, KeyChange::Grant(g)).await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/keys/{ak}/grants/{bucket}",
+    tag = "keys",
+    params(
+        ("ak" = String, Path, description = "Access key id"),
+        ("bucket" = String, Path, description = "Bucket name or pattern the grant names")
+    ),
+    security(("bearer" = []), ("root_signature" = [])),
+    responses(
+        (status = 200, description = "The key without the grant", body = KeyView),
+        (status = 401, description = "Missing, invalid, expired or revoked credentials", body = ApiError),
+        (status = 403, description = "The token's scope is below admin", body = ApiError),
+        (status = 404, description = "No such access key or token", body = ApiError),
+        (status = 409, description = "It exists already, or the change was refused", body = ApiError),
+        (status = 503, description = "The system group has no reachable leader", body = ApiError),
+    )
+)]
 async fn remove_grant(
     State(s): State<AdminState>,
     AdminScope { 0: actor }: AdminScope,
@@ -379,6 +557,18 @@ async fn remove_grant(
     change(&s, &actor, ak, KeyChange::RemoveGrant(bucket)).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/tokens",
+    tag = "tokens",
+    security(("bearer" = []), ("root_signature" = [])),
+    responses(
+        (status = 200, description = "Operator tokens (never the tokens themselves)", body = [TokenView]),
+        (status = 401, description = "Missing, invalid, expired or revoked credentials", body = ApiError),
+        (status = 403, description = "The token's scope is below admin", body = ApiError),
+        (status = 503, description = "The system group has no reachable leader", body = ApiError),
+    )
+)]
 async fn list_tokens(State(s): State<AdminState>, _: AdminScope) -> Response {
     let tokens = match s
         .cluster
@@ -427,6 +617,21 @@ async fn list_tokens(State(s): State<AdminState>, _: AdminScope) -> Response {
     .into_response()
 }
 
+#[utoipa::path(
+    post,
+    path = "/tokens",
+    tag = "tokens",
+    request_body = CreateToken,
+    security(("bearer" = []), ("root_signature" = [])),
+    responses(
+        (status = 201, description = "The new token; shown only now", body = NewToken),
+        (status = 400, description = "Invalid request", body = ApiError),
+        (status = 401, description = "Missing, invalid, expired or revoked credentials", body = ApiError),
+        (status = 403, description = "The token's scope is below admin", body = ApiError),
+        (status = 409, description = "It exists already, or the change was refused", body = ApiError),
+        (status = 503, description = "The system group has no reachable leader", body = ApiError),
+    )
+)]
 async fn create_token(
     State(s): State<AdminState>,
     AdminScope { 0: actor }: AdminScope,
@@ -483,6 +688,23 @@ async fn create_token(
         .into_response()
 }
 
+#[utoipa::path(
+    delete,
+    path = "/tokens/{name}",
+    tag = "tokens",
+    params(
+        ("name" = String, Path, description = "Token name")
+    ),
+    security(("bearer" = []), ("root_signature" = [])),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 401, description = "Missing, invalid, expired or revoked credentials", body = ApiError),
+        (status = 403, description = "The token's scope is below admin", body = ApiError),
+        (status = 404, description = "No such access key or token", body = ApiError),
+        (status = 409, description = "It exists already, or the change was refused", body = ApiError),
+        (status = 503, description = "The system group has no reachable leader", body = ApiError),
+    )
+)]
 async fn revoke_token(
     State(s): State<AdminState>,
     AdminScope { 0: actor }: AdminScope,
@@ -495,5 +717,32 @@ async fn revoke_token(
     match propose(&s, &actor, cmd).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(r) => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The documented enums name exactly the values the handlers accept.
+    fn documented<T: utoipa::PartialSchema>() -> Vec<String> {
+        let schema = serde_json::to_value(T::schema()).expect("schema");
+        schema["enum"]
+            .as_array()
+            .expect("an enum schema")
+            .iter()
+            .map(|v| v.as_str().expect("string").to_string())
+            .collect()
+    }
+
+    #[test]
+    fn documented_names_parse() {
+        let perms = documented::<PermissionName>();
+        assert_eq!(perms, ["read", "write", "owner"]);
+        assert!(perms.iter().all(|p| Permission::parse(p).is_some()));
+        let scopes = documented::<ScopeName>();
+        assert_eq!(scopes, ["read", "operator", "admin"]);
+        assert!(scopes.iter().all(|s| TokenScope::parse(s).is_some()));
+        assert!(TokenScope::parse("root").is_none());
     }
 }

@@ -12,6 +12,8 @@ mod identity;
 mod logs;
 mod master;
 mod node_admin;
+mod node_metrics;
+mod openapi;
 mod server;
 
 use clap::{Parser, Subcommand};

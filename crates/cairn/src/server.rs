@@ -267,17 +267,11 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
     ));
     let mut metrics = prometheus_client::registry::Registry::with_prefix("cairn");
     let s3_metrics = cairn_s3::S3Metrics::register(&mut metrics);
-    let raft_batches = registry.peers().batch_stats();
-    metrics.register(
-        "raft_batch_calls",
-        "Raft batch calls sent to peers (each carries many groups' messages)",
-        raft_batches.calls.clone(),
-    );
-    metrics.register(
-        "raft_batch_messages",
-        "Raft appends and votes sent to peers inside batch calls",
-        raft_batches.messages.clone(),
-    );
+    registry.register_metrics(&mut metrics);
+    let node_metrics =
+        crate::node_metrics::NodeMetrics::new(data.clone(), &node_id, cfg.node_zone.as_deref());
+    node_metrics.register(&mut metrics);
+    node_metrics.spawn_scanner(crate::node_metrics::DATA_DIR_SCAN, shutdown_rx.clone());
     files.metrics().register(&mut metrics);
     if let Some(g) = &gossip {
         g.register_metrics(&mut metrics);

@@ -17,6 +17,7 @@
 //!   (`cairn_gossip_packets_dropped_total{reason}`), so nobody without the join token can
 //!   read gossip, join it, or fake a node's heartbeats.
 
+mod metrics;
 pub mod seal;
 
 use std::collections::{BTreeMap, HashSet};
@@ -200,13 +201,15 @@ impl Gossip {
     }
 
     /// Registers `gossip_packets_dropped` (by `reason`: malformed, unauthenticated, stale,
-    /// local) in the node's metrics registry.
+    /// local) and `gossip_members` (by `state`: up, suspect, down) in the node's metrics
+    /// registry.
     pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
         registry.register(
             "gossip_packets_dropped",
             "Gossip datagrams dropped because they were not sealed with this cluster's key, were tampered with, or were replayed too late",
             self.dropped.clone(),
         );
+        registry.register_collector(Box::new(metrics::MembersCollector(self.shared.clone())));
     }
 
     /// Datagrams dropped so far, all reasons together.

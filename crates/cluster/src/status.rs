@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::gossip::Health;
 use crate::{ClusterSettings, ClusterView};
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NodeStatus {
     pub node_id: String,
     pub rpc_addr: String,
@@ -31,7 +31,7 @@ pub struct NodeStatus {
     pub leads: usize,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PartitionStatus {
     pub partition: u32,
     pub replicas: Vec<String>,
@@ -39,7 +39,7 @@ pub struct PartitionStatus {
     pub leader: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ClusterStatus {
     pub reporting_node: String,
     pub cluster_id: Option<String>,

@@ -43,7 +43,7 @@ const CLUSTER_CONFIG: &str = "cluster_config";
 pub(crate) const AUDIT_SEQ: &str = "audit_seq";
 
 /// One audited change of the cluster catalog (system group).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub seq: u64,
     /// When the change was made, from the command (0 when it carries no time).

@@ -10,6 +10,7 @@
 
 pub mod handoff;
 pub mod log_store;
+pub mod metrics;
 pub mod network;
 pub mod registry;
 pub mod state_machine;

@@ -18,6 +18,7 @@ use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
 use crate::log_store::LogEngine;
+use crate::metrics::{Outcome, RaftMetrics};
 use crate::network::{GrpcNetwork, Peers};
 use crate::state_machine::GroupStateMachine;
 use crate::{GroupId, RaftError, RaftNode};
@@ -92,6 +93,7 @@ pub struct Registry {
     rpc_addr: String,
     groups: HashMap<GroupId, RaftNode>,
     meta: MetaStore,
+    metrics: RaftMetrics,
     engine: LogEngine,
     peers: Peers,
     hint: RwLock<Option<RouteHint>>,
@@ -160,11 +162,16 @@ impl Registry {
             })?;
             groups.insert(group, raft);
         }
+        let metrics = RaftMetrics::default();
+        for (group, raft) in &groups {
+            metrics.spawn_watcher(*group, raft.metrics());
+        }
         let registry = Arc::new(Self {
             node_id: cfg.node_id,
             rpc_addr: cfg.rpc_addr.clone(),
             groups,
             meta,
+            metrics,
             engine,
             peers,
             hint: RwLock::new(None),
@@ -222,6 +229,33 @@ impl Registry {
         self.groups
             .get(&group)
             .ok_or(RaftError::UnknownGroup(group))
+    }
+
+    /// Registers the Raft metrics (`cairn_raft_*`, see [`crate::metrics`]) in `registry`.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        let groups = self
+            .groups()
+            .into_iter()
+            .filter_map(|g| self.groups.get(&g).map(|r| (g, r.metrics())))
+            .collect();
+        self.metrics
+            .register(registry, self.node_id, groups, self.peers.batch_stats());
+    }
+
+    /// [`Registry::propose_local`], counted in the proposal metrics (outcome and, when
+    /// committed, the time it took).
+    async fn propose_measured(&self, group: GroupId, cmd: Command) -> Result<Response, RaftError> {
+        let started = Instant::now();
+        let result = self.propose_local(group, cmd).await;
+        let outcome = match &result {
+            Ok(_) => Outcome::Ok,
+            Err(RaftError::NotLeader { .. }) => Outcome::NotLeader,
+            Err(RaftError::NoQuorum { .. }) => Outcome::NoQuorum,
+            Err(RaftError::Timeout { .. }) => Outcome::Timeout,
+            Err(_) => Outcome::Error,
+        };
+        self.metrics.proposal(group, outcome, started.elapsed());
+        result
     }
 
     /// Sets where to send requests for groups this node does not know a leader of.
@@ -425,7 +459,7 @@ impl Registry {
             let payload = payload.clone();
             async move {
                 match target {
-                    None => reg.propose_local(group, cmd).await,
+                    None => reg.propose_measured(group, cmd).await,
                     Some(addr) => {
                         let mut c = ControlServiceClient::new(reg.channel(&addr)?)
                             .max_decoding_message_size(MAX_FORWARD_REPLY);
@@ -547,7 +581,7 @@ impl Registry {
     pub async fn serve_propose(&self, group: GroupId, command: &[u8]) -> Vec<u8> {
         let reply = match rmp_serde::from_slice::<Command>(command) {
             Err(e) => Forwarded::Failed(format!("bad command: {e}")),
-            Ok(cmd) => forwarded(self.propose_local(group, cmd).await),
+            Ok(cmd) => forwarded(self.propose_measured(group, cmd).await),
         };
         rmp_serde::to_vec(&reply).unwrap_or_default()
     }

@@ -50,8 +50,28 @@ struct Inner {
     refused: Family<ReasonLabels, Counter>,
 }
 
+/// Every `reason` of `s3_refused_total`, created at zero so dashboards find each series before
+/// the first refusal.
+pub const REFUSAL_REASONS: [&str; 9] = [
+    "connections",
+    "in_flight",
+    "body_idle_timeout",
+    "not_implemented",
+    "sigv2",
+    "sigv2_signature",
+    "sigv2_date",
+    "presigned_expiry",
+    "unsigned_header",
+];
+
 impl Default for S3Metrics {
     fn default() -> Self {
+        let refused = Family::<ReasonLabels, Counter>::default();
+        for reason in REFUSAL_REASONS {
+            let _ = refused.get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            });
+        }
         Self {
             inner: Arc::new(Inner {
                 requests: Family::default(),
@@ -59,7 +79,7 @@ impl Default for S3Metrics {
                 bytes_in: Counter::default(),
                 bytes_out: Counter::default(),
                 in_flight: Gauge::default(),
-                refused: Family::default(),
+                refused,
             }),
         }
     }
@@ -69,8 +89,7 @@ impl S3Metrics {
     /// Creates the metrics and registers them under the `s3_` prefix:
     /// `s3_requests_total{op,method,status}`, `s3_request_duration_seconds{op}`,
     /// `s3_received_bytes_total`, `s3_sent_bytes_total`, `s3_requests_in_flight`,
-    /// `s3_refused_total{reason}` (connections, in_flight, body_idle_timeout, not_implemented,
-    /// sigv2, sigv2_date, presigned_expiry, unsigned_header).
+    /// `s3_refused_total{reason}` (the [`REFUSAL_REASONS`]).
     pub fn register(registry: &mut Registry) -> Self {
         let m = Self::default();
         let r = registry.sub_registry_with_prefix("s3");
@@ -223,6 +242,25 @@ mod tests {
             out.contains("s3_refused_total{reason=\"connections\"} 1"),
             "{out}"
         );
+        assert!(
+            out.contains("s3_refused_total{reason=\"unsigned_header\"} 0"),
+            "every reason exists before its first refusal:\n{out}"
+        );
+    }
+
+    #[test]
+    fn every_refusal_reason_in_the_code_is_listed() {
+        let sources = [include_str!("guard.rs"), include_str!("serve.rs")];
+        for src in sources {
+            for (i, _) in src.match_indices("reason: \"") {
+                let rest = &src[i + "reason: \"".len()..];
+                let reason = &rest[..rest.find('"').unwrap()];
+                assert!(
+                    REFUSAL_REASONS.contains(&reason),
+                    "refusal reason {reason:?} is missing from REFUSAL_REASONS"
+                );
+            }
+        }
     }
 
     #[test]
