@@ -260,6 +260,8 @@ pub fn spawn(
         let moving: Arc<Mutex<HashSet<u64>>> = Arc::default();
         let mut last_heartbeat: Option<Instant> = None;
         let mut registered = false;
+        // The configuration version the layout was last checked against.
+        let mut config_seen = 0u64;
         loop {
             view.refresh(&reg);
             if last_heartbeat.is_none_or(|t| t.elapsed() >= Duration::from_secs(s.heartbeat_secs))
@@ -272,7 +274,7 @@ pub fn spawn(
                     health_step(&reg, &view, g).await;
                 }
                 system_membership(&s, &reg, &view, gossip.as_deref()).await;
-                layout_step(&s, &reg, &view).await;
+                layout_step(&s, &reg, &view, &mut config_seen).await;
             }
             partitions_step(&s, &reg, &view, &moving).await;
             tokio::select! {
@@ -397,8 +399,15 @@ async fn health_step(reg: &Registry, view: &ClusterView, gossip: &Gossip) {
     }
 }
 
-/// Writes a new layout when the set of placeable nodes differs from the current layout's.
-async fn layout_step(s: &ClusterSettings, reg: &Registry, view: &ClusterView) {
+/// Writes a new layout when the set of placeable nodes differs from the current layout's, or
+/// when the cluster configuration (replication factor, placement policy) changed since
+/// `config_seen`.
+async fn layout_step(
+    s: &ClusterSettings,
+    reg: &Registry,
+    view: &ClusterView,
+    config_seen: &mut u64,
+) {
     let nodes: Vec<NodeRecord> = view.nodes().into_values().collect();
     let current = view.layout();
     let active: BTreeSet<&str> = nodes
@@ -410,6 +419,8 @@ async fn layout_step(s: &ClusterSettings, reg: &Registry, view: &ClusterView) {
         // Nobody has registered yet (the first pass after start): nothing to place.
         return;
     }
+    let config = reg.meta().cluster_config(SYSTEM_GROUP).ok().flatten();
+    let config_version = config.as_ref().map_or(0, |c| c.version);
     if let Some(cur) = &current {
         let placed: BTreeSet<&str> = cur
             .assignments
@@ -417,11 +428,11 @@ async fn layout_step(s: &ClusterSettings, reg: &Registry, view: &ClusterView) {
             .flatten()
             .map(String::as_str)
             .collect();
-        if placed == active {
+        if placed == active && config_version == *config_seen {
             return;
         }
     }
-    let config = reg.meta().cluster_config(SYSTEM_GROUP).ok().flatten();
+    *config_seen = config_version;
     let (replication, policy) = match &config {
         Some(c) => (c.replication, placement_policy(c)),
         None => (s.replication, PlacementPolicy::default()),

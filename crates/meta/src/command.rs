@@ -179,6 +179,17 @@ pub enum Command {
         actor: String,
         command: Box<Command>,
     },
+    /// A new version of the cluster configuration from the management API (a change or a
+    /// rollback, `rollback_of` naming the version restored). Refused unless `config.version`
+    /// is the next one, something changes and every changed setting is valid for the
+    /// registered nodes (`crate::config_doc::validate_change`). Recorded in the history with
+    /// `actor` and `message`.
+    ChangeConfig {
+        config: ClusterConfig,
+        actor: String,
+        message: String,
+        rollback_of: Option<u64>,
+    },
 }
 
 /// A change to an existing access key.
@@ -239,6 +250,9 @@ pub enum CommandError {
     NoSuchToken(String),
     #[error("this node's master key differs from the one that seals the cluster's secrets")]
     MasterKeyMismatch,
+    /// A configuration change refused; `field` names the setting (`message` includes it).
+    #[error("{message}")]
+    InvalidConfig { field: String, message: String },
 }
 
 /// The result of applying one command.

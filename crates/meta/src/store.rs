@@ -39,7 +39,7 @@ const SM_META_INDEX: usize = 6;
 const OUTBOX_SEQ: &str = "outbox_seq";
 const CLUSTER_ID: &str = "cluster_id";
 const LAYOUT: &str = "layout";
-const CLUSTER_CONFIG: &str = "cluster_config";
+pub(crate) const CLUSTER_CONFIG: &str = "cluster_config";
 pub(crate) const AUDIT_SEQ: &str = "audit_seq";
 
 /// One audited change of the cluster catalog (system group).
@@ -179,6 +179,18 @@ impl MetaStore {
                 }
                 meta.insert(k.as_slice(), encode(config)?.as_slice())?;
                 drop(meta);
+                self.record_config_version(
+                    txn,
+                    group,
+                    &crate::config_doc::ConfigVersion {
+                        version: config.version,
+                        at_ms: config.changed_ms,
+                        actor: None,
+                        message: "recorded at formation".into(),
+                        rollback_of: None,
+                        config: config.clone(),
+                    },
+                )?;
                 self.audit(
                     txn,
                     group,
@@ -538,6 +550,12 @@ impl MetaStore {
                 self.attribute_audit(txn, group, before, actor)?;
                 Ok(r)
             }
+            Command::ChangeConfig {
+                config,
+                actor,
+                message,
+                rollback_of,
+            } => self.apply_config_change(txn, group, config, actor, message, *rollback_of),
             Command::OutboxAck { up_to } => {
                 let mut outbox = txn.open_table(OUTBOX)?;
                 let start = keys::outbox(group, 0);
