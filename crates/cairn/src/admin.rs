@@ -21,6 +21,8 @@ pub struct AdminState {
     pub keys: Arc<cairn_meta::secrets::KeyDirectory>,
     pub metrics_require_token: bool,
     pub cluster: Arc<ClusterContext>,
+    /// This node's applied cluster configuration (`admin_config.rs`).
+    pub config: Arc<crate::config_live::ConfigRuntime>,
 }
 
 /// What the cluster endpoints read.
@@ -41,6 +43,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/cluster/status", get(cluster_status))
         .route("/cluster/audit", get(cluster_audit))
         .merge(crate::admin_keys::routes())
+        .merge(crate::admin_config::routes())
         .layer(axum::middleware::from_fn_with_state(
             keys,
             crate::admin_auth::authenticate,
