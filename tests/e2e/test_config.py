@@ -67,6 +67,14 @@ def tokens(cluster):
               root=True).stdout.strip()
     reader = cli(n1, "token", "create", "--name", "cfg-reader", "--scope", "read",
                  root=True).stdout.strip()
+    # Tokens are checked against each node's replica of the system group: wait until every
+    # node has them.
+    deadline = time.time() + 20
+    for n in cluster.nodes.values():
+        while api(n, "GET", "/cluster/config", reader).status_code == 401 or \
+                api(n, "GET", "/cluster/config", ops).status_code == 401:
+            assert time.time() < deadline, f"tokens never reached {n.node_id}"
+            time.sleep(0.2)
     return {"ops": ops, "read": reader}
 
 
@@ -248,3 +256,49 @@ def test_audit_since_shows_config_changes_with_their_actor(cluster, tokens):
     assert all("form cluster" not in e["what"] for e in recent), recent
     human = cli(n3, "audit", "--since", "1h", token=tokens["read"]).stdout
     assert "token cfg-ops" in human and "uploads.expiry_secs" in human, human
+
+
+def test_replication_factor_changes_the_layout(cluster, tokens):
+    n1, n2 = cluster.node("n1"), cluster.node("n2")
+
+    def replicas_per_partition() -> set[int]:
+        st = n2.status()
+        return {len(p["replicas"]) for p in st["partitions"]}
+
+    def wait_replicas(n: int, timeout: float = 30) -> None:
+        deadline = time.time() + timeout
+        while replicas_per_partition() != {n}:
+            assert time.time() < deadline, n2.status()["partitions"]
+            time.sleep(0.5)
+
+    assert replicas_per_partition() == {3}
+    out = json.loads(cli(n1, "config", "set", "replication.factor", "2", "-m", "save space",
+                         "--json", token=tokens["ops"]).stdout)
+    assert out["diff"][0]["apply"] == "cluster", out
+    wait_replicas(2)
+    cli(n1, "config", "set", "replication.factor", "3", token=tokens["ops"])
+    wait_replicas(3)
+    s3 = n1.client()
+    s3.create_bucket(Bucket="cfg-rf")
+    s3.put_object(Bucket="cfg-rf", Key="k", Body=b"still writable")
+    assert s3.get_object(Bucket="cfg-rf", Key="k")["Body"].read() == b"still writable"
+
+
+def test_put_replaces_the_whole_document(cluster, tokens):
+    n3 = cluster.node("n3")
+    doc = config(n3, tokens["read"])
+    whole = {s["key"]: s["value"] for s in doc["settings"]}
+    whole["gc.interval_secs"] = 30
+    r = api(n3, "PUT", "/cluster/config", tokens["ops"],
+            json={"settings": whole, "expected_version": doc["version"]})
+    assert r.status_code == 200, r.text
+    assert [d["key"] for d in r.json()["diff"]] == ["gc.interval_secs"], r.json()
+    # A stale expected version is refused.
+    r = api(n3, "PUT", "/cluster/config", tokens["ops"],
+            json={"settings": whole, "expected_version": doc["version"]})
+    assert r.status_code == 409, r.text
+    del whole["replication.factor"]
+    r = api(n3, "PUT", "/cluster/config", tokens["ops"], json={"settings": whole})
+    assert r.status_code == 400 and r.json()["error"]["field"] == "replication.factor", r.text
+    r = api(n3, "PUT", "/cluster/config", tokens["ops"], data=b"not json")
+    assert r.status_code == 400, r.text

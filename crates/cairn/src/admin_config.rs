@@ -373,7 +373,11 @@ pub async fn put_config(
 }
 
 /// `cur` with the request's settings (or, for a whole document, only them) applied.
-fn changed(cur: &ClusterConfig, req: &ChangeRequest, whole: bool) -> Result<ClusterConfig, Response> {
+fn changed(
+    cur: &ClusterConfig,
+    req: &ChangeRequest,
+    whole: bool,
+) -> Result<ClusterConfig, Response> {
     let mut next = if whole {
         ClusterConfig {
             partitions: cur.partitions,
@@ -675,7 +679,10 @@ mod tests {
             "/cluster/config/history",
             "/cluster/config/rollback/{version}",
         ] {
-            assert!(doc.paths.paths.contains_key(p), "{p} missing from {paths:?}");
+            assert!(
+                doc.paths.paths.contains_key(p),
+                "{p} missing from {paths:?}"
+            );
         }
     }
 
@@ -713,7 +720,12 @@ mod tests {
             message: String::new(),
             expected_version: None,
         };
-        assert!(changed(&cur, &req(serde_json::json!({"replication.factor": 3})), true).is_err());
+        assert!(changed(
+            &cur,
+            &req(serde_json::json!({"replication.factor": 3})),
+            true
+        )
+        .is_err());
         let next = changed(
             &cur,
             &req(serde_json::json!({"replication.factor": 3, "replication.voters": 3})),
@@ -725,10 +737,17 @@ mod tests {
         assert_eq!(next.partitions, 64);
         // Not given in a whole document: unset.
         assert_eq!(next.gc_grace_secs, None);
-        let patched = changed(&cur, &req(serde_json::json!({"gc.interval_secs": "7"})), false)
-            .ok()
-            .unwrap_or_default();
-        assert_eq!((patched.gc_grace_secs, patched.gc_interval_secs), (Some(5), Some(7)));
+        let patched = changed(
+            &cur,
+            &req(serde_json::json!({"gc.interval_secs": "7"})),
+            false,
+        )
+        .ok()
+        .unwrap_or_default();
+        assert_eq!(
+            (patched.gc_grace_secs, patched.gc_interval_secs),
+            (Some(5), Some(7))
+        );
         assert!(changed(&cur, &req(serde_json::json!({"nope": 1})), false).is_err());
     }
 }

@@ -372,7 +372,13 @@ mod tests {
 
     #[test]
     fn since_keeps_the_window_and_untimed_entries_inside_it() {
-        let all = vec![entry(1, 10), entry(2, 0), entry(3, 50), entry(4, 0), entry(5, 60)];
+        let all = vec![
+            entry(1, 10),
+            entry(2, 0),
+            entry(3, 50),
+            entry(4, 0),
+            entry(5, 60),
+        ];
         let seqs = |v: Vec<cairn_meta::AuditEntry>| v.iter().map(|e| e.seq).collect::<Vec<_>>();
         assert_eq!(seqs(since(all.clone(), 40)), vec![3, 4, 5]);
         assert_eq!(seqs(since(all.clone(), 0)), vec![1, 2, 3, 4, 5]);

@@ -68,7 +68,10 @@ impl Effective {
     fn restart_settings_differing(&self, other: &Self) -> Vec<String> {
         let pairs = [
             ("gc.grace_secs", self.gc_grace_secs != other.gc_grace_secs),
-            ("gc.interval_secs", self.gc_interval_secs != other.gc_interval_secs),
+            (
+                "gc.interval_secs",
+                self.gc_interval_secs != other.gc_interval_secs,
+            ),
             (
                 "uploads.expiry_secs",
                 self.upload_expiry_secs != other.upload_expiry_secs,
@@ -82,8 +85,9 @@ impl Effective {
                 self.s3_max_inflight != other.s3_max_inflight,
             ),
         ];
-        debug_assert!(pairs.iter().all(|(n, _)| config_doc::setting(n)
-            .is_ok_and(|s| s.apply == ApplyMode::Restart)));
+        debug_assert!(pairs
+            .iter()
+            .all(|(n, _)| config_doc::setting(n).is_ok_and(|s| s.apply == ApplyMode::Restart)));
         pairs
             .into_iter()
             .filter(|(_, differ)| *differ)

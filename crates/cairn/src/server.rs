@@ -266,9 +266,7 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
             gc_interval: Duration::from_secs(effective.gc_interval_secs),
             gc_grace: Duration::from_secs(effective.gc_grace_secs),
             upload_expiry: Duration::from_secs(effective.upload_expiry_secs),
-            upload_reap_interval: Duration::from_secs(
-                effective.upload_expiry_secs.clamp(1, 3600),
-            ),
+            upload_reap_interval: Duration::from_secs(effective.upload_expiry_secs.clamp(1, 3600)),
         },
         shutdown_rx.clone(),
     );

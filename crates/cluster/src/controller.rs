@@ -260,8 +260,8 @@ pub fn spawn(
         let moving: Arc<Mutex<HashSet<u64>>> = Arc::default();
         let mut last_heartbeat: Option<Instant> = None;
         let mut registered = false;
-        // The configuration version the layout was last checked against.
-        let mut config_seen = 0u64;
+        // The layout settings of the configuration the layout was last checked against.
+        let mut layout_inputs: Option<LayoutInputs> = None;
         loop {
             view.refresh(&reg);
             if last_heartbeat.is_none_or(|t| t.elapsed() >= Duration::from_secs(s.heartbeat_secs))
@@ -274,7 +274,10 @@ pub fn spawn(
                     health_step(&reg, &view, g).await;
                 }
                 system_membership(&s, &reg, &view, gossip.as_deref()).await;
-                layout_step(&s, &reg, &view, &mut config_seen).await;
+                layout_step(&s, &reg, &view, &mut layout_inputs).await;
+            } else {
+                // Leading again later starts from what the layout says.
+                layout_inputs = None;
             }
             partitions_step(&s, &reg, &view, &moving).await;
             tokio::select! {
@@ -399,14 +402,27 @@ async fn health_step(reg: &Registry, view: &ClusterView, gossip: &Gossip) {
     }
 }
 
+/// The settings of the cluster configuration a layout is computed from: replication factor and
+/// placement policy (require, prefer, avoid).
+type LayoutInputs = (usize, Vec<String>, Vec<String>, Vec<String>);
+
+fn layout_inputs(c: &ClusterConfig) -> LayoutInputs {
+    (
+        c.replication,
+        c.placement_require.clone(),
+        c.placement_prefer.clone(),
+        c.placement_avoid.clone(),
+    )
+}
+
 /// Writes a new layout when the set of placeable nodes differs from the current layout's, or
-/// when the cluster configuration (replication factor, placement policy) changed since
-/// `config_seen`.
+/// when the configuration's replication factor or placement policy changed since `seen` (on
+/// the first pass of a new leader: when the layout's replication is not the configured one).
 async fn layout_step(
     s: &ClusterSettings,
     reg: &Registry,
     view: &ClusterView,
-    config_seen: &mut u64,
+    seen: &mut Option<LayoutInputs>,
 ) {
     let nodes: Vec<NodeRecord> = view.nodes().into_values().collect();
     let current = view.layout();
@@ -420,7 +436,7 @@ async fn layout_step(
         return;
     }
     let config = reg.meta().cluster_config(SYSTEM_GROUP).ok().flatten();
-    let config_version = config.as_ref().map_or(0, |c| c.version);
+    let inputs = config.as_ref().map(layout_inputs);
     if let Some(cur) = &current {
         let placed: BTreeSet<&str> = cur
             .assignments
@@ -428,11 +444,17 @@ async fn layout_step(
             .flatten()
             .map(String::as_str)
             .collect();
-        if placed == active && config_version == *config_seen {
+        let settings_changed = match (seen.as_ref(), inputs.as_ref()) {
+            (Some(a), Some(b)) => a != b,
+            // A new leader: recompute only if a replication change was not applied yet.
+            (None, Some(i)) => cur.replication != i.0.min(active.len()),
+            _ => false,
+        };
+        if placed == active && !settings_changed {
+            seen.clone_from(&inputs);
             return;
         }
     }
-    *config_seen = config_version;
     let (replication, policy) = match &config {
         Some(c) => (c.replication, placement_policy(c)),
         None => (s.replication, PlacementPolicy::default()),
@@ -445,14 +467,17 @@ async fn layout_step(
         .as_ref()
         .is_some_and(|c| c.assignments == next.assignments)
     {
+        seen.clone_from(&inputs);
         return;
     }
     tracing::info!(version = next.version, "writing a new layout");
-    if let Err(e) = reg
+    match reg
         .propose(SYSTEM_GROUP, Command::SetLayout { layout: next })
         .await
     {
-        tracing::warn!(error = %e, "layout update failed");
+        // Checked against these settings; a failure retries on the next pass.
+        Ok(_) => seen.clone_from(&inputs),
+        Err(e) => tracing::warn!(error = %e, "layout update failed"),
     }
 }
 

@@ -447,7 +447,7 @@ pub fn validate_change(
             }
             "replication.voters" => {
                 let v = new.desired_voters;
-                if v % 2 == 0 {
+                if v.is_multiple_of(2) {
                     return Err(ConfigError::invalid(
                         key,
                         format!(
