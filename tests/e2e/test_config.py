@@ -302,3 +302,29 @@ def test_put_replaces_the_whole_document(cluster, tokens):
     assert r.status_code == 400 and r.json()["error"]["field"] == "replication.factor", r.text
     r = api(n3, "PUT", "/cluster/config", tokens["ops"], data=b"not json")
     assert r.status_code == 400, r.text
+
+
+def test_s3_limits_apply_live(cluster, tokens):
+    """With `limits.s3_max_inflight` 1, a download that is not being read holds the only slot
+    and the next request is refused with 503 SlowDown; raising it again admits requests at once
+    (no restart)."""
+    import botocore.exceptions  # noqa: PLC0415
+
+    n1, n2 = cluster.node("n1"), cluster.node("n2")
+    s3 = n2.client(retries=0)
+    s3.create_bucket(Bucket="cfg-limits")
+    s3.put_object(Bucket="cfg-limits", Key="big", Body=os.urandom(48 << 20))
+    out = json.loads(cli(n1, "config", "set", "limits.s3_max_inflight", "1", "--json",
+                         token=tokens["ops"]).stdout)
+    assert out["diff"][0]["apply"] == "live" and out["restart_required"] == [], out
+    assert sorted(out["applied"]) == ["n1", "n2", "n3"], out
+    try:
+        held = s3.get_object(Bucket="cfg-limits", Key="big")["Body"]  # not read: stays in flight
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            s3.head_object(Bucket="cfg-limits", Key="big")
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503, e.value.response
+        cli(n1, "config", "set", "limits.s3_max_inflight", "64", token=tokens["ops"])
+        assert s3.head_object(Bucket="cfg-limits", Key="big")["ContentLength"] == 48 << 20
+        held.close()
+    finally:
+        cli(n1, "config", "unset", "limits.s3_max_inflight", token=tokens["ops"], check=False)

@@ -2,7 +2,7 @@
 //! each start-time setting from the cluster configuration when it sets one, else from the
 //! node's own configuration. While running, [`ConfigRuntime`] watches the system group's
 //! configuration version (its local replica), applies what can change live (the default write
-//! consistency), works out which changed settings wait for a restart, and publishes both in
+//! consistency, the S3 connection and in-flight caps), works out which changed settings wait for a restart, and publishes both in
 //! gossip (`config_version`, `config_restart`) so any node can report every node's state.
 
 use std::sync::{Arc, Weak};
@@ -76,14 +76,6 @@ impl Effective {
                 "uploads.expiry_secs",
                 self.upload_expiry_secs != other.upload_expiry_secs,
             ),
-            (
-                "limits.s3_max_connections",
-                self.s3_max_connections != other.s3_max_connections,
-            ),
-            (
-                "limits.s3_max_inflight",
-                self.s3_max_inflight != other.s3_max_inflight,
-            ),
         ];
         debug_assert!(pairs
             .iter()
@@ -122,6 +114,8 @@ pub struct ConfigRuntime {
     node_id: String,
     registry: Arc<cairn_raft::Registry>,
     chunks: Arc<ReplicatedChunks>,
+    /// The S3 listener's caps (resized live).
+    s3_limits: cairn_s3::S3Limits,
     /// Weak: the server shuts gossip down by unwrapping its only `Arc`.
     gossip: Option<Weak<Gossip>>,
     /// The node's own default write consistency (used when the cluster sets none).
@@ -138,6 +132,7 @@ impl ConfigRuntime {
         node_id: String,
         registry: Arc<cairn_raft::Registry>,
         chunks: Arc<ReplicatedChunks>,
+        s3_limits: cairn_s3::S3Limits,
         gossip: Option<Arc<Gossip>>,
         node: Effective,
         started: Effective,
@@ -146,6 +141,7 @@ impl ConfigRuntime {
             node_id,
             registry,
             chunks,
+            s3_limits,
             gossip: gossip.as_ref().map(Arc::downgrade),
             node_consistency: node.write_consistency,
             node,
@@ -177,6 +173,12 @@ impl ConfigRuntime {
         // Live: the default write consistency of chunk writes.
         let consistency = doc.write_consistency.unwrap_or(self.node_consistency);
         self.chunks.set_write_consistency(consistency);
+        self.s3_limits
+            .connections
+            .resize(wanted.s3_max_connections as usize);
+        self.s3_limits
+            .in_flight
+            .resize(wanted.s3_max_inflight as usize);
         let restart_required = self.started.restart_settings_differing(&wanted);
         let applied = Applied {
             version: doc.version,
@@ -185,6 +187,8 @@ impl ConfigRuntime {
         tracing::info!(
             version = doc.version,
             write_consistency = consistency.as_str(),
+            s3_max_connections = wanted.s3_max_connections,
+            s3_max_inflight = wanted.s3_max_inflight,
             restart_required = ?applied.restart_required,
             "applied cluster configuration"
         );

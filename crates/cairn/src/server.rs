@@ -241,10 +241,15 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         cfg.partitions,
         effective.write_consistency,
     ));
+    let s3_limits = cairn_s3::S3Limits::new(
+        effective.s3_max_connections as usize,
+        effective.s3_max_inflight as usize,
+    );
     let config_runtime = crate::config_live::ConfigRuntime::new(
         node_id.clone(),
         registry.clone(),
         io.clone(),
+        s3_limits.clone(),
         gossip.clone(),
         node_settings,
         effective.clone(),
@@ -343,6 +348,7 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
             body_idle_timeout: Duration::from_secs(cfg.http_body_idle_timeout_secs),
             sigv2,
             tls: tls.clone(),
+            limits: Some(s3_limits),
         },
         wait_for(shutdown_rx.clone()),
     ));

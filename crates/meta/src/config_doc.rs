@@ -129,14 +129,14 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting {
         name: "limits.s3_max_connections",
-        apply: ApplyMode::Restart,
+        apply: ApplyMode::Live,
         optional: true,
         help: "open S3 connections per node (unset: S3_MAX_CONNECTIONS of each node)",
         kind: Kind::Count,
     },
     Setting {
         name: "limits.s3_max_inflight",
-        apply: ApplyMode::Restart,
+        apply: ApplyMode::Live,
         optional: true,
         help: "S3 requests handled at once per node (unset: S3_MAX_INFLIGHT of each node)",
         kind: Kind::Count,

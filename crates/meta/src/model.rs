@@ -287,7 +287,8 @@ pub struct ClusterConfig {
     /// Age at which multipart uploads are aborted (None: `MULTIPART_EXPIRY_SECS`).
     #[serde(default)]
     pub upload_expiry_secs: Option<u64>,
-    /// S3 rate limits (None: each node's `S3_MAX_CONNECTIONS` / `S3_MAX_INFLIGHT`).
+    /// S3 rate limits (None: each node's `S3_MAX_CONNECTIONS` / `S3_MAX_INFLIGHT`). Applied
+    /// live.
     #[serde(default)]
     pub s3_max_connections: Option<u32>,
     #[serde(default)]
