@@ -250,12 +250,17 @@ def test_audit_since_shows_config_changes_with_their_actor(cluster, tokens):
     mine = [e for e in entries if "uploads.expiry_secs" in e["what"]]
     assert mine and mine[-1]["actor"] == "token cfg-ops" and "audit me" in mine[-1]["what"], \
         entries
+    # Refused changes are audited too, with the actor and why.
+    refused = [e for e in entries if e.get("outcome") and "replication.factor=4" in e["what"]]
+    assert refused and refused[-1]["actor"] == "token cfg-ops", entries
+    assert "replication.factor" in refused[-1]["outcome"], refused
     # Formation-time entries are older than a second ago's window.
     recent = json.loads(cli(n3, "audit", "--since", "1s", "--json",
                             token=tokens["read"]).stdout)
     assert all("form cluster" not in e["what"] for e in recent), recent
     human = cli(n3, "audit", "--since", "1h", token=tokens["read"]).stdout
     assert "token cfg-ops" in human and "uploads.expiry_secs" in human, human
+    assert "refused" in human and "applied" in human, human
 
 
 def test_replication_factor_changes_the_layout(cluster, tokens):

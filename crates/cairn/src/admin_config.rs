@@ -405,7 +405,62 @@ fn changed(
     Ok(next)
 }
 
+/// Records a refused change in the audit log, with its actor and why (best effort).
+async fn audit_refusal(s: &AdminState, actor: &Actor, what: String, reason: String) {
+    let cmd = Command::Audited {
+        actor: actor.name.clone(),
+        command: Box::new(Command::AuditEvent {
+            what,
+            outcome: Some(reason),
+            at_ms: now_ms(),
+        }),
+    };
+    if let Err(e) = s.cluster.registry.propose(SYSTEM_GROUP, cmd).await {
+        tracing::debug!(error = %e, "refused config change not audited");
+    }
+}
+
+/// The refusal's message, from a JSON error answer built here.
+async fn refusal_reason(r: Response) -> (Response, Option<String>) {
+    let (parts, body) = r.into_parts();
+    let bytes = axum::body::to_bytes(body, 64 << 10)
+        .await
+        .unwrap_or_default();
+    let reason = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|v| v.get("error")?.get("message")?.as_str().map(str::to_string));
+    (
+        Response::from_parts(parts, axum::body::Body::from(bytes)),
+        reason,
+    )
+}
+
+/// Audits `r` as a refusal of `what` when it is a 400 (an invalid change).
+async fn audited(s: &AdminState, actor: &Actor, what: String, r: Response) -> Response {
+    if r.status() != StatusCode::BAD_REQUEST {
+        return r;
+    }
+    let (r, reason) = refusal_reason(r).await;
+    audit_refusal(s, actor, what, reason.unwrap_or_else(|| "refused".into())).await;
+    r
+}
+
+fn describe_request(req: &ChangeRequest, whole: bool) -> String {
+    let keys: Vec<String> = req
+        .settings
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let what = if whole { "replace" } else { "change" };
+    format!("{what} cluster config: {}", keys.join(", "))
+}
+
 async fn change(s: &AdminState, actor: &Actor, req: &ChangeRequest, whole: bool) -> Response {
+    let r = change_once(s, actor, req, whole).await;
+    audited(s, actor, describe_request(req, whole), r).await
+}
+
+async fn change_once(s: &AdminState, actor: &Actor, req: &ChangeRequest, whole: bool) -> Response {
     for _ in 0..ATTEMPTS {
         let cur = match current(s).await {
             Ok(c) => c,
@@ -643,8 +698,25 @@ pub async fn rollback(
         "" => format!("rollback to v{version}"),
         m => m.to_string(),
     };
+    let r = rollback_once(&s, &actor, &target, &message).await;
+    audited(
+        &s,
+        &actor,
+        format!("rollback cluster config to v{version}"),
+        r,
+    )
+    .await
+}
+
+async fn rollback_once(
+    s: &AdminState,
+    actor: &Actor,
+    target: &ConfigVersion,
+    message: &str,
+) -> Response {
+    let version = target.version;
     for _ in 0..ATTEMPTS {
-        let cur = match current(&s).await {
+        let cur = match current(s).await {
             Ok(c) => c,
             Err(r) => return r,
         };
@@ -654,7 +726,7 @@ pub async fn rollback(
             changed_ms: now_ms(),
             ..target.config.clone()
         };
-        match propose(&s, &actor, &cur, next, &message, Some(version)).await {
+        match propose(s, actor, &cur, next, message, Some(version)).await {
             Err(Retry::Stale) => continue,
             Err(Retry::Answer(r)) | Ok(r) => return r,
         }

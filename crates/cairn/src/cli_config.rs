@@ -340,10 +340,13 @@ pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(());
     }
-    println!("{:<6} {:<25} {:<24} WHAT", "SEQ", "TIME", "ACTOR");
+    println!(
+        "{:<6} {:<25} {:<24} {:<8} WHAT",
+        "SEQ", "TIME", "ACTOR", "OUTCOME"
+    );
     for e in &all {
         println!(
-            "{:<6} {:<25} {:<24} {}",
+            "{:<6} {:<25} {:<24} {:<8} {}{}",
             e.seq,
             if e.at_ms > 0 {
                 ms_date(Some(e.at_ms))
@@ -351,7 +354,16 @@ pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
                 "-".into()
             },
             e.actor.as_deref().unwrap_or("(cluster)"),
-            e.what
+            if e.outcome.is_some() {
+                "refused"
+            } else {
+                "applied"
+            },
+            e.what,
+            e.outcome
+                .as_deref()
+                .map(|o| format!(": {o}"))
+                .unwrap_or_default()
         );
     }
     Ok(())
@@ -367,6 +379,7 @@ mod tests {
             at_ms,
             what: format!("e{seq}"),
             actor: None,
+            outcome: None,
         }
     }
 

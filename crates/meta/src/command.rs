@@ -190,6 +190,14 @@ pub enum Command {
         message: String,
         rollback_of: Option<u64>,
     },
+    /// Writes only an audit entry: something worth auditing that is not a change of this
+    /// state machine (a node shutdown), or a change the management API refused (`outcome`:
+    /// why; None: it happened). Wrap it in `Audited` to name the actor.
+    AuditEvent {
+        what: String,
+        outcome: Option<String>,
+        at_ms: i64,
+    },
 }
 
 /// A change to an existing access key.

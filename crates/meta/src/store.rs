@@ -53,6 +53,10 @@ pub struct AuditEntry {
     /// None for changes the cluster makes itself.
     #[serde(default)]
     pub actor: Option<String>,
+    /// None: the change was applied; otherwise why it was refused or failed (recorded with
+    /// `Command::AuditEvent`).
+    #[serde(default)]
+    pub outcome: Option<String>,
 }
 
 pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, MetaError> {
@@ -556,6 +560,17 @@ impl MetaStore {
                 message,
                 rollback_of,
             } => self.apply_config_change(txn, group, config, actor, message, *rollback_of),
+            Command::AuditEvent {
+                what,
+                outcome,
+                at_ms,
+            } => {
+                self.audit(txn, group, *at_ms, what.clone())?;
+                if let Some(o) = outcome {
+                    self.set_last_audit_outcome(txn, group, o)?;
+                }
+                Ok(Response::Done)
+            }
             Command::OutboxAck { up_to } => {
                 let mut outbox = txn.open_table(OUTBOX)?;
                 let start = keys::outbox(group, 0);
@@ -612,11 +627,33 @@ impl MetaStore {
             at_ms,
             what,
             actor: None,
+            outcome: None,
         };
         t.insert(
             keys::outbox(group, seq).as_slice(),
             encode(&entry)?.as_slice(),
         )?;
+        Ok(())
+    }
+
+    /// Records `outcome` on the last audit entry of `group`.
+    fn set_last_audit_outcome(
+        &self,
+        txn: &WriteTransaction,
+        group: u64,
+        outcome: &str,
+    ) -> Result<(), MetaError> {
+        let seq = self.audit_seq(txn, group)?;
+        let mut t = txn.open_table(AUDIT)?;
+        let k = keys::outbox(group, seq);
+        let entry: Option<AuditEntry> = match t.get(k.as_slice())? {
+            Some(v) => Some(decode(v.value())?),
+            None => None,
+        };
+        if let Some(mut e) = entry {
+            e.outcome = Some(outcome.to_string());
+            t.insert(k.as_slice(), encode(&e)?.as_slice())?;
+        }
         Ok(())
     }
 

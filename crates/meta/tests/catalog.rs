@@ -219,3 +219,44 @@ fn config_changes_are_versioned_validated_and_kept_in_history() {
         last.what
     );
 }
+
+#[test]
+fn audit_events_record_their_outcome_and_actor_and_change_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(redb::Database::create(dir.path().join("m.redb")).unwrap());
+    let meta = MetaStore::new(db.clone(), 4).unwrap();
+    let txn = db.begin_write().unwrap();
+    meta.apply(
+        &txn,
+        0,
+        &Command::SetClusterConfig {
+            config: config(1, 8, 3),
+        },
+    )
+    .unwrap();
+    let event = |outcome: Option<&str>| Command::Audited {
+        actor: "token ops".into(),
+        command: Box::new(Command::AuditEvent {
+            what: "change cluster config: replication.factor=9".into(),
+            outcome: outcome.map(String::from),
+            at_ms: 77,
+        }),
+    };
+    assert_eq!(
+        meta.apply(&txn, 0, &event(Some("replication.factor: too many")))
+            .unwrap(),
+        Response::Done
+    );
+    meta.apply(&txn, 0, &event(None)).unwrap();
+    txn.commit().unwrap();
+    let log = meta.audit_log(0, 0, 10).unwrap();
+    assert_eq!(log.len(), 3);
+    assert_eq!(
+        log[1].outcome.as_deref(),
+        Some("replication.factor: too many")
+    );
+    assert_eq!(log[1].actor.as_deref(), Some("token ops"));
+    assert_eq!(log[1].at_ms, 77);
+    assert_eq!(log[2].outcome, None);
+    assert_eq!(meta.cluster_config(0).unwrap().unwrap().version, 1);
+}
