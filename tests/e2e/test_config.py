@@ -333,3 +333,23 @@ def test_s3_limits_apply_live(cluster, tokens):
         held.close()
     finally:
         cli(n1, "config", "unset", "limits.s3_max_inflight", token=tokens["ops"], check=False)
+
+
+def test_voters_follow_the_configuration(cluster, tokens):
+    n1, n3 = cluster.node("n1"), cluster.node("n3")
+
+    def wait_voters(n: int, timeout: float = 30) -> None:
+        deadline = time.time() + timeout
+        while len(n3.status()["system_voters"]) != n:
+            assert time.time() < deadline, n3.status()["system_voters"]
+            time.sleep(0.5)
+
+    assert len(n3.status()["system_voters"]) == 3
+    cli(n1, "config", "set", "replication.voters", "1", token=tokens["ops"])
+    wait_voters(1)
+    cli(n1, "config", "set", "replication.voters", "3", token=tokens["ops"])
+    wait_voters(3)
+    # The system group still takes changes.
+    out = json.loads(cli(n3, "config", "set", "gc.interval_secs", "45", "--json",
+                         token=tokens["ops"]).stdout)
+    assert sorted(out["applied"]) == ["n1", "n2", "n3"], out

@@ -362,6 +362,13 @@ async fn system_membership(
         }
         new_voters.insert(id);
     }
+    // Fewer voters wanted (the cluster config changed): demote others than this leader.
+    while new_voters.len() > desired.max(1) {
+        let Some(id) = new_voters.iter().rev().copied().find(|id| *id != s.raft_id) else {
+            break;
+        };
+        new_voters.remove(&id);
+    }
     // Never shrink the voter set for lack of replacements: a down voter still holds its vote.
     if new_voters == voters || new_voters.len() < voters.len().min(desired) {
         return;
