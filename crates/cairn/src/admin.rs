@@ -37,6 +37,8 @@ pub struct AdminState {
     pub cluster: Arc<ClusterContext>,
     /// This node's management plane (`node_admin.rs`).
     pub node: Arc<crate::node_admin::LocalNode>,
+    /// This node's applied cluster configuration (`admin_config.rs`).
+    pub config: Arc<crate::config_live::ConfigRuntime>,
 }
 
 /// What the cluster endpoints read.
@@ -58,6 +60,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/cluster/audit", get(cluster_audit))
         .merge(crate::admin_keys::routes())
         .merge(crate::node_admin::routes())
+        .merge(crate::admin_config::routes())
         .layer(axum::middleware::from_fn_with_state(
             keys,
             crate::admin_auth::authenticate,

@@ -270,7 +270,7 @@ pub fn parse_ttl(s: &str) -> anyhow::Result<u64> {
     n.checked_mul(mult).context("--ttl is too large")
 }
 
-fn ms_date(ms: Option<i64>) -> String {
+pub(crate) fn ms_date(ms: Option<i64>) -> String {
     match ms.and_then(|m| time::OffsetDateTime::from_unix_timestamp(m / 1000).ok()) {
         Some(t) => t
             .format(&time::format_description::well_known::Rfc3339)

@@ -1,6 +1,7 @@
 //! `cairn mb|rb|cp|ls|rm`: thin clients of a node's FileService (its RPC port).
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -9,6 +10,49 @@ use cairn_files::{Credentials, FileClient, ListFilesRequest, UploadOptions};
 use crate::identity;
 
 const SCHEME: &str = "cairn://";
+/// Files at least this large get a progress bar (when stderr is a terminal).
+const PROGRESS_MIN_BYTES: u64 = 8 << 20;
+
+/// A progress bar on stderr for moving `total` bytes, or None when stderr is not a terminal
+/// or the file is small.
+fn progress_bar(total: u64, verb: &str) -> Option<indicatif::ProgressBar> {
+    if total < PROGRESS_MIN_BYTES || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(total),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    let style = indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    )
+    .map(|s| s.progress_chars("=> "))
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_message(verb.to_string());
+    Some(bar)
+}
+
+/// A reader that advances a progress bar by what it reads.
+struct ProgressReader<R> {
+    inner: R,
+    bar: indicatif::ProgressBar,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for ProgressReader<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let std::task::Poll::Ready(Ok(())) = &r {
+            self.bar.inc((buf.filled().len() - before) as u64);
+        }
+        r
+    }
+}
 
 /// Where the node is and how to sign calls to it.
 #[derive(clap::Args)]
@@ -325,12 +369,34 @@ async fn upload(a: &CpArgs, mut dst: Remote) -> anyhow::Result<()> {
         metadata: parse_meta(&a.meta)?,
     };
     let client = a.conn.client().await?;
-    let info = if stdin {
-        client
-            .upload(&dst.bucket, &dst.key, tokio::io::stdin(), opts, "stdin")
-            .await
-    } else {
-        client.upload_file(path, &dst.bucket, &dst.key, opts).await
+    let size = match stdin {
+        true => None,
+        false => Some(std::fs::metadata(path)?.len()),
+    };
+    let info = match (stdin, size.and_then(|n| progress_bar(n, "upload"))) {
+        (true, _) => {
+            client
+                .upload(&dst.bucket, &dst.key, tokio::io::stdin(), opts, "stdin")
+                .await
+        }
+        (false, None) => client.upload_file(path, &dst.bucket, &dst.key, opts).await,
+        (false, Some(bar)) => {
+            let name = a.source.clone();
+            let file = tokio::fs::File::open(path)
+                .await
+                .with_context(|| format!("cannot read `{name}`"))?;
+            // Declared, so a file changing underneath is refused (as `upload_file` does).
+            let opts = UploadOptions { size, ..opts };
+            let reader = ProgressReader {
+                inner: file,
+                bar: bar.clone(),
+            };
+            let r = client
+                .upload(&dst.bucket, &dst.key, reader, opts, &name)
+                .await;
+            bar.finish_and_clear();
+            r
+        }
     }
     .with_context(|| format!("upload of `{}` to {dst} failed", a.source))?;
     println!("upload: {} to {dst} ({} bytes)", a.source, info.size);
@@ -362,10 +428,27 @@ async fn download(a: &CpArgs, src: Remote) -> anyhow::Result<()> {
         );
         path.push(name);
     }
-    let info = client
-        .download_file(&src.bucket, &src.key, &path)
-        .await
-        .with_context(|| format!("download of {src} to `{}` failed", path.display()))?;
+    // The size is asked first only when a bar may be shown.
+    let bar = match std::io::stderr().is_terminal() {
+        true => client
+            .stat(&src.bucket, &src.key)
+            .await
+            .ok()
+            .and_then(|i| progress_bar(i.size, "download")),
+        false => None,
+    };
+    let r = match &bar {
+        Some(bar) => {
+            client
+                .download_file_with_progress(&src.bucket, &src.key, &path, &|n| bar.inc(n))
+                .await
+        }
+        None => client.download_file(&src.bucket, &src.key, &path).await,
+    };
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let info = r.with_context(|| format!("download of {src} to `{}` failed", path.display()))?;
     println!(
         "download: {src} to {} ({} bytes)",
         path.display(),

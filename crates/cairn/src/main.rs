@@ -2,9 +2,12 @@
 
 mod admin;
 mod admin_auth;
+mod admin_config;
 mod admin_keys;
 mod cli;
 mod cli_node;
+mod cli_config;
+mod config_live;
 mod datadir;
 mod files;
 mod https;
@@ -47,6 +50,11 @@ enum Command {
     /// S3 access keys and their grants: create, ls, disable, enable, rm, rotate, grant, ungrant.
     #[command(subcommand)]
     Key(cli::KeyCommand),
+    /// The replicated cluster configuration: get, set, unset, history, rollback.
+    #[command(subcommand)]
+    Config(cli_config::ConfigCommand),
+    /// The audit log of cluster changes (who, when, what).
+    Audit(cli_config::AuditArgs),
     /// Make a bucket (over a node's RPC port, like cp/ls/rm).
     Mb(files::MbArgs),
     /// Remove an empty bucket.
@@ -74,6 +82,8 @@ fn main() -> anyhow::Result<()> {
         Command::Logs(a) => user_facing(runtime.block_on(cli_node::logs(a))),
         Command::Token(cmd) => user_facing(runtime.block_on(cli::token(cmd))),
         Command::Key(cmd) => user_facing(runtime.block_on(cli::key(cmd))),
+        Command::Config(cmd) => user_facing(runtime.block_on(cli_config::config(cmd))),
+        Command::Audit(a) => user_facing(runtime.block_on(cli_config::audit(a))),
         Command::Mb(a) => user_facing(runtime.block_on(files::mb(a))),
         Command::Rb(a) => user_facing(runtime.block_on(files::rb(a))),
         Command::Cp(a) => user_facing(runtime.block_on(files::cp(a))),

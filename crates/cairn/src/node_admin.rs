@@ -311,9 +311,9 @@ impl LocalNode {
     async fn audit(&self, actor: &str, event: String) -> bool {
         let cmd = Command::Audited {
             actor: actor.to_string(),
-            command: Box::new(Command::RecordNodeEvent {
-                node_id: self.settings.node_id.clone(),
-                event: event.clone(),
+            command: Box::new(Command::AuditEvent {
+                what: format!("node {}: {event}", self.settings.node_id),
+                outcome: None,
                 at_ms: now_ms(),
             }),
         };

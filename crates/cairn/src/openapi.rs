@@ -97,6 +97,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         crate::admin::Api::openapi(),
         crate::admin_keys::Api::openapi(),
         crate::node_admin::Api::openapi(),
+        crate::admin_config::Api::openapi(),
     ] {
         doc.merge(part);
     }

@@ -224,14 +224,40 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
     );
     let consistency = cairn_cluster::WriteConsistency::parse(&cfg.default_write_consistency)
         .context("DEFAULT_WRITE_CONSISTENCY")?;
+    // Start-time settings: the cluster configuration's where it sets them, else this node's.
+    let node_settings = crate::config_live::Effective::resolve(&cfg, consistency, None);
+    let effective = crate::config_live::Effective::resolve(
+        &cfg,
+        consistency,
+        registry
+            .meta()
+            .cluster_config(SYSTEM_GROUP)
+            .ok()
+            .flatten()
+            .as_ref(),
+    );
     let io = Arc::new(cairn_cluster::ReplicatedChunks::new(
         chunks.clone(),
         node_id.clone(),
         registry.peers().clone(),
         view.clone(),
         cfg.partitions,
-        consistency,
+        effective.write_consistency,
     ));
+    let s3_limits = cairn_s3::S3Limits::new(
+        effective.s3_max_connections as usize,
+        effective.s3_max_inflight as usize,
+    );
+    let config_runtime = crate::config_live::ConfigRuntime::new(
+        node_id.clone(),
+        registry.clone(),
+        io.clone(),
+        s3_limits.clone(),
+        gossip.clone(),
+        node_settings,
+        effective.clone(),
+    );
+    config_runtime.spawn(Duration::from_millis(500), shutdown_rx.clone());
     cairn_cluster::chunks::spawn_chunk_sync(
         io.clone(),
         registry.clone(),
@@ -245,10 +271,10 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         objects.clone(),
         WorkerConfig {
             ref_sync_interval: Duration::from_millis(200),
-            gc_interval: Duration::from_secs(cfg.gc_interval_secs),
-            gc_grace: Duration::from_secs(cfg.gc_grace_secs),
-            upload_expiry: Duration::from_secs(cfg.multipart_expiry_secs),
-            upload_reap_interval: Duration::from_secs(cfg.multipart_expiry_secs.clamp(1, 3600)),
+            gc_interval: Duration::from_secs(effective.gc_interval_secs),
+            gc_grace: Duration::from_secs(effective.gc_grace_secs),
+            upload_expiry: Duration::from_secs(effective.upload_expiry_secs),
+            upload_reap_interval: Duration::from_secs(effective.upload_expiry_secs.clamp(1, 3600)),
         },
         shutdown_rx.clone(),
     );
@@ -313,12 +339,13 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         s3,
         s3_metrics,
         cairn_s3::ServeOptions {
-            max_connections: cfg.s3_max_connections as usize,
-            max_in_flight: cfg.s3_max_inflight as usize,
+            max_connections: effective.s3_max_connections as usize,
+            max_in_flight: effective.s3_max_inflight as usize,
             header_timeout,
             body_idle_timeout: Duration::from_secs(cfg.http_body_idle_timeout_secs),
             sigv2,
             tls: tls.clone(),
+            limits: Some(s3_limits),
         },
         wait_for(stop_s3_rx),
     ));
@@ -343,6 +370,7 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
             gossip: gossip.clone(),
         }),
         node: node.clone(),
+        config: config_runtime,
     });
     let https = tls.is_some();
     let admin_task = tokio::spawn(crate::https::serve_admin(

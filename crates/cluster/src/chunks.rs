@@ -156,7 +156,8 @@ pub struct ReplicatedChunks {
     peers: Peers,
     view: Arc<ClusterView>,
     partitions: u32,
-    consistency: WriteConsistency,
+    /// Default write consistency; the cluster configuration changes it live.
+    consistency: parking_lot::RwLock<WriteConsistency>,
 }
 
 impl ReplicatedChunks {
@@ -174,8 +175,18 @@ impl ReplicatedChunks {
             peers,
             view,
             partitions,
-            consistency,
+            consistency: parking_lot::RwLock::new(consistency),
         }
+    }
+
+    /// Sets the write consistency used when neither the request nor the bucket names one.
+    pub fn set_write_consistency(&self, consistency: WriteConsistency) {
+        *self.consistency.write() = consistency;
+    }
+
+    /// The write consistency used when neither the request nor the bucket names one.
+    pub fn write_consistency(&self) -> WriteConsistency {
+        *self.consistency.read()
     }
 
     async fn put_remote(
@@ -289,7 +300,7 @@ impl ChunkIo for ReplicatedChunks {
                     .map_err(chunk_error);
             }
             let required = consistency
-                .unwrap_or(self.consistency)
+                .unwrap_or_else(|| self.write_consistency())
                 .required(targets.len());
             let mut writes = futures::stream::FuturesUnordered::new();
             for (node, addr) in targets.iter().cloned() {

@@ -260,6 +260,8 @@ pub fn spawn(
         let moving: Arc<Mutex<HashSet<u64>>> = Arc::default();
         let mut last_heartbeat: Option<Instant> = None;
         let mut registered = false;
+        // The layout settings of the configuration the layout was last checked against.
+        let mut layout_inputs: Option<LayoutInputs> = None;
         loop {
             view.refresh(&reg);
             if last_heartbeat.is_none_or(|t| t.elapsed() >= Duration::from_secs(s.heartbeat_secs))
@@ -272,7 +274,10 @@ pub fn spawn(
                     health_step(&reg, &view, g).await;
                 }
                 system_membership(&s, &reg, &view, gossip.as_deref()).await;
-                layout_step(&s, &reg, &view).await;
+                layout_step(&s, &reg, &view, &mut layout_inputs).await;
+            } else {
+                // Leading again later starts from what the layout says.
+                layout_inputs = None;
             }
             partitions_step(&s, &reg, &view, &moving).await;
             tokio::select! {
@@ -357,6 +362,13 @@ async fn system_membership(
         }
         new_voters.insert(id);
     }
+    // Fewer voters wanted (the cluster config changed): demote others than this leader.
+    while new_voters.len() > desired.max(1) {
+        let Some(id) = new_voters.iter().rev().copied().find(|id| *id != s.raft_id) else {
+            break;
+        };
+        new_voters.remove(&id);
+    }
     // Never shrink the voter set for lack of replacements: a down voter still holds its vote.
     if new_voters == voters || new_voters.len() < voters.len().min(desired) {
         return;
@@ -397,8 +409,28 @@ async fn health_step(reg: &Registry, view: &ClusterView, gossip: &Gossip) {
     }
 }
 
-/// Writes a new layout when the set of placeable nodes differs from the current layout's.
-async fn layout_step(s: &ClusterSettings, reg: &Registry, view: &ClusterView) {
+/// The settings of the cluster configuration a layout is computed from: replication factor and
+/// placement policy (require, prefer, avoid).
+type LayoutInputs = (usize, Vec<String>, Vec<String>, Vec<String>);
+
+fn layout_inputs(c: &ClusterConfig) -> LayoutInputs {
+    (
+        c.replication,
+        c.placement_require.clone(),
+        c.placement_prefer.clone(),
+        c.placement_avoid.clone(),
+    )
+}
+
+/// Writes a new layout when the set of placeable nodes differs from the current layout's, or
+/// when the configuration's replication factor or placement policy changed since `seen` (on
+/// the first pass of a new leader: when the layout's replication is not the configured one).
+async fn layout_step(
+    s: &ClusterSettings,
+    reg: &Registry,
+    view: &ClusterView,
+    seen: &mut Option<LayoutInputs>,
+) {
     let nodes: Vec<NodeRecord> = view.nodes().into_values().collect();
     let current = view.layout();
     let active: BTreeSet<&str> = nodes
@@ -410,6 +442,8 @@ async fn layout_step(s: &ClusterSettings, reg: &Registry, view: &ClusterView) {
         // Nobody has registered yet (the first pass after start): nothing to place.
         return;
     }
+    let config = reg.meta().cluster_config(SYSTEM_GROUP).ok().flatten();
+    let inputs = config.as_ref().map(layout_inputs);
     if let Some(cur) = &current {
         let placed: BTreeSet<&str> = cur
             .assignments
@@ -417,11 +451,17 @@ async fn layout_step(s: &ClusterSettings, reg: &Registry, view: &ClusterView) {
             .flatten()
             .map(String::as_str)
             .collect();
-        if placed == active {
+        let settings_changed = match (seen.as_ref(), inputs.as_ref()) {
+            (Some(a), Some(b)) => a != b,
+            // A new leader: recompute only if a replication change was not applied yet.
+            (None, Some(i)) => cur.replication != i.0.min(active.len()),
+            _ => false,
+        };
+        if placed == active && !settings_changed {
+            seen.clone_from(&inputs);
             return;
         }
     }
-    let config = reg.meta().cluster_config(SYSTEM_GROUP).ok().flatten();
     let (replication, policy) = match &config {
         Some(c) => (c.replication, placement_policy(c)),
         None => (s.replication, PlacementPolicy::default()),
@@ -434,14 +474,17 @@ async fn layout_step(s: &ClusterSettings, reg: &Registry, view: &ClusterView) {
         .as_ref()
         .is_some_and(|c| c.assignments == next.assignments)
     {
+        seen.clone_from(&inputs);
         return;
     }
     tracing::info!(version = next.version, "writing a new layout");
-    if let Err(e) = reg
+    match reg
         .propose(SYSTEM_GROUP, Command::SetLayout { layout: next })
         .await
     {
-        tracing::warn!(error = %e, "layout update failed");
+        // Checked against these settings; a failure retries on the next pass.
+        Ok(_) => seen.clone_from(&inputs),
+        Err(e) => tracing::warn!(error = %e, "layout update failed"),
     }
 }
 

@@ -69,6 +69,7 @@ impl ClusterSettings {
             placement_prefer: self.placement_prefer.clone(),
             placement_avoid: self.placement_avoid.clone(),
             changed_ms: controller::now_ms(),
+            ..Default::default()
         }
     }
 }

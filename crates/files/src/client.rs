@@ -519,6 +519,18 @@ impl FileClient {
         key: &str,
         path: &Path,
     ) -> Result<FileInfo, ClientError> {
+        self.download_file_with_progress(bucket, key, path, &|_| {})
+            .await
+    }
+
+    /// [`Self::download_file`], calling `progress` with the byte count of every piece written.
+    pub async fn download_file_with_progress(
+        &self,
+        bucket: &str,
+        key: &str,
+        path: &Path,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<FileInfo, ClientError> {
         let tmp = temp_path(path);
         let tmp_name = tmp.display().to_string();
         let mut file = tokio::fs::OpenOptions::new()
@@ -528,7 +540,11 @@ impl FileClient {
             .await
             .map_err(io_err(tmp_name.clone()))?;
         let result = async {
-            let info = self.download_to(bucket, key, &mut file, &tmp_name).await?;
+            let mut sink = Counted {
+                inner: &mut file,
+                progress,
+            };
+            let info = self.download_to(bucket, key, &mut sink, &tmp_name).await?;
             file.sync_all().await.map_err(io_err(tmp_name.clone()))?;
             let written = file
                 .metadata()
@@ -552,6 +568,40 @@ impl FileClient {
             let _ = tokio::fs::remove_file(&tmp).await;
         }
         result
+    }
+}
+
+/// A writer that reports how many bytes went through it.
+struct Counted<'a, W> {
+    inner: &'a mut W,
+    progress: &'a (dyn Fn(u64) + Send + Sync),
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for Counted<'_, W> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut *self.inner).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = &r {
+            (self.progress)(*n as u64);
+        }
+        r
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *self.inner).poll_shutdown(cx)
     }
 }
 

@@ -179,11 +179,23 @@ pub enum Command {
         actor: String,
         command: Box<Command>,
     },
-    /// Records an event of one node's management plane in the audit log (a log-level change,
-    /// a shutdown); changes nothing else. Proposed wrapped in `Audited` with the caller.
-    RecordNodeEvent {
-        node_id: String,
-        event: String,
+    /// A new version of the cluster configuration from the management API (a change or a
+    /// rollback, `rollback_of` naming the version restored). Refused unless `config.version`
+    /// is the next one, something changes and every changed setting is valid for the
+    /// registered nodes (`crate::config_doc::validate_change`). Recorded in the history with
+    /// `actor` and `message`.
+    ChangeConfig {
+        config: ClusterConfig,
+        actor: String,
+        message: String,
+        rollback_of: Option<u64>,
+    },
+    /// Writes only an audit entry: something worth auditing that is not a change of this
+    /// state machine (a node shutdown), or a change the management API refused (`outcome`:
+    /// why; None: it happened). Wrap it in `Audited` to name the actor.
+    AuditEvent {
+        what: String,
+        outcome: Option<String>,
         at_ms: i64,
     },
 }
@@ -246,6 +258,9 @@ pub enum CommandError {
     NoSuchToken(String),
     #[error("this node's master key differs from the one that seals the cluster's secrets")]
     MasterKeyMismatch,
+    /// A configuration change refused; `field` names the setting (`message` includes it).
+    #[error("{message}")]
+    InvalidConfig { field: String, message: String },
 }
 
 /// The result of applying one command.

@@ -3,6 +3,8 @@
 
 pub mod access;
 pub mod command;
+pub mod config_doc;
+mod config_table;
 mod key_table;
 pub mod keys;
 pub mod model;

@@ -258,8 +258,9 @@ pub struct NodeRecord {
 }
 
 /// Cluster-wide settings, fixed or versioned in the system group (seed 001: the cluster
-/// configuration). Recorded by the bootstrap node from its own settings.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// configuration). Recorded by the bootstrap node from its own settings (version 1), then
+/// changed through the management API (`crate::config_doc` names, validates and diffs them).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterConfig {
     pub version: u64,
     /// Fixed at creation: every node must run with the same `PARTITIONS`.
@@ -273,6 +274,25 @@ pub struct ClusterConfig {
     pub placement_prefer: Vec<String>,
     pub placement_avoid: Vec<String>,
     pub changed_ms: i64,
+    /// Default chunk write consistency of every node (None: each node's
+    /// `DEFAULT_WRITE_CONSISTENCY`). Applied live.
+    #[serde(default)]
+    pub write_consistency: Option<WriteConsistency>,
+    /// GC grace and pass interval in seconds (None: each node's `GC_GRACE_SECS` /
+    /// `GC_INTERVAL_SECS`). Applied at a node's next start.
+    #[serde(default)]
+    pub gc_grace_secs: Option<u64>,
+    #[serde(default)]
+    pub gc_interval_secs: Option<u64>,
+    /// Age at which multipart uploads are aborted (None: `MULTIPART_EXPIRY_SECS`).
+    #[serde(default)]
+    pub upload_expiry_secs: Option<u64>,
+    /// S3 rate limits (None: each node's `S3_MAX_CONNECTIONS` / `S3_MAX_INFLIGHT`). Applied
+    /// live.
+    #[serde(default)]
+    pub s3_max_connections: Option<u32>,
+    #[serde(default)]
+    pub s3_max_inflight: Option<u32>,
 }
 
 impl ClusterConfig {

@@ -58,6 +58,13 @@ pub enum Query {
     ListAccessKeys,
     ListTokens,
     MasterKeyCheck,
+    /// The current cluster configuration.
+    ClusterConfig,
+    /// Recorded configuration versions after `after`, oldest first.
+    ConfigHistory {
+        after: u64,
+        max: usize,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -80,6 +87,8 @@ pub enum QueryResult {
     AccessKeys(Vec<crate::model::AccessKeyRecord>),
     Tokens(Vec<crate::model::TokenRecord>),
     Text(Option<String>),
+    Config(Option<crate::model::ClusterConfig>),
+    ConfigHistory(Vec<crate::config_doc::ConfigVersion>),
 }
 
 impl MetaStore {
@@ -148,6 +157,10 @@ impl MetaStore {
             Query::ListAccessKeys => QueryResult::AccessKeys(self.list_access_keys(group)?),
             Query::ListTokens => QueryResult::Tokens(self.list_tokens(group)?),
             Query::MasterKeyCheck => QueryResult::Text(self.master_key_check(group)?),
+            Query::ClusterConfig => QueryResult::Config(self.cluster_config(group)?),
+            Query::ConfigHistory { after, max } => {
+                QueryResult::ConfigHistory(self.config_history(group, *after, *max)?)
+            }
         })
     }
 }

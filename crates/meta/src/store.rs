@@ -39,7 +39,7 @@ const SM_META_INDEX: usize = 6;
 const OUTBOX_SEQ: &str = "outbox_seq";
 const CLUSTER_ID: &str = "cluster_id";
 const LAYOUT: &str = "layout";
-const CLUSTER_CONFIG: &str = "cluster_config";
+pub(crate) const CLUSTER_CONFIG: &str = "cluster_config";
 pub(crate) const AUDIT_SEQ: &str = "audit_seq";
 
 /// One audited change of the cluster catalog (system group).
@@ -53,6 +53,10 @@ pub struct AuditEntry {
     /// None for changes the cluster makes itself.
     #[serde(default)]
     pub actor: Option<String>,
+    /// None: the change was applied; otherwise why it was refused or failed (recorded with
+    /// `Command::AuditEvent`).
+    #[serde(default)]
+    pub outcome: Option<String>,
 }
 
 pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, MetaError> {
@@ -179,6 +183,18 @@ impl MetaStore {
                 }
                 meta.insert(k.as_slice(), encode(config)?.as_slice())?;
                 drop(meta);
+                self.record_config_version(
+                    txn,
+                    group,
+                    &crate::config_doc::ConfigVersion {
+                        version: config.version,
+                        at_ms: config.changed_ms,
+                        actor: None,
+                        message: "recorded at formation".into(),
+                        rollback_of: None,
+                        config: config.clone(),
+                    },
+                )?;
                 self.audit(
                     txn,
                     group,
@@ -538,12 +554,21 @@ impl MetaStore {
                 self.attribute_audit(txn, group, before, actor)?;
                 Ok(r)
             }
-            Command::RecordNodeEvent {
-                node_id,
-                event,
+            Command::ChangeConfig {
+                config,
+                actor,
+                message,
+                rollback_of,
+            } => self.apply_config_change(txn, group, config, actor, message, *rollback_of),
+            Command::AuditEvent {
+                what,
+                outcome,
                 at_ms,
             } => {
-                self.audit(txn, group, *at_ms, format!("node {node_id}: {event}"))?;
+                self.audit(txn, group, *at_ms, what.clone())?;
+                if let Some(o) = outcome {
+                    self.set_last_audit_outcome(txn, group, o)?;
+                }
                 Ok(Response::Done)
             }
             Command::OutboxAck { up_to } => {
@@ -602,11 +627,33 @@ impl MetaStore {
             at_ms,
             what,
             actor: None,
+            outcome: None,
         };
         t.insert(
             keys::outbox(group, seq).as_slice(),
             encode(&entry)?.as_slice(),
         )?;
+        Ok(())
+    }
+
+    /// Records `outcome` on the last audit entry of `group`.
+    fn set_last_audit_outcome(
+        &self,
+        txn: &WriteTransaction,
+        group: u64,
+        outcome: &str,
+    ) -> Result<(), MetaError> {
+        let seq = self.audit_seq(txn, group)?;
+        let mut t = txn.open_table(AUDIT)?;
+        let k = keys::outbox(group, seq);
+        let entry: Option<AuditEntry> = match t.get(k.as_slice())? {
+            Some(v) => Some(decode(v.value())?),
+            None => None,
+        };
+        if let Some(mut e) = entry {
+            e.outcome = Some(outcome.to_string());
+            t.insert(k.as_slice(), encode(&e)?.as_slice())?;
+        }
         Ok(())
     }
 

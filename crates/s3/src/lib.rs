@@ -26,6 +26,7 @@ mod copy;
 mod error;
 mod guard;
 mod host;
+mod limit;
 mod list;
 mod metrics;
 mod multipart;
@@ -43,6 +44,7 @@ use cairn_object::ObjectService;
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, S3};
 
+pub use limit::{Limit, S3Limits};
 pub use metrics::S3Metrics;
 pub use serve::{serve, ServeOptions};
 pub use sigv2::{SecretLookup, SigV2Verifier};

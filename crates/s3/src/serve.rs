@@ -60,6 +60,8 @@ pub struct ServeOptions {
     pub sigv2: Option<crate::SigV2Verifier>,
     /// Serve HTTPS with this certificate.
     pub tls: Option<cairn_tls::ServerTls>,
+    /// Caps to use instead of `max_connections` / `max_in_flight`, resizable while serving.
+    pub limits: Option<crate::S3Limits>,
 }
 
 impl Default for ServeOptions {
@@ -71,6 +73,7 @@ impl Default for ServeOptions {
             body_idle_timeout: Duration::from_secs(30),
             sigv2: None,
             tls: None,
+            limits: None,
         }
     }
 }
@@ -79,7 +82,7 @@ impl Default for ServeOptions {
 struct Shared {
     service: S3Service,
     metrics: S3Metrics,
-    in_flight: Arc<Semaphore>,
+    in_flight: Arc<crate::limit::Limit>,
     hygiene: Hygiene,
     sigv2: Option<crate::SigV2Verifier>,
     body_idle_timeout: Duration,
@@ -103,12 +106,16 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(options.header_timeout)
         .keep_alive(true);
-    let connections = Arc::new(Semaphore::new(options.max_connections.max(1)));
+    let limits = options
+        .limits
+        .clone()
+        .unwrap_or_else(|| crate::S3Limits::new(options.max_connections, options.max_in_flight));
+    let connections = limits.connections.clone();
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let shared = Arc::new(Shared {
         service,
         metrics: metrics.clone(),
-        in_flight: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
+        in_flight: limits.in_flight.clone(),
         hygiene: Hygiene {
             allow_sigv2: options.sigv2.is_some(),
         },
@@ -130,7 +137,7 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
+        let Ok(permit) = connections.try_acquire() else {
             metrics.refused("connections");
             if options.tls.is_none() {
                 if let Ok(p) = refusing.clone().try_acquire_owned() {
@@ -287,7 +294,7 @@ async fn handle(
     async move {
         let start = Instant::now();
         let metrics = &shared.metrics;
-        let permit = shared.in_flight.clone().try_acquire_owned();
+        let permit = shared.in_flight.try_acquire();
         let refusal = match &permit {
             Err(_) => Some(slow_down()),
             Ok(_) => shared
