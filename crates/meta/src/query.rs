@@ -58,6 +58,13 @@ pub enum Query {
     ListAccessKeys,
     ListTokens,
     MasterKeyCheck,
+    // ---- appended ----
+    /// Objects and bytes of one bucket (in the partition of its index).
+    BucketUsage {
+        bucket: String,
+    },
+    /// Usage of every bucket with objects in the partition.
+    PartitionUsage,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -80,6 +87,9 @@ pub enum QueryResult {
     AccessKeys(Vec<crate::model::AccessKeyRecord>),
     Tokens(Vec<crate::model::TokenRecord>),
     Text(Option<String>),
+    // ---- appended ----
+    Usage(crate::usage::BucketUsage),
+    Usages(Vec<(String, crate::usage::BucketUsage)>),
 }
 
 impl MetaStore {
@@ -148,6 +158,8 @@ impl MetaStore {
             Query::ListAccessKeys => QueryResult::AccessKeys(self.list_access_keys(group)?),
             Query::ListTokens => QueryResult::Tokens(self.list_tokens(group)?),
             Query::MasterKeyCheck => QueryResult::Text(self.master_key_check(group)?),
+            Query::BucketUsage { bucket } => QueryResult::Usage(self.bucket_usage(group, bucket)?),
+            Query::PartitionUsage => QueryResult::Usages(self.partition_usage(group)?),
         })
     }
 }
