@@ -9,6 +9,7 @@ pub mod controller;
 pub mod fanout;
 pub mod formation;
 pub mod gossip;
+pub mod health;
 pub mod node_admin;
 pub mod plane;
 pub mod rebalance;

@@ -179,6 +179,13 @@ pub enum Command {
         actor: String,
         command: Box<Command>,
     },
+    // ---- appended ----
+    /// Records an audit entry for a change made outside the state machine (an action the
+    /// management API ran on nodes, with its outcome). Wrapped in `Audited` to name who asked.
+    AuditNote {
+        at_ms: i64,
+        what: String,
+    },
 }
 
 /// A change to an existing access key.

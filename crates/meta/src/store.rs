@@ -554,6 +554,10 @@ impl MetaStore {
                 self.attribute_audit(txn, group, before, actor)?;
                 Ok(r)
             }
+            Command::AuditNote { at_ms, what } => {
+                self.audit(txn, group, *at_ms, what.clone())?;
+                Ok(Response::Done)
+            }
             Command::OutboxAck { up_to } => {
                 let mut outbox = txn.open_table(OUTBOX)?;
                 let start = keys::outbox(group, 0);

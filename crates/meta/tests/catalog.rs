@@ -110,3 +110,27 @@ fn access_keys_are_added_once_and_never_audited_with_their_secret() {
     assert_eq!(log[0].what, "add access key AK1 (root key of node n1)");
     assert!(!log[0].what.contains("s3cret"));
 }
+
+#[test]
+fn audit_notes_record_actions_taken_outside_the_state_machine_with_their_actor() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(redb::Database::create(dir.path().join("m.redb")).unwrap());
+    let meta = MetaStore::new(db.clone(), 4).unwrap();
+    let txn = db.begin_write().unwrap();
+    let note = Command::AuditNote {
+        at_ms: 42,
+        what: "node exec log-level on n1: ok".into(),
+    };
+    let cmd = Command::Audited {
+        actor: "token ops".into(),
+        command: Box::new(note),
+    };
+    assert_eq!(meta.apply(&txn, 0, &cmd).unwrap(), Response::Done);
+    txn.commit().unwrap();
+    let log = meta.audit_log(0, 0, 10).unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(
+        (log[0].at_ms, log[0].what.as_str(), log[0].actor.as_deref()),
+        (42, "node exec log-level on n1: ok", Some("token ops"))
+    );
+}
