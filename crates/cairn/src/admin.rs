@@ -30,6 +30,8 @@ pub struct ClusterContext {
     pub view: Arc<cairn_cluster::ClusterView>,
     pub node_timeout_secs: u64,
     pub gossip: Option<Arc<cairn_cluster::gossip::Gossip>>,
+    /// This node's management plane (called directly by the fan-out for this node).
+    pub plane: cairn_cluster::NodePlane,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -41,6 +43,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/cluster/status", get(cluster_status))
         .route("/cluster/audit", get(cluster_audit))
         .merge(crate::admin_keys::routes())
+        .merge(crate::admin_cluster::routes())
         .layer(axum::middleware::from_fn_with_state(
             keys,
             crate::admin_auth::authenticate,

@@ -79,7 +79,7 @@ impl AdminArgs {
 /// body, authenticated as `auth`; returns the body of a 2xx answer, or an error that names
 /// the problem (node unreachable, token missing or refused, scope too low, the server's
 /// message).
-async fn request(
+pub(crate) async fn request(
     args: &AdminArgs,
     method: &str,
     path: &str,
@@ -178,6 +178,21 @@ pub enum ClusterCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Every node with its health, zone, labels, disk, partitions held and led, and version
+    /// (each node is asked for its own status; unreachable nodes say so).
+    Nodes {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Whether the cluster serves (healthy, degraded, unavailable) and why.
+    Health {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub async fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
@@ -193,6 +208,8 @@ pub async fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
             print!("{}", render(&s));
             Ok(())
         }
+        ClusterCommand::Nodes { admin, json } => crate::cli_cluster::nodes(&admin, json).await,
+        ClusterCommand::Health { admin, json } => crate::cli_cluster::health(&admin, json).await,
     }
 }
 
@@ -245,7 +262,7 @@ pub fn parse_ttl(s: &str) -> anyhow::Result<u64> {
     n.checked_mul(mult).context("--ttl is too large")
 }
 
-fn ms_date(ms: Option<i64>) -> String {
+pub(crate) fn ms_date(ms: Option<i64>) -> String {
     match ms.and_then(|m| time::OffsetDateTime::from_unix_timestamp(m / 1000).ok()) {
         Some(t) => t
             .format(&time::format_description::well_known::Rfc3339)

@@ -2,13 +2,16 @@
 
 mod admin;
 mod admin_auth;
+mod admin_cluster;
 mod admin_keys;
 mod cli;
+mod cli_cluster;
 mod datadir;
 mod files;
 mod https;
 mod identity;
 mod master;
+mod metrics_text;
 mod server;
 
 use clap::{Parser, Subcommand};
@@ -37,6 +40,12 @@ enum Command {
     /// S3 access keys and their grants: create, ls, disable, enable, rm, rotate, grant, ungrant.
     #[command(subcommand)]
     Key(cli::KeyCommand),
+    /// Per-node management: `exec --selector SEL ACTION` on every matching node.
+    #[command(subcommand)]
+    Node(cli_cluster::NodeCommand),
+    /// Buckets and their usage through the management API: ls, info, usage.
+    #[command(subcommand)]
+    Bucket(cli_cluster::BucketCommand),
     /// Make a bucket (over a node's RPC port, like cp/ls/rm).
     Mb(files::MbArgs),
     /// Remove an empty bucket.
@@ -62,6 +71,8 @@ fn main() -> anyhow::Result<()> {
         Command::Cluster(cmd) => user_facing(runtime.block_on(cli::run(cmd))),
         Command::Token(cmd) => user_facing(runtime.block_on(cli::token(cmd))),
         Command::Key(cmd) => user_facing(runtime.block_on(cli::key(cmd))),
+        Command::Node(cmd) => user_facing(runtime.block_on(cli_cluster::node(cmd))),
+        Command::Bucket(cmd) => user_facing(runtime.block_on(cli_cluster::bucket(cmd))),
         Command::Mb(a) => user_facing(runtime.block_on(files::mb(a))),
         Command::Rb(a) => user_facing(runtime.block_on(files::rb(a))),
         Command::Cp(a) => user_facing(runtime.block_on(files::cp(a))),

@@ -47,7 +47,7 @@ pub fn select<'a>(
 }
 
 /// Why a node gave no answer.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct NodeFailure {
     /// `unreachable` (no connection), `timeout` (no answer within the deadline), `invalid`
     /// (the node refused the action's arguments), `unsupported` (the node has no management

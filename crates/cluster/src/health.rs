@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::status::ClusterStatus;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HealthLevel {
     Healthy,
@@ -18,7 +18,7 @@ pub enum HealthLevel {
 }
 
 /// Node counts by health (removed nodes are not counted).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NodeCounts {
     pub total: usize,
     pub up: usize,
@@ -27,7 +27,7 @@ pub struct NodeCounts {
 }
 
 /// Partition counts by replica health.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PartitionHealthCounts {
     pub total: usize,
     /// Every replica up.
@@ -38,7 +38,7 @@ pub struct PartitionHealthCounts {
     pub unavailable: usize,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ClusterHealth {
     pub status: HealthLevel,
     pub reporting_node: String,

@@ -16,7 +16,7 @@ pub const GOSSIP_KEY: &str = "moves";
 const MAX_PUBLISHED: usize = 32;
 
 /// Where a move is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MovePhase {
     /// New replicas are being added as learners and catch up with the log.
@@ -26,7 +26,7 @@ pub enum MovePhase {
 }
 
 /// One partition's replica move.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Move {
     pub partition: u32,
     /// The node driving it (the partition's leader).
