@@ -196,7 +196,7 @@ async fn usages(
             // Objects of a deleted bucket (orphans) are not any listed bucket's.
             if names.contains(bucket.as_str()) {
                 let total: &mut BucketUsage = per_partition.entry(p).or_default();
-                *total = total.add(u);
+                *total = total.plus(u);
                 per_bucket.insert(bucket, u);
             }
         }
@@ -718,7 +718,7 @@ fn rebalances(s: &AdminState) -> RebalancesResponse {
             }
         }
     }
-    moves.sort_by(|a, b| a.partition.cmp(&b.partition));
+    moves.sort_by_key(|m| m.partition);
     RebalancesResponse {
         layout_version: c.view.layout().map_or(0, |l| l.version),
         in_progress,

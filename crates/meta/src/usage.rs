@@ -46,7 +46,7 @@ impl BucketUsage {
     }
 
     /// Adds `other` (totals across buckets or partitions).
-    pub fn add(self, other: Self) -> Self {
+    pub fn plus(self, other: Self) -> Self {
         Self {
             objects: self.objects.saturating_add(other.objects),
             bytes: self.bytes.saturating_add(other.bytes),
@@ -251,7 +251,7 @@ mod tests {
                 objects: 1,
                 bytes: 2
             }
-            .add(BucketUsage {
+            .plus(BucketUsage {
                 objects: 3,
                 bytes: 4
             }),
