@@ -177,7 +177,7 @@ pub async fn node(cmd: NodeCommand) -> anyhow::Result<()> {
     }
 }
 
-async fn exec(args: ExecArgs) -> anyhow::Result<()> {
+pub(crate) async fn exec(args: ExecArgs) -> anyhow::Result<()> {
     let action: NodeAction = args.action.into();
     let body = serde_json::json!({
         "selector": args.selector,
