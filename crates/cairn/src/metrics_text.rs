@@ -11,11 +11,11 @@ pub const S3_BYTES_OUT: &str = "cairn_s3_sent_bytes_total";
 pub const FILES_CALLS: &str = "cairn_files_calls_total";
 pub const FILES_BYTES_IN: &str = "cairn_files_received_bytes_total";
 pub const FILES_BYTES_OUT: &str = "cairn_files_sent_bytes_total";
-/// Chunk bytes stored on the node (chunk layer metrics).
-pub const CHUNK_BYTES: &str = "cairn_chunk_bytes";
-/// Chunk copies restored by repair (read repair, anti-entropy): every family named here
-/// is summed.
-pub const REPAIR_COUNTERS: &[&str] = &["cairn_chunk_repaired_total", "cairn_worker_repaired_total"];
+/// Bytes of chunk files on the node's disk (the chunk layer's gauge, `cairn-chunk`).
+pub const CHUNK_BYTES: &str = "cairn_chunk_stored_bytes";
+/// Chunk copies restored from another replica (`cairn-chunk`): every family named here is
+/// summed into the repair count.
+pub const REPAIR_COUNTERS: &[&str] = &["cairn_chunk_read_repairs_total"];
 
 /// The metric name of a sample line (None for comments and blank lines).
 fn sample_name(line: &str) -> Option<&str> {
