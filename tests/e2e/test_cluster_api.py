@@ -22,7 +22,7 @@ import time
 import pytest
 import requests
 
-from cluster_util import Cluster, ClusterNode, RPC_PORT, cairn_bin, node_ip
+from cluster_util import ADMIN_PORT, Cluster, ClusterNode, RPC_PORT, cairn_bin, node_ip
 from e2e_util import ACCESS_KEY, SECRET_KEY, admin_headers, unique_name
 
 LABELS = {
@@ -250,6 +250,13 @@ def test_exec_reaches_exactly_the_nodes_the_selector_matches(cluster):
     for r in out["results"]:
         assert r["result"]["node_id"] == r["node_id"]
         assert r["result"]["labels"]["disk"] == "ssd"
+    # /cluster/nodes carries each node's own status.
+    nodes = {n["node_id"]: n for n in get(n2, "/cluster/nodes").json()}
+    for i in LABELS:
+        n = nodes[f"n{i}"]
+        assert n["status_error"] is None and n["status"]["node_id"] == f"n{i}", n
+        assert n["version"] and n["admin_addr"].endswith(f":{ADMIN_PORT}"), n
+        assert n["partitions_held"] == cluster.partitions
 
 
 def test_log_level_fan_out_is_audited_with_actor_and_outcome(cluster):

@@ -272,8 +272,9 @@ pub struct NodeView {
     /// when its status answered, else the leaders this node knows of).
     pub partitions_held: usize,
     pub partitions_led: usize,
-    /// The node's binary version (from its status).
+    /// The node's binary version and management address (from its status).
     pub version: Option<String>,
+    pub admin_addr: Option<String>,
     /// The node's `GET /status` (absent from `/admin/nodes`, or when it did not answer).
     #[schema(value_type = Option<Object>)]
     pub status: Option<NodeStatusReport>,
@@ -302,6 +303,7 @@ fn node_views(st: &ClusterStatus, catalog: &[NodeRecord]) -> Vec<NodeView> {
             partitions_held: seen.map_or(0, |x| x.partitions),
             partitions_led: seen.map_or(0, |x| x.leads),
             version: None,
+            admin_addr: None,
             status: None,
             status_error: None,
         });
@@ -317,6 +319,7 @@ fn attach_status(view: &mut NodeView, outcome: &NodeOutcome<serde_json::Value>) 
                 view.partitions_held = r.partitions.held;
                 view.partitions_led = r.partitions.led;
                 view.version = Some(r.version.clone());
+                view.admin_addr = Some(r.admin_addr.clone()).filter(|a| !a.is_empty());
                 view.status = Some(r);
             }
             Err(e) => {
