@@ -3,9 +3,10 @@ and the CLI of item 8): health, the node list, usage kept per bucket, metrics su
 nodes, the dashboard reads, and the label-selector fan-out with per-node results, partial
 failures included.
 
-n1: zone a, disk=ssd, tier=hot · n2: zone a, disk=hdd · n3: zone b, disk=ssd.
+n1: zone a, disk=ssd, tier=hot · n2: zone a, disk=hdd · n3: zone b, disk=ssd (n4, zone b,
+disk=hdd, joins near the end).
 
-One cluster serves the whole module (tests run in file order; the last one stops n3).
+One cluster serves the whole module (tests run in file order; the last two add n4 and stop n3).
 The per-node answers of `POST /cluster/exec` and the status column of `/cluster/nodes` come
 from each node's management plane (`LocalNode`, issue 12 item 1): where a node answers
 "unsupported" (a build without it), the checks that need real answers are skipped, the
@@ -296,6 +297,32 @@ def test_cli_tables(cluster):
     assert p.returncode == (0 if out["failed"] == 0 else 1)
 
 
+def test_a_joining_node_gets_replica_moves_that_finish(cluster):
+    """Adds n4 (zone b, disk=hdd): the layout changes, partition leaders move replicas (shown
+    by /admin/rebalances while they run) and the moves finish."""
+    n1 = cluster.node("n1")
+    before = get(n1, "/admin/rebalances").json()["layout_version"]
+    cluster.add_node(4, NODE_ZONE="b", NODE_LABELS="disk=hdd")
+    seen_moves = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        r = get(n1, "/admin/rebalances").json()
+        seen_moves += r["moves"]
+        if r["layout_version"] > before and r["in_progress"] == 0:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"moves did not finish: {r}")
+    print(f"[rebalances] layout v{before} -> v{r['layout_version']}, "
+          f"{len(seen_moves)} move snapshots seen")
+    for m in seen_moves:
+        assert m["phase"] in ("catching_up", "changing_voters") and m["to"], m
+        assert "n4" in m["to"] or "n4" in m["from"], m
+    cluster.wait_converged(4, timeout=60)
+    out = exec_(n1, "zone=b,disk=hdd", {"action": "status"})
+    assert [r["node_id"] for r in out["results"]] == ["n4"]
+
+
 def test_an_unreachable_node_is_reported_and_does_not_hide_the_others(cluster):
     """Runs last: stops n3."""
     n1, n3 = cluster.node("n1"), cluster.node("n3")
@@ -304,7 +331,7 @@ def test_an_unreachable_node_is_reported_and_does_not_hide_the_others(cluster):
     out = exec_(n1, "*", {"action": "status"}, deadline_ms=1500)
     assert time.monotonic() - started < 10
     by_node = {r["node_id"]: r for r in out["results"]}
-    assert set(by_node) == {"n1", "n2", "n3"}
+    assert set(by_node) == {"n1", "n2", "n3", "n4"}
     assert not by_node["n3"]["ok"]
     assert by_node["n3"]["error"]["code"] in ("unreachable", "timeout"), by_node["n3"]
     assert out["failed"] >= 1
@@ -313,7 +340,7 @@ def test_an_unreachable_node_is_reported_and_does_not_hide_the_others(cluster):
     assert nodes["n3"]["status_error"]["code"] in ("unreachable", "timeout"), nodes["n3"]
     m = {n["node_id"]: n for n in get(n1, "/cluster/metrics?deadline_ms=1500").json()["nodes"]}
     assert m["n1"]["reachable"] and m["n2"]["reachable"] and not m["n3"]["reachable"]
-    h = wait_for(lambda: (lambda h: h if h["nodes"]["up"] == 2 else None)(
+    h = wait_for(lambda: (lambda h: h if h["nodes"]["up"] == 3 else None)(
         get(n1, "/cluster/health").json()), 30, "n3 seen down")
     assert h["status"] == "degraded" and any("n3" in p for p in h["problems"]), h
     # The CLI shows the node as unreachable rather than failing.
