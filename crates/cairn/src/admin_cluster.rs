@@ -134,7 +134,8 @@ fn status(s: &AdminState) -> ClusterStatus {
     )
 }
 
-/// The catalog's nodes (linearizable read through the system leader).
+/// The catalog's nodes: a linearizable read through the system leader, else (no leader
+/// reachable: exactly when operators need the node list most) this node's own copy.
 async fn catalog_nodes(s: &AdminState) -> Result<Vec<NodeRecord>, Response> {
     match s
         .cluster
@@ -144,7 +145,11 @@ async fn catalog_nodes(s: &AdminState) -> Result<Vec<NodeRecord>, Response> {
     {
         Ok(QueryResult::Nodes(n)) => Ok(n),
         Ok(other) => Err(unexpected("ListNodes", &other)),
-        Err(e) => Err(unavailable(e)),
+        Err(e) => {
+            tracing::warn!(error = %e, "system group unavailable: using this node's copy of the catalog");
+            s.cluster.view.refresh(&s.cluster.registry);
+            Ok(s.cluster.view.nodes().into_values().collect())
+        }
     }
 }
 
@@ -166,12 +171,17 @@ fn bucket_group(s: &AdminState, bucket: &str) -> (u32, u64) {
     (p, partition_group(p))
 }
 
+/// Bucket usage read from the partitions holding the buckets' indexes.
+struct Usages {
+    per_bucket: BTreeMap<String, BucketUsage>,
+    per_partition: BTreeMap<u32, BucketUsage>,
+    /// Partitions that could not be read now (their buckets are missing from the maps).
+    unavailable: Vec<u32>,
+}
+
 /// Usage of every bucket in `buckets`, read from the partitions that hold their indexes (one
 /// linearizable read per partition, in parallel), plus each partition's total.
-async fn usages(
-    s: &AdminState,
-    buckets: &[BucketRecord],
-) -> Result<(BTreeMap<String, BucketUsage>, BTreeMap<u32, BucketUsage>), Response> {
+async fn usages(s: &AdminState, buckets: &[BucketRecord]) -> Result<Usages, Response> {
     let names: BTreeSet<&str> = buckets.iter().map(|b| b.name.as_str()).collect();
     let partitions: BTreeSet<u32> = buckets.iter().map(|b| bucket_group(s, &b.name).0).collect();
     let reads = partitions.iter().map(|p| {
@@ -186,11 +196,16 @@ async fn usages(
     });
     let mut per_bucket = BTreeMap::new();
     let mut per_partition = BTreeMap::new();
+    let mut missing = Vec::new();
     for (p, r) in futures::future::join_all(reads).await {
         let rows = match r {
             Ok(QueryResult::Usages(rows)) => rows,
             Ok(other) => return Err(unexpected("PartitionUsage", &other)),
-            Err(e) => return Err(unavailable(format!("partition {p}: {e}"))),
+            Err(e) => {
+                tracing::warn!(partition = p, error = %e, "bucket usage unavailable");
+                missing.push(p);
+                continue;
+            }
         };
         for (bucket, u) in rows {
             // Objects of a deleted bucket (orphans) are not any listed bucket's.
@@ -201,7 +216,11 @@ async fn usages(
             }
         }
     }
-    Ok((per_bucket, per_partition))
+    Ok(Usages {
+        per_bucket,
+        per_partition,
+        unavailable: missing,
+    })
 }
 
 /// A node that gave no answer.
@@ -463,6 +482,8 @@ pub struct MetricsTotals {
     pub objects: u64,
     pub object_bytes: u64,
     pub nodes_reporting: usize,
+    /// Partitions whose usage could not be read now (their objects are not counted).
+    pub usage_unavailable_partitions: Vec<u32>,
 }
 
 #[derive(Serialize, Deserialize, ToSchema, Clone, Debug)]
@@ -474,7 +495,11 @@ pub struct MetricsResponse {
 async fn metrics(s: &AdminState, wait: Duration) -> Result<MetricsResponse, Response> {
     let catalog = catalog_nodes(s).await?;
     let buckets = all_buckets(s).await?;
-    let (per_bucket, per_partition) = usages(s, &buckets).await?;
+    let Usages {
+        per_bucket,
+        per_partition,
+        unavailable: usage_unavailable,
+    } = usages(s, &buckets).await?;
     let layout = s.cluster.view.layout();
     let texts = fan_out(s).metrics(&catalog, wait).await;
     let mut nodes = Vec::new();
@@ -521,6 +546,7 @@ async fn metrics(s: &AdminState, wait: Duration) -> Result<MetricsResponse, Resp
         total.objects += u.objects;
         total.object_bytes += u.bytes;
     }
+    total.usage_unavailable_partitions = usage_unavailable;
     Ok(MetricsResponse { nodes, total })
 }
 
@@ -763,6 +789,8 @@ pub struct SummaryResponse {
     /// Chunk copies restored by repair, summed over the nodes that answered.
     pub repairs: u64,
     pub nodes_reporting_metrics: usize,
+    /// Partitions whose usage could not be read now (their buckets show 0).
+    pub usage_unavailable_partitions: Vec<u32>,
 }
 
 /// The dashboard's one read: health, capacity, object and bucket counts, bytes per bucket,
@@ -780,10 +808,11 @@ async fn admin_summary(State(s): State<AdminState>, _: ReadScope) -> Response {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let (per_bucket, _) = match usages(&s, &buckets).await {
+    let usage = match usages(&s, &buckets).await {
         Ok(u) => u,
         Err(r) => return r,
     };
+    let per_bucket = &usage.per_bucket;
     let mut capacity = Capacity::default();
     for n in catalog
         .iter()
@@ -819,6 +848,7 @@ async fn admin_summary(State(s): State<AdminState>, _: ReadScope) -> Response {
         rebalances_in_progress: rebalances(&s).in_progress,
         repairs,
         nodes_reporting_metrics: reporting,
+        usage_unavailable_partitions: usage.unavailable,
     })
     .into_response()
 }
@@ -861,10 +891,20 @@ async fn list_buckets(State(s): State<AdminState>, _: ReadScope) -> Response {
         Err(r) => return r,
     };
     match usages(&s, &buckets).await {
-        Ok((per_bucket, _)) => Json(
+        Ok(u) if !u.unavailable.is_empty() => unavailable(format!(
+            "usage of partition(s) {:?} cannot be read now (no leader reachable)",
+            u.unavailable
+        )),
+        Ok(u) => Json(
             buckets
                 .iter()
-                .map(|b| bucket_view(&s, b, per_bucket.get(&b.name).copied().unwrap_or_default()))
+                .map(|b| {
+                    bucket_view(
+                        &s,
+                        b,
+                        u.per_bucket.get(&b.name).copied().unwrap_or_default(),
+                    )
+                })
                 .collect::<Vec<_>>(),
         )
         .into_response(),
