@@ -19,13 +19,7 @@ use crate::openapi::ApiError;
 
 /// The OpenAPI paths of this module (merged by `openapi::document`).
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(
-    health,
-    metrics,
-    cluster_status,
-    cluster_audit,
-    crate::openapi::serve
-))]
+#[openapi(paths(health, metrics, cluster_status, cluster_audit, crate::openapi::serve))]
 pub struct Api;
 
 #[derive(Clone)]
@@ -48,6 +42,8 @@ pub struct ClusterContext {
     pub view: Arc<cairn_cluster::ClusterView>,
     pub node_timeout_secs: u64,
     pub gossip: Option<Arc<cairn_cluster::gossip::Gossip>>,
+    /// This node's management plane (called directly by the fan-out for this node).
+    pub plane: cairn_cluster::NodePlane,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -61,6 +57,7 @@ pub fn router(state: AdminState) -> Router {
         .merge(crate::admin_keys::routes())
         .merge(crate::node_admin::routes())
         .merge(crate::admin_config::routes())
+        .merge(crate::admin_cluster::routes())
         .layer(axum::middleware::from_fn_with_state(
             keys,
             crate::admin_auth::authenticate,

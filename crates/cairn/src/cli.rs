@@ -203,6 +203,21 @@ pub enum ClusterCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Every node with its health, zone, labels, disk, partitions held and led, and version
+    /// (each node is asked for its own status; unreachable nodes say so).
+    Nodes {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Whether the cluster serves (healthy, degraded, unavailable) and why.
+    Health {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub async fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
@@ -218,6 +233,8 @@ pub async fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
             print!("{}", render(&s));
             Ok(())
         }
+        ClusterCommand::Nodes { admin, json } => crate::cli_cluster::nodes(&admin, json).await,
+        ClusterCommand::Health { admin, json } => crate::cli_cluster::health(&admin, json).await,
     }
 }
 

@@ -45,6 +45,9 @@ pub enum NodeCommand {
         #[command(flatten)]
         target: NodeTarget,
     },
+    /// Run an action on every node a label selector matches, in parallel, and print each
+    /// node's answer (failures included; exit code 1 if any node failed).
+    Exec(crate::cli_cluster::ExecArgs),
 }
 
 /// `cairn logs`.
@@ -118,6 +121,7 @@ pub fn admin_addr_of(v: &serde_json::Value, id: &str) -> anyhow::Result<String> 
 
 pub async fn node(cmd: NodeCommand) -> anyhow::Result<()> {
     match cmd {
+        NodeCommand::Exec(args) => return crate::cli_cluster::exec(args).await,
         NodeCommand::Status { target, json } => {
             let args = target.resolve().await?;
             let body = request(&args, "GET", "/status", None).await?;

@@ -2,11 +2,13 @@
 
 mod admin;
 mod admin_auth;
+mod admin_cluster;
 mod admin_config;
 mod admin_keys;
 mod cli;
-mod cli_node;
+mod cli_cluster;
 mod cli_config;
+mod cli_node;
 mod config_live;
 mod datadir;
 mod files;
@@ -14,6 +16,7 @@ mod https;
 mod identity;
 mod logs;
 mod master;
+mod metrics_text;
 mod node_admin;
 mod node_metrics;
 mod openapi;
@@ -39,7 +42,8 @@ enum Command {
     /// Inspect the cluster through any node's management plane.
     #[command(subcommand)]
     Cluster(cli::ClusterCommand),
-    /// One node's management plane: status, log-level, shutdown.
+    /// One node's management plane: status, log-level, shutdown; `exec` on every node a label
+    /// selector matches.
     #[command(subcommand)]
     Node(cli_node::NodeCommand),
     /// A node's recent log lines, or (--follow) its live log.
@@ -55,6 +59,9 @@ enum Command {
     Config(cli_config::ConfigCommand),
     /// The audit log of cluster changes (who, when, what).
     Audit(cli_config::AuditArgs),
+    /// Buckets and their usage through the management API: ls, info, usage.
+    #[command(subcommand)]
+    Bucket(cli_cluster::BucketCommand),
     /// Make a bucket (over a node's RPC port, like cp/ls/rm).
     Mb(files::MbArgs),
     /// Remove an empty bucket.
@@ -84,6 +91,7 @@ fn main() -> anyhow::Result<()> {
         Command::Key(cmd) => user_facing(runtime.block_on(cli::key(cmd))),
         Command::Config(cmd) => user_facing(runtime.block_on(cli_config::config(cmd))),
         Command::Audit(a) => user_facing(runtime.block_on(cli_config::audit(a))),
+        Command::Bucket(cmd) => user_facing(runtime.block_on(cli_cluster::bucket(cmd))),
         Command::Mb(a) => user_facing(runtime.block_on(files::mb(a))),
         Command::Rb(a) => user_facing(runtime.block_on(files::rb(a))),
         Command::Cp(a) => user_facing(runtime.block_on(files::cp(a))),

@@ -98,6 +98,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         crate::admin_keys::Api::openapi(),
         crate::node_admin::Api::openapi(),
         crate::admin_config::Api::openapi(),
+        crate::admin_cluster::Api::openapi(),
     ] {
         doc.merge(part);
     }

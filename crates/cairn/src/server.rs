@@ -169,12 +169,16 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
     } else {
         None
     };
+    // The node's management plane as other nodes reach it (`POST /cluster/exec`,
+    // `/cluster/nodes`, `/cluster/metrics`); filled in once the pieces exist.
+    let plane = cairn_cluster::NodePlane::default();
     let rpc_task = tokio::spawn(cairn_cluster::serve_rpc(
         rpc_listener,
         registry.clone(),
         trust.clone(),
         cairn_trust::ListenerLimits::default(),
-        cairn_cluster::ControlServer::new(registry.clone(), settings.clone()),
+        cairn_cluster::ControlServer::new(registry.clone(), settings.clone())
+            .with_node_plane(plane.clone()),
         cairn_cluster::ChunkServer::new(chunks.clone()),
         files.clone().into_service(),
         wait_for(shutdown_rx.clone()),
@@ -357,8 +361,19 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         logs,
         cfg.disk_reserve_bytes,
     ));
+    plane.install_admin(node.clone());
+    let metrics = Arc::new(metrics);
+    {
+        let metrics = metrics.clone();
+        plane.install_metrics(Arc::new(move || {
+            let mut out = String::new();
+            prometheus_client::encoding::text::encode(&mut out, &metrics)
+                .map_err(|e| format!("encoding metrics: {e}"))?;
+            Ok(out)
+        }));
+    }
     let admin_router = admin::router(admin::AdminState {
-        metrics: Arc::new(metrics),
+        metrics,
         node_id: node_id.clone(),
         keys: keys.clone(),
         metrics_require_token: cfg.metrics_require_token,
@@ -368,6 +383,7 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
             view,
             node_timeout_secs: cfg.node_timeout_secs,
             gossip: gossip.clone(),
+            plane,
         }),
         node: node.clone(),
         config: config_runtime,

@@ -14,8 +14,9 @@ use cairn_raft::{RaftError, Registry};
 use cairn_rpc::pb::control_service_server::ControlService;
 use cairn_rpc::pb::{
     GetLayoutReply, GetLayoutRequest, HeartbeatReply, HeartbeatRequest, HelloReply, HelloRequest,
-    JoinChallengeReply, JoinChallengeRequest, JoinReply, JoinRequest, JoinSecrets, ProposeReply,
-    ProposeRequest, QueryReply, QueryRequest, RegisterNodeReply, RegisterNodeRequest,
+    JoinChallengeReply, JoinChallengeRequest, JoinReply, JoinRequest, JoinSecrets, NodeExecReply,
+    NodeExecRequest, NodeMetricsReply, NodeMetricsRequest, ProposeReply, ProposeRequest,
+    QueryReply, QueryRequest, RegisterNodeReply, RegisterNodeRequest,
 };
 use cairn_trust::join::{JoinKeyring, NonceBook, HELLO_SKEW};
 use cairn_trust::PeerInfo;
@@ -36,6 +37,8 @@ pub struct ControlServer {
     challenges: NonceBook,
     /// Greeting nonces seen lately: a replayed `Hello` is refused.
     greetings: NonceBook,
+    /// This node's management plane, for `NodeExec` / `NodeMetrics`.
+    plane: crate::plane::NodePlane,
 }
 
 /// The node a call comes from, as named by its verified client certificate.
@@ -119,7 +122,15 @@ impl ControlServer {
             key,
             challenges: NonceBook::new(std::time::Duration::from_secs(60), 1024),
             greetings: NonceBook::new(2 * HELLO_SKEW, 65536),
+            plane: crate::plane::NodePlane::default(),
         }
+    }
+
+    /// Serves `NodeExec` / `NodeMetrics` from `plane` (whatever is installed in it, now or
+    /// later); without one they answer `UNIMPLEMENTED`.
+    pub fn with_node_plane(mut self, plane: crate::plane::NodePlane) -> Self {
+        self.plane = plane;
+        self
     }
 
     /// Refuses a node of another cluster (and logs it).
@@ -407,6 +418,26 @@ impl ControlService for ControlServer {
             .flatten()
             .map_or(0, |l| l.version);
         Ok(Response::new(HeartbeatReply { layout_version }))
+    }
+
+    async fn node_exec(
+        &self,
+        request: Request<NodeExecRequest>,
+    ) -> Result<Response<NodeExecReply>, Status> {
+        let node = caller(&request)?;
+        let req = request.into_inner();
+        let actor = format!("{} via node {node}", req.actor);
+        let result = self.plane.exec_json(&req.action, &actor).await?;
+        Ok(Response::new(NodeExecReply { result }))
+    }
+
+    async fn node_metrics(
+        &self,
+        request: Request<NodeMetricsRequest>,
+    ) -> Result<Response<NodeMetricsReply>, Status> {
+        caller(&request)?;
+        let text = self.plane.metrics_text()?;
+        Ok(Response::new(NodeMetricsReply { text }))
     }
 
     async fn get_layout(

@@ -262,6 +262,7 @@ pub fn spawn(
         let mut registered = false;
         // The layout settings of the configuration the layout was last checked against.
         let mut layout_inputs: Option<LayoutInputs> = None;
+        let mut published_moves = None;
         loop {
             view.refresh(&reg);
             if last_heartbeat.is_none_or(|t| t.elapsed() >= Duration::from_secs(s.heartbeat_secs))
@@ -280,6 +281,9 @@ pub fn spawn(
                 layout_inputs = None;
             }
             partitions_step(&s, &reg, &view, &moving).await;
+            if let Some(g) = gossip.as_deref() {
+                view.moves().publish(g, &mut published_moves);
+            }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                 _ = shutdown.changed() => {}
@@ -492,7 +496,7 @@ async fn layout_step(
 async fn partitions_step(
     s: &ClusterSettings,
     reg: &Arc<Registry>,
-    view: &ClusterView,
+    view: &Arc<ClusterView>,
     moving: &Arc<Mutex<HashSet<u64>>>,
 ) {
     let Some(layout) = view.layout() else { return };
@@ -541,6 +545,22 @@ async fn partitions_step(
         }
         moving.lock().insert(group);
         let moving = moving.clone();
+        let name_of = |id: &u64| {
+            nodes
+                .values()
+                .find(|n| n.raft_id == *id)
+                .map_or_else(|| id.to_string(), |n| n.node_id.clone())
+        };
+        let partition = p as u32;
+        view.moves().start(crate::rebalance::Move {
+            partition,
+            node: s.node_id.clone(),
+            from: voters.iter().map(name_of).collect(),
+            to: replicas.clone(),
+            phase: crate::rebalance::MovePhase::CatchingUp,
+            started_ms: now_ms(),
+        });
+        let view = view.clone();
         tokio::spawn(async move {
             for (id, node) in &members {
                 if voters.contains(id) {
@@ -550,9 +570,12 @@ async fn partitions_step(
                 if let Err(e) = raft.add_learner(*id, node.clone(), true).await {
                     tracing::warn!(group, learner = id, error = %e, "adding partition learner failed");
                     moving.lock().remove(&group);
+                    view.moves().finish(partition);
                     return;
                 }
             }
+            view.moves()
+                .set_phase(partition, crate::rebalance::MovePhase::ChangingVoters);
             match raft.change_membership(target.clone(), false).await {
                 Ok(_) => {
                     tracing::info!(group, voters = ?target, "partition replicas moved to match the layout")
@@ -560,6 +583,7 @@ async fn partitions_step(
                 Err(e) => tracing::warn!(group, error = %e, "partition membership change failed"),
             }
             moving.lock().remove(&group);
+            view.moves().finish(partition);
         });
     }
 }

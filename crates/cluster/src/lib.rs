@@ -6,15 +6,20 @@ pub mod chunks;
 pub mod control;
 pub mod control_client;
 pub mod controller;
+pub mod fanout;
 pub mod formation;
 pub mod gossip;
+pub mod health;
 pub mod node_admin;
+pub mod plane;
+pub mod rebalance;
 pub mod view;
 
 use std::collections::BTreeMap;
 
 pub use chunks::{ChunkServer, ReplicatedChunks, WriteConsistency};
 pub use control::ControlServer;
+pub use plane::NodePlane;
 pub use view::ClusterView;
 
 /// This node's cluster settings.

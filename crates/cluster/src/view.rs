@@ -12,6 +12,8 @@ use parking_lot::RwLock;
 pub struct ClusterView {
     nodes: RwLock<BTreeMap<String, NodeRecord>>,
     layout: RwLock<Option<LayoutRecord>>,
+    /// Replica moves this node drives now (`/admin/rebalances`).
+    moves: crate::rebalance::Moves,
 }
 
 impl ClusterView {
@@ -24,6 +26,11 @@ impl ClusterView {
         if let Ok(layout) = reg.meta().layout(SYSTEM_GROUP) {
             *self.layout.write() = layout;
         }
+    }
+
+    /// The replica moves this node's controller drives now.
+    pub fn moves(&self) -> &crate::rebalance::Moves {
+        &self.moves
     }
 
     pub fn layout(&self) -> Option<LayoutRecord> {

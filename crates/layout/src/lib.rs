@@ -28,6 +28,7 @@
 //!    to favour `prefer` nodes.
 
 mod algorithm;
+mod conjunction;
 mod selector;
 
 #[cfg(test)]
@@ -38,6 +39,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use algorithm::compute_layout;
+pub use conjunction::SelectorSet;
 pub use selector::{LabelSelector, SelectorError, SelectorOp};
 
 /// Identifier of a storage node, unique in the cluster.

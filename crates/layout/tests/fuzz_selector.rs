@@ -129,3 +129,34 @@ proptest! {
         prop_assert_eq!(s.matches(&labels, zone.as_deref()), naive_matches(&s, &labels, zone.as_deref()));
     }
 }
+
+// ---- selector sets (`zone=a,disk!=hdd`: the node picker of `cairn node exec`) ----
+
+proptest! {
+    #[test]
+    fn fuzz_selector_set_text_parses_or_errors(
+        parts in proptest::collection::vec(selector_text(), 0..4),
+        junk in "[ ,()*=!a-z]{0,12}",
+    ) {
+        let text = format!("{}{junk}", parts.join(","));
+        if let Ok(set) = cairn_layout::SelectorSet::parse(&text) {
+            // What parses prints back to the same set.
+            prop_assert_eq!(cairn_layout::SelectorSet::parse(&set.to_string()), Ok(set));
+        }
+    }
+
+    #[test]
+    fn fuzz_selector_set_is_a_conjunction(
+        sels in proptest::collection::vec(selector(), 1..4),
+        labels in proptest::collection::btree_map(token(), token(), 0..4),
+        zone in proptest::option::of(token()),
+    ) {
+        let text = sels.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+        let set = cairn_layout::SelectorSet::parse(&text).unwrap();
+        prop_assert_eq!(&set.0, &sels);
+        prop_assert_eq!(
+            set.matches(&labels, zone.as_deref()),
+            sels.iter().all(|s| naive_matches(s, &labels, zone.as_deref()))
+        );
+    }
+}

@@ -12,10 +12,12 @@ pub mod placement;
 pub mod query;
 pub mod secrets;
 pub mod store;
+pub mod usage;
 
 pub use command::{Command, CommandError, Condition, KeyChange, RefOp, Response};
 pub use query::{Query, QueryResult};
 pub use store::{AuditEntry, Listing, MetaStore};
+pub use usage::BucketUsage;
 
 /// A storage or encoding failure in the metadata store.
 #[derive(Debug, thiserror::Error)]

@@ -65,6 +65,13 @@ pub enum Query {
         after: u64,
         max: usize,
     },
+    // ---- appended ----
+    /// Objects and bytes of one bucket (in the partition of its index).
+    BucketUsage {
+        bucket: String,
+    },
+    /// Usage of every bucket with objects in the partition.
+    PartitionUsage,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -89,6 +96,9 @@ pub enum QueryResult {
     Text(Option<String>),
     Config(Option<crate::model::ClusterConfig>),
     ConfigHistory(Vec<crate::config_doc::ConfigVersion>),
+    // ---- appended ----
+    Usage(crate::usage::BucketUsage),
+    Usages(Vec<(String, crate::usage::BucketUsage)>),
 }
 
 impl MetaStore {
@@ -161,6 +171,8 @@ impl MetaStore {
             Query::ConfigHistory { after, max } => {
                 QueryResult::ConfigHistory(self.config_history(group, *after, *max)?)
             }
+            Query::BucketUsage { bucket } => QueryResult::Usage(self.bucket_usage(group, bucket)?),
+            Query::PartitionUsage => QueryResult::Usages(self.partition_usage(group)?),
         })
     }
 }

@@ -31,8 +31,19 @@ pub(crate) const TOKENS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("s
 
 /// Every state-machine table, in a fixed order (the snapshot format numbers them; new tables
 /// go at the end).
-pub(crate) const ALL_TABLES: [TableDefinition<&[u8], &[u8]>; 11] = [
-    OBJECTS, UPLOADS, PARTS, REFS, OUTBOX, BUCKETS, SM_META, NODES, AUDIT, KEYS, TOKENS,
+pub(crate) const ALL_TABLES: [TableDefinition<&[u8], &[u8]>; 12] = [
+    OBJECTS,
+    UPLOADS,
+    PARTS,
+    REFS,
+    OUTBOX,
+    BUCKETS,
+    SM_META,
+    NODES,
+    AUDIT,
+    KEYS,
+    TOKENS,
+    crate::usage::USAGE,
 ];
 const SM_META_INDEX: usize = 6;
 
@@ -383,6 +394,8 @@ impl MetaStore {
                 }
                 objects.insert(k.as_slice(), encode(record)?.as_slice())?;
                 drop(objects);
+                let old_size = old.as_ref().map(|o| o.size);
+                self.account_usage(txn, group, bucket, old_size, Some(record.size))?;
                 let mut ops = add_ops(
                     record.data.chunks(),
                     &object_owner(bucket, key, &record.version),
@@ -406,6 +419,7 @@ impl MetaStore {
                 drop(objects);
                 match old {
                     Some(old) => {
+                        self.account_usage(txn, group, bucket, Some(old.size), None)?;
                         let ops =
                             remove_ops(old.data.chunks(), &object_owner(bucket, key, &old.version));
                         self.push_outbox(txn, group, ops)?;
@@ -492,6 +506,8 @@ impl MetaStore {
                 drop(objects);
                 uploads.remove(uk.as_slice())?;
                 drop(uploads);
+                let old_size = old.as_ref().map(|o| o.size);
+                self.account_usage(txn, group, bucket, old_size, Some(record.size))?;
                 let mut ops = add_ops(
                     record.data.chunks(),
                     &object_owner(bucket, key, &record.version),
