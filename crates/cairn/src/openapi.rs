@@ -45,8 +45,11 @@ pub struct ApiErrorDetail {
     modifiers(&SecuritySchemes),
     components(schemas(ApiError, ApiErrorDetail)),
     tags(
-        (name = "node", description = "This node: liveness, readiness, metrics, the API description"),
-        (name = "cluster", description = "The cluster as this node sees it"),
+        (name = "node", description = "This node: liveness, readiness, status, logs, metrics, shutdown, the API description"),
+        (name = "cluster", description = "The cluster (any node answers): status, health, nodes, metrics, audit, fan-out"),
+        (name = "admin", description = "Operator summaries: nodes, rebalances, capacity"),
+        (name = "config", description = "The replicated cluster configuration: versions, history, rollback"),
+        (name = "buckets", description = "Buckets and their usage"),
         (name = "keys", description = "S3 access keys and their bucket grants (admin scope)"),
         (name = "tokens", description = "Operator tokens of the management API (admin scope)"),
     )
