@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 
 import pytest
 import requests
@@ -71,7 +72,15 @@ def admin_token(node, name: str = "fuzz-admin") -> str:
                       headers={**admin_headers("POST", "/tokens", body),
                                "content-type": "application/json"})
     assert r.status_code == 201, r.text
-    return r.json()["token"]
+    token = r.json()["token"]
+    # Tokens are checked against the node's own replica of the system group: wait until it
+    # has applied the new one.
+    deadline = time.monotonic() + 10
+    while requests.get(f"{node.admin_url}/tokens", timeout=5,
+                       headers={"Authorization": f"Bearer {token}"}).status_code != 200:
+        assert time.monotonic() < deadline, f"token {name} never worked on {node.node_id}"
+        time.sleep(0.1)
+    return token
 
 
 def fuzz_key(node, token: str, name: str) -> str:
