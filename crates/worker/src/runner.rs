@@ -286,7 +286,7 @@ mod tests {
         }
         async fn step(&mut self, p: &Progress) -> Result<Step, crate::WorkerError> {
             self.steps += 1;
-            if self.fail_every > 0 && self.steps % self.fail_every == 0 {
+            if self.fail_every > 0 && self.steps.is_multiple_of(self.fail_every) {
                 return Err(Boom(self.steps).into());
             }
             p.items(1);
