@@ -1,9 +1,10 @@
 //! A node's cached view of the cluster catalog (nodes and layout), refreshed from its local copy
-//! of the system group; used to route chunk traffic and forwarded requests.
+//! of the system group; used to route forwarded requests, and (as `cairn_chunk::Placement`)
+//! chunk traffic.
 
 use std::collections::BTreeMap;
 
-use cairn_meta::model::{ChunkId, LayoutRecord, NodeRecord};
+use cairn_meta::model::{LayoutRecord, NodeRecord};
 use cairn_meta::placement::SYSTEM_GROUP;
 use cairn_raft::Registry;
 use parking_lot::RwLock;
@@ -47,15 +48,6 @@ impl ClusterView {
             .unwrap_or_default()
     }
 
-    /// (node id, rpc address) of every replica holding `chunk`.
-    pub fn chunk_targets(&self, chunk: &ChunkId, partitions: u32) -> Vec<(String, String)> {
-        let nodes = self.nodes.read();
-        self.replicas(chunk.partition(partitions))
-            .into_iter()
-            .filter_map(|id| nodes.get(&id).map(|n| (id.clone(), n.rpc_addr.clone())))
-            .collect()
-    }
-
     /// RPC addresses to try for a group this node cannot route itself.
     pub fn group_hint(&self, group: u64) -> Vec<String> {
         let nodes = self.nodes.read();
@@ -67,5 +59,32 @@ impl ClusterView {
             .iter()
             .filter_map(|id| nodes.get(id).map(|n| n.rpc_addr.clone()))
             .collect()
+    }
+}
+
+impl cairn_chunk::Placement for ClusterView {
+    fn chunk_replicas(&self, partition: u32) -> Vec<cairn_chunk::Replica> {
+        let nodes = self.nodes.read();
+        self.replicas(partition)
+            .into_iter()
+            .filter_map(|id| {
+                nodes.get(&id).map(|n| cairn_chunk::Replica {
+                    node_id: id.clone(),
+                    rpc_addr: n.rpc_addr.clone(),
+                    health: n.health,
+                })
+            })
+            .collect()
+    }
+
+    fn partitions_on(&self, node_id: &str) -> Option<Vec<u32>> {
+        self.layout.read().as_ref().map(|l| {
+            l.assignments
+                .iter()
+                .enumerate()
+                .filter(|(_, replicas)| replicas.iter().any(|r| r == node_id))
+                .map(|(p, _)| p as u32)
+                .collect()
+        })
     }
 }
