@@ -211,13 +211,14 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
     files.attach_keys(keys.clone());
     let view = Arc::new(cairn_cluster::ClusterView::default());
     view.refresh(&registry);
-    cairn_cluster::controller::spawn(
+    // Every background worker of the node runs in `workers` (statuses, pause/resume, metrics).
+    let workers = cairn_worker::Workers::new(shutdown_rx.clone());
+    workers.spawn(cairn_cluster::controller::Controller::new(
         settings.clone(),
         registry.clone(),
         view.clone(),
         gossip.clone(),
-        shutdown_rx.clone(),
-    );
+    ))?;
     let consistency = cairn_chunk::WriteConsistency::parse(&cfg.default_write_consistency)
         .context("DEFAULT_WRITE_CONSISTENCY")?;
     let io = Arc::new(cairn_chunk::ReplicatedChunks::new(
@@ -231,8 +232,6 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
     let objects =
         ObjectService::with_chunk_io(service_config, registry.clone(), chunks.clone(), io.clone());
     files.attach(objects.clone());
-    // Every background worker of the node runs in `workers` (statuses, pause/resume, metrics).
-    let workers = cairn_worker::Workers::new(shutdown_rx.clone());
     workers.spawn(cairn_chunk::refs::RefSync::new(
         registry.clone(),
         Duration::from_millis(200),

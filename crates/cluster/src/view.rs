@@ -88,3 +88,64 @@ impl cairn_chunk::Placement for ClusterView {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_chunk::Placement;
+    use cairn_meta::model::{NodeHealth, NodeState};
+
+    fn node(id: &str, health: NodeHealth) -> NodeRecord {
+        NodeRecord {
+            node_id: id.into(),
+            raft_id: 1,
+            rpc_addr: format!("{id}:7001"),
+            api_addr: format!("{id}:7000"),
+            zone: None,
+            labels: BTreeMap::new(),
+            cpus: 1,
+            memory_bytes: 0,
+            disk_capacity_bytes: 0,
+            disk_free_bytes: 0,
+            state: NodeState::Active,
+            registered_ms: 0,
+            health,
+            last_heartbeat_ms: 0,
+        }
+    }
+
+    #[test]
+    fn placement_follows_the_layout_and_skips_unknown_nodes() {
+        let view = ClusterView::default();
+        assert_eq!(view.partitions_on("a"), None);
+        assert!(view.chunk_replicas(0).is_empty());
+        *view.nodes.write() = [("a", NodeHealth::Up), ("b", NodeHealth::Down)]
+            .into_iter()
+            .map(|(id, h)| (id.to_string(), node(id, h)))
+            .collect();
+        *view.layout.write() = Some(LayoutRecord {
+            version: 1,
+            replication: 2,
+            assignments: vec![
+                vec!["a".into(), "b".into()],
+                vec!["b".into(), "ghost".into()],
+            ],
+            created_ms: 0,
+        });
+        let r = view.chunk_replicas(0);
+        assert_eq!(
+            r.iter()
+                .map(|r| (r.node_id.as_str(), r.rpc_addr.as_str(), r.health))
+                .collect::<Vec<_>>(),
+            vec![
+                ("a", "a:7001", NodeHealth::Up),
+                ("b", "b:7001", NodeHealth::Down)
+            ]
+        );
+        // A node without a catalog record has no address: it is left out.
+        assert_eq!(view.chunk_replicas(1).len(), 1);
+        assert_eq!(view.partitions_on("a"), Some(vec![0]));
+        assert_eq!(view.partitions_on("b"), Some(vec![0, 1]));
+        assert_eq!(view.partitions_on("c"), Some(vec![]));
+    }
+}
