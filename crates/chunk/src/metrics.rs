@@ -173,6 +173,11 @@ impl ChunkMetrics {
         self.missing_local.set(gauge(n));
     }
 
+    /// Chunk copies restored from another replica since start.
+    pub fn read_repairs(&self) -> u64 {
+        self.read_repairs.get()
+    }
+
     /// Referenced chunks missing from this node's disk, as of the last chunk-sync pass.
     pub fn missing_local(&self) -> u64 {
         self.missing_local.get().max(0) as u64
