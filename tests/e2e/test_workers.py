@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from e2e_util import chunk_files, expected_chunk_ids, rand_bytes, unique_name
+from test_cluster import cluster  # noqa: F401  (fixture: a fresh 3-node cluster)
 
 MiB = 1024 * 1024
 WORKERS = ("controller", "ref-sync", "gc", "chunk-sync", "upload-reaper")
@@ -73,3 +74,31 @@ def test_gc_progress_and_chunk_metrics(node):
     assert value(final, "cairn_chunk_stored_chunks") == len(chunk_files(node.storage_path))
     assert value(final, "cairn_chunk_quarantined") == 0
     assert value(final, "cairn_worker_queue_length", '{worker="gc"}') == 0
+
+
+def test_chunk_sync_restores_a_lost_copy_without_any_read(cluster):  # noqa: F811
+    """Anti-entropy: a replica whose chunk file disappears gets it back from the others within
+    a chunk-sync pass or two, with no read touching the object."""
+    n1, n3 = cluster.node("n1"), cluster.node("n3")
+    b = unique_name("sync")
+    n1.client().create_bucket(Bucket=b)
+    before = chunk_files(n3.storage_path)
+    data = rand_bytes(200_000, "chunk-sync")
+    n1.client().put_object(Bucket=b, Key="k", Body=data)
+    # RF 3 on 3 nodes: n3 holds every chunk once the background third write lands.
+    deadline = time.monotonic() + 20
+    while not chunk_files(n3.storage_path) - before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    new = chunk_files(n3.storage_path) - before
+    assert new, "the chunk never reached n3"
+    for cid in new:
+        (n3.storage_path / "chunks" / cid[:2] / cid[2:4] / cid).unlink()
+    assert not new & chunk_files(n3.storage_path)
+
+    deadline = time.monotonic() + 30
+    while new - chunk_files(n3.storage_path) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not new - chunk_files(n3.storage_path), "chunk sync did not restore the lost copy"
+    text = metrics(n3)
+    assert value(text, "cairn_worker_items_total", '{worker="chunk-sync"}') >= len(new)
+    assert n1.client().get_object(Bucket=b, Key="k")["Body"].read() == data
