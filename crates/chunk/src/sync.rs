@@ -6,15 +6,17 @@
 //!
 //! A pass walks every partition the layout places here, `per_step` referenced chunks per step
 //! (a cursor per partition), and ends idle. The chunks still missing after a pass are the
-//! `cairn_chunk_missing_local` gauge.
+//! `cairn_chunk_missing_local` gauge. Fetching is throttled by a [`RateLimit`] (bytes per
+//! second, changeable at run time; unlimited by default): a step that fetched more than its
+//! budget allows is followed by a throttled wait.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cairn_meta::placement::partition_group;
 use cairn_raft::Registry;
-use cairn_worker::{Progress, Step, Worker, WorkerError};
+use cairn_worker::{Progress, RateLimit, Step, Worker, WorkerError};
 
 use crate::{ChunkId, ChunkIo, ReplicatedChunks};
 
@@ -25,6 +27,7 @@ pub struct ChunkSync {
     registry: Arc<Registry>,
     per_step: usize,
     interval: Duration,
+    rate: RateLimit,
     /// (partition, resume after this chunk) still to visit in this pass.
     pass: VecDeque<(u32, Option<ChunkId>)>,
     /// Chunks found missing and not restored so far in this pass.
@@ -45,10 +48,19 @@ impl ChunkSync {
             registry,
             per_step: per_step.max(1),
             interval,
+            rate: RateLimit::default(),
             pass: VecDeque::new(),
             missing: 0,
             passes: 0,
         }
+    }
+}
+
+impl ChunkSync {
+    /// Throttles fetching to `rate` (shared: the caller may change it while the worker runs).
+    pub fn with_rate(mut self, rate: RateLimit) -> Self {
+        self.rate = rate;
+        self
     }
 }
 
@@ -80,6 +92,8 @@ impl Worker for ChunkSync {
             .registry
             .meta()
             .referenced_chunks(group, cursor.as_ref(), self.per_step)?;
+        let started = Instant::now();
+        let mut fetched = 0u64;
         if ids.len() == self.per_step {
             // More in this partition: continue after the last one, before the next partition.
             self.pass.push_front((p, ids.last().copied()));
@@ -93,6 +107,7 @@ impl Worker for ChunkSync {
                 Ok(b) => {
                     progress.items(1);
                     progress.bytes(b.len() as u64);
+                    fetched += b.len() as u64;
                 }
                 Err(e) => {
                     self.missing += 1;
@@ -102,7 +117,10 @@ impl Worker for ChunkSync {
         }
         progress.queue(self.pass.len() as u64);
         if !self.pass.is_empty() {
-            return Ok(Step::Busy);
+            return Ok(match self.rate.delay_after(fetched, started) {
+                Some(wait) => Step::Throttled(wait),
+                None => Step::Busy,
+            });
         }
         self.passes += 1;
         self.io.local().metrics().set_missing_local(self.missing);
