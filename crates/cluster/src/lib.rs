@@ -13,7 +13,9 @@ pub mod view;
 
 use std::collections::BTreeMap;
 
-pub use cairn_chunk::ChunkServer;
+// The chunk layer's types under their old `cairn_cluster` paths, so callers written before
+// the move (server wiring, live configuration) keep compiling; new code uses `cairn_chunk`.
+pub use cairn_chunk::{ChunkServer, ReplicatedChunks, WriteConsistency};
 pub use control::ControlServer;
 pub use view::ClusterView;
 
