@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use cairn_config::{Config, ServerFlags};
-use cairn_object::workers::WorkerConfig;
 use cairn_object::{ObjectService, ServiceConfig};
 use cairn_raft::{Registry, RegistryConfig};
 use tokio::sync::watch;
@@ -219,14 +218,15 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
     files.attach_keys(keys.clone());
     let view = Arc::new(cairn_cluster::ClusterView::default());
     view.refresh(&registry);
-    cairn_cluster::controller::spawn(
+    // Every background worker of the node runs in `workers` (statuses, pause/resume, metrics).
+    let workers = cairn_worker::Workers::new(shutdown_rx.clone());
+    workers.spawn(cairn_cluster::controller::Controller::new(
         settings.clone(),
         registry.clone(),
         view.clone(),
         gossip.clone(),
-        shutdown_rx.clone(),
-    );
-    let consistency = cairn_cluster::WriteConsistency::parse(&cfg.default_write_consistency)
+    ))?;
+    let consistency = cairn_chunk::WriteConsistency::parse(&cfg.default_write_consistency)
         .context("DEFAULT_WRITE_CONSISTENCY")?;
     // Start-time settings: the cluster configuration's where it sets them, else this node's.
     let node_settings = crate::config_live::Effective::resolve(&cfg, consistency, None);
@@ -240,7 +240,7 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
             .flatten()
             .as_ref(),
     );
-    let io = Arc::new(cairn_cluster::ReplicatedChunks::new(
+    let io = Arc::new(cairn_chunk::ReplicatedChunks::new(
         chunks.clone(),
         node_id.clone(),
         registry.peers().clone(),
@@ -262,26 +262,30 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         effective.clone(),
     );
     config_runtime.spawn(Duration::from_millis(500), shutdown_rx.clone());
-    cairn_cluster::chunks::spawn_chunk_sync(
+    let objects =
+        ObjectService::with_chunk_io(service_config, registry.clone(), chunks.clone(), io.clone());
+    files.attach(objects.clone());
+    workers.spawn(cairn_chunk::refs::RefSync::new(
+        registry.clone(),
+        Duration::from_millis(200),
+    ))?;
+    workers.spawn(cairn_chunk::gc::Gc::new(
+        registry.clone(),
+        chunks.clone(),
+        Duration::from_secs(effective.gc_grace_secs),
+        Duration::from_secs(effective.gc_interval_secs),
+    ))?;
+    workers.spawn(cairn_chunk::sync::ChunkSync::new(
         io.clone(),
         registry.clone(),
-        Duration::from_secs(5),
         256,
-        shutdown_rx.clone(),
-    );
-    let objects = ObjectService::with_chunk_io(service_config, registry.clone(), chunks, io);
-    files.attach(objects.clone());
-    cairn_object::workers::spawn(
+        Duration::from_secs(5),
+    ))?;
+    workers.spawn(cairn_object::workers::UploadReaper::new(
         objects.clone(),
-        WorkerConfig {
-            ref_sync_interval: Duration::from_millis(200),
-            gc_interval: Duration::from_secs(effective.gc_interval_secs),
-            gc_grace: Duration::from_secs(effective.gc_grace_secs),
-            upload_expiry: Duration::from_secs(effective.upload_expiry_secs),
-            upload_reap_interval: Duration::from_secs(effective.upload_expiry_secs.clamp(1, 3600)),
-        },
-        shutdown_rx.clone(),
-    );
+        Duration::from_secs(effective.upload_expiry_secs),
+        Duration::from_secs(effective.upload_expiry_secs.clamp(1, 3600)),
+    ))?;
 
     tokio::spawn(crate::master::seal_legacy_keys(
         registry.clone(),
@@ -303,6 +307,8 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
     node_metrics.register(&mut metrics);
     node_metrics.spawn_scanner(crate::node_metrics::DATA_DIR_SCAN, shutdown_rx.clone());
     files.metrics().register(&mut metrics);
+    chunks.metrics().register(&mut metrics);
+    workers.register_metrics(&mut metrics);
     if let Some(g) = &gossip {
         g.register_metrics(&mut metrics);
     }

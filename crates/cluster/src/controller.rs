@@ -1,4 +1,5 @@
-//! Controllers, run on every node once it belongs to a cluster. Each pass:
+//! Controllers, run on every node once it belongs to a cluster, as one worker (`controller`,
+//! the `cairn_worker::Worker` shape; a pass every 500 ms). Each pass:
 //! - refreshes the node's cluster view; registers the node (`ControlService.RegisterNode`,
 //!   with its inventory) and sends its heartbeat with fresh stats every
 //!   `HEARTBEAT_INTERVAL_SECS` (`ControlService.Heartbeat`, to the system leader first);
@@ -22,7 +23,6 @@ use cairn_raft::Registry;
 use cairn_rpc::pb::HeartbeatRequest;
 use openraft::BasicNode;
 use parking_lot::Mutex;
-use tokio::sync::watch;
 
 use crate::control_client::{heartbeat, register_node, RetryPolicy};
 use crate::gossip::{Gossip, Health};
@@ -244,55 +244,96 @@ pub fn compute_layout(
     }
 }
 
-/// Starts the controller loop; it stops when `shutdown` flips to true.
-pub fn spawn(
+/// The controller worker (`controller`): one pass per step, a pass every 500 ms; items =
+/// passes. Run it with `cairn_worker::Workers::spawn`.
+pub struct Controller {
     s: ClusterSettings,
     reg: Arc<Registry>,
     view: Arc<ClusterView>,
     gossip: Option<Arc<Gossip>>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    {
-        let view = view.clone();
-        reg.set_route_hint(Arc::new(move |g| view.group_hint(g)));
-    }
-    tokio::spawn(async move {
-        let moving: Arc<Mutex<HashSet<u64>>> = Arc::default();
-        let mut last_heartbeat: Option<Instant> = None;
-        let mut registered = false;
-        // The layout settings of the configuration the layout was last checked against.
-        let mut layout_inputs: Option<LayoutInputs> = None;
-        let mut published_moves = None;
-        loop {
-            view.refresh(&reg);
-            if last_heartbeat.is_none_or(|t| t.elapsed() >= Duration::from_secs(s.heartbeat_secs))
-                && report(&s, &reg, &view, &mut registered).await
-            {
-                last_heartbeat = Some(Instant::now());
-            }
-            if reg.is_leader(SYSTEM_GROUP) {
-                if let Some(g) = gossip.as_deref() {
-                    health_step(&reg, &view, g).await;
-                }
-                system_membership(&s, &reg, &view, gossip.as_deref()).await;
-                layout_step(&s, &reg, &view, &mut layout_inputs).await;
-            } else {
-                // Leading again later starts from what the layout says.
-                layout_inputs = None;
-            }
-            partitions_step(&s, &reg, &view, &moving).await;
-            if let Some(g) = gossip.as_deref() {
-                view.moves().publish(g, &mut published_moves);
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                _ = shutdown.changed() => {}
-            }
-            if *shutdown.borrow() {
-                return;
-            }
+    /// Partition groups whose replica move is in flight (on a spawned task).
+    moving: Arc<Mutex<HashSet<u64>>>,
+    last_heartbeat: Option<Instant>,
+    registered: bool,
+    /// The layout settings of the configuration the layout was last checked against.
+    layout_inputs: Option<LayoutInputs>,
+    /// The replica moves last published in gossip.
+    published_moves: Option<u64>,
+}
+
+impl Controller {
+    /// The controllers of this node; installs the registry's route hint (the view's replicas
+    /// of a group) right away.
+    pub fn new(
+        s: ClusterSettings,
+        reg: Arc<Registry>,
+        view: Arc<ClusterView>,
+        gossip: Option<Arc<Gossip>>,
+    ) -> Self {
+        {
+            let view = view.clone();
+            reg.set_route_hint(Arc::new(move |g| view.group_hint(g)));
         }
-    });
+        Self {
+            s,
+            reg,
+            view,
+            gossip,
+            moving: Arc::default(),
+            last_heartbeat: None,
+            registered: false,
+            layout_inputs: None,
+            published_moves: None,
+        }
+    }
+
+    /// One pass of every controller.
+    async fn pass(&mut self) {
+        let (s, reg, view) = (&self.s, &self.reg, &self.view);
+        view.refresh(reg);
+        if self
+            .last_heartbeat
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(s.heartbeat_secs))
+            && report(s, reg, view, &mut self.registered).await
+        {
+            self.last_heartbeat = Some(Instant::now());
+        }
+        if reg.is_leader(SYSTEM_GROUP) {
+            if let Some(g) = self.gossip.as_deref() {
+                health_step(reg, view, g).await;
+            }
+            system_membership(s, reg, view, self.gossip.as_deref()).await;
+            layout_step(s, reg, view, &mut self.layout_inputs).await;
+        } else {
+            // Leading again later starts from what the layout says.
+            self.layout_inputs = None;
+        }
+        partitions_step(s, reg, view, &self.moving).await;
+        if let Some(g) = self.gossip.as_deref() {
+            view.moves().publish(g, &mut self.published_moves);
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl cairn_worker::Worker for Controller {
+    fn name(&self) -> &'static str {
+        "controller"
+    }
+
+    fn interval(&self) -> Duration {
+        Duration::from_millis(500)
+    }
+
+    async fn step(
+        &mut self,
+        progress: &cairn_worker::Progress,
+    ) -> Result<cairn_worker::Step, cairn_worker::WorkerError> {
+        self.pass().await;
+        progress.items(1);
+        progress.queue(self.moving.lock().len() as u64);
+        Ok(cairn_worker::Step::Idle)
+    }
 }
 
 /// Adds registered nodes to the system group; promotes learners to voters up to the desired

@@ -1,8 +1,8 @@
 //! Turning nodes into one store: forming a cluster from seeds (or joining one), the control
-//! RPCs, the controllers that keep Raft membership and partition placement in line with the
-//! layout, and chunk replication across the nodes a chunk's partition is placed on.
+//! RPCs, and the controllers that keep Raft membership and partition placement in line with the
+//! layout. Chunk replication lives in the chunk layer (`cairn_chunk`), which learns placement
+//! from this crate's [`ClusterView`] through `cairn_chunk::Placement`.
 
-pub mod chunks;
 pub mod control;
 pub mod control_client;
 pub mod controller;
@@ -17,7 +17,9 @@ pub mod view;
 
 use std::collections::BTreeMap;
 
-pub use chunks::{ChunkServer, ReplicatedChunks, WriteConsistency};
+// The chunk layer's types under their old `cairn_cluster` paths, so callers written before
+// the move (server wiring, live configuration) keep compiling; new code uses `cairn_chunk`.
+pub use cairn_chunk::{ChunkServer, ReplicatedChunks, WriteConsistency};
 pub use control::ControlServer;
 pub use plane::NodePlane;
 pub use view::ClusterView;

@@ -1,9 +1,10 @@
 //! A node's cached view of the cluster catalog (nodes and layout), refreshed from its local copy
-//! of the system group; used to route chunk traffic and forwarded requests.
+//! of the system group; used to route forwarded requests, and (as `cairn_chunk::Placement`)
+//! chunk traffic.
 
 use std::collections::BTreeMap;
 
-use cairn_meta::model::{ChunkId, LayoutRecord, NodeRecord};
+use cairn_meta::model::{LayoutRecord, NodeRecord};
 use cairn_meta::placement::SYSTEM_GROUP;
 use cairn_raft::Registry;
 use parking_lot::RwLock;
@@ -54,15 +55,6 @@ impl ClusterView {
             .unwrap_or_default()
     }
 
-    /// (node id, rpc address) of every replica holding `chunk`.
-    pub fn chunk_targets(&self, chunk: &ChunkId, partitions: u32) -> Vec<(String, String)> {
-        let nodes = self.nodes.read();
-        self.replicas(chunk.partition(partitions))
-            .into_iter()
-            .filter_map(|id| nodes.get(&id).map(|n| (id.clone(), n.rpc_addr.clone())))
-            .collect()
-    }
-
     /// RPC addresses to try for a group this node cannot route itself.
     pub fn group_hint(&self, group: u64) -> Vec<String> {
         let nodes = self.nodes.read();
@@ -74,5 +66,93 @@ impl ClusterView {
             .iter()
             .filter_map(|id| nodes.get(id).map(|n| n.rpc_addr.clone()))
             .collect()
+    }
+}
+
+impl cairn_chunk::Placement for ClusterView {
+    fn chunk_replicas(&self, partition: u32) -> Vec<cairn_chunk::Replica> {
+        let nodes = self.nodes.read();
+        self.replicas(partition)
+            .into_iter()
+            .filter_map(|id| {
+                nodes.get(&id).map(|n| cairn_chunk::Replica {
+                    node_id: id.clone(),
+                    rpc_addr: n.rpc_addr.clone(),
+                    health: n.health,
+                })
+            })
+            .collect()
+    }
+
+    fn partitions_on(&self, node_id: &str) -> Option<Vec<u32>> {
+        self.layout.read().as_ref().map(|l| {
+            l.assignments
+                .iter()
+                .enumerate()
+                .filter(|(_, replicas)| replicas.iter().any(|r| r == node_id))
+                .map(|(p, _)| p as u32)
+                .collect()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_chunk::Placement;
+    use cairn_meta::model::{NodeHealth, NodeState};
+
+    fn node(id: &str, health: NodeHealth) -> NodeRecord {
+        NodeRecord {
+            node_id: id.into(),
+            raft_id: 1,
+            rpc_addr: format!("{id}:7001"),
+            api_addr: format!("{id}:7000"),
+            zone: None,
+            labels: BTreeMap::new(),
+            cpus: 1,
+            memory_bytes: 0,
+            disk_capacity_bytes: 0,
+            disk_free_bytes: 0,
+            state: NodeState::Active,
+            registered_ms: 0,
+            health,
+            last_heartbeat_ms: 0,
+        }
+    }
+
+    #[test]
+    fn placement_follows_the_layout_and_skips_unknown_nodes() {
+        let view = ClusterView::default();
+        assert_eq!(view.partitions_on("a"), None);
+        assert!(view.chunk_replicas(0).is_empty());
+        *view.nodes.write() = [("a", NodeHealth::Up), ("b", NodeHealth::Down)]
+            .into_iter()
+            .map(|(id, h)| (id.to_string(), node(id, h)))
+            .collect();
+        *view.layout.write() = Some(LayoutRecord {
+            version: 1,
+            replication: 2,
+            assignments: vec![
+                vec!["a".into(), "b".into()],
+                vec!["b".into(), "ghost".into()],
+            ],
+            created_ms: 0,
+        });
+        let r = view.chunk_replicas(0);
+        assert_eq!(
+            r.iter()
+                .map(|r| (r.node_id.as_str(), r.rpc_addr.as_str(), r.health))
+                .collect::<Vec<_>>(),
+            vec![
+                ("a", "a:7001", NodeHealth::Up),
+                ("b", "b:7001", NodeHealth::Down)
+            ]
+        );
+        // A node without a catalog record has no address: it is left out.
+        assert_eq!(view.chunk_replicas(1).len(), 1);
+        assert_eq!(view.partitions_on("a"), Some(vec![0]));
+        assert_eq!(view.partitions_on("b"), Some(vec![0, 1]));
+        assert_eq!(view.partitions_on("c"), Some(vec![]));
     }
 }

@@ -107,7 +107,7 @@ proptest! {
             // RaftService
             RaftMessage, RaftBatch,
             // ChunkService
-            ChunkId, ChunkIds, ChunkPresence, ChunkPiece, PutChunkReply, DeleteChunkReply,
+            ChunkId, ChunkIds, ChunkPresence, ChunkPiece, PutChunkReply,
             // ControlService
             NodeInfo, RegisterNodeRequest, RegisterNodeReply, HeartbeatRequest, HeartbeatReply,
             GetLayoutRequest, PartitionReplicas, GetLayoutReply, HelloRequest, HelloReply,

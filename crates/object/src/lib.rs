@@ -3,8 +3,9 @@
 //!
 //! It streams request bodies into content-addressed chunks with bounded memory, computes the
 //! digests S3 needs in one pass, commits version records through the object's partition group,
-//! and reads objects back chunk by chunk, verifying every chunk's hash. Its background workers
-//! deliver chunk-reference updates, collect unreferenced chunks and reap abandoned uploads.
+//! and reads objects back chunk by chunk, verifying every chunk's hash. Chunk bytes go through
+//! the chunk layer (`cairn_chunk`: store, replication, reference sync, GC); this crate's own
+//! background worker reaps abandoned uploads.
 
 pub mod chunk_io;
 mod digest;

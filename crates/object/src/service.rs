@@ -15,7 +15,7 @@ use cairn_meta::placement::{bucket_partition, partition_group, SYSTEM_GROUP};
 use cairn_meta::{Command, CommandError, Condition, Query, QueryResult, Response};
 use cairn_raft::{GroupId, Registry};
 
-use crate::chunk_io::{ChunkIo, LocalChunks};
+use crate::chunk_io::{chunk_error, ChunkIo, LocalChunks};
 use crate::digest::{multipart_etag, BodyDigest};
 use crate::ObjectError;
 
@@ -157,7 +157,7 @@ pub struct ObjectService {
 struct Inner {
     config: ServiceConfig,
     registry: Arc<Registry>,
-    /// This node's chunk files: pins and GC.
+    /// This node's chunk files: pins that keep in-flight chunks from GC.
     chunks: ChunkStore,
     /// Where chunk bytes are written and read (local, or replicated across nodes).
     io: Arc<dyn ChunkIo>,
@@ -243,7 +243,7 @@ async fn write_chunk(
     data: Bytes,
     consistency: Option<WriteConsistency>,
 ) -> Result<(), ObjectError> {
-    io.put(id, data, consistency).await
+    io.put(id, data, consistency).await.map_err(chunk_error)
 }
 
 impl ObjectService {
@@ -276,10 +276,6 @@ impl ObjectService {
 
     pub(crate) fn registry(&self) -> &Arc<Registry> {
         &self.inner.registry
-    }
-
-    pub(crate) fn chunks(&self) -> &ChunkStore {
-        &self.inner.chunks
     }
 
     pub(crate) fn partitions(&self) -> u32 {
@@ -616,7 +612,7 @@ impl ObjectService {
                     .map(move |(id, from, to)| {
                         let io = io.clone();
                         async move {
-                            let data = io.get(id).await?;
+                            let data = io.get(id).await.map_err(chunk_error)?;
                             if to > data.len() {
                                 return Err(ObjectError::DataLoss(format!(
                                     "chunk {id} is shorter than recorded"

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn_object::workers::{collect_garbage, deliver_refs, WorkerStatus};
+use cairn_chunk::gc::collect_garbage;
+use cairn_chunk::refs::deliver_refs;
 use cairn_object::{
     BodyStream, ListQuery, ObjectData, ObjectError, ObjectService, PartSpec, Precondition,
     PutOptions, ServiceConfig,
@@ -15,6 +16,18 @@ use futures::StreamExt;
 const CHUNK: usize = 64 << 10;
 
 async fn open(dir: &std::path::Path) -> (ObjectService, Arc<cairn_raft::Registry>) {
+    let (svc, reg, _) = open_with_store(dir).await;
+    (svc, reg)
+}
+
+/// Also returns the chunk store (the same handle the service pins through), for GC.
+async fn open_with_store(
+    dir: &std::path::Path,
+) -> (
+    ObjectService,
+    Arc<cairn_raft::Registry>,
+    cairn_chunk::ChunkStore,
+) {
     let chunks = cairn_chunk::ChunkStore::open(dir.join("chunks")).unwrap();
     let registry = cairn_raft::Registry::open(cairn_raft::RegistryConfig {
         dir: dir.join("meta"),
@@ -33,9 +46,9 @@ async fn open(dir: &std::path::Path) -> (ObjectService, Arc<cairn_raft::Registry
             inline_threshold: 1024,
         },
         registry.clone(),
-        chunks,
+        chunks.clone(),
     );
-    (svc, registry)
+    (svc, registry, chunks)
 }
 
 fn body(data: &[u8], piece: usize) -> BodyStream {
@@ -169,7 +182,7 @@ fn md5_of(data: &[u8]) -> u128 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multipart_and_gc_keep_exactly_the_live_chunks() {
     let dir = tempfile::tempdir().unwrap();
-    let (svc, reg) = open(dir.path()).await;
+    let (svc, reg, chunks) = open_with_store(dir.path()).await;
     svc.create_bucket("b").await.unwrap();
     let up = svc
         .create_multipart("b", "mp", Default::default(), None)
@@ -239,14 +252,13 @@ async fn multipart_and_gc_keep_exactly_the_live_chunks() {
     ));
 
     // Deliver reference updates, then GC with zero grace: live chunks stay.
-    let status = WorkerStatus::default();
-    deliver_refs(&svc, &status).await.unwrap();
+    deliver_refs(&reg).await.unwrap();
     let live = chunk_files(dir.path());
     // Identical chunks are stored once (the test pattern repeats every 8 chunks).
     let unique: std::collections::HashSet<_> = rec.data.chunks().iter().map(|c| c.id).collect();
     assert_eq!(live, unique.len());
     assert!(unique.len() < rec.data.chunks().len());
-    collect_garbage(&svc, Duration::ZERO, &status)
+    collect_garbage(&reg, &chunks, Duration::ZERO)
         .await
         .unwrap();
     assert_eq!(chunk_files(dir.path()), live);
@@ -258,8 +270,8 @@ async fn multipart_and_gc_keep_exactly_the_live_chunks() {
         .await
         .unwrap();
     svc.delete_object("b", "mp").await.unwrap();
-    deliver_refs(&svc, &status).await.unwrap();
-    collect_garbage(&svc, Duration::ZERO, &status)
+    deliver_refs(&reg).await.unwrap();
+    collect_garbage(&reg, &chunks, Duration::ZERO)
         .await
         .unwrap();
     assert_eq!(chunk_files(dir.path()), live);
@@ -267,8 +279,8 @@ async fn multipart_and_gc_keep_exactly_the_live_chunks() {
 
     // Deleting the last reference frees every chunk.
     svc.delete_object("b", "copy").await.unwrap();
-    deliver_refs(&svc, &status).await.unwrap();
-    collect_garbage(&svc, Duration::ZERO, &status)
+    deliver_refs(&reg).await.unwrap();
+    collect_garbage(&reg, &chunks, Duration::ZERO)
         .await
         .unwrap();
     assert_eq!(chunk_files(dir.path()), 0);

@@ -1,0 +1,345 @@
+//! Chunk replication. A chunk's hash picks its partition; the [`Placement`] places the
+//! partition on R nodes. Writes go to all R in parallel and return once the write consistency
+//! is met (each replica fsyncs before acknowledging). Reads try this node first when it holds a
+//! replica, then the others, healthiest first; bytes from a peer are re-hashed before use, and
+//! a copy that is missing or corrupt (here or on a peer that answered so) is repaired from the
+//! replica that served the read.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use cairn_meta::model::{NodeHealth, WriteConsistency};
+use cairn_raft::Peers;
+use cairn_rpc::pb::chunk_service_client::ChunkServiceClient;
+use cairn_rpc::pb::ChunkPiece;
+use futures::StreamExt;
+use tonic::{Request, Status};
+
+use crate::io::{BoxFuture, ChunkIo};
+use crate::rpc::{pieces, MAX_CHUNK, RPC_TIMEOUT};
+use crate::{ChunkError, ChunkId, ChunkStore, Placement, Replica, ReplicaError};
+
+fn consistency_code(c: WriteConsistency) -> u8 {
+    match c {
+        WriteConsistency::One => 0,
+        WriteConsistency::Quorum => 1,
+        WriteConsistency::All => 2,
+    }
+}
+
+fn consistency_of(code: u8) -> WriteConsistency {
+    match code {
+        0 => WriteConsistency::One,
+        2 => WriteConsistency::All,
+        _ => WriteConsistency::Quorum,
+    }
+}
+
+/// [`ChunkIo`] that places chunks on their partition's replicas.
+pub struct ReplicatedChunks {
+    local: ChunkStore,
+    node_id: String,
+    peers: Peers,
+    placement: Arc<dyn Placement>,
+    partitions: u32,
+    /// The node default write consistency (a `WriteConsistency` code; changed at run time).
+    consistency: AtomicU8,
+}
+
+fn status_error(node: &str, s: &Status) -> ReplicaError {
+    ReplicaError::Status {
+        node: node.to_string(),
+        code: s.code(),
+        message: s.message().to_string(),
+    }
+}
+
+impl ReplicatedChunks {
+    /// Replication over `local` (this node's store, as `node_id`), reaching peers through
+    /// `peers` at the addresses `placement` gives; `consistency` is the default for writes
+    /// that do not name one.
+    pub fn new(
+        local: ChunkStore,
+        node_id: String,
+        peers: Peers,
+        placement: Arc<dyn Placement>,
+        partitions: u32,
+        consistency: WriteConsistency,
+    ) -> Self {
+        Self {
+            local,
+            node_id,
+            peers,
+            placement,
+            partitions,
+            consistency: AtomicU8::new(consistency_code(consistency)),
+        }
+    }
+
+    /// Changes the default write consistency (writes already in flight keep theirs).
+    pub fn set_write_consistency(&self, consistency: WriteConsistency) {
+        self.consistency
+            .store(consistency_code(consistency), Ordering::Relaxed);
+    }
+
+    /// The default write consistency.
+    pub fn write_consistency(&self) -> WriteConsistency {
+        consistency_of(self.consistency.load(Ordering::Relaxed))
+    }
+
+    /// This node's chunk store.
+    pub fn local(&self) -> &ChunkStore {
+        &self.local
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// The placement the layer routes by.
+    pub fn placement(&self) -> &Arc<dyn Placement> {
+        &self.placement
+    }
+
+    /// The replicas of `id`'s partition (empty without a layout).
+    pub fn replicas_of(&self, id: &ChunkId) -> Vec<Replica> {
+        self.placement.chunk_replicas(id.partition(self.partitions))
+    }
+
+    async fn put_remote(
+        peers: Peers,
+        replica: Replica,
+        id: ChunkId,
+        data: Bytes,
+    ) -> Result<(), ReplicaError> {
+        let node = replica.node_id;
+        let channel = peers
+            .channel(&replica.rpc_addr)
+            .map_err(|e| ReplicaError::Unreachable {
+                node: node.clone(),
+                message: e.to_string(),
+            })?;
+        let mut client = ChunkServiceClient::new(channel);
+        let mut req = Request::new(futures::stream::iter(pieces(id, data)));
+        req.set_timeout(RPC_TIMEOUT);
+        cairn_rpc::deadline(RPC_TIMEOUT, client.put_chunk(req))
+            .await
+            .map(|_| ())
+            .map_err(|s| status_error(&node, &s))
+    }
+
+    /// Reads a chunk from a peer and re-hashes it.
+    async fn get_remote(&self, replica: &Replica, id: ChunkId) -> Result<Bytes, ReplicaError> {
+        let node = replica.node_id.as_str();
+        let channel =
+            self.peers
+                .channel(&replica.rpc_addr)
+                .map_err(|e| ReplicaError::Unreachable {
+                    node: node.to_string(),
+                    message: e.to_string(),
+                })?;
+        let mut client = ChunkServiceClient::new(channel);
+        let mut req = Request::new(cairn_rpc::pb::ChunkId { id: id.0.to_vec() });
+        req.set_timeout(RPC_TIMEOUT);
+        // The deadline covers the whole transfer, enforced here (see `cairn_rpc::deadline`).
+        let fetch = async {
+            let mut stream = client
+                .get_chunk(req)
+                .await
+                .map_err(|s| status_error(node, &s))?
+                .into_inner();
+            let mut buf = BytesMut::new();
+            while let Some(piece) = stream.next().await {
+                let piece: ChunkPiece = piece.map_err(|s| status_error(node, &s))?;
+                if buf.len() + piece.data.len() > MAX_CHUNK {
+                    return Err(ReplicaError::BadBytes {
+                        node: node.to_string(),
+                    });
+                }
+                buf.extend_from_slice(&piece.data);
+            }
+            Ok(buf)
+        };
+        let buf = tokio::time::timeout(RPC_TIMEOUT, fetch)
+            .await
+            .map_err(|_| ReplicaError::Unreachable {
+                node: node.to_string(),
+                message: format!("no answer within {RPC_TIMEOUT:?}"),
+            })??;
+        let data = buf.freeze();
+        if ChunkId::of(&data) != id {
+            return Err(ReplicaError::BadBytes {
+                node: node.to_string(),
+            });
+        }
+        Ok(data)
+    }
+
+    /// Read repair: gives replicas that reported a missing or bad copy the good bytes, in the
+    /// background (anti-entropy would also find them, later).
+    fn repair_remote(&self, id: ChunkId, data: &Bytes, bad: Vec<Replica>) {
+        for replica in bad {
+            let (peers, data) = (self.peers.clone(), data.clone());
+            let metrics = self.local.metrics().clone();
+            tokio::spawn(async move {
+                let node = replica.node_id.clone();
+                match Self::put_remote(peers, replica, id, data).await {
+                    Ok(()) => {
+                        metrics.read_repaired();
+                        tracing::info!(chunk = %id, to = %node, "read repair restored a replica's copy")
+                    }
+                    Err(e) => {
+                        tracing::warn!(chunk = %id, to = %node, error = %e, "read repair failed")
+                    }
+                }
+            });
+        }
+    }
+
+    async fn put_replicated(
+        &self,
+        id: ChunkId,
+        data: Bytes,
+        consistency: Option<WriteConsistency>,
+    ) -> Result<(), ChunkError> {
+        let targets = self.replicas_of(&id);
+        if targets.is_empty() {
+            // No layout yet (a node on its own): the local store is the only replica.
+            return self.local.put(id, data).await.map(|_| ());
+        }
+        let required = consistency
+            .unwrap_or_else(|| self.write_consistency())
+            .required(targets.len());
+        let mut writes = futures::stream::FuturesUnordered::new();
+        for replica in targets.iter().cloned() {
+            let data = data.clone();
+            if replica.node_id == self.node_id {
+                let store = self.local.clone();
+                writes.push(tokio::spawn(async move {
+                    store
+                        .put(id, data)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| ReplicaError::Local(Box::new(e)))
+                }));
+            } else {
+                writes.push(tokio::spawn(Self::put_remote(
+                    self.peers.clone(),
+                    replica,
+                    id,
+                    data,
+                )));
+            }
+        }
+        let (mut acked, mut errors) = (0, Vec::new());
+        while let Some(r) = writes.next().await {
+            match r {
+                Ok(Ok(())) => acked += 1,
+                Ok(Err(e)) => errors.push(e),
+                Err(e) => errors.push(ReplicaError::Local(Box::new(ChunkError::Io(
+                    std::io::Error::other(e.to_string()),
+                )))),
+            }
+            if acked >= required {
+                // The rest finish in the background (their tasks are detached).
+                return Ok(());
+            }
+            if errors.len() > targets.len() - required {
+                break;
+            }
+        }
+        self.local.metrics().write_unavailable();
+        tracing::warn!(chunk = %id, acked, required, ?errors, "chunk write did not reach its consistency level");
+        Err(ChunkError::Unavailable {
+            id,
+            acked,
+            required,
+            errors,
+        })
+    }
+
+    async fn get_replicated(&self, id: ChunkId) -> Result<Bytes, ChunkError> {
+        let targets = self.replicas_of(&id);
+        let local_replica = targets.is_empty() || targets.iter().any(|r| r.node_id == self.node_id);
+        let mut errors = Vec::new();
+        if local_replica {
+            match self.local.get(&id).await {
+                Ok(b) => return Ok(b),
+                Err(e) => errors.push(ReplicaError::Local(Box::new(e))),
+            }
+        } else if let Ok(b) = self.local.get(&id).await {
+            // A leftover copy from an older layout is still a verified copy.
+            return Ok(b);
+        }
+        // Nearest healthy replica first: the catalog's health verdicts order the others.
+        let mut remotes: Vec<Replica> = targets
+            .into_iter()
+            .filter(|r| r.node_id != self.node_id)
+            .collect();
+        remotes.sort_by_key(|r| health_rank(r.health));
+        let mut bad = Vec::new();
+        for replica in remotes {
+            match self.get_remote(&replica, id).await {
+                Ok(b) => {
+                    if local_replica {
+                        // Read repair: this node should hold a copy and did not.
+                        if let Err(e) = self.local.put(id, b.clone()).await {
+                            tracing::warn!(chunk = %id, error = %e, "read repair failed");
+                        } else {
+                            self.local.metrics().read_repaired();
+                            tracing::info!(chunk = %id, from = %replica.node_id, "read repair restored a local chunk copy");
+                        }
+                    }
+                    self.repair_remote(id, &b, bad);
+                    return Ok(b);
+                }
+                Err(e) => {
+                    if e.repairable() {
+                        bad.push(replica);
+                    }
+                    errors.push(e);
+                }
+            }
+        }
+        self.local.metrics().lost();
+        Err(ChunkError::Lost { id, errors })
+    }
+}
+
+/// Sort key of a health verdict: up first, down last.
+fn health_rank(h: NodeHealth) -> u8 {
+    h as u8
+}
+
+impl ChunkIo for ReplicatedChunks {
+    fn put(
+        &self,
+        id: ChunkId,
+        data: Bytes,
+        consistency: Option<WriteConsistency>,
+    ) -> BoxFuture<'_, Result<(), ChunkError>> {
+        Box::pin(self.put_replicated(id, data, consistency))
+    }
+
+    fn get(&self, id: ChunkId) -> BoxFuture<'_, Result<Bytes, ChunkError>> {
+        Box::pin(self.get_replicated(id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consistency_codes_round_trip() {
+        for c in [
+            WriteConsistency::One,
+            WriteConsistency::Quorum,
+            WriteConsistency::All,
+        ] {
+            assert_eq!(consistency_of(consistency_code(c)), c);
+        }
+    }
+}

@@ -1,0 +1,508 @@
+//! The local chunk store: content-addressed chunk files on one node's disk.
+//!
+//! Layout: `<root>/<aa>/<bb>/<64-hex id>`, where `aa` and `bb` are the first two bytes of the
+//! hex id. Writes go to `<root>/tmp/` first and are renamed into place, so a chunk file is
+//! either absent or complete. Corrupt chunks found on read are moved to `<root>/quarantine/`.
+//!
+//! Core invariant: once [`ChunkStore::put`] returns `Ok`, the chunk survives `kill -9` and power
+//! loss (temp file fsynced, renamed, parent directory fsynced, parent directories created
+//! durably).
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use crate::{ChunkError, ChunkId, ChunkMetrics};
+
+const TMP_DIR: &str = "tmp";
+const QUARANTINE_DIR: &str = "quarantine";
+
+/// Handle to a chunk store rooted at one directory. Cheap to clone (shared inner state).
+#[derive(Clone)]
+pub struct ChunkStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    root: PathBuf,
+    tmp: PathBuf,
+    quarantine: PathBuf,
+    /// Pin counts of chunks used by in-flight writes.
+    pins: Mutex<HashMap<ChunkId, usize>>,
+    /// `<aa>/<bb>` directories already created and fsynced into their parents by this process,
+    /// so the steady-state put path does not fsync them again. At most 65536 entries.
+    durable_dirs: Mutex<HashSet<[u8; 2]>>,
+    metrics: ChunkMetrics,
+}
+
+impl std::fmt::Debug for ChunkStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkStore")
+            .field("root", &self.inner.root)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Unique suffix for temp and quarantine file names: pid distinguishes processes sharing a
+/// root, the counter distinguishes concurrent puts (even of the same id) within a process.
+fn unique_suffix() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{}.{}", std::process::id(), n)
+}
+
+/// Chunk files are readable by the node's user only, whatever the process umask.
+const FILE_MODE: u32 = 0o600;
+const DIR_MODE: u32 = 0o700;
+
+/// Fsyncs a directory so that entries created/renamed in it are durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Creates `dir` if missing and makes its entry durable in `parent`.
+fn create_dir_durable(parent: &Path, dir: &Path) -> io::Result<()> {
+    match fs::DirBuilder::new().mode(DIR_MODE).create(dir) {
+        Ok(()) => {}
+        // Another put may have just created it without having fsynced `parent` yet, so we
+        // fsync the parent ourselves either way.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    sync_dir(parent)
+}
+
+/// Runs blocking file I/O off the async worker threads.
+async fn blocking<T, F>(f: F) -> Result<T, ChunkError>
+where
+    F: FnOnce() -> Result<T, ChunkError> + Send + 'static,
+    T: Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => Err(ChunkError::Io(io::Error::other(format!(
+            "chunk store blocking task failed: {e}"
+        )))),
+    }
+}
+
+impl Inner {
+    fn shard_dirs(&self, id: &ChunkId) -> (PathBuf, PathBuf) {
+        let hex = id.to_hex();
+        let aa = self.root.join(&hex[0..2]);
+        let bb = aa.join(&hex[2..4]);
+        (aa, bb)
+    }
+
+    fn path_of(&self, id: &ChunkId) -> PathBuf {
+        let hex = id.to_hex();
+        self.root.join(&hex[0..2]).join(&hex[2..4]).join(hex)
+    }
+
+    /// Ensures `<root>/<aa>/<bb>` exists and is durably linked into the tree.
+    fn ensure_shard_dir(&self, id: &ChunkId) -> io::Result<PathBuf> {
+        let key = [id.0[0], id.0[1]];
+        let (aa, bb) = self.shard_dirs(id);
+        if self.durable_dirs.lock().contains(&key) {
+            return Ok(bb);
+        }
+        // Done once per shard per process: even dirs that exist may have been created by a
+        // process that crashed before fsyncing their parent.
+        create_dir_durable(&self.root, &aa)?;
+        create_dir_durable(&aa, &bb)?;
+        self.durable_dirs.lock().insert(key);
+        Ok(bb)
+    }
+
+    /// Blocking body of `put`.
+    fn put_blocking(&self, id: ChunkId, data: &[u8]) -> Result<bool, ChunkError> {
+        debug_assert_eq!(ChunkId::of(data), id, "put: id is not BLAKE3(data)");
+        let path = self.path_of(&id);
+
+        // Dedup: refresh mtime of an existing copy so GC's grace period restarts.
+        match OpenOptions::new().write(true).open(&path) {
+            Ok(f) => {
+                let len = f.metadata()?.len();
+                if len == data.len() as u64 {
+                    f.set_modified(SystemTime::now())?;
+                    return Ok(false);
+                }
+                // A size mismatch means the existing copy is damaged; replace it rather than
+                // dedup against it.
+                tracing::warn!(chunk = %id, len, expected = data.len(), "existing chunk has wrong size; rewriting");
+            }
+            // Absent (or removed by GC just now): write it.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+
+        let dir = self.ensure_shard_dir(&id)?;
+        let tmp_path = self
+            .tmp
+            .join(format!("{}.{}.tmp", id.to_hex(), unique_suffix()));
+        let res = (|| -> io::Result<()> {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(FILE_MODE)
+                .open(&tmp_path)?;
+            f.write_all(data)?;
+            f.sync_all()?;
+            drop(f);
+            // Rename is atomic; a concurrent put of the same id just replaces identical bytes.
+            fs::rename(&tmp_path, &path)?;
+            sync_dir(&dir)
+        })();
+        if let Err(e) = res {
+            // Best effort: a leftover temp file is also removed by the next `open`.
+            let _ = fs::remove_file(&tmp_path);
+            return Err(e.into());
+        }
+        Ok(true)
+    }
+
+    /// Blocking body of `get`.
+    fn get_blocking(&self, id: ChunkId) -> Result<Bytes, ChunkError> {
+        let path = self.path_of(&id);
+        let data = match fs::read(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ChunkError::NotFound(id)),
+            Err(e) => return Err(e.into()),
+        };
+        let actual = ChunkId::of(&data);
+        if actual != id {
+            let dest = self
+                .quarantine
+                .join(format!("{}.{}", id.to_hex(), unique_suffix()));
+            match fs::rename(&path, &dest) {
+                Ok(()) => {
+                    tracing::warn!(chunk = %id, %actual, quarantined = %dest.display(), "corrupt chunk quarantined")
+                }
+                Err(e) => {
+                    tracing::warn!(chunk = %id, %actual, error = %e, "corrupt chunk; quarantine failed")
+                }
+            }
+            return Err(ChunkError::Corrupt { id, actual });
+        }
+        Ok(Bytes::from(data))
+    }
+
+    /// Visits every valid chunk file as (id, metadata). Skips tmp, quarantine and junk names.
+    fn walk(&self, mut visit: impl FnMut(ChunkId, &fs::Metadata)) -> io::Result<()> {
+        for aa in fs::read_dir(&self.root)? {
+            let aa = aa?;
+            let aa_name = aa.file_name();
+            let Some(aa_name) = aa_name.to_str().filter(|n| is_shard_name(n)) else {
+                continue;
+            };
+            if !aa.file_type()?.is_dir() {
+                continue;
+            }
+            for bb in read_dir_if_exists(&aa.path())? {
+                let bb = bb?;
+                let bb_name = bb.file_name();
+                let Some(bb_name) = bb_name.to_str().filter(|n| is_shard_name(n)) else {
+                    continue;
+                };
+                if !bb.file_type()?.is_dir() {
+                    continue;
+                }
+                for f in read_dir_if_exists(&bb.path())? {
+                    let f = f?;
+                    let name = f.file_name();
+                    let Some(name) = name.to_str() else { continue };
+                    // Only canonical names (lowercase, in the right shard) are ones `get` can find.
+                    let Some(id) = ChunkId::from_hex(name).filter(|id| {
+                        id.to_hex() == name && &name[0..2] == aa_name && &name[2..4] == bb_name
+                    }) else {
+                        continue;
+                    };
+                    let meta = match f.metadata() {
+                        Ok(m) => m,
+                        // Deleted concurrently (e.g. by GC): just skip it.
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(e),
+                    };
+                    if meta.is_file() {
+                        visit(id, &meta);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_shard_name(n: &str) -> bool {
+    n.len() == 2
+        && n.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Like `read_dir`, but a directory removed concurrently reads as empty.
+fn read_dir_if_exists(dir: &Path) -> io::Result<Vec<io::Result<fs::DirEntry>>> {
+    match fs::read_dir(dir) {
+        Ok(rd) => Ok(rd.collect()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+impl ChunkStore {
+    /// Opens the store at `root`, creating it (and its `tmp/` and `quarantine/` dirs) if needed,
+    /// and deletes temp files left over by a crash. Blocking; call it at startup.
+    ///
+    /// Returns `Err(Io)` if the directories cannot be created or the temp dir cannot be cleaned.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, ChunkError> {
+        let root: PathBuf = root.into();
+        let existed = root.is_dir();
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(&root)?;
+        if !existed {
+            if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_dir(parent)?;
+            }
+        }
+        let tmp = root.join(TMP_DIR);
+        let quarantine = root.join(QUARANTINE_DIR);
+        create_dir_durable(&root, &tmp)?;
+        create_dir_durable(&root, &quarantine)?;
+
+        // Temp files are never referenced by anyone after a restart: a put that had not
+        // renamed its file had not been acknowledged.
+        let mut removed = 0u64;
+        for entry in fs::read_dir(&tmp)? {
+            let entry = entry?;
+            let p = entry.path();
+            if entry.file_type()?.is_dir() {
+                fs::remove_dir_all(&p)?;
+            } else {
+                fs::remove_file(&p)?;
+            }
+            removed += 1;
+        }
+        if removed > 0 {
+            tracing::info!(root = %root.display(), removed, "removed leftover chunk temp files");
+        }
+
+        Ok(Self {
+            inner: Arc::new(Inner {
+                root,
+                tmp,
+                quarantine,
+                pins: Mutex::new(HashMap::new()),
+                durable_dirs: Mutex::new(HashSet::new()),
+                metrics: ChunkMetrics::default(),
+            }),
+        })
+    }
+
+    /// Returns the root directory this store was opened at.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// Durably stores `data` under `id`; the caller must have computed `id = BLAKE3(data)`
+    /// (checked only in debug builds).
+    ///
+    /// Returns `Ok(true)` if the chunk was newly written, `Ok(false)` if a copy of the same size
+    /// already existed — then its mtime is refreshed so GC's grace period restarts. An existing
+    /// file of the wrong size is overwritten (returns `true`). When this returns `Ok`, the
+    /// chunk survives a crash or power loss. Concurrent puts of the same id both succeed.
+    pub async fn put(&self, id: ChunkId, data: Bytes) -> Result<bool, ChunkError> {
+        let inner = self.inner.clone();
+        let len = data.len() as u64;
+        let written = blocking(move || inner.put_blocking(id, &data)).await?;
+        self.inner.metrics.stored(written, len);
+        Ok(written)
+    }
+
+    /// Reads the whole chunk and re-verifies its BLAKE3 hash.
+    ///
+    /// Returns the bytes, `Err(NotFound)` if no such chunk is stored, or `Err(Corrupt)` if the
+    /// content no longer hashes to `id` — in that case the file has been moved to
+    /// `<root>/quarantine/` (so a later `has` is false and a re-`put` rewrites it).
+    pub async fn get(&self, id: &ChunkId) -> Result<Bytes, ChunkError> {
+        let inner = self.inner.clone();
+        let id = *id;
+        let res = blocking(move || inner.get_blocking(id)).await;
+        self.inner.metrics.read(&res);
+        res
+    }
+
+    /// Returns whether a chunk file for `id` exists (its content is not verified).
+    pub async fn has(&self, id: &ChunkId) -> Result<bool, ChunkError> {
+        let path = self.inner.path_of(id);
+        blocking(move || match fs::metadata(&path) {
+            Ok(m) => Ok(m.is_file()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e.into()),
+        })
+        .await
+    }
+
+    /// Removes the chunk file. Returns `Ok(true)` if it was removed, `Ok(false)` if absent.
+    ///
+    /// Does not check pins; the caller (GC) must check [`ChunkStore::is_pinned`] first.
+    pub async fn delete(&self, id: &ChunkId) -> Result<bool, ChunkError> {
+        let path = self.inner.path_of(id);
+        // No directory fsync: a deletion lost to a crash only leaves garbage GC finds again.
+        let deleted = blocking(move || match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e.into()),
+        })
+        .await?;
+        if deleted {
+            self.inner.metrics.deleted();
+        }
+        Ok(deleted)
+    }
+
+    /// Pins `id` so GC will not remove it while an in-flight write references it; returns a
+    /// guard that releases the pin on drop. Pins are counted: the chunk stays pinned until every
+    /// guard for it is dropped. Cheap and non-blocking.
+    pub fn pin(&self, id: ChunkId) -> ChunkPin {
+        *self.inner.pins.lock().entry(id).or_insert(0) += 1;
+        ChunkPin {
+            inner: self.inner.clone(),
+            id,
+        }
+    }
+
+    /// Returns whether at least one [`ChunkPin`] for `id` is alive.
+    pub fn is_pinned(&self, id: &ChunkId) -> bool {
+        self.inner.pins.lock().contains_key(id)
+    }
+
+    /// Returns every stored chunk whose file mtime is more than `age` in the past (GC
+    /// candidates), in no particular order. Skips `tmp/`, `quarantine/` and any file whose name
+    /// is not a canonical lowercase hex id in its proper shard. Pinned chunks are *not*
+    /// filtered out: check [`ChunkStore::is_pinned`] right before deleting.
+    pub async fn list_older_than(&self, age: Duration) -> Result<Vec<ChunkId>, ChunkError> {
+        Ok(self.scan(age).await?.older)
+    }
+
+    /// Walks the whole store once: the chunks older than `age` (as [`Self::list_older_than`]),
+    /// the number of chunk files and their bytes, and the number of quarantined files. Updates
+    /// the `cairn_chunk_stored_*` and `cairn_chunk_quarantined` gauges.
+    pub async fn scan(&self, age: Duration) -> Result<Scan, ChunkError> {
+        let inner = self.inner.clone();
+        let scan = blocking(move || {
+            let now = SystemTime::now();
+            let mut scan = Scan::default();
+            inner.walk(|id, meta| {
+                scan.chunks += 1;
+                scan.bytes += meta.len();
+                // An unreadable mtime or one in the future counts as "young": never collect it.
+                let old = meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| now.duration_since(m).ok())
+                    .is_some_and(|elapsed| elapsed > age);
+                if old {
+                    scan.older.push(id);
+                }
+            })?;
+            scan.quarantined = read_dir_if_exists(&inner.quarantine)?.len() as u64;
+            Ok(scan)
+        })
+        .await?;
+        self.inner.metrics.scanned(&scan);
+        Ok(scan)
+    }
+
+    /// Returns whether the chunk file exists and its mtime is more than `age` in the past
+    /// (GC re-checks this right before deleting: a dedup write refreshes the mtime).
+    pub async fn is_older_than(&self, id: &ChunkId, age: Duration) -> Result<bool, ChunkError> {
+        let path = self.inner.path_of(id);
+        blocking(move || match fs::metadata(&path) {
+            Ok(m) => Ok(m
+                .modified()
+                .ok()
+                .and_then(|t| SystemTime::now().duration_since(t).ok())
+                .is_some_and(|elapsed| elapsed > age)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e.into()),
+        })
+        .await
+    }
+
+    /// The store's metrics (`cairn_chunk_*`); register them once with
+    /// [`ChunkMetrics::register`].
+    pub fn metrics(&self) -> &ChunkMetrics {
+        &self.inner.metrics
+    }
+
+    /// Returns `(number of chunk files, total bytes)` over all stored chunks (excluding temp and
+    /// quarantined files).
+    pub async fn usage(&self) -> Result<(u64, u64), ChunkError> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let (mut n, mut bytes) = (0u64, 0u64);
+            inner.walk(|_, meta| {
+                n += 1;
+                bytes += meta.len();
+            })?;
+            Ok((n, bytes))
+        })
+        .await
+    }
+}
+
+/// One walk over the store ([`ChunkStore::scan`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Scan {
+    /// Chunks whose file is older than the age asked for (GC candidates), in no order.
+    pub older: Vec<ChunkId>,
+    /// Chunk files stored (excluding temp and quarantined files).
+    pub chunks: u64,
+    /// Bytes of those files.
+    pub bytes: u64,
+    /// Files in `quarantine/`.
+    pub quarantined: u64,
+}
+
+/// Guard returned by [`ChunkStore::pin`]; dropping it releases one pin on the chunk.
+pub struct ChunkPin {
+    inner: Arc<Inner>,
+    id: ChunkId,
+}
+
+impl ChunkPin {
+    /// Returns the pinned chunk's id.
+    pub fn id(&self) -> ChunkId {
+        self.id
+    }
+}
+
+impl std::fmt::Debug for ChunkPin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ChunkPin").field(&self.id).finish()
+    }
+}
+
+impl Drop for ChunkPin {
+    fn drop(&mut self) {
+        let mut pins = self.inner.pins.lock();
+        if let Some(n) = pins.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                pins.remove(&self.id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,154 @@
+//! `ReplicatedChunks` against real `ChunkService` servers (plain gRPC on loopback, no TLS):
+//! writes meet their consistency level (changeable at run time), an unreachable replica is
+//! reported as a typed error, and reads repair a missing local copy from a peer.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cairn_chunk::{
+    ChunkError, ChunkId, ChunkIo, ChunkServer, ChunkStore, Placement, Replica, ReplicaError,
+    ReplicatedChunks, WriteConsistency,
+};
+use cairn_meta::model::NodeHealth;
+use cairn_rpc::pb::chunk_service_server::ChunkServiceServer;
+
+/// Every partition on the same fixed replicas.
+struct Fixed(Vec<Replica>);
+
+impl Placement for Fixed {
+    fn chunk_replicas(&self, _partition: u32) -> Vec<Replica> {
+        self.0.clone()
+    }
+    fn partitions_on(&self, node_id: &str) -> Option<Vec<u32>> {
+        Some(if self.0.iter().any(|r| r.node_id == node_id) {
+            (0..4).collect()
+        } else {
+            Vec::new()
+        })
+    }
+}
+
+fn replica(id: &str, addr: &str) -> Replica {
+    Replica {
+        node_id: id.into(),
+        rpc_addr: addr.into(),
+        health: NodeHealth::Up,
+    }
+}
+
+/// Serves a fresh store on a loopback port; returns its address and the store.
+async fn serve(dir: &std::path::Path, name: &str) -> (String, ChunkStore) {
+    let store = ChunkStore::open(dir.join(name)).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let svc = ChunkServiceServer::new(ChunkServer::new(store.clone()));
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    (addr, store)
+}
+
+fn chunk(seed: u8) -> (ChunkId, Bytes) {
+    let data = Bytes::from(vec![seed; 4096 + seed as usize]);
+    (ChunkId::of(&data), data)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_meet_their_consistency_and_reads_repair() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = ChunkStore::open(dir.path().join("a")).unwrap();
+    let (b_addr, b) = serve(dir.path(), "b").await;
+    let (c_addr, c) = serve(dir.path(), "c").await;
+    let placement = Arc::new(Fixed(vec![
+        replica("a", "unused:1"),
+        replica("b", &b_addr),
+        replica("c", &c_addr),
+    ]));
+    let io = ReplicatedChunks::new(
+        local.clone(),
+        "a".into(),
+        cairn_raft::Peers::plaintext(),
+        placement,
+        4,
+        WriteConsistency::All,
+    );
+
+    // ALL: every replica holds it when put returns.
+    let (id, data) = chunk(1);
+    io.put(id, data.clone(), None).await.unwrap();
+    for s in [&local, &b, &c] {
+        assert!(s.has(&id).await.unwrap());
+    }
+
+    // This node's copy lost: a read fetches it from a peer and restores it locally.
+    local.delete(&id).await.unwrap();
+    assert_eq!(io.get(id).await.unwrap(), data);
+    assert!(local.has(&id).await.unwrap());
+    assert_eq!(local.metrics().read_repairs(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_replica_is_a_typed_error_until_consistency_is_lowered() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = ChunkStore::open(dir.path().join("a")).unwrap();
+    let (b_addr, _b) = serve(dir.path(), "b").await;
+    // Port 1 on loopback: connection refused.
+    let placement = Arc::new(Fixed(vec![
+        replica("a", "unused:1"),
+        replica("b", &b_addr),
+        replica("dead", "127.0.0.1:1"),
+    ]));
+    let io = ReplicatedChunks::new(
+        local.clone(),
+        "a".into(),
+        cairn_raft::Peers::plaintext(),
+        placement,
+        4,
+        WriteConsistency::All,
+    );
+    let (id, data) = chunk(2);
+    match io.put(id, data.clone(), None).await {
+        Err(ChunkError::Unavailable {
+            id: got,
+            acked,
+            required,
+            errors,
+        }) => {
+            // The write gives up as soon as ALL is out of reach (the others finish anyway).
+            assert_eq!((got, required), (id, 3));
+            assert!(acked < 3, "{acked}");
+            assert_eq!(errors.len(), 1);
+            assert!(
+                matches!(&errors[0], ReplicaError::Status { node, .. } | ReplicaError::Unreachable { node, .. } if node == "dead"),
+                "{errors:?}"
+            );
+            assert!(!errors[0].repairable());
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    // The request's own level wins over the default.
+    io.put(id, data.clone(), Some(WriteConsistency::Quorum))
+        .await
+        .unwrap();
+    // Lowering the node default makes writes without a level succeed.
+    io.set_write_consistency(WriteConsistency::Quorum);
+    assert_eq!(io.write_consistency(), WriteConsistency::Quorum);
+    let (id2, data2) = chunk(3);
+    io.put(id2, data2, None).await.unwrap();
+
+    // A chunk no reachable replica holds is `Lost`, with every replica's reason.
+    let (id3, _) = chunk(4);
+    match io.get(id3).await {
+        Err(ChunkError::Lost { id: got, errors }) => {
+            assert_eq!(got, id3);
+            assert_eq!(errors.len(), 3, "{errors:?}");
+            assert!(
+                errors.iter().any(|e| e.repairable()),
+                "b answered NotFound: {errors:?}"
+            );
+        }
+        other => panic!("expected Lost, got {other:?}"),
+    }
+}
