@@ -342,6 +342,40 @@ def test_json_logs_carry_request_ids(server_factory):
     assert "\x1b[" not in text, "no colour codes in a log written to a file"
 
 
+def test_workers_are_listed_and_paused_by_operators(cluster, tokens):
+    n1 = cluster.nodes["n1"]
+    names = {w["name"]: w for w in get(n1, "/status", tokens["read"]).json()["workers"]}
+    for w in ("controller", "ref-sync", "gc", "chunk-sync", "upload-reaper"):
+        assert w in names, f"{w} missing from /status workers: {sorted(names)}"
+        assert names[w]["state"] != "done" and names[w]["errors"] == 0, names[w]
+    assert {w["name"] for w in get(n1, "/workers", tokens["read"]).json()} == set(names)
+
+    r = requests.post(f"{n1.admin_url}/workers/gc/pause", headers=bearer(tokens["read"]),
+                      timeout=10)
+    assert r.status_code == 403, "a read token may not pause a worker"
+    r = requests.post(f"{n1.admin_url}/workers/gc/pause", headers=bearer(tokens["operator"]),
+                      timeout=10)
+    assert r.status_code == 200 and r.json()["state"] == "paused", r.text
+    listed = cli(n1, tokens["read"], "node", "worker", "ls")
+    assert listed.returncode == 0, listed.stderr
+    gc_line = next(line for line in listed.stdout.splitlines() if line.startswith("gc "))
+    assert "paused" in gc_line, listed.stdout
+    resumed = cli(n1, tokens["operator"], "node", "worker", "resume", "gc")
+    assert resumed.returncode == 0 and "paused" not in resumed.stdout, resumed
+    r = requests.post(f"{n1.admin_url}/workers/nope/pause", headers=bearer(tokens["operator"]),
+                      timeout=10)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "NoSuchWorker", r.text
+    r = requests.post(f"{n1.admin_url}/workers/gc/explode", headers=bearer(tokens["operator"]),
+                      timeout=10)
+    assert r.status_code == 400, r.text
+    audit = audit_lines(n1)
+    assert any(e["what"] == "node n1: worker gc: pause" and e["actor"] == "token e2e-op"
+               for e in audit), audit[-5:]
+    status = cli(n1, tokens["read"], "cluster", "status")
+    assert status.returncode == 0, status.stderr
+    assert "workers on n1:" in status.stdout and "chunk-sync" in status.stdout, status.stdout
+
+
 def test_shutdown_hands_off_leadership_and_exits_zero(cluster, tokens):
     """Runs last: stops the node leading the most groups."""
     statuses = {nid: get(n, "/status", tokens["read"]).json()

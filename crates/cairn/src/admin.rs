@@ -58,6 +58,7 @@ pub fn router(state: AdminState) -> Router {
         .merge(crate::node_admin::routes())
         .merge(crate::admin_config::routes())
         .merge(crate::admin_cluster::routes())
+        .merge(crate::admin_workers::routes())
         .layer(axum::middleware::from_fn_with_state(
             keys,
             crate::admin_auth::authenticate,

@@ -231,6 +231,27 @@ pub async fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
             let s: ClusterStatus =
                 serde_json::from_slice(&body).context("decoding the status report")?;
             print!("{}", render(&s));
+            // Every node's background workers, as each node reports them.
+            match request(&admin, "GET", "/cluster/nodes", None).await {
+                Ok(body) => {
+                    let nodes: Vec<crate::admin_cluster::NodeView> =
+                        serde_json::from_slice(&body).context("decoding the node list")?;
+                    for n in nodes {
+                        match &n.status {
+                            Some(st) => print!(
+                                "\nworkers on {}:\n{}",
+                                n.node_id,
+                                crate::cli_node::render_workers(&st.workers)
+                            ),
+                            None => println!(
+                                "\nworkers on {}: unknown (node did not answer)",
+                                n.node_id
+                            ),
+                        }
+                    }
+                }
+                Err(e) => println!("\nworkers: unknown ({e:#})"),
+            }
             Ok(())
         }
         ClusterCommand::Nodes { admin, json } => crate::cli_cluster::nodes(&admin, json).await,

@@ -45,6 +45,19 @@ pub enum NodeCommand {
         #[command(flatten)]
         target: NodeTarget,
     },
+    /// The node's background workers, or pause / resume / wake one (`gc`, `chunk-sync`, ...).
+    Worker {
+        /// `ls`, `pause`, `resume` or `wake`.
+        #[arg(default_value = "ls")]
+        op: String,
+        /// The worker (not needed for `ls`).
+        name: Option<String>,
+        #[command(flatten)]
+        target: NodeTarget,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run an action on every node a label selector matches, in parallel, and print each
     /// node's answer (failures included; exit code 1 if any node failed).
     Exec(crate::cli_cluster::ExecArgs),
@@ -122,6 +135,40 @@ pub fn admin_addr_of(v: &serde_json::Value, id: &str) -> anyhow::Result<String> 
 pub async fn node(cmd: NodeCommand) -> anyhow::Result<()> {
     match cmd {
         NodeCommand::Exec(args) => return crate::cli_cluster::exec(args).await,
+        NodeCommand::Worker {
+            op,
+            name,
+            target,
+            json,
+        } => {
+            let args = target.resolve().await?;
+            let body = match (op.as_str(), name) {
+                ("ls", _) => request(&args, "GET", "/workers", None).await?,
+                ("pause" | "resume" | "wake", Some(name)) => {
+                    request(&args, "POST", &format!("/workers/{name}/{op}"), None).await?
+                }
+                ("pause" | "resume" | "wake", None) => {
+                    anyhow::bail!(
+                        "`cairn node worker {op}` needs a worker name (see `cairn node worker ls`)"
+                    )
+                }
+                (other, _) => {
+                    anyhow::bail!(
+                        "unknown worker operation {other:?}: expected ls, pause, resume or wake"
+                    )
+                }
+            };
+            if json {
+                println!("{}", String::from_utf8_lossy(&body));
+                return Ok(());
+            }
+            let list: Vec<cairn_worker::WorkerStatus> = if op == "ls" {
+                serde_json::from_slice(&body).context("decoding the worker list")?
+            } else {
+                vec![serde_json::from_slice(&body).context("decoding the worker status")?]
+            };
+            print!("{}", render_workers(&list));
+        }
         NodeCommand::Status { target, json } => {
             let args = target.resolve().await?;
             let body = request(&args, "GET", "/status", None).await?;
@@ -214,6 +261,38 @@ pub fn render_status(s: &NodeStatusReport) -> String {
     ));
     for r in &s.not_ready_reasons {
         out.push_str(&format!("not ready: {r}\n"));
+    }
+    out.push_str(&render_workers(&s.workers));
+    out
+}
+
+/// The workers of one node as a table (empty when it reported none).
+pub fn render_workers(workers: &[cairn_worker::WorkerStatus]) -> String {
+    if workers.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "{:<16} {:<10} {:>10} {:>10} {:>7} {:>7}  NOTE\n",
+        "WORKER", "STATE", "ITEMS", "BYTES", "ERRORS", "QUEUE"
+    );
+    for w in workers {
+        let note = match (&w.last_error, &w.note) {
+            (Some(e), _) if w.consecutive_errors > 0 => format!("failing: {e}"),
+            (_, Some(n)) => n.clone(),
+            _ => String::new(),
+        };
+        out.push_str(&format!(
+            "{:<16} {:<10} {:>10} {:>10} {:>7} {:>7}  {}\n",
+            w.name,
+            w.state.as_str(),
+            w.items,
+            w.bytes,
+            w.errors,
+            w.queue_length
+                .map(|q| q.to_string())
+                .unwrap_or_else(|| "-".into()),
+            note
+        ));
     }
     out
 }

@@ -5,6 +5,7 @@ mod admin_auth;
 mod admin_cluster;
 mod admin_config;
 mod admin_keys;
+mod admin_workers;
 mod cli;
 mod cli_cluster;
 mod cli_config;

@@ -53,6 +53,7 @@ pub struct LocalNode {
     started: Instant,
     disk_reserve_bytes: u64,
     chunk_bytes: Mutex<Option<(Instant, u64)>>,
+    workers: cairn_worker::Workers,
     /// `Some(reason)` once a shutdown was asked for (endpoint, exec or signal).
     shutdown: watch::Sender<Option<String>>,
 }
@@ -116,8 +117,10 @@ impl LocalNode {
         view: Arc<cairn_cluster::ClusterView>,
         logs: Logs,
         disk_reserve_bytes: u64,
+        workers: cairn_worker::Workers,
     ) -> Self {
         Self {
+            workers,
             settings,
             admin_addr,
             registry,
@@ -221,7 +224,13 @@ impl LocalNode {
             ready: reasons.is_empty(),
             not_ready_reasons: reasons,
             log_level: self.logs.filter(),
+            workers: self.workers.statuses(),
         }
+    }
+
+    /// The node's background workers.
+    pub fn workers(&self) -> &cairn_worker::Workers {
+        &self.workers
     }
 
     /// Bytes of chunk files under `<data>/chunks`, measured at most every 30 s.
@@ -308,7 +317,7 @@ impl LocalNode {
 
     /// Records `event` of this node in the system group's audit log, attributed to `actor`;
     /// false (and a warning) when it could not be recorded in time.
-    async fn audit(&self, actor: &str, event: String) -> bool {
+    pub(crate) async fn audit(&self, actor: &str, event: String) -> bool {
         let cmd = Command::Audited {
             actor: actor.to_string(),
             command: Box::new(Command::AuditEvent {
@@ -396,7 +405,6 @@ pub fn routes() -> Router<AdminState> {
 
 /// The node-plane part of the OpenAPI document (merged into the root document of
 /// `openapi.rs`).
-#[allow(dead_code)]
 #[derive(utoipa::OpenApi)]
 #[openapi(
     paths(ready, status, logs, logs_stream, log_level, shutdown),

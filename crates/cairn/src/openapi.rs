@@ -102,6 +102,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         crate::node_admin::Api::openapi(),
         crate::admin_config::Api::openapi(),
         crate::admin_cluster::Api::openapi(),
+        crate::admin_workers::Api::openapi(),
     ] {
         doc.merge(part);
     }

@@ -366,6 +366,7 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         view.clone(),
         logs,
         cfg.disk_reserve_bytes,
+        workers.clone(),
     ));
     plane.install_admin(node.clone());
     let metrics = Arc::new(metrics);

@@ -63,6 +63,9 @@ pub struct NodeStatusReport {
     pub not_ready_reasons: Vec<String>,
     /// The current log filter.
     pub log_level: String,
+    /// Every background worker of the node (GC, ref sync, chunk sync, controllers, ...).
+    #[serde(default)]
+    pub workers: Vec<cairn_worker::WorkerStatus>,
 }
 
 /// Raft groups this node holds a replica of, and leads.
