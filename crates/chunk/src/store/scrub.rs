@@ -124,6 +124,20 @@ impl Inner {
             return Ok(Verified::Good(len));
         }
 
+        self.quarantine_if_same(id, actual, &read_meta)
+    }
+
+    /// Moves the bad copy of `id` (hashed to `actual`) to quarantine if the file in place is
+    /// still the one described by `read_meta`; a fresh copy a writer renamed in meanwhile is
+    /// put back. Returns `Err(Corrupt)` when the bad copy left its place, `Ok(Replaced)` when a
+    /// fresh copy is (or stays) in place.
+    fn quarantine_if_same(
+        &self,
+        id: ChunkId,
+        actual: ChunkId,
+        read_meta: &fs::Metadata,
+    ) -> Result<Verified, ChunkError> {
+        let path = self.path_of(&id);
         let dest = self
             .quarantine
             .join(format!("{}.{}", id.to_hex(), unique_suffix()));
@@ -183,5 +197,48 @@ impl ChunkStore {
         let inner = self.inner.clone();
         let id = *id;
         blocking(move || inner.verify_blocking(id)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use bytes::Bytes;
+
+    #[tokio::test]
+    async fn a_fresh_copy_renamed_in_after_the_hash_is_never_quarantined() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = ChunkStore::open(dir.path().join("chunks")).unwrap();
+        let good = Bytes::from(vec![42u8; 50_000]);
+        let id = ChunkId::of(&good);
+        s.put(id, good.clone()).await.unwrap();
+        let path = s.inner.path_of(&id);
+        let mut bad = good.to_vec();
+        bad[7] ^= 1;
+        fs::write(&path, &bad).unwrap();
+        // The scrubber hashed this file...
+        let hashed = fs::metadata(&path).unwrap();
+        let actual = ChunkId::of(&bad);
+        // ...then a writer renamed a fresh, good copy over it before the quarantine.
+        let fresh = dir.path().join("fresh");
+        fs::write(&fresh, &good).unwrap();
+        fs::rename(&fresh, &path).unwrap();
+
+        let r = s.inner.quarantine_if_same(id, actual, &hashed).unwrap();
+        assert_eq!(r, Verified::Replaced);
+        assert_eq!(fs::read(&path).unwrap(), good.to_vec());
+        assert_eq!(fs::read_dir(&s.inner.quarantine).unwrap().count(), 0);
+        assert_eq!(s.verify(&id).await.unwrap(), Verified::Good(50_000));
+
+        // Without a writer in between, the hashed file itself is what leaves.
+        fs::write(&path, &bad).unwrap();
+        let hashed = fs::metadata(&path).unwrap();
+        assert!(matches!(
+            s.inner.quarantine_if_same(id, actual, &hashed),
+            Err(ChunkError::Corrupt { .. })
+        ));
+        assert!(!path.exists());
+        assert_eq!(fs::read_dir(&s.inner.quarantine).unwrap().count(), 1);
     }
 }
