@@ -98,10 +98,23 @@ async fn serve(store: ChunkStore) -> (String, tokio::sync::oneshot::Sender<()>) 
     (addr, tx)
 }
 
+/// A runner and the sender that keeps it running (dropping it stops the workers).
+struct Running {
+    workers: Workers,
+    _shutdown: watch::Sender<bool>,
+}
+
+impl std::ops::Deref for Running {
+    type Target = Workers;
+    fn deref(&self) -> &Workers {
+        &self.workers
+    }
+}
+
 /// Runs `scrub` on a runner until `done` holds for its metrics (or fails after 20 s).
-async fn run_until(scrub: Scrub, done: impl Fn(&ScrubMetrics) -> bool) -> Workers {
+async fn run_until(scrub: Scrub, done: impl Fn(&ScrubMetrics) -> bool) -> Running {
     let metrics = scrub.metrics();
-    let (_tx, rx) = watch::channel(false);
+    let (tx, rx) = watch::channel(false);
     let workers = Workers::new(rx);
     workers.spawn(scrub).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -113,9 +126,10 @@ async fn run_until(scrub: Scrub, done: impl Fn(&ScrubMetrics) -> bool) -> Worker
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Keep the shutdown sender alive as long as the runner (dropping it stops the workers).
-    std::mem::forget(_tx);
-    workers
+    Running {
+        workers,
+        _shutdown: tx,
+    }
 }
 
 #[tokio::test]
