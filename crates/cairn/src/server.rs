@@ -281,6 +281,14 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         256,
         Duration::from_secs(5),
     ))?;
+    // Bit-rot detection: every local chunk re-read and re-hashed, bad copies restored.
+    let scrub = cairn_chunk::scrub::Scrub::new(
+        io.clone(),
+        cairn_worker::RateLimit::new(cfg.scrub_rate_mbps.saturating_mul(1_000_000)),
+        Duration::from_secs(cfg.scrub_interval_secs),
+    );
+    let scrub_metrics = scrub.metrics();
+    workers.spawn(scrub)?;
     workers.spawn(cairn_object::workers::UploadReaper::new(
         objects.clone(),
         Duration::from_secs(effective.upload_expiry_secs),
@@ -308,6 +316,7 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
     node_metrics.spawn_scanner(crate::node_metrics::DATA_DIR_SCAN, shutdown_rx.clone());
     files.metrics().register(&mut metrics);
     chunks.metrics().register(&mut metrics);
+    scrub_metrics.register(&mut metrics);
     workers.register_metrics(&mut metrics);
     if let Some(g) = &gossip {
         g.register_metrics(&mut metrics);

@@ -14,6 +14,8 @@
 //!   to the chunk's partition.
 //! - `gc.rs` — the GC worker: deletes chunk files nothing references.
 //! - `sync.rs` — the chunk-sync worker (anti-entropy): fetches chunks this node should hold.
+//! - `scrub.rs` — the scrub worker: re-reads every local chunk file at a throttled rate,
+//!   quarantines bad copies and restores them from a good replica.
 //! - `metrics.rs` — `cairn_chunk_*`; `error.rs` — [`ChunkError`].
 //!
 //! Workers have the `cairn_worker::Worker` shape and are run by `cairn_worker::Workers`.
@@ -26,14 +28,15 @@ mod placement;
 pub mod refs;
 mod replication;
 mod rpc;
+pub mod scrub;
 mod store;
 pub mod sync;
 
 pub use cairn_meta::model::{ChunkId, WriteConsistency};
 pub use error::{ChunkError, ReplicaError};
 pub use io::{BoxFuture, ChunkIo, LocalChunks};
-pub use metrics::ChunkMetrics;
+pub use metrics::{ChunkMetrics, ScrubMetrics};
 pub use placement::{Placement, Replica};
-pub use replication::ReplicatedChunks;
+pub use replication::{ReplicatedChunks, Restored};
 pub use rpc::ChunkServer;
-pub use store::{ChunkPin, ChunkStore, Scan};
+pub use store::{ChunkPin, ChunkStore, Scan, Verified};

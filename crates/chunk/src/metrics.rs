@@ -183,3 +183,126 @@ impl ChunkMetrics {
         self.missing_local.get().max(0) as u64
     }
 }
+
+impl ChunkMetrics {
+    /// Counts a copy found corrupt (outside a read) and quarantined.
+    pub(crate) fn corrupt_quarantined(&self) {
+        self.corrupt.inc();
+    }
+}
+
+/// The scrubber's metrics (`cairn_chunk_scrub_*`). Counters: `chunk_scrub_checked_total`
+/// (chunk files re-read and verified), `chunk_scrub_checked_bytes_total`,
+/// `chunk_scrub_corrupt_total` (copies found corrupt and quarantined),
+/// `chunk_scrub_repaired_total` (of those, restored from another replica),
+/// `chunk_scrub_unrepaired_total` (of those, not restored: no replica had a good copy, or this
+/// node is no longer placed on the chunk); gauges: `chunk_scrub_last_full_pass_timestamp_seconds`
+/// (Unix time the last complete pass ended; 0 before the first),
+/// `chunk_scrub_pass_progress_ratio` (how far the current pass is through the id space, 0-1).
+/// Cheap to clone (shared).
+#[derive(Clone, Debug, Default)]
+pub struct ScrubMetrics {
+    checked: Counter,
+    checked_bytes: Counter,
+    corrupt: Counter,
+    repaired: Counter,
+    unrepaired: Counter,
+    last_full_pass: Gauge,
+    progress: Gauge<f64, std::sync::atomic::AtomicU64>,
+}
+
+impl ScrubMetrics {
+    /// Registers every `chunk_scrub_*` metric in `registry` (the node's `cairn`-prefixed one).
+    pub fn register(&self, registry: &mut Registry) {
+        let counters: [(&str, &str, &Counter); 5] = [
+            (
+                "chunk_scrub_checked",
+                "Chunk files re-read and verified by the scrubber",
+                &self.checked,
+            ),
+            (
+                "chunk_scrub_checked_bytes",
+                "Bytes of chunk files re-read and verified by the scrubber",
+                &self.checked_bytes,
+            ),
+            (
+                "chunk_scrub_corrupt",
+                "Chunk copies the scrubber found corrupt and quarantined",
+                &self.corrupt,
+            ),
+            (
+                "chunk_scrub_repaired",
+                "Corrupt chunk copies the scrubber restored from another replica",
+                &self.repaired,
+            ),
+            (
+                "chunk_scrub_unrepaired",
+                "Corrupt chunk copies the scrubber could not restore",
+                &self.unrepaired,
+            ),
+        ];
+        for (name, help, c) in counters {
+            registry.register(name, help, c.clone());
+        }
+        registry.register(
+            "chunk_scrub_last_full_pass_timestamp_seconds",
+            "Unix time the scrubber last finished a full pass over this node's chunks (0: never)",
+            self.last_full_pass.clone(),
+        );
+        registry.register(
+            "chunk_scrub_pass_progress_ratio",
+            "How far the scrubber's current pass is through the chunk id space (0-1)",
+            self.progress.clone(),
+        );
+    }
+
+    pub(crate) fn checked(&self, bytes: u64) {
+        self.checked.inc();
+        self.checked_bytes.inc_by(bytes);
+    }
+
+    pub(crate) fn corrupt(&self) {
+        self.corrupt.inc();
+    }
+
+    pub(crate) fn repaired(&self) {
+        self.repaired.inc();
+    }
+
+    pub(crate) fn unrepaired(&self) {
+        self.unrepaired.inc();
+    }
+
+    pub(crate) fn set_last_full_pass_ms(&self, ms: i64) {
+        self.last_full_pass.set(ms.max(0) / 1000);
+    }
+
+    pub(crate) fn set_progress(&self, ratio: f64) {
+        self.progress.set(ratio.clamp(0.0, 1.0));
+    }
+
+    /// Chunk files verified since start.
+    pub fn checked_total(&self) -> u64 {
+        self.checked.get()
+    }
+
+    /// Corrupt copies found since start.
+    pub fn corrupt_total(&self) -> u64 {
+        self.corrupt.get()
+    }
+
+    /// Corrupt copies restored from another replica since start.
+    pub fn repaired_total(&self) -> u64 {
+        self.repaired.get()
+    }
+
+    /// Corrupt copies not restored since start.
+    pub fn unrepaired_total(&self) -> u64 {
+        self.unrepaired.get()
+    }
+
+    /// Unix seconds of the last complete pass (0: none yet).
+    pub fn last_full_pass_secs(&self) -> i64 {
+        self.last_full_pass.get()
+    }
+}

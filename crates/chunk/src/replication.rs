@@ -308,6 +308,53 @@ impl ReplicatedChunks {
     }
 }
 
+/// How [`ReplicatedChunks::restore_local`] ended without an error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Restored {
+    /// This node's copy was rewritten from the verified bytes of replica `from`.
+    From(String),
+    /// The layout no longer places the chunk on this node: its copy was a leftover, and
+    /// nothing is restored here (the chunk's replicas hold it).
+    NotPlacedHere,
+}
+
+impl ReplicatedChunks {
+    /// Rewrites this node's copy of `id` (missing or just quarantined) from another replica,
+    /// healthiest first, through the same verified fetch as reads; replicas that answered
+    /// that their copy is missing or bad are sent the good bytes too.
+    ///
+    /// Returns `Err(Lost)` (without counting a lost read: no client asked) when no replica
+    /// could serve a verified copy, including when this node is the only one (no layout).
+    pub async fn restore_local(&self, id: ChunkId) -> Result<Restored, ChunkError> {
+        let targets = self.replicas_of(&id);
+        if !targets.is_empty() && !targets.iter().any(|r| r.node_id == self.node_id) {
+            return Ok(Restored::NotPlacedHere);
+        }
+        let mut remotes: Vec<Replica> = targets
+            .into_iter()
+            .filter(|r| r.node_id != self.node_id)
+            .collect();
+        remotes.sort_by_key(|r| health_rank(r.health));
+        let (mut errors, mut bad) = (Vec::new(), Vec::new());
+        for replica in remotes {
+            match self.get_remote(&replica, id).await {
+                Ok(b) => {
+                    self.local.put(id, b.clone()).await?;
+                    self.repair_remote(id, &b, bad);
+                    return Ok(Restored::From(replica.node_id));
+                }
+                Err(e) => {
+                    if e.repairable() {
+                        bad.push(replica);
+                    }
+                    errors.push(e);
+                }
+            }
+        }
+        Err(ChunkError::Lost { id, errors })
+    }
+}
+
 /// Sort key of a health verdict: up first, down last.
 fn health_rank(h: NodeHealth) -> u8 {
     h as u8

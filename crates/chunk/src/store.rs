@@ -25,6 +25,9 @@ use crate::{ChunkError, ChunkId, ChunkMetrics};
 const TMP_DIR: &str = "tmp";
 const QUARANTINE_DIR: &str = "quarantine";
 
+mod scrub;
+pub use scrub::Verified;
+
 /// Handle to a chunk store rooted at one directory. Cheap to clone (shared inner state).
 #[derive(Clone)]
 pub struct ChunkStore {

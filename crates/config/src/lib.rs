@@ -126,6 +126,11 @@ pub struct Config {
     pub log_format: String,
     /// Free bytes the data directory's file system must keep: below it `/ready` fails.
     pub disk_reserve_bytes: u64,
+    /// Scrubber read rate in megabytes (10^6 bytes) per second over this node's chunk files
+    /// (0: unlimited). Kept modest so client traffic keeps the disk.
+    pub scrub_rate_mbps: u64,
+    /// Time from the end of one full scrub pass to the start of the next.
+    pub scrub_interval_secs: u64,
 }
 
 impl Default for Config {
@@ -178,6 +183,8 @@ impl Default for Config {
             tls_key: None,
             log_format: "plain".into(),
             disk_reserve_bytes: 512 << 20,
+            scrub_rate_mbps: 8,
+            scrub_interval_secs: 7 * 86_400,
         }
     }
 }
@@ -267,6 +274,8 @@ pub const SETTINGS: &[&str] = &[
     "tls_key",
     "log_format",
     "disk_reserve_bytes",
+    "scrub_rate_mbps",
+    "scrub_interval_secs",
 ];
 
 /// Flags of `cairn server`; each overrides the file and the environment.
@@ -491,6 +500,15 @@ impl Config {
         if self.gc_interval_secs == 0 {
             return Err(invalid("gc_interval_secs", "must be at least 1"));
         }
+        if self.scrub_interval_secs == 0 {
+            return Err(invalid("scrub_interval_secs", "must be at least 1"));
+        }
+        if self.scrub_rate_mbps > 1_000_000 {
+            return Err(invalid(
+                "scrub_rate_mbps",
+                "must be at most 1000000 (0 means unlimited)",
+            ));
+        }
         if self.multipart_expiry_secs == 0 {
             return Err(invalid("multipart_expiry_secs", "must be at least 1"));
         }
@@ -674,6 +692,18 @@ mod tests {
             Ok(())
         });
         result.unwrap_or_else(|| Ok(Config::default()))
+    }
+
+    #[test]
+    fn scrub_settings_are_read_and_checked() {
+        let c = load_with(
+            &[("SCRUB_RATE_MBPS", "0"), ("SCRUB_INTERVAL_SECS", "1")],
+            &ServerFlags::default(),
+        )
+        .unwrap();
+        assert_eq!((c.scrub_rate_mbps, c.scrub_interval_secs), (0, 1));
+        let e = load_with(&[("SCRUB_INTERVAL_SECS", "0")], &ServerFlags::default()).unwrap_err();
+        assert!(e.to_string().contains("SCRUB_INTERVAL_SECS"), "{e}");
     }
 
     #[test]
