@@ -12,7 +12,10 @@
 //!   delete: only this node's GC deletes its files).
 //! - `refs.rs` — the ref-sync worker: delivers reference updates from each partition's outbox
 //!   to the chunk's partition.
-//! - `gc.rs` — the GC worker: deletes chunk files nothing references.
+//! - `intents.rs` — upload intents: an upload's claim on its chunks, in each chunk's
+//!   reference set from before the first byte is sent until the commit's reference arrives.
+//! - `gc.rs` — the GC worker: deletes chunk files nothing references (check-and-delete under
+//!   the chunk's store lock).
 //! - `sync.rs` — the chunk-sync worker (anti-entropy): fetches chunks this node should hold.
 //! - `metrics.rs` — `cairn_chunk_*`; `error.rs` — [`ChunkError`].
 //!
@@ -20,6 +23,7 @@
 
 mod error;
 pub mod gc;
+pub mod intents;
 mod io;
 mod metrics;
 mod placement;
@@ -31,9 +35,10 @@ pub mod sync;
 
 pub use cairn_meta::model::{ChunkId, WriteConsistency};
 pub use error::{ChunkError, ReplicaError};
+pub use intents::Intent;
 pub use io::{BoxFuture, ChunkIo, LocalChunks};
 pub use metrics::ChunkMetrics;
 pub use placement::{Placement, Replica};
 pub use replication::ReplicatedChunks;
 pub use rpc::ChunkServer;
-pub use store::{ChunkPin, ChunkStore, Scan};
+pub use store::{ChunkLock, ChunkPin, ChunkStore, Scan};

@@ -93,6 +93,27 @@ pub fn part_owner(upload_id: &str, part_number: u32, version: &str) -> String {
     format!("p\0{upload_id}\0{part_number}\0{version}")
 }
 
+/// Owner-name prefix of upload intents in chunk reference sets.
+const INTENT_PREFIX: &str = "i\0";
+
+/// Owner name of an upload intent in chunk reference sets: an upload started at `created_ms`
+/// (unique by `token`) may still reference the chunk. Added to the chunk's partition before the
+/// chunk is written, removed after the commit's own reference has been delivered (see
+/// `Command::WithIntent`), or by the uploader when its commit is refused.
+pub fn intent_owner(created_ms: i64, token: &str) -> String {
+    format!("{INTENT_PREFIX}{created_ms}\0{token}")
+}
+
+/// The creation time of an intent owner name; `None` if `owner` is not an intent.
+pub fn intent_created_ms(owner: &str) -> Option<i64> {
+    owner
+        .strip_prefix(INTENT_PREFIX)?
+        .split('\0')
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// State machines of every group on this node.
 #[derive(Clone)]
 pub struct MetaStore {
@@ -587,6 +608,28 @@ impl MetaStore {
                 }
                 Ok(Response::Done)
             }
+            Command::WithIntent {
+                intent,
+                chunks,
+                command,
+            } => {
+                let r = self.apply(txn, group, command)?;
+                if matches!(r, Response::Refused(_)) {
+                    return Ok(r);
+                }
+                // After the command's own outbox entries: delivered in order per target
+                // partition, each intent leaves a reference set only after the `Add` that
+                // replaces it.
+                let ops = chunks
+                    .iter()
+                    .map(|c| RefOp::Remove {
+                        chunk: *c,
+                        owner: intent.clone(),
+                    })
+                    .collect();
+                self.push_outbox(txn, group, ops)?;
+                Ok(r)
+            }
             Command::OutboxAck { up_to } => {
                 let mut outbox = txn.open_table(OUTBOX)?;
                 let start = keys::outbox(group, 0);
@@ -1003,6 +1046,43 @@ impl MetaStore {
             n += 1;
         }
         Ok(n)
+    }
+
+    /// Upload intents in `group`'s reference sets created before `before_ms`, as the
+    /// `RefOp::Remove`s that drop them (at most `max`). Intents of uploads that crashed are
+    /// otherwise never removed.
+    pub fn expired_intents(
+        &self,
+        group: u64,
+        before_ms: i64,
+        max: usize,
+    ) -> Result<Vec<RefOp>, MetaError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(REFS)?;
+        let (s, e) = (keys::group_start(group), keys::group_end(group));
+        let mut out = Vec::new();
+        for item in t.range(s.as_slice()..e.as_slice())? {
+            let (k, _) = item?;
+            let kb = k.value();
+            if kb.len() < 40 {
+                return Err(MetaError::Codec("bad chunk reference key".into()));
+            }
+            let Ok(owner) = std::str::from_utf8(&kb[40..]) else {
+                continue;
+            };
+            if intent_created_ms(owner).is_some_and(|at| at < before_ms) {
+                let mut id = [0u8; 32];
+                id.copy_from_slice(&kb[8..40]);
+                out.push(RefOp::Remove {
+                    chunk: ChunkId(id),
+                    owner: owner.to_string(),
+                });
+                if out.len() == max {
+                    break;
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Distinct chunks with at least one reference in `group`, after `after`, at most `max`.
