@@ -38,7 +38,10 @@ pub struct Intent {
     registry: Arc<Registry>,
     owner: String,
     started: Instant,
+    /// Chunks whose reference set may hold the intent (a proposal was made).
     chunks: Mutex<BTreeSet<ChunkId>>,
+    /// Chunks whose reference set holds the intent (the proposal committed).
+    covered: Mutex<BTreeSet<ChunkId>>,
 }
 
 impl std::fmt::Debug for Intent {
@@ -57,6 +60,7 @@ impl Intent {
             owner: intent_owner(now_ms(), token),
             started: Instant::now(),
             chunks: Mutex::new(BTreeSet::new()),
+            covered: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -69,9 +73,14 @@ impl Intent {
     /// partition). Returns once committed; only then may the chunk's bytes be sent. Covering a
     /// chunk twice costs nothing.
     pub async fn cover(&self, id: ChunkId) -> Result<(), ChunkError> {
-        if self.chunks.lock().contains(&id) {
+        if self.covered.lock().contains(&id) {
             return Ok(());
         }
+        // Recorded before proposing: if this future is dropped mid-proposal (the upload
+        // failed), `release` still removes an intent that may have been added. A second
+        // `cover` of the same chunk meanwhile proposes again (harmless: set semantics) rather
+        // than return before the first proposal committed.
+        self.chunks.lock().insert(id);
         let group = partition_group(id.partition(self.registry.meta().partitions()));
         let ops = vec![RefOp::Add {
             chunk: id,
@@ -80,7 +89,7 @@ impl Intent {
         self.registry
             .propose(group, Command::RefOps { ops })
             .await?;
-        self.chunks.lock().insert(id);
+        self.covered.lock().insert(id);
         Ok(())
     }
 
@@ -108,6 +117,7 @@ impl Intent {
     /// never commit (failed, or refused by the state machine). Never call it after a commit
     /// that may have applied. Best effort: what fails is left to GC's TTL sweep.
     pub async fn release(&self) {
+        self.covered.lock().clear();
         let chunks: Vec<ChunkId> = std::mem::take(&mut *self.chunks.lock())
             .into_iter()
             .collect();
