@@ -16,8 +16,8 @@
 //! as 1 s) remains a margin for references written before intents existed, as do the checks
 //! that the chunk is not pinned by an in-flight request on this node nor named by an
 //! undelivered outbox `Add` of a partition this node holds. Each pass also removes upload
-//! intents older than `INTENT_TTL` from the partitions this node leads (their uploader
-//! crashed).
+//! intents that can no longer commit (`intents::sweep`: an earlier process of this node made
+//! them, or they are older than `INTENT_TTL`).
 //!
 //! Each pass scans the store once (also refreshing the `cairn_chunk_stored_*` gauges), then
 //! works through the candidates a batch per step.
@@ -31,7 +31,7 @@ use cairn_meta::{Query, QueryResult, RefOp};
 use cairn_raft::Registry;
 use cairn_worker::{Progress, Step, Worker, WorkerError};
 
-use crate::intents::sweep_expired;
+use crate::intents::sweep;
 use crate::{ChunkError, ChunkId, ChunkStore};
 
 /// Candidates checked per step.
@@ -98,7 +98,7 @@ pub async fn collect_garbage(
     store: &ChunkStore,
     grace: Duration,
 ) -> Result<u64, ChunkError> {
-    sweep_expired(reg).await?;
+    sweep(reg).await?;
     let scan = store.scan(grace).await?;
     let mut deleted = 0;
     for batch in scan.older.chunks(BATCH) {
@@ -150,17 +150,17 @@ impl Worker for Gc {
     async fn step(&mut self, progress: &Progress) -> Result<Step, WorkerError> {
         if self.queue.is_empty() {
             // Not fatal for the pass: a sweep that fails (a leader change) is retried next pass.
-            let swept = match sweep_expired(&self.registry).await {
+            let swept = match sweep(&self.registry).await {
                 Ok(n) => n,
                 Err(e) => {
-                    tracing::warn!(error = %e, "could not remove expired upload intents");
+                    tracing::warn!(error = %e, "could not remove dead upload intents");
                     0
                 }
             };
             let scan = self.store.scan(self.grace).await?;
             self.passes += 1;
             progress.note(format!(
-                "pass {}: {} chunks ({} bytes) stored, {} older than the grace period, {} expired upload intents removed",
+                "pass {}: {} chunks ({} bytes) stored, {} older than the grace period, {} dead upload intents removed",
                 self.passes,
                 scan.chunks,
                 scan.bytes,

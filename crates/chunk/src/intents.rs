@@ -7,12 +7,20 @@
 //! commit's own `Add`s in the outbox, so the reference set never goes empty between the upload
 //! and the delivered reference. A commit the state machine refuses leaves the intents to the
 //! uploader, which removes them ([`Intent::release`]); a commit whose outcome is unknown (a
-//! timeout) keeps them, since it may still apply. Intents of an uploader that crashed are
-//! removed by GC once older than [`INTENT_TTL`]; an upload older than half of it refuses to
-//! commit ([`Intent::expired`]), so the two never meet even with hours of clock skew.
+//! timeout) keeps them, since it may still apply.
+//!
+//! Intents whose upload can no longer commit are swept by GC ([`sweep`]):
+//! - an intent made by an earlier process of this node (it crashed or restarted): the sweep
+//!   first commits `FenceIntents{node, boot}` in the partition the upload would have committed
+//!   in (named in the intent), after which the state machine refuses any `WithIntent` of an
+//!   earlier process — so even a commit proposed just before the crash and still in flight
+//!   cannot apply after the intent is gone;
+//! - any intent older than [`INTENT_TTL`] (a node that crashed and never came back), on the
+//!   partitions this node leads; an upload older than half of it refuses to commit
+//!   ([`Intent::expired`]), so the two never meet even with hours of clock skew.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cairn_meta::placement::partition_group;
@@ -25,6 +33,10 @@ use crate::{ChunkError, ChunkId};
 
 /// Age after which GC removes an intent (its uploader crashed or lost its commit's outcome).
 pub const INTENT_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// When this process started making intents (unix ms): intents of another boot of this node
+/// belong to uploads that died with their process.
+static BOOT_MS: LazyLock<i64> = LazyLock::new(now_ms);
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -53,11 +65,13 @@ impl std::fmt::Debug for Intent {
 }
 
 impl Intent {
-    /// A new intent, covering nothing yet. `token` must be unique (a fresh UUID).
-    pub fn new(registry: Arc<Registry>, token: &str) -> Self {
+    /// A new intent, covering nothing yet, of an upload to be committed in Raft group `group`.
+    /// `token` must be unique (a fresh UUID).
+    pub fn new(registry: Arc<Registry>, group: u64, token: &str) -> Self {
+        let owner = intent_owner(now_ms(), registry.node_id(), *BOOT_MS, group, token);
         Self {
             registry,
-            owner: intent_owner(now_ms(), token),
+            owner,
             started: Instant::now(),
             chunks: Mutex::new(BTreeSet::new()),
             covered: Mutex::new(BTreeSet::new()),
@@ -122,7 +136,7 @@ impl Intent {
             .into_iter()
             .collect();
         let partitions = self.registry.meta().partitions();
-        let mut by_group: std::collections::BTreeMap<u64, Vec<RefOp>> = Default::default();
+        let mut by_group: BTreeMap<u64, Vec<RefOp>> = BTreeMap::new();
         for chunk in chunks {
             by_group
                 .entry(partition_group(chunk.partition(partitions)))
@@ -140,12 +154,35 @@ impl Intent {
     }
 }
 
-/// Removes expired intents from the reference sets of every partition this node leads.
-/// Returns how many were removed.
-pub async fn sweep_expired(reg: &Registry) -> Result<u64, ChunkError> {
+/// Removes the intents no upload can commit any more (see the module comment): those of earlier
+/// processes of this node, in every partition this node holds (after fencing the partitions
+/// their uploads would have committed in), and those older than [`INTENT_TTL`], in the
+/// partitions this node leads. Returns how many were removed.
+pub async fn sweep(reg: &Registry) -> Result<u64, ChunkError> {
     let before = now_ms().saturating_sub(INTENT_TTL.as_millis() as i64);
+    let (me, boot) = (reg.node_id(), *BOOT_MS);
     let mut removed = 0;
+    let mut fenced: BTreeSet<u64> = BTreeSet::new();
     for group in reg.groups() {
+        let stale = reg.meta().stale_intents(group, me, boot, 1024)?;
+        if !stale.is_empty() {
+            let mut ops = Vec::with_capacity(stale.len());
+            for (op, owner) in stale {
+                if fenced.insert(owner.group) {
+                    reg.propose(
+                        owner.group,
+                        Command::FenceIntents {
+                            node: me,
+                            boot_ms: boot,
+                        },
+                    )
+                    .await?;
+                }
+                ops.push(op);
+            }
+            removed += ops.len() as u64;
+            reg.propose(group, Command::RefOps { ops }).await?;
+        }
         if !reg.is_leader(group) {
             continue;
         }
@@ -153,9 +190,8 @@ pub async fn sweep_expired(reg: &Registry) -> Result<u64, ChunkError> {
         if ops.is_empty() {
             continue;
         }
-        let n = ops.len() as u64;
+        removed += ops.len() as u64;
         reg.propose(group, Command::RefOps { ops }).await?;
-        removed += n;
     }
     Ok(removed)
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_chunk::gc::collect_garbage;
-use cairn_chunk::intents::{sweep_expired, INTENT_TTL};
+use cairn_chunk::intents::{sweep, INTENT_TTL};
 use cairn_chunk::refs::deliver_refs;
 use cairn_chunk::{ChunkId, ChunkStore, Intent};
 use cairn_meta::model::{ChunkRef, ObjectData, ObjectRecord};
@@ -89,7 +89,7 @@ async fn intent_keeps_a_chunk_until_the_commits_reference_replaces_it() {
     let dir = tempfile::tempdir().unwrap();
     let (reg, store) = open(dir.path()).await;
     let (id, data) = chunk(1);
-    let intent = Intent::new(reg.clone(), "upload-1");
+    let intent = Intent::new(reg.clone(), object_group(), "upload-1");
     intent.cover(id).await.unwrap();
     store.put(id, data.clone()).await.unwrap();
     // Uploaded, not committed: only the intent references it.
@@ -166,7 +166,7 @@ async fn a_refused_commit_queues_nothing_and_a_released_intent_frees_the_chunk()
         .unwrap();
     deliver_refs(&reg).await.unwrap();
 
-    let intent = Intent::new(reg.clone(), "upload-2");
+    let intent = Intent::new(reg.clone(), object_group(), "upload-2");
     intent.cover(id).await.unwrap();
     store.put(id, data.clone()).await.unwrap();
     let r = reg
@@ -201,8 +201,8 @@ async fn a_crashed_uploaders_intent_expires_and_a_young_one_does_not() {
         .as_millis() as i64;
     let stale = now_ms - INTENT_TTL.as_millis() as i64 - 60_000;
     for (id, owner) in [
-        (old, intent_owner(stale, "crashed")),
-        (young, intent_owner(now_ms, "alive")),
+        (old, intent_owner(stale, 9, 1, object_group(), "crashed")),
+        (young, intent_owner(now_ms, 9, 1, object_group(), "alive")),
     ] {
         assert!(intent_created_ms(&owner).is_some());
         reg.propose(
@@ -216,7 +216,7 @@ async fn a_crashed_uploaders_intent_expires_and_a_young_one_does_not() {
     }
     store.put(old, old_data).await.unwrap();
     store.put(young, young_data).await.unwrap();
-    assert_eq!(sweep_expired(&reg).await.unwrap(), 1);
+    assert_eq!(sweep(&reg).await.unwrap(), 1);
     assert_eq!(ref_count(&reg, old).await, 0);
     assert_eq!(ref_count(&reg, young).await, 1);
     assert_eq!(gc(&reg, &store).await, 1);
@@ -266,4 +266,64 @@ async fn a_dedup_write_never_adopts_a_corrupt_copy_of_the_right_size() {
     assert_eq!(store.scan(Duration::ZERO).await.unwrap().quarantined, 1);
     // A sound copy is still deduplicated.
     assert!(!store.put(id, data).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_earlier_process_intents_are_fenced_then_swept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reg, store) = open(dir.path()).await;
+    let (id, data) = chunk(8);
+    // Made by an earlier process of this node (another boot), for an upload in `object_group`.
+    let owner = intent_owner(1, reg.node_id(), 1, object_group(), "died");
+    reg.propose(
+        partition_group(id.partition(PARTITIONS)),
+        Command::RefOps {
+            ops: vec![RefOp::Add {
+                chunk: id,
+                owner: owner.clone(),
+            }],
+        },
+    )
+    .await
+    .unwrap();
+    store.put(id, data.clone()).await.unwrap();
+    // A fresh intent of this process is not touched.
+    let alive = Intent::new(reg.clone(), object_group(), "alive");
+    let (kept, kept_data) = chunk(9);
+    alive.cover(kept).await.unwrap();
+    store.put(kept, kept_data.clone()).await.unwrap();
+
+    assert_eq!(sweep(&reg).await.unwrap(), 1);
+    assert_eq!(ref_count(&reg, id).await, 0);
+    assert_eq!(ref_count(&reg, kept).await, 1);
+    // The dead process's commit, had it still been in flight, is refused now...
+    let late = Command::WithIntent {
+        intent: owner,
+        chunks: vec![id],
+        command: Box::new(Command::PutObject {
+            bucket: "b".into(),
+            key: "late".into(),
+            record: record("v-late", &[(id, data)]),
+            condition: Condition::None,
+        }),
+    };
+    assert!(matches!(
+        reg.propose(object_group(), late).await.unwrap(),
+        Response::Refused(CommandError::Invalid(_))
+    ));
+    // ... while this process's commits still apply.
+    let ok = alive.commit_command(Command::PutObject {
+        bucket: "b".into(),
+        key: "kept".into(),
+        record: record("v-kept", &[(kept, kept_data)]),
+        condition: Condition::None,
+    });
+    assert_eq!(
+        reg.propose(object_group(), ok).await.unwrap(),
+        Response::Done
+    );
+    deliver_refs(&reg).await.unwrap();
+    assert_eq!(gc(&reg, &store).await, 1);
+    assert!(!store.has(&id).await.unwrap());
+    assert!(store.has(&kept).await.unwrap());
 }

@@ -212,6 +212,14 @@ pub enum Command {
         chunks: Vec<ChunkId>,
         command: Box<Command>,
     },
+    /// Applied in an object's partition: from now on a `WithIntent` whose intent was made on
+    /// raft node `node` by a process other than the one started at `boot_ms` is refused. Once
+    /// committed, no upload of an earlier process of that node can commit here any more, so its
+    /// intents naming this partition may be removed (`cairn_chunk::intents::sweep`).
+    FenceIntents {
+        node: u64,
+        boot_ms: i64,
+    },
 }
 
 /// A change to an existing access key.

@@ -323,9 +323,13 @@ impl ObjectService {
         }
     }
 
-    /// A new upload intent (see `cairn_chunk::intents`).
-    fn new_intent(&self) -> Arc<Intent> {
-        Arc::new(Intent::new(self.inner.registry.clone(), &new_version()))
+    /// A new intent of an upload to be committed in `group` (see `cairn_chunk::intents`).
+    fn new_intent(&self, group: GroupId) -> Arc<Intent> {
+        Arc::new(Intent::new(
+            self.inner.registry.clone(),
+            group,
+            &new_version(),
+        ))
     }
 
     /// Proposes `cmd`, the commit of an upload covered by `intent`. A refused commit releases
@@ -459,16 +463,19 @@ impl ObjectService {
 
     /// Reads `body` to the end, cutting it into chunks (written durably, at most
     /// `WRITES_IN_FLIGHT` at a time, each covered by the upload's intent first) or keeping it
-    /// inline if it fits `inline_limit`. On error the intent is released.
+    /// inline if it fits `inline_limit`. The upload will be committed in `group`. On error the
+    /// intent is released.
+    #[allow(clippy::too_many_arguments)]
     async fn ingest(
         &self,
+        group: GroupId,
         body: BodyStream,
         content_length: Option<u64>,
         checksum_algo: Option<ChecksumAlgo>,
         inline_limit: usize,
         consistency: Option<WriteConsistency>,
     ) -> Result<Ingested, ObjectError> {
-        let intent = self.new_intent();
+        let intent = self.new_intent(group);
         let res = self
             .ingest_with(
                 body,
@@ -491,6 +498,7 @@ impl ObjectService {
         err
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn ingest_with(
         &self,
         mut body: BodyStream,
@@ -607,6 +615,7 @@ impl ObjectService {
         let consistency = opts.write_consistency.or(bucket_record.write_consistency);
         let ingested = self
             .ingest(
+                self.group_of(bucket),
                 body,
                 opts.content_length,
                 opts.checksum_algo,
@@ -754,7 +763,7 @@ impl ObjectService {
             .iter()
             .map(|c| self.inner.chunks.pin(c.id))
             .collect();
-        let intent = self.new_intent();
+        let intent = self.new_intent(self.group_of(dst_bucket));
         if let Err(e) = self.cover_source(src_bucket, src_key, src, &intent).await {
             intent.release().await;
             return Err(e);
@@ -917,6 +926,7 @@ impl ObjectService {
         // Parts are always chunked so a completed object is a plain chunk list.
         let ingested = self
             .ingest(
+                self.group_of(bucket),
                 body,
                 opts.content_length,
                 opts.checksum_algo,
@@ -990,6 +1000,7 @@ impl ObjectService {
         let body = self.read_object(src, Some((start, end)));
         let ingested = self
             .ingest(
+                self.group_of(bucket),
                 body,
                 Some(end - start),
                 None,
