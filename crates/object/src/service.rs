@@ -740,6 +740,7 @@ impl ObjectService {
     /// is then checked to be still current — while it is, its own references keep every
     /// chunk's reference set non-empty, so no chunk can have been collected before our intent
     /// arrived. `Unavailable` (retry) if the source changed meanwhile.
+    #[allow(clippy::too_many_arguments)]
     pub async fn copy_object(
         &self,
         src_bucket: &str,
