@@ -225,7 +225,7 @@ def test_copies_deletes_and_identical_reputs_race_gc_and_a_node_kill(cluster):
     kt.join()
     cluster.wait_converged(4, timeout=60)
     # Requests may fail while a node is down (then they are not recorded); most must succeed.
-    assert len(errors) <= 6, errors
+    assert len(errors) <= 8, errors
     time.sleep(PAUSE)
     assert_all_readable(cluster, acked)
 
