@@ -1,10 +1,23 @@
 //! The GC worker: deletes chunk files that nothing references any more.
 //!
-//! A chunk file is deleted only if it is older than the grace period (checked again right
-//! before deleting: a dedup write refreshes the mtime), not pinned by an in-flight request on
-//! this node (checked before and after the reference lookup), not named by an undelivered
-//! outbox `Add` of any partition this node holds, and its reference set — read after a
-//! linearizable barrier on the chunk's partition — is empty.
+//! A chunk file is deleted only if its reference set — read after a linearizable barrier on
+//! the chunk's partition — is empty, and that check and the delete happen under the chunk's
+//! store lock, which every `put` of the chunk also takes. The reference set holds the owners
+//! of committed objects and parts *and* the intents of uploads in flight anywhere in the
+//! cluster (`intents.rs`: an uploader adds its intent through the chunk's partition before
+//! sending a byte, and the intent leaves only after the commit's own reference arrived). So:
+//! - an upload that covered the chunk before our check is seen by it (the intent is
+//!   committed, and our read is linearizable);
+//! - an upload that covers it after our check writes its bytes after we release the lock:
+//!   either it finds the file (the delete had not happened: impossible while we hold the
+//!   lock) or it writes a fresh one.
+//!
+//! Safety does not depend on timing. The grace period (`GC_GRACE_SECS`, which may be as low
+//! as 1 s) remains a margin for references written before intents existed, as do the checks
+//! that the chunk is not pinned by an in-flight request on this node nor named by an
+//! undelivered outbox `Add` of a partition this node holds. Each pass also removes upload
+//! intents that can no longer commit (`intents::sweep`: an earlier process of this node made
+//! them, or they are older than `INTENT_TTL`).
 //!
 //! Each pass scans the store once (also refreshing the `cairn_chunk_stored_*` gauges), then
 //! works through the candidates a batch per step.
@@ -18,6 +31,7 @@ use cairn_meta::{Query, QueryResult, RefOp};
 use cairn_raft::Registry;
 use cairn_worker::{Progress, Step, Worker, WorkerError};
 
+use crate::intents::sweep;
 use crate::{ChunkError, ChunkId, ChunkStore};
 
 /// Candidates checked per step.
@@ -56,6 +70,9 @@ async fn collect(
             continue;
         }
         let group = partition_group(id.partition(partitions));
+        // Held from the reference check to the delete: no write of this chunk can slip in
+        // between (see the module comment).
+        let lock = store.lock(*id).await;
         match reg
             .query(group, &Query::ChunkRefCount { chunk: *id })
             .await?
@@ -67,7 +84,7 @@ async fn collect(
         if store.is_pinned(id) || !store.is_older_than(id, grace).await? {
             continue;
         }
-        if store.delete(id).await? {
+        if lock.delete().await? {
             deleted += 1;
             tracing::debug!(chunk = %id, "collected unreferenced chunk");
         }
@@ -81,6 +98,7 @@ pub async fn collect_garbage(
     store: &ChunkStore,
     grace: Duration,
 ) -> Result<u64, ChunkError> {
+    sweep(reg).await?;
     let scan = store.scan(grace).await?;
     let mut deleted = 0;
     for batch in scan.older.chunks(BATCH) {
@@ -131,14 +149,23 @@ impl Worker for Gc {
 
     async fn step(&mut self, progress: &Progress) -> Result<Step, WorkerError> {
         if self.queue.is_empty() {
+            // Not fatal for the pass: a sweep that fails (a leader change) is retried next pass.
+            let swept = match sweep(&self.registry).await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not remove dead upload intents");
+                    0
+                }
+            };
             let scan = self.store.scan(self.grace).await?;
             self.passes += 1;
             progress.note(format!(
-                "pass {}: {} chunks ({} bytes) stored, {} older than the grace period",
+                "pass {}: {} chunks ({} bytes) stored, {} older than the grace period, {} dead upload intents removed",
                 self.passes,
                 scan.chunks,
                 scan.bytes,
-                scan.older.len()
+                scan.older.len(),
+                swept
             ));
             self.queue = scan.older;
         }

@@ -12,7 +12,10 @@
 //!   delete: only this node's GC deletes its files).
 //! - `refs.rs` — the ref-sync worker: delivers reference updates from each partition's outbox
 //!   to the chunk's partition.
-//! - `gc.rs` — the GC worker: deletes chunk files nothing references.
+//! - `intents.rs` — upload intents: an upload's claim on its chunks, in each chunk's
+//!   reference set from before the first byte is sent until the commit's reference arrives.
+//! - `gc.rs` — the GC worker: deletes chunk files nothing references (check-and-delete under
+//!   the chunk's store lock).
 //! - `sync.rs` — the chunk-sync worker (anti-entropy): fetches chunks this node should hold.
 //! - `scrub.rs` — the scrub worker: re-reads every local chunk file at a throttled rate,
 //!   quarantines bad copies and restores them from a good replica.
@@ -22,6 +25,7 @@
 
 mod error;
 pub mod gc;
+pub mod intents;
 mod io;
 mod metrics;
 mod placement;
@@ -34,9 +38,10 @@ pub mod sync;
 
 pub use cairn_meta::model::{ChunkId, WriteConsistency};
 pub use error::{ChunkError, ReplicaError};
+pub use intents::Intent;
 pub use io::{BoxFuture, ChunkIo, LocalChunks};
 pub use metrics::{ChunkMetrics, ScrubMetrics};
 pub use placement::{Placement, Replica};
 pub use replication::{ReplicatedChunks, Restored};
 pub use rpc::ChunkServer;
-pub use store::{ChunkPin, ChunkStore, Scan, Verified};
+pub use store::{ChunkLock, ChunkPin, ChunkStore, Scan, Verified};

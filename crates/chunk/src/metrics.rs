@@ -71,7 +71,7 @@ impl ChunkMetrics {
             ),
             (
                 "chunk_corrupt",
-                "Chunk copies found corrupt on read and quarantined",
+                "Chunk copies found corrupt (on read or before a dedup write adopted them) and quarantined",
                 &self.corrupt,
             ),
             (
@@ -145,6 +145,11 @@ impl ChunkMetrics {
             }
             Err(_) => {}
         }
+    }
+
+    /// An existing copy failed verification before a dedup write could adopt it.
+    pub(crate) fn dedup_corrupt(&self) {
+        self.corrupt.inc();
     }
 
     pub(crate) fn deleted(&self) {

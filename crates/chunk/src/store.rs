@@ -7,6 +7,11 @@
 //! Core invariant: once [`ChunkStore::put`] returns `Ok`, the chunk survives `kill -9` and power
 //! loss (temp file fsynced, renamed, parent directory fsynced, parent directories created
 //! durably).
+//!
+//! Writers and GC of one chunk are serialised by a per-chunk lock ([`ChunkStore::lock`]): a
+//! `put` holds it while it checks, verifies and writes the file, and GC holds it from its
+//! reference check to the delete ([`ChunkLock::delete`]), so a dedup write can never be
+//! acknowledged over a file GC is about to remove.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -40,6 +45,9 @@ struct Inner {
     quarantine: PathBuf,
     /// Pin counts of chunks used by in-flight writes.
     pins: Mutex<HashMap<ChunkId, usize>>,
+    /// Per-chunk locks, held by `put` and by GC's check-and-delete; an entry lives while
+    /// someone holds or waits for it.
+    locks: Mutex<HashMap<ChunkId, Arc<tokio::sync::Mutex<()>>>>,
     /// `<aa>/<bb>` directories already created and fsynced into their parents by this process,
     /// so the steady-state put path does not fsync them again. At most 65536 entries.
     durable_dirs: Mutex<HashSet<[u8; 2]>>,
@@ -130,17 +138,25 @@ impl Inner {
         debug_assert_eq!(ChunkId::of(data), id, "put: id is not BLAKE3(data)");
         let path = self.path_of(&id);
 
-        // Dedup: refresh mtime of an existing copy so GC's grace period restarts.
-        match OpenOptions::new().write(true).open(&path) {
+        // Dedup: adopt an existing copy only if its content still hashes to `id` (a rotted
+        // copy must never stand in for bytes we are about to acknowledge), and refresh its
+        // mtime so GC's grace period restarts.
+        match OpenOptions::new().read(true).write(true).open(&path) {
             Ok(f) => {
                 let len = f.metadata()?.len();
                 if len == data.len() as u64 {
-                    f.set_modified(SystemTime::now())?;
-                    return Ok(false);
+                    if self.content_matches(&f, &id)? {
+                        f.set_modified(SystemTime::now())?;
+                        return Ok(false);
+                    }
+                    drop(f);
+                    self.quarantine_file(&path, &id);
+                    self.metrics.dedup_corrupt();
+                } else {
+                    // A size mismatch means the existing copy is damaged; replace it rather
+                    // than dedup against it.
+                    tracing::warn!(chunk = %id, len, expected = data.len(), "existing chunk has wrong size; rewriting");
                 }
-                // A size mismatch means the existing copy is damaged; replace it rather than
-                // dedup against it.
-                tracing::warn!(chunk = %id, len, expected = data.len(), "existing chunk has wrong size; rewriting");
             }
             // Absent (or removed by GC just now): write it.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -170,6 +186,29 @@ impl Inner {
             return Err(e.into());
         }
         Ok(true)
+    }
+
+    /// Whether the open chunk file `f` hashes to `id` (read in full).
+    fn content_matches(&self, f: &File, id: &ChunkId) -> io::Result<bool> {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update_reader(f)?;
+        Ok(ChunkId(*hasher.finalize().as_bytes()) == *id)
+    }
+
+    /// Moves a bad chunk file to `quarantine/` (logged; a failure leaves it for the rewrite to
+    /// replace).
+    fn quarantine_file(&self, path: &Path, id: &ChunkId) {
+        let dest = self
+            .quarantine
+            .join(format!("{}.{}", id.to_hex(), unique_suffix()));
+        match fs::rename(path, &dest) {
+            Ok(()) => {
+                tracing::warn!(chunk = %id, quarantined = %dest.display(), "existing chunk copy is corrupt; quarantined before rewriting")
+            }
+            Err(e) => {
+                tracing::warn!(chunk = %id, error = %e, "existing chunk copy is corrupt; quarantine failed, rewriting over it")
+            }
+        }
     }
 
     /// Blocking body of `get`.
@@ -304,6 +343,7 @@ impl ChunkStore {
                 tmp,
                 quarantine,
                 pins: Mutex::new(HashMap::new()),
+                locks: Mutex::new(HashMap::new()),
                 durable_dirs: Mutex::new(HashSet::new()),
                 metrics: ChunkMetrics::default(),
             }),
@@ -318,14 +358,18 @@ impl ChunkStore {
     /// Durably stores `data` under `id`; the caller must have computed `id = BLAKE3(data)`
     /// (checked only in debug builds).
     ///
-    /// Returns `Ok(true)` if the chunk was newly written, `Ok(false)` if a copy of the same size
-    /// already existed — then its mtime is refreshed so GC's grace period restarts. An existing
-    /// file of the wrong size is overwritten (returns `true`). When this returns `Ok`, the
-    /// chunk survives a crash or power loss. Concurrent puts of the same id both succeed.
+    /// Returns `Ok(true)` if the chunk was newly written, `Ok(false)` if a copy with the same
+    /// content already existed (verified by hashing it) — then its mtime is refreshed so GC's
+    /// grace period restarts. An existing file of the wrong size is overwritten, one of the
+    /// right size but wrong content is quarantined and rewritten (both return `true`). When
+    /// this returns `Ok`, the chunk survives a crash or power loss. Concurrent puts of the same
+    /// id both succeed. Holds the chunk's lock ([`Self::lock`]) throughout.
     pub async fn put(&self, id: ChunkId, data: Bytes) -> Result<bool, ChunkError> {
+        let lock = self.lock(id).await;
         let inner = self.inner.clone();
         let len = data.len() as u64;
         let written = blocking(move || inner.put_blocking(id, &data)).await?;
+        drop(lock);
         self.inner.metrics.stored(written, len);
         Ok(written)
     }
@@ -354,10 +398,35 @@ impl ChunkStore {
         .await
     }
 
+    /// Takes the chunk's lock, waiting for a `put` of it (or another holder) to finish. While
+    /// the returned guard lives no `put` of `id` runs; GC holds it from its reference check to
+    /// [`ChunkLock::delete`].
+    pub async fn lock(&self, id: ChunkId) -> ChunkLock {
+        let mutex = self
+            .inner
+            .locks
+            .lock()
+            .entry(id)
+            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
+            .clone();
+        let guard = mutex.clone().lock_owned().await;
+        ChunkLock {
+            store: self.clone(),
+            id,
+            mutex,
+            guard: Some(guard),
+        }
+    }
+
     /// Removes the chunk file. Returns `Ok(true)` if it was removed, `Ok(false)` if absent.
     ///
-    /// Does not check pins; the caller (GC) must check [`ChunkStore::is_pinned`] first.
+    /// Checks neither pins nor references nor the chunk lock: tests and tools only. GC deletes
+    /// through [`ChunkLock::delete`].
     pub async fn delete(&self, id: &ChunkId) -> Result<bool, ChunkError> {
+        self.delete_file(id).await
+    }
+
+    async fn delete_file(&self, id: &ChunkId) -> Result<bool, ChunkError> {
         let path = self.inner.path_of(id);
         // No directory fsync: a deletion lost to a crash only leaves garbage GC finds again.
         let deleted = blocking(move || match fs::remove_file(&path) {
@@ -474,6 +543,46 @@ pub struct Scan {
     pub bytes: u64,
     /// Files in `quarantine/`.
     pub quarantined: u64,
+}
+
+/// Guard returned by [`ChunkStore::lock`]: no `put` of the chunk runs while it lives.
+pub struct ChunkLock {
+    store: ChunkStore,
+    id: ChunkId,
+    mutex: Arc<tokio::sync::Mutex<()>>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl ChunkLock {
+    /// Returns the locked chunk's id.
+    pub fn id(&self) -> ChunkId {
+        self.id
+    }
+
+    /// Removes the chunk file while holding its lock (GC's delete, after it found the chunk
+    /// unreferenced under this same lock). Returns `Ok(true)` if removed, `Ok(false)` if
+    /// absent.
+    pub async fn delete(&self) -> Result<bool, ChunkError> {
+        self.store.delete_file(&self.id).await
+    }
+}
+
+impl std::fmt::Debug for ChunkLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ChunkLock").field(&self.id).finish()
+    }
+}
+
+impl Drop for ChunkLock {
+    fn drop(&mut self) {
+        let mut locks = self.store.inner.locks.lock();
+        // Release first; then the map's copy and ours are the only ones left unless someone
+        // waits (waiters clone under the map lock, so this count cannot grow meanwhile).
+        self.guard.take();
+        if Arc::strong_count(&self.mutex) == 2 {
+            locks.remove(&self.id);
+        }
+    }
 }
 
 /// Guard returned by [`ChunkStore::pin`]; dropping it releases one pin on the chunk.

@@ -198,6 +198,28 @@ pub enum Command {
         outcome: Option<String>,
         at_ms: i64,
     },
+
+    // ---- partition groups: safe GC (appended) ----
+    /// Applied in an object's partition: `command` (a `PutObject` or `PutPart`) whose chunks
+    /// were first covered by the upload intent `intent` (an owner made by
+    /// [`crate::store::intent_owner`], added to each chunk's reference set before any byte was
+    /// sent). When `command` succeeds, a `RefOp::Remove` of the intent for each of `chunks` is
+    /// queued in the outbox *after* the command's own `Add`s, so a chunk's reference set never
+    /// goes empty between the upload and the commit's references reaching it. When `command`
+    /// is refused nothing is queued: the uploader removes its intents itself.
+    WithIntent {
+        intent: String,
+        chunks: Vec<ChunkId>,
+        command: Box<Command>,
+    },
+    /// Applied in an object's partition: from now on a `WithIntent` whose intent was made on
+    /// raft node `node` by a process other than the one started at `boot_ms` is refused. Once
+    /// committed, no upload of an earlier process of that node can commit here any more, so its
+    /// intents naming this partition may be removed (`cairn_chunk::intents::sweep`).
+    FenceIntents {
+        node: u64,
+        boot_ms: i64,
+    },
 }
 
 /// A change to an existing access key.

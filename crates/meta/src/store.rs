@@ -93,6 +93,49 @@ pub fn part_owner(upload_id: &str, part_number: u32, version: &str) -> String {
     format!("p\0{upload_id}\0{part_number}\0{version}")
 }
 
+/// Owner-name prefix of upload intents in chunk reference sets.
+const INTENT_PREFIX: &str = "i\0";
+
+/// Owner name of an upload intent in chunk reference sets: an upload started at `created_ms`
+/// by the process of raft node `node` started at `boot_ms`, to be committed in Raft group
+/// `group` (unique by `token`), may still reference the chunk. Added to the chunk's partition
+/// before the chunk is written, removed after the commit's own reference has been delivered
+/// (see `Command::WithIntent`), by the uploader when its commit is refused, or by a sweep once
+/// the upload cannot commit any more (expired, or its process is gone and fenced).
+pub fn intent_owner(created_ms: i64, node: u64, boot_ms: i64, group: u64, token: &str) -> String {
+    format!("{INTENT_PREFIX}{created_ms}\0{node}\0{boot_ms}\0{group}\0{token}")
+}
+
+/// What an intent owner name says (see [`intent_owner`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IntentOwner {
+    pub created_ms: i64,
+    pub node: u64,
+    pub boot_ms: i64,
+    pub group: u64,
+}
+
+/// Parses an intent owner name; `None` if `owner` is not one.
+pub fn parse_intent(owner: &str) -> Option<IntentOwner> {
+    let mut f = owner.strip_prefix(INTENT_PREFIX)?.split('\0');
+    Some(IntentOwner {
+        created_ms: f.next()?.parse().ok()?,
+        node: f.next()?.parse().ok()?,
+        boot_ms: f.next()?.parse().ok()?,
+        group: f.next()?.parse().ok()?,
+    })
+}
+
+/// The creation time of an intent owner name; `None` if `owner` is not an intent.
+pub fn intent_created_ms(owner: &str) -> Option<i64> {
+    parse_intent(owner).map(|i| i.created_ms)
+}
+
+/// `sm_meta` name of the fence of `node`'s intents (`Command::FenceIntents`).
+fn intent_fence(node: u64) -> String {
+    format!("intent_fence/{node}")
+}
+
 /// State machines of every group on this node.
 #[derive(Clone)]
 pub struct MetaStore {
@@ -587,6 +630,46 @@ impl MetaStore {
                 }
                 Ok(Response::Done)
             }
+            Command::WithIntent {
+                intent,
+                chunks,
+                command,
+            } => {
+                if let Some(i) = parse_intent(intent) {
+                    let meta = txn.open_table(SM_META)?;
+                    let fence: Option<i64> =
+                        match meta.get(keys::sm_meta(group, &intent_fence(i.node)).as_slice())? {
+                            Some(v) => Some(decode(v.value())?),
+                            None => None,
+                        };
+                    if fence.is_some_and(|boot| boot != i.boot_ms) {
+                        return Ok(Response::Refused(CommandError::Invalid(
+                            "the upload's node restarted since it began; its intent is fenced"
+                                .into(),
+                        )));
+                    }
+                }
+                let r = self.apply(txn, group, command)?;
+                if matches!(r, Response::Refused(_)) {
+                    return Ok(r);
+                }
+                // After the command's own outbox entries: delivered in order per target
+                // partition, each intent leaves a reference set only after the `Add` that
+                // replaces it.
+                let ops = chunks
+                    .iter()
+                    .map(|c| RefOp::Remove {
+                        chunk: *c,
+                        owner: intent.clone(),
+                    })
+                    .collect();
+                self.push_outbox(txn, group, ops)?;
+                Ok(r)
+            }
+            Command::FenceIntents { node, boot_ms } => {
+                self.put_sm_meta(txn, group, &intent_fence(*node), boot_ms)?;
+                Ok(Response::Done)
+            }
             Command::OutboxAck { up_to } => {
                 let mut outbox = txn.open_table(OUTBOX)?;
                 let start = keys::outbox(group, 0);
@@ -1003,6 +1086,86 @@ impl MetaStore {
             n += 1;
         }
         Ok(n)
+    }
+
+    /// Upload intents in `group`'s reference sets created before `before_ms`, as the
+    /// `RefOp::Remove`s that drop them (at most `max`). Intents of uploads that crashed are
+    /// otherwise never removed.
+    pub fn expired_intents(
+        &self,
+        group: u64,
+        before_ms: i64,
+        max: usize,
+    ) -> Result<Vec<RefOp>, MetaError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(REFS)?;
+        let (s, e) = (keys::group_start(group), keys::group_end(group));
+        let mut out = Vec::new();
+        for item in t.range(s.as_slice()..e.as_slice())? {
+            let (k, _) = item?;
+            let kb = k.value();
+            if kb.len() < 40 {
+                return Err(MetaError::Codec("bad chunk reference key".into()));
+            }
+            let Ok(owner) = std::str::from_utf8(&kb[40..]) else {
+                continue;
+            };
+            if intent_created_ms(owner).is_some_and(|at| at < before_ms) {
+                let mut id = [0u8; 32];
+                id.copy_from_slice(&kb[8..40]);
+                out.push(RefOp::Remove {
+                    chunk: ChunkId(id),
+                    owner: owner.to_string(),
+                });
+                if out.len() == max {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Intents in `group`'s reference sets made on raft node `node` by a process other than the
+    /// one started at `boot_ms` (an earlier process of that node: its uploads died with it),
+    /// with what their owner names say (at most `max`).
+    pub fn stale_intents(
+        &self,
+        group: u64,
+        node: u64,
+        boot_ms: i64,
+        max: usize,
+    ) -> Result<Vec<(RefOp, IntentOwner)>, MetaError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(REFS)?;
+        let (s, e) = (keys::group_start(group), keys::group_end(group));
+        let mut out = Vec::new();
+        for item in t.range(s.as_slice()..e.as_slice())? {
+            let (k, _) = item?;
+            let kb = k.value();
+            if kb.len() < 40 {
+                return Err(MetaError::Codec("bad chunk reference key".into()));
+            }
+            let Ok(owner) = std::str::from_utf8(&kb[40..]) else {
+                continue;
+            };
+            let Some(i) = parse_intent(owner).filter(|i| i.node == node && i.boot_ms != boot_ms)
+            else {
+                continue;
+            };
+            let mut id = [0u8; 32];
+            id.copy_from_slice(&kb[8..40]);
+            out.push((
+                RefOp::Remove {
+                    chunk: ChunkId(id),
+                    owner: owner.to_string(),
+                },
+                i,
+            ));
+            if out.len() == max {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     /// Distinct chunks with at least one reference in `group`, after `after`, at most `max`.

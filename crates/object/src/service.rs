@@ -6,7 +6,7 @@ use bytes::{Bytes, BytesMut};
 use futures::stream::{FuturesOrdered, StreamExt};
 use futures::Stream;
 
-use cairn_chunk::{ChunkPin, ChunkStore};
+use cairn_chunk::{ChunkPin, ChunkStore, Intent};
 use cairn_meta::model::{
     BucketRecord, ChecksumAlgo, ChunkId, ChunkRef, ObjectData, ObjectHeaders, ObjectRecord,
     PartRecord, UploadRecord, WriteConsistency,
@@ -212,11 +212,13 @@ fn condition(p: &Precondition) -> Condition {
     }
 }
 
-/// What `ingest` produced: the data layout, digests, and pins that keep the chunks safe from
-/// GC until the metadata referencing them is committed.
+/// What `ingest` produced: the data layout, digests, and what keeps the chunks safe from GC
+/// until the metadata referencing them is committed and its references delivered: the upload
+/// intent in every chunk's reference set (cluster-wide) and local pins (this node).
 struct Ingested {
     data: ObjectData,
     digests: Digests,
+    intent: Arc<Intent>,
     _pins: Vec<ChunkPin>,
 }
 
@@ -237,12 +239,17 @@ async fn drain_then(mut body: BodyStream, err: ObjectError) -> ObjectError {
     err
 }
 
+/// Writes one chunk of an upload: first the upload's intent enters the chunk's reference set
+/// (committed), only then are bytes sent, so no replica's GC can delete the chunk between
+/// this write and the delivery of the commit's reference.
 async fn write_chunk(
     io: Arc<dyn ChunkIo>,
+    intent: Arc<Intent>,
     id: ChunkId,
     data: Bytes,
     consistency: Option<WriteConsistency>,
 ) -> Result<(), ObjectError> {
+    intent.cover(id).await.map_err(chunk_error)?;
     io.put(id, data, consistency).await.map_err(chunk_error)
 }
 
@@ -312,6 +319,40 @@ impl ObjectService {
     async fn propose_ok(&self, group: GroupId, cmd: Command) -> Result<Response, ObjectError> {
         match self.propose(group, cmd).await? {
             Response::Refused(e) => Err(refused(e)),
+            r => Ok(r),
+        }
+    }
+
+    /// A new intent of an upload to be committed in `group` (see `cairn_chunk::intents`).
+    fn new_intent(&self, group: GroupId) -> Arc<Intent> {
+        Arc::new(Intent::new(
+            self.inner.registry.clone(),
+            group,
+            &new_version(),
+        ))
+    }
+
+    /// Proposes `cmd`, the commit of an upload covered by `intent`. A refused commit releases
+    /// the intent (it will never apply); an error of unknown outcome keeps it (the commit may
+    /// still apply and then hands the intent over to its references; otherwise GC removes it
+    /// after `INTENT_TTL`).
+    async fn commit_with_intent(
+        &self,
+        group: GroupId,
+        cmd: Command,
+        intent: &Intent,
+    ) -> Result<Response, ObjectError> {
+        if intent.expired() {
+            intent.release().await;
+            return Err(ObjectError::Unavailable(
+                "the upload took longer than its intent may live; retry it".into(),
+            ));
+        }
+        match self.propose(group, intent.commit_command(cmd)).await? {
+            Response::Refused(e) => {
+                intent.release().await;
+                Err(refused(e))
+            }
             r => Ok(r),
         }
     }
@@ -421,14 +462,51 @@ impl ObjectService {
     // ---- ingest ----
 
     /// Reads `body` to the end, cutting it into chunks (written durably, at most
-    /// `WRITES_IN_FLIGHT` at a time) or keeping it inline if it fits `inline_limit`.
+    /// `WRITES_IN_FLIGHT` at a time, each covered by the upload's intent first) or keeping it
+    /// inline if it fits `inline_limit`. The upload will be committed in `group`. On error the
+    /// intent is released.
+    #[allow(clippy::too_many_arguments)]
     async fn ingest(
+        &self,
+        group: GroupId,
+        body: BodyStream,
+        content_length: Option<u64>,
+        checksum_algo: Option<ChecksumAlgo>,
+        inline_limit: usize,
+        consistency: Option<WriteConsistency>,
+    ) -> Result<Ingested, ObjectError> {
+        let intent = self.new_intent(group);
+        let res = self
+            .ingest_with(
+                body,
+                content_length,
+                checksum_algo,
+                inline_limit,
+                consistency,
+                intent.clone(),
+            )
+            .await;
+        if res.is_err() {
+            intent.release().await;
+        }
+        res
+    }
+
+    /// Releases the intent of an upload that will not be committed (a failed verification).
+    async fn abandon(&self, ingested: Ingested, err: ObjectError) -> ObjectError {
+        ingested.intent.release().await;
+        err
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn ingest_with(
         &self,
         mut body: BodyStream,
         content_length: Option<u64>,
         checksum_algo: Option<ChecksumAlgo>,
         inline_limit: usize,
         consistency: Option<WriteConsistency>,
+        intent: Arc<Intent>,
     ) -> Result<Ingested, ObjectError> {
         let chunk_size = self.inner.config.chunk_size.max(1);
         let mut digest = BodyDigest::new(checksum_algo);
@@ -466,7 +544,13 @@ impl ObjectService {
                         id,
                         len: data.len() as u64,
                     });
-                    writes.push_back(write_chunk(self.inner.io.clone(), id, data, consistency));
+                    writes.push_back(write_chunk(
+                        self.inner.io.clone(),
+                        intent.clone(),
+                        id,
+                        data,
+                        consistency,
+                    ));
                     if writes.len() >= WRITES_IN_FLIGHT {
                         if let Some(r) = writes.next().await {
                             r?;
@@ -491,7 +575,13 @@ impl ObjectService {
                     id,
                     len: data.len() as u64,
                 });
-                writes.push_back(write_chunk(self.inner.io.clone(), id, data, consistency));
+                writes.push_back(write_chunk(
+                    self.inner.io.clone(),
+                    intent.clone(),
+                    id,
+                    data,
+                    consistency,
+                ));
             }
             while let Some(r) = writes.next().await {
                 r?;
@@ -501,6 +591,7 @@ impl ObjectService {
         Ok(Ingested {
             data,
             digests: digest.finish(),
+            intent,
             _pins: pins,
         })
     }
@@ -524,6 +615,7 @@ impl ObjectService {
         let consistency = opts.write_consistency.or(bucket_record.write_consistency);
         let ingested = self
             .ingest(
+                self.group_of(bucket),
                 body,
                 opts.content_length,
                 opts.checksum_algo,
@@ -532,7 +624,9 @@ impl ObjectService {
             )
             .await?;
         if let Some(verify) = opts.verify {
-            verify(&ingested.digests)?;
+            if let Err(e) = verify(&ingested.digests) {
+                return Err(self.abandon(ingested, e).await);
+            }
         }
         let record = ObjectRecord {
             version: new_version(),
@@ -550,7 +644,8 @@ impl ObjectService {
             record: record.clone(),
             condition: condition(&opts.precondition),
         };
-        self.propose_ok(self.group_of(bucket), cmd).await?;
+        self.commit_with_intent(self.group_of(bucket), cmd, &ingested.intent)
+            .await?;
         drop(ingested);
         Ok(record)
     }
@@ -640,9 +735,16 @@ impl ObjectService {
         Ok(())
     }
 
-    /// Copies `src` to `dst_bucket/dst_key` with new headers. Chunks are shared, not copied.
+    /// Copies `src` (the current record of `src_bucket/src_key`) to `dst_bucket/dst_key` with
+    /// new headers. Chunks are shared, not copied: an intent covers them first, and the source
+    /// is then checked to be still current — while it is, its own references keep every
+    /// chunk's reference set non-empty, so no chunk can have been collected before our intent
+    /// arrived. `Unavailable` (retry) if the source changed meanwhile.
+    #[allow(clippy::too_many_arguments)]
     pub async fn copy_object(
         &self,
+        src_bucket: &str,
+        src_key: &str,
         src: &ObjectRecord,
         dst_bucket: &str,
         dst_key: &str,
@@ -662,6 +764,11 @@ impl ObjectService {
             .iter()
             .map(|c| self.inner.chunks.pin(c.id))
             .collect();
+        let intent = self.new_intent(self.group_of(dst_bucket));
+        if let Err(e) = self.cover_source(src_bucket, src_key, src, &intent).await {
+            intent.release().await;
+            return Err(e);
+        }
         let record = ObjectRecord {
             version: new_version(),
             last_modified_ms: now_ms(),
@@ -674,8 +781,33 @@ impl ObjectService {
             record: record.clone(),
             condition: condition(&precondition),
         };
-        self.propose_ok(self.group_of(dst_bucket), cmd).await?;
+        self.commit_with_intent(self.group_of(dst_bucket), cmd, &intent)
+            .await?;
         Ok(record)
+    }
+
+    /// Covers the chunks `src` shares with a copy by `intent`, then checks `src` is still the
+    /// current version of `src_bucket/src_key`.
+    async fn cover_source(
+        &self,
+        src_bucket: &str,
+        src_key: &str,
+        src: &ObjectRecord,
+        intent: &Intent,
+    ) -> Result<(), ObjectError> {
+        if src.data.chunks().is_empty() {
+            return Ok(());
+        }
+        for c in src.data.chunks() {
+            intent.cover(c.id).await.map_err(chunk_error)?;
+        }
+        match self.head_object(src_bucket, src_key).await {
+            Ok(now) if now.version == src.version => Ok(()),
+            Ok(_) | Err(ObjectError::NoSuchKey) => Err(ObjectError::Unavailable(
+                "the copy source changed during the copy; retry".into(),
+            )),
+            Err(e) => Err(e),
+        }
     }
 
     /// Lists keys in `bucket` per `query`.
@@ -795,6 +927,7 @@ impl ObjectService {
         // Parts are always chunked so a completed object is a plain chunk list.
         let ingested = self
             .ingest(
+                self.group_of(bucket),
                 body,
                 opts.content_length,
                 opts.checksum_algo,
@@ -803,7 +936,9 @@ impl ObjectService {
             )
             .await?;
         if let Some(verify) = opts.verify {
-            verify(&ingested.digests)?;
+            if let Err(e) = verify(&ingested.digests) {
+                return Err(self.abandon(ingested, e).await);
+            }
         }
         self.commit_part(bucket, key, upload_id, part_number, ingested)
             .await
@@ -832,7 +967,8 @@ impl ObjectService {
             upload_id: upload_id.to_string(),
             part: part.clone(),
         };
-        self.propose_ok(self.group_of(bucket), cmd).await?;
+        self.commit_with_intent(self.group_of(bucket), cmd, &ingested.intent)
+            .await?;
         drop(ingested);
         Ok(part)
     }
@@ -865,6 +1001,7 @@ impl ObjectService {
         let body = self.read_object(src, Some((start, end)));
         let ingested = self
             .ingest(
+                self.group_of(bucket),
                 body,
                 Some(end - start),
                 None,

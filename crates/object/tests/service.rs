@@ -266,9 +266,17 @@ async fn multipart_and_gc_keep_exactly_the_live_chunks() {
 
     // A copy shares chunks; deleting the original keeps them for the copy.
     let src = svc.head_object("b", "mp").await.unwrap();
-    svc.copy_object(&src, "b", "copy", Default::default(), Precondition::None)
-        .await
-        .unwrap();
+    svc.copy_object(
+        "b",
+        "mp",
+        &src,
+        "b",
+        "copy",
+        Default::default(),
+        Precondition::None,
+    )
+    .await
+    .unwrap();
     svc.delete_object("b", "mp").await.unwrap();
     deliver_refs(&reg).await.unwrap();
     collect_garbage(&reg, &chunks, Duration::ZERO)

@@ -105,7 +105,15 @@ pub(crate) async fn copy_object(
     };
     let record = s3
         .objects()
-        .copy_object(&src, &input.bucket, &input.key, headers, Precondition::None)
+        .copy_object(
+            src_bucket,
+            src_key,
+            &src,
+            &input.bucket,
+            &input.key,
+            headers,
+            Precondition::None,
+        )
         .await
         .s3()?;
     let sums = ChecksumFields::from_stored(record.checksum.as_ref());
