@@ -14,10 +14,13 @@
 //!   to the chunk's partition.
 //! - `gc.rs` — the GC worker: deletes chunk files nothing references.
 //! - `sync.rs` — the chunk-sync worker (anti-entropy): fetches chunks this node should hold.
+//! - `disk.rs` — [`DiskGuard`]: free space against the reserve (a full node refuses new chunks
+//!   and writers steer around it), and the `disk` worker that re-measures it.
 //! - `metrics.rs` — `cairn_chunk_*`; `error.rs` — [`ChunkError`].
 //!
 //! Workers have the `cairn_worker::Worker` shape and are run by `cairn_worker::Workers`.
 
+mod disk;
 mod error;
 pub mod gc;
 mod io;
@@ -30,6 +33,7 @@ mod store;
 pub mod sync;
 
 pub use cairn_meta::model::{ChunkId, WriteConsistency};
+pub use disk::{DiskGuard, DiskState, DiskWatch};
 pub use error::{ChunkError, ReplicaError};
 pub use io::{BoxFuture, ChunkIo, LocalChunks};
 pub use metrics::ChunkMetrics;
