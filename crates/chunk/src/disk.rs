@@ -100,11 +100,13 @@ impl DiskGuard {
         self.measure()
     }
 
-    /// Admits a new chunk copy of `len` bytes: `Err(DiskFull)` when writing it would leave
-    /// less than the reserve free.
-    pub(crate) fn admit(&self, len: u64) -> Result<(), ChunkError> {
+    /// Admits a new chunk copy: `Err(DiskFull)` while free space is under the reserve. A copy
+    /// admitted just above it may take the disk under by its own size (at most a chunk per
+    /// concurrent write, far less than any sensible reserve); the next one is refused. One
+    /// condition for refusing and for "full" keeps status and behaviour in agreement.
+    pub(crate) fn admit(&self) -> Result<(), ChunkError> {
         let s = self.measure()?;
-        if s.free < s.reserve.saturating_add(len) {
+        if s.full {
             self.inner.metrics.refused_full();
             return Err(ChunkError::DiskFull {
                 free: s.free,
@@ -130,8 +132,6 @@ impl DiskGuard {
         let space = cairn_raft::fs_space(&self.inner.root)?;
         self.inner.free.store(space.available, Ordering::Relaxed);
         self.inner.metrics.set_disk_free(space.available);
-        // The node counts as full once under the reserve; a single write that does not fit
-        // above it is refused by `admit` without marking the node full.
         self.set_full(space.available < self.reserve());
         Ok(self.state())
     }
@@ -208,11 +208,11 @@ mod tests {
     fn a_reserve_above_the_free_space_refuses_and_clears() {
         let dir = tempfile::tempdir().unwrap();
         let g = DiskGuard::new(dir.path().to_path_buf(), ChunkMetrics::default());
-        assert!(g.admit(10).is_ok());
+        assert!(g.admit().is_ok());
         assert!(!g.is_full());
         g.set_reserve(u64::MAX);
         assert!(g.is_full(), "set_reserve re-measures");
-        match g.admit(10) {
+        match g.admit() {
             Err(ChunkError::DiskFull { reserve, free }) => {
                 assert_eq!(reserve, u64::MAX);
                 assert!(free < u64::MAX);
@@ -223,18 +223,7 @@ mod tests {
         g.set_reserve(0);
         assert!(!g.is_full(), "clears once the reserve fits again");
         assert_eq!(g.inner.metrics.disk_full(), 0);
-        assert!(g.admit(10).is_ok());
-    }
-
-    #[test]
-    fn a_write_larger_than_the_free_space_is_refused_without_marking_full() {
-        let dir = tempfile::tempdir().unwrap();
-        let g = DiskGuard::new(dir.path().to_path_buf(), ChunkMetrics::default());
-        assert!(matches!(
-            g.admit(u64::MAX),
-            Err(ChunkError::DiskFull { .. })
-        ));
-        assert!(!g.is_full(), "only under the reserve counts as full");
+        assert!(g.admit().is_ok());
     }
 
     #[tokio::test]

@@ -341,7 +341,8 @@ impl ReplicatedChunks {
         for replica in remotes {
             match self.get_remote(&replica, id).await {
                 Ok(b) => {
-                    if local_replica {
+                    // A full disk takes no copies (chunk sync restores them once it has space).
+                    if local_replica && !self.local.is_full() {
                         // Read repair: this node should hold a copy and did not.
                         if let Err(e) = self.local.put(id, b.clone()).await {
                             tracing::warn!(chunk = %id, error = %e, "read repair failed");

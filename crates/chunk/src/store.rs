@@ -147,7 +147,7 @@ impl Inner {
         }
 
         // A new copy needs space: refused (typed, before touching the disk) under the reserve.
-        self.disk.admit(data.len() as u64)?;
+        self.disk.admit()?;
         let dir = self.ensure_shard_dir(&id).map_err(|e| self.io_error(e))?;
         let tmp_path = self
             .tmp
@@ -345,8 +345,8 @@ impl ChunkStore {
     /// Returns `Ok(true)` if the chunk was newly written, `Ok(false)` if a copy of the same size
     /// already existed — then its mtime is refreshed so GC's grace period restarts. An existing
     /// file of the wrong size is overwritten (returns `true`). A new copy is refused with
-    /// `Err(DiskFull)` when it would leave less free space than the reserve (a dedup hit is
-    /// still accepted: it takes no space). When this returns `Ok`, the
+    /// `Err(DiskFull)` while free space is under the reserve (a dedup hit is still accepted:
+    /// it takes no space). When this returns `Ok`, the
     /// chunk survives a crash or power loss. Concurrent puts of the same id both succeed.
     pub async fn put(&self, id: ChunkId, data: Bytes) -> Result<bool, ChunkError> {
         let inner = self.inner.clone();
