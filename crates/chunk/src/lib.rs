@@ -38,6 +38,6 @@ pub use error::{ChunkError, ReplicaError};
 pub use io::{BoxFuture, ChunkIo, LocalChunks};
 pub use metrics::ChunkMetrics;
 pub use placement::{Placement, Replica};
-pub use replication::ReplicatedChunks;
+pub use replication::{ReplicatedChunks, FULL_BACKOFF};
 pub use rpc::ChunkServer;
 pub use store::{ChunkPin, ChunkStore, Scan};

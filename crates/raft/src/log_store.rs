@@ -486,3 +486,69 @@ impl RaftLogStorage<TypeConfig> for GroupLog {
             .await
     }
 }
+
+#[cfg(test)]
+mod pause_tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::LogTrouble;
+
+    fn engine(dir: &std::path::Path) -> LogEngine {
+        let db = Database::create(dir.join("meta.redb")).expect("redb");
+        LogEngine::start(Arc::new(db), dir.to_path_buf()).expect("engine")
+    }
+
+    #[tokio::test]
+    async fn a_write_under_the_floor_waits_and_completes_once_space_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path());
+        e.health().set_floor(u64::MAX);
+        let mut log = e.group(3);
+        let vote = Vote::new(2, 7);
+        let mut w = log.clone();
+        let write = tokio::spawn(async move { w.save_vote(&vote).await });
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(
+            !write.is_finished(),
+            "nothing is written (or failed) under the floor"
+        );
+        assert!(matches!(
+            e.health().trouble(),
+            Some(LogTrouble::Paused { .. })
+        ));
+        assert!(e.health().is_paused());
+        // Space returns: the same write completes, the trouble clears by itself.
+        e.health().set_floor(0);
+        tokio::time::timeout(Duration::from_secs(3), write)
+            .await
+            .expect("resumed")
+            .expect("task")
+            .expect("written");
+        assert!(e.health().trouble().is_none());
+        assert_eq!(log.read_vote().await.unwrap(), Some(vote));
+        e.stop();
+    }
+
+    #[tokio::test]
+    async fn stopping_releases_a_paused_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path());
+        e.health().set_floor(u64::MAX);
+        let mut w = e.group(1);
+        let write = tokio::spawn(async move { w.save_vote(&Vote::new(1, 1)).await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let stopper = e.clone();
+        tokio::task::spawn_blocking(move || stopper.stop())
+            .await
+            .unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(3), write)
+            .await
+            .expect("released")
+            .expect("task");
+        assert!(
+            r.is_err(),
+            "a write the writer gave up on is not acknowledged"
+        );
+    }
+}
