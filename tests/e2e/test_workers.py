@@ -14,7 +14,7 @@ from e2e_util import chunk_files, expected_chunk_ids, rand_bytes, unique_name
 from test_cluster import cluster  # noqa: F401  (fixture: a fresh 3-node cluster)
 
 MiB = 1024 * 1024
-WORKERS = ("controller", "ref-sync", "gc", "chunk-sync", "upload-reaper", "scrub")
+WORKERS = ("controller", "ref-sync", "gc", "chunk-sync", "upload-reaper", "scrub", "disk")
 
 
 @pytest.fixture(scope="module")

@@ -54,6 +54,8 @@ pub struct LocalNode {
     disk_reserve_bytes: u64,
     chunk_bytes: Mutex<Option<(Instant, u64)>>,
     workers: cairn_worker::Workers,
+    /// The chunk store's free-space guard (a full node refuses new chunks).
+    chunk_disk: Option<cairn_chunk::DiskGuard>,
     /// `Some(reason)` once a shutdown was asked for (endpoint, exec or signal).
     shutdown: watch::Sender<Option<String>>,
 }
@@ -129,12 +131,20 @@ impl LocalNode {
             started: Instant::now(),
             disk_reserve_bytes,
             chunk_bytes: Mutex::new(None),
+            chunk_disk: None,
             shutdown: watch::channel(None).0,
         }
     }
 
+    /// Reports the chunk store's free-space state (`disk.full` in status, a not-ready reason).
+    pub fn with_chunk_disk(mut self, guard: cairn_chunk::DiskGuard) -> Self {
+        self.chunk_disk = Some(guard);
+        self
+    }
+
     /// Why this node should not take traffic now (empty: ready): no layout yet, a Raft group
-    /// it holds without a leader, free disk below `DISK_RESERVE_BYTES`, shutting down.
+    /// it holds without a leader, free disk below `DISK_RESERVE_BYTES` (new chunks refused),
+    /// Raft log writes paused or failing, Raft groups stopped by a fatal error, shutting down.
     pub fn not_ready_reasons(&self) -> Vec<String> {
         let mut reasons = Vec::new();
         if let Some(why) = self.shutdown.borrow().as_ref() {
@@ -162,10 +172,29 @@ impl LocalNode {
             ));
         }
         let (_, free) = disk_stats(&self.settings.data_dir);
-        if free < self.disk_reserve_bytes {
+        let chunks_full = self.chunk_disk.as_ref().is_some_and(|d| d.is_full());
+        if free < self.disk_reserve_bytes || chunks_full {
             reasons.push(format!(
-                "disk: {free} bytes free, below DISK_RESERVE_BYTES ({})",
+                "disk: {free} bytes free, below DISK_RESERVE_BYTES ({}): new chunk copies are \
+                 refused (reads go on) until space is freed",
                 self.disk_reserve_bytes
+            ));
+        }
+        if let Some(trouble) = self.registry.log_health().trouble() {
+            reasons.push(trouble.to_string());
+        }
+        let stopped = self.registry.stopped_groups();
+        if !stopped.is_empty() {
+            let names: Vec<String> = stopped
+                .iter()
+                .map(|g| match *g {
+                    SYSTEM_GROUP => "system".to_string(),
+                    g => format!("partition {}", g - 1),
+                })
+                .collect();
+            reasons.push(format!(
+                "raft groups stopped by a storage error (restart the node): {}",
+                names.join(", ")
             ));
         }
         reasons
@@ -220,6 +249,9 @@ impl LocalNode {
                 total_bytes: total,
                 free_bytes: free,
                 chunk_bytes: self.chunk_bytes().await,
+                reserve_bytes: self.disk_reserve_bytes,
+                full: free < self.disk_reserve_bytes
+                    || self.chunk_disk.as_ref().is_some_and(|d| d.is_full()),
             },
             ready: reasons.is_empty(),
             not_ready_reasons: reasons,
@@ -357,6 +389,13 @@ impl NodeAdmin for LocalNode {
             value.map_err(|e| NodeActionError::Failed(e.to_string()))
         })
     }
+}
+
+/// The free-space floor of the Raft log for a chunk reserve: a quarter of it, at most
+/// 256 MiB. Chunks stop at the reserve, so the metadata keeps the rest of it; the log pauses
+/// only when even that is nearly used up.
+pub fn raft_log_floor(disk_reserve_bytes: u64) -> u64 {
+    (disk_reserve_bytes / 4).min(256 << 20)
 }
 
 /// (total, available) bytes of the file system holding `path`; zeros if it cannot be read.
@@ -642,6 +681,13 @@ mod tests {
         assert_eq!(dir_bytes(&dir), 42);
         assert_eq!(dir_bytes(&dir.join("missing")), 0);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_raft_log_floor_is_a_capped_quarter_of_the_reserve() {
+        assert_eq!(raft_log_floor(0), 0);
+        assert_eq!(raft_log_floor(512 << 20), 128 << 20);
+        assert_eq!(raft_log_floor(1 << 60), 256 << 20);
     }
 
     #[test]

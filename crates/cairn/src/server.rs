@@ -48,6 +48,8 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         let dir = data.join("chunks");
         tokio::task::spawn_blocking(move || cairn_chunk::ChunkStore::open(dir)).await??
     };
+    // Under the reserve the node takes no new chunk copies (writers steer around it).
+    chunks.disk().set_reserve(cfg.disk_reserve_bytes);
     let clustered = !cfg.seeds().is_empty();
     // There is no unauthenticated mode: a cluster needs a join token (a node alone makes one).
     let (join_token, token_generated) =
@@ -99,6 +101,11 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
     })
     .await
     .context("starting the metadata groups")?;
+    // The Raft log pauses (this node stops leading) before the disk is completely full: a
+    // failed redb write would stop every group on the node until a restart.
+    registry
+        .log_health()
+        .set_floor(crate::node_admin::raft_log_floor(cfg.disk_reserve_bytes));
     // FileService answers UNAVAILABLE until the object service is attached below.
     let files = cairn_files::FileServer::for_cluster(root);
 
@@ -275,6 +282,10 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         Duration::from_secs(effective.gc_grace_secs),
         Duration::from_secs(effective.gc_interval_secs),
     ))?;
+    workers.spawn(cairn_chunk::DiskWatch::new(
+        chunks.disk().clone(),
+        Duration::from_secs(1),
+    ))?;
     workers.spawn(cairn_chunk::sync::ChunkSync::new(
         io.clone(),
         registry.clone(),
@@ -368,15 +379,18 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         },
         wait_for(stop_s3_rx),
     ));
-    let node = Arc::new(crate::node_admin::LocalNode::new(
-        settings.clone(),
-        format!("{advertise}:{}", cfg.node_admin_port),
-        registry.clone(),
-        view.clone(),
-        logs,
-        cfg.disk_reserve_bytes,
-        workers.clone(),
-    ));
+    let node = Arc::new(
+        crate::node_admin::LocalNode::new(
+            settings.clone(),
+            format!("{advertise}:{}", cfg.node_admin_port),
+            registry.clone(),
+            view.clone(),
+            logs,
+            cfg.disk_reserve_bytes,
+            workers.clone(),
+        )
+        .with_chunk_disk(chunks.disk().clone()),
+    );
     plane.install_admin(node.clone());
     let metrics = Arc::new(metrics);
     {

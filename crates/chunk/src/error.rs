@@ -41,6 +41,22 @@ pub enum ChunkError {
     /// A metadata query answered with a result of the wrong kind.
     #[error("chunk references: unexpected query result {0}")]
     UnexpectedResult(String),
+    /// This node's chunk disk has less free space than its reserve: it takes no new chunks.
+    #[error("chunk disk full: {free} bytes free, reserve {reserve} (DISK_RESERVE_BYTES)")]
+    DiskFull { free: u64, reserve: u64 },
+}
+
+impl ChunkError {
+    /// Whether the write failed for lack of disk space: here, or on enough replicas that the
+    /// write could not reach its consistency level (the client should slow down and retry;
+    /// nothing is broken).
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            ChunkError::DiskFull { .. } => true,
+            ChunkError::Unavailable { errors, .. } => errors.iter().any(ReplicaError::is_disk_full),
+            _ => false,
+        }
+    }
 }
 
 fn join(errors: &[ReplicaError]) -> String {
@@ -73,6 +89,15 @@ pub enum ReplicaError {
 }
 
 impl ReplicaError {
+    /// Whether the replica refused the write because its disk is full.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            ReplicaError::Local(e) => matches!(**e, ChunkError::DiskFull { .. }),
+            ReplicaError::Status { code, .. } => *code == tonic::Code::ResourceExhausted,
+            ReplicaError::Unreachable { .. } | ReplicaError::BadBytes { .. } => false,
+        }
+    }
+
     /// Whether the peer answered that its copy is missing or bad (so it should be repaired), as
     /// opposed to being unreachable.
     pub fn repairable(&self) -> bool {

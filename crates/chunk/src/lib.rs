@@ -19,10 +19,13 @@
 //! - `sync.rs` — the chunk-sync worker (anti-entropy): fetches chunks this node should hold.
 //! - `scrub.rs` — the scrub worker: re-reads every local chunk file at a throttled rate,
 //!   quarantines bad copies and restores them from a good replica.
+//! - `disk.rs` — [`DiskGuard`]: free space against the reserve (a full node refuses new chunks
+//!   and writers steer around it), and the `disk` worker that re-measures it.
 //! - `metrics.rs` — `cairn_chunk_*`; `error.rs` — [`ChunkError`].
 //!
 //! Workers have the `cairn_worker::Worker` shape and are run by `cairn_worker::Workers`.
 
+mod disk;
 mod error;
 pub mod gc;
 pub mod intents;
@@ -37,11 +40,12 @@ mod store;
 pub mod sync;
 
 pub use cairn_meta::model::{ChunkId, WriteConsistency};
+pub use disk::{DiskGuard, DiskState, DiskWatch};
 pub use error::{ChunkError, ReplicaError};
 pub use intents::Intent;
 pub use io::{BoxFuture, ChunkIo, LocalChunks};
 pub use metrics::{ChunkMetrics, ScrubMetrics};
 pub use placement::{Placement, Replica};
-pub use replication::{ReplicatedChunks, Restored};
+pub use replication::{ReplicatedChunks, Restored, FULL_BACKOFF};
 pub use rpc::ChunkServer;
 pub use store::{ChunkLock, ChunkPin, ChunkStore, Scan, Verified};

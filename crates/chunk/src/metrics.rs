@@ -10,6 +10,12 @@
 //! `chunk_quarantined` (from the last store scan), `chunk_missing_local` (chunks referenced in a
 //! partition this node replicates but absent from its disk, as found by the last chunk-sync
 //! pass: this node's share of under-replicated chunks).
+//!
+//! Disk space (`disk.rs`): gauges `chunk_disk_full` (1 while free space is under the reserve and
+//! new chunk copies are refused), `chunk_disk_free_bytes`, `chunk_disk_reserve_bytes`; counters
+//! `chunk_disk_refused_total` (chunk copies this node refused for lack of space) and
+//! `chunk_replica_full_total` (replica writes this node's writes skipped or had refused because
+//! the replica's disk was full).
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -34,6 +40,17 @@ pub struct ChunkMetrics {
     stored_bytes: Gauge,
     quarantined: Gauge,
     missing_local: Gauge,
+    disk: DiskMetrics,
+}
+
+/// The disk-space part of [`ChunkMetrics`].
+#[derive(Clone, Debug, Default)]
+struct DiskMetrics {
+    full: Gauge,
+    free_bytes: Gauge,
+    reserve_bytes: Gauge,
+    refused: Counter,
+    replica_full: Counter,
 }
 
 fn gauge(v: u64) -> i64 {
@@ -123,6 +140,7 @@ impl ChunkMetrics {
         for (name, help, g) in gauges {
             registry.register(name, help, g.clone());
         }
+        self.disk.register(registry);
     }
 
     pub(crate) fn stored(&self, newly_written: bool, len: u64) {
@@ -309,5 +327,67 @@ impl ScrubMetrics {
     /// Unix seconds of the last complete pass (0: none yet).
     pub fn last_full_pass_secs(&self) -> i64 {
         self.last_full_pass.get()
+    }
+}
+
+impl DiskMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "chunk_disk_full",
+            "1 while the chunk disk's free space is under DISK_RESERVE_BYTES (new chunks refused)",
+            self.full.clone(),
+        );
+        registry.register(
+            "chunk_disk_free_bytes",
+            "Available bytes on the chunk disk (last measurement)",
+            self.free_bytes.clone(),
+        );
+        registry.register(
+            "chunk_disk_reserve_bytes",
+            "Bytes new chunks must leave free on the chunk disk (DISK_RESERVE_BYTES)",
+            self.reserve_bytes.clone(),
+        );
+        registry.register(
+            "chunk_disk_refused",
+            "Chunk copies this node refused because its disk was under the reserve",
+            self.refused.clone(),
+        );
+        registry.register(
+            "chunk_replica_full",
+            "Replica writes skipped or refused because the replica's disk was full",
+            self.replica_full.clone(),
+        );
+    }
+}
+
+impl ChunkMetrics {
+    pub(crate) fn set_disk_full(&self, full: bool) {
+        self.disk.full.set(i64::from(full));
+    }
+
+    pub(crate) fn set_disk_free(&self, bytes: u64) {
+        self.disk.free_bytes.set(gauge(bytes));
+    }
+
+    pub(crate) fn set_disk_reserve(&self, bytes: u64) {
+        self.disk.reserve_bytes.set(gauge(bytes));
+    }
+
+    pub(crate) fn refused_full(&self) {
+        self.disk.refused.inc();
+    }
+
+    pub(crate) fn replica_full(&self) {
+        self.disk.replica_full.inc();
+    }
+
+    /// 1 while the chunk disk is under its reserve.
+    pub fn disk_full(&self) -> i64 {
+        self.disk.full.get()
+    }
+
+    /// Replica writes skipped or refused because the replica's disk was full, since start.
+    pub fn replica_full_count(&self) -> u64 {
+        self.disk.replica_full.get()
     }
 }

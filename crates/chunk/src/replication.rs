@@ -4,9 +4,17 @@
 //! replica, then the others, healthiest first; bytes from a peer are re-hashed before use, and
 //! a copy that is missing or corrupt (here or on a peer that answered so) is repaired from the
 //! replica that served the read.
+//!
+//! A replica whose disk is full refuses new chunks (`RESOURCE_EXHAUSTED`, see `disk.rs`).
+//! Writes then skip it for [`FULL_BACKOFF`] without sending the bytes, and count it as a replica
+//! that did not take the copy: a write still meets its consistency level on the others, or
+//! fails visibly (`Unavailable`, answered 503 SlowDown), never reports a copy it did not make.
+//! The chunk-sync worker of the full node fetches what it missed once it has space again.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use cairn_meta::model::{NodeHealth, WriteConsistency};
@@ -19,6 +27,32 @@ use tonic::{Request, Status};
 use crate::io::{BoxFuture, ChunkIo};
 use crate::rpc::{pieces, MAX_CHUNK, RPC_TIMEOUT};
 use crate::{ChunkError, ChunkId, ChunkStore, Placement, Replica, ReplicaError};
+
+/// How long writes skip a replica that answered its disk is full before trying it again.
+pub const FULL_BACKOFF: Duration = Duration::from_secs(3);
+
+/// Replicas that recently refused a chunk for lack of space, and when.
+#[derive(Default)]
+struct FullReplicas(parking_lot::Mutex<HashMap<String, Instant>>);
+
+impl FullReplicas {
+    fn mark(&self, node: &str) {
+        self.0.lock().insert(node.to_string(), Instant::now());
+    }
+
+    /// Whether writes should skip `node` now (it refused less than [`FULL_BACKOFF`] ago).
+    fn skip(&self, node: &str) -> bool {
+        let mut m = self.0.lock();
+        match m.get(node) {
+            Some(at) if at.elapsed() < FULL_BACKOFF => true,
+            Some(_) => {
+                m.remove(node);
+                false
+            }
+            None => false,
+        }
+    }
+}
 
 fn consistency_code(c: WriteConsistency) -> u8 {
     match c {
@@ -45,6 +79,8 @@ pub struct ReplicatedChunks {
     partitions: u32,
     /// The node default write consistency (a `WriteConsistency` code; changed at run time).
     consistency: AtomicU8,
+    /// Replicas skipped by writes because their disk is full.
+    full: Arc<FullReplicas>,
 }
 
 fn status_error(node: &str, s: &Status) -> ReplicaError {
@@ -74,6 +110,7 @@ impl ReplicatedChunks {
             placement,
             partitions,
             consistency: AtomicU8::new(consistency_code(consistency)),
+            full: Arc::default(),
         }
     }
 
@@ -213,8 +250,19 @@ impl ReplicatedChunks {
             .unwrap_or_else(|| self.write_consistency())
             .required(targets.len());
         let mut writes = futures::stream::FuturesUnordered::new();
+        let mut errors = Vec::new();
         for replica in targets.iter().cloned() {
             let data = data.clone();
+            if replica.node_id != self.node_id && self.full.skip(&replica.node_id) {
+                // Steer around a full replica: the copy is counted as not made.
+                self.local.metrics().replica_full();
+                errors.push(ReplicaError::Status {
+                    node: replica.node_id,
+                    code: tonic::Code::ResourceExhausted,
+                    message: "skipped: the replica's disk was full moments ago".into(),
+                });
+                continue;
+            }
             if replica.node_id == self.node_id {
                 let store = self.local.clone();
                 writes.push(tokio::spawn(async move {
@@ -225,15 +273,25 @@ impl ReplicatedChunks {
                         .map_err(|e| ReplicaError::Local(Box::new(e)))
                 }));
             } else {
-                writes.push(tokio::spawn(Self::put_remote(
-                    self.peers.clone(),
-                    replica,
-                    id,
-                    data,
-                )));
+                let (peers, full) = (self.peers.clone(), self.full.clone());
+                let metrics = self.local.metrics().clone();
+                writes.push(tokio::spawn(async move {
+                    let node = replica.node_id.clone();
+                    let r = Self::put_remote(peers, replica, id, data).await;
+                    // Marked here, not in the loop below: writes left running after the
+                    // consistency level was met are seen too.
+                    if r.as_ref().is_err_and(ReplicaError::is_disk_full) {
+                        full.mark(&node);
+                        metrics.replica_full();
+                    }
+                    r
+                }));
             }
         }
-        let (mut acked, mut errors) = (0, Vec::new());
+        let mut acked = 0;
+        if errors.len() > targets.len() - required.min(targets.len()) {
+            writes.clear();
+        }
         while let Some(r) = writes.next().await {
             match r {
                 Ok(Ok(())) => acked += 1,
@@ -283,7 +341,8 @@ impl ReplicatedChunks {
         for replica in remotes {
             match self.get_remote(&replica, id).await {
                 Ok(b) => {
-                    if local_replica {
+                    // A full disk takes no copies (chunk sync restores them once it has space).
+                    if local_replica && !self.local.is_full() {
                         // Read repair: this node should hold a copy and did not.
                         if let Err(e) = self.local.put(id, b.clone()).await {
                             tracing::warn!(chunk = %id, error = %e, "read repair failed");

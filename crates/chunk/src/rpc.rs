@@ -48,6 +48,8 @@ fn status(e: ChunkError) -> Status {
     match e {
         ChunkError::NotFound(_) => Status::not_found(e.to_string()),
         ChunkError::Corrupt { .. } => Status::data_loss(e.to_string()),
+        // Writers skip this node for a while and count the copy as not written.
+        ChunkError::DiskFull { .. } => Status::resource_exhausted(e.to_string()),
         other => Status::internal(other.to_string()),
     }
 }

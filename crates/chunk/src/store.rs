@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use crate::{ChunkError, ChunkId, ChunkMetrics};
+use crate::{ChunkError, ChunkId, ChunkMetrics, DiskGuard};
 
 const TMP_DIR: &str = "tmp";
 const QUARANTINE_DIR: &str = "quarantine";
@@ -52,6 +52,8 @@ struct Inner {
     /// so the steady-state put path does not fsync them again. At most 65536 entries.
     durable_dirs: Mutex<HashSet<[u8; 2]>>,
     metrics: ChunkMetrics,
+    /// Free space against the reserve: new copies are refused under it.
+    disk: DiskGuard,
 }
 
 impl std::fmt::Debug for ChunkStore {
@@ -163,7 +165,9 @@ impl Inner {
             Err(e) => return Err(e.into()),
         }
 
-        let dir = self.ensure_shard_dir(&id)?;
+        // A new copy needs space: refused (typed, before touching the disk) under the reserve.
+        self.disk.admit()?;
+        let dir = self.ensure_shard_dir(&id).map_err(|e| self.io_error(e))?;
         let tmp_path = self
             .tmp
             .join(format!("{}.{}.tmp", id.to_hex(), unique_suffix()));
@@ -183,7 +187,7 @@ impl Inner {
         if let Err(e) = res {
             // Best effort: a leftover temp file is also removed by the next `open`.
             let _ = fs::remove_file(&tmp_path);
-            return Err(e.into());
+            return Err(self.io_error(e));
         }
         Ok(true)
     }
@@ -208,6 +212,16 @@ impl Inner {
             Err(e) => {
                 tracing::warn!(chunk = %id, error = %e, "existing chunk copy is corrupt; quarantine failed, rewriting over it")
             }
+        }
+    }
+
+    /// A write error as the store reports it: running out of space is `DiskFull` (the disk
+    /// filled between the reserve check and the write), anything else `Io`.
+    fn io_error(&self, e: io::Error) -> ChunkError {
+        if cairn_raft::is_no_space(&e) {
+            self.disk.no_space()
+        } else {
+            e.into()
         }
     }
 
@@ -337,6 +351,8 @@ impl ChunkStore {
             tracing::info!(root = %root.display(), removed, "removed leftover chunk temp files");
         }
 
+        let metrics = ChunkMetrics::default();
+        let disk = DiskGuard::new(root.clone(), metrics.clone());
         Ok(Self {
             inner: Arc::new(Inner {
                 root,
@@ -345,7 +361,8 @@ impl ChunkStore {
                 pins: Mutex::new(HashMap::new()),
                 locks: Mutex::new(HashMap::new()),
                 durable_dirs: Mutex::new(HashSet::new()),
-                metrics: ChunkMetrics::default(),
+                metrics,
+                disk,
             }),
         })
     }
@@ -353,6 +370,16 @@ impl ChunkStore {
     /// Returns the root directory this store was opened at.
     pub fn root(&self) -> &Path {
         &self.inner.root
+    }
+
+    /// The store's free-space guard (set the reserve with [`DiskGuard::set_reserve`]).
+    pub fn disk(&self) -> &DiskGuard {
+        &self.inner.disk
+    }
+
+    /// Whether the store refuses new chunk copies now (free space under the reserve).
+    pub fn is_full(&self) -> bool {
+        self.inner.disk.is_full()
     }
 
     /// Durably stores `data` under `id`; the caller must have computed `id = BLAKE3(data)`
@@ -363,7 +390,9 @@ impl ChunkStore {
     /// grace period restarts. An existing file of the wrong size is overwritten, one of the
     /// right size but wrong content is quarantined and rewritten (both return `true`). When
     /// this returns `Ok`, the chunk survives a crash or power loss. Concurrent puts of the same
-    /// id both succeed. Holds the chunk's lock ([`Self::lock`]) throughout.
+    /// id both succeed. A new copy is refused with `Err(DiskFull)` while
+    /// free space is under the reserve (a verified dedup hit is still accepted: it takes no
+    /// space). Holds the chunk's lock ([`Self::lock`]) throughout.
     pub async fn put(&self, id: ChunkId, data: Bytes) -> Result<bool, ChunkError> {
         let lock = self.lock(id).await;
         let inner = self.inner.clone();

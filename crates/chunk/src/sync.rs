@@ -98,8 +98,14 @@ impl Worker for ChunkSync {
             // More in this partition: continue after the last one, before the next partition.
             self.pass.push_front((p, ids.last().copied()));
         }
+        // A full disk takes no copies: count what is missing, fetch it once space is back.
+        let full = self.io.local().is_full();
         for id in ids {
             if self.io.local().has(&id).await? {
+                continue;
+            }
+            if full {
+                self.missing += 1;
                 continue;
             }
             // `get` restores the local copy of a chunk this node replicates.

@@ -152,3 +152,77 @@ async fn unreachable_replica_is_a_typed_error_until_consistency_is_lowered() {
         other => panic!("expected Lost, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_replica_refuses_is_steered_around_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = ChunkStore::open(dir.path().join("a")).unwrap();
+    let (b_addr, b) = serve(dir.path(), "b").await;
+    let (c_addr, c) = serve(dir.path(), "c").await;
+    // c's disk is "full": no file system has u64::MAX bytes free.
+    c.disk().set_reserve(u64::MAX);
+    assert!(c.is_full());
+    let placement = Arc::new(Fixed(vec![
+        replica("a", "unused:1"),
+        replica("b", &b_addr),
+        replica("c", &c_addr),
+    ]));
+    let io = ReplicatedChunks::new(
+        local.clone(),
+        "a".into(),
+        cairn_raft::Peers::plaintext(),
+        placement,
+        4,
+        WriteConsistency::Quorum,
+    );
+
+    // QUORUM is met by a and b; c refused and holds nothing.
+    let (id, data) = chunk(10);
+    io.put(id, data.clone(), None).await.unwrap();
+    assert!(local.has(&id).await.unwrap() && b.has(&id).await.unwrap());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while local.metrics().replica_full_count() == 0 {
+        assert!(std::time::Instant::now() < deadline, "refusal not counted");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(!c.has(&id).await.unwrap(), "a full replica takes no copy");
+
+    // ALL cannot be met: a typed, disk-full failure (answered 503 SlowDown), not a storage
+    // error; c is skipped without being sent the bytes.
+    let (id2, data2) = chunk(11);
+    match io
+        .put(id2, data2.clone(), Some(WriteConsistency::All))
+        .await
+    {
+        Err(e @ ChunkError::Unavailable { .. }) => {
+            assert!(e.is_disk_full(), "{e}");
+            if let ChunkError::Unavailable { errors, .. } = &e {
+                assert!(errors.iter().any(|r| r.is_disk_full() && !r.repairable()));
+            }
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert!(!c.has(&id2).await.unwrap());
+
+    // Reads are unaffected: the full node still serves what it holds.
+    assert_eq!(io.get(id).await.unwrap(), data);
+
+    // A full local disk refuses too, with the store's own typed error.
+    local.disk().set_reserve(u64::MAX);
+    let (id3, data3) = chunk(12);
+    assert!(matches!(
+        local.put(id3, data3.clone()).await,
+        Err(ChunkError::DiskFull { .. })
+    ));
+    // ... but a dedup hit takes no space and is accepted.
+    assert!(!local.put(id, data.clone()).await.unwrap());
+
+    // Space returns: after the back-off, c takes copies again.
+    local.disk().set_reserve(0);
+    c.disk().set_reserve(0);
+    tokio::time::sleep(cairn_chunk::FULL_BACKOFF).await;
+    io.put(id3, data3, Some(WriteConsistency::All))
+        .await
+        .unwrap();
+    assert!(c.has(&id3).await.unwrap());
+}

@@ -87,4 +87,11 @@ pub struct DiskReport {
     pub free_bytes: u64,
     /// Bytes of chunk files this node stores.
     pub chunk_bytes: u64,
+    /// Free bytes new chunks must leave (`DISK_RESERVE_BYTES`).
+    #[serde(default)]
+    pub reserve_bytes: u64,
+    /// Free space is under the reserve: this node refuses new chunk copies (reads go on) until
+    /// space is freed.
+    #[serde(default)]
+    pub full: bool,
 }

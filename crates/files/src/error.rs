@@ -63,6 +63,9 @@ pub(crate) fn to_status(err: ObjectError, t: Target<'_>) -> Status {
         ObjectError::Unavailable(msg) => {
             Status::unavailable(format!("metadata is unavailable (no quorum?): {msg}"))
         }
+        ObjectError::InsufficientStorage(msg) => Status::resource_exhausted(format!(
+            "not enough disk space to store {t}; nothing was stored, retry later: {msg}"
+        )),
         ObjectError::DataLoss(msg) => {
             tracing::error!(target = %t, error = %msg, "data loss while serving a file");
             Status::data_loss(format!("stored data of {t} is corrupt or missing: {msg}"))

@@ -45,4 +45,9 @@ pub enum ObjectError {
     Storage(String),
     #[error("metadata is unavailable: {0}")]
     Unavailable(String),
+    /// The data could not be stored for lack of disk space (on this node, or on enough replicas
+    /// that the write could not reach its consistency level). Nothing was acknowledged; retry
+    /// later or through another node.
+    #[error("insufficient storage: {0}")]
+    InsufficientStorage(String),
 }

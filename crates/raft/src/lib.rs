@@ -9,6 +9,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod handoff;
+pub mod log_health;
 pub mod log_store;
 pub mod metrics;
 pub mod network;
@@ -18,6 +19,7 @@ pub mod state_machine;
 use std::io::Cursor;
 
 pub use handoff::{Handoff, HandoffOutcome};
+pub use log_health::{fs_space, is_no_space, FsSpace, LogHealth, LogTrouble};
 pub use network::{GrpcNetwork, Peers, RaftServer};
 pub use registry::{Bootstrap, Registry, RegistryConfig, RouteHint};
 

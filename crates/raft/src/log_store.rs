@@ -2,6 +2,10 @@
 //! one table keyed by (group, index). A single writer thread takes all pending appends, votes,
 //! truncations and purges, from all groups, applies them in ONE write transaction and ONE
 //! fsync, then acknowledges each: 64 busy groups cost one disk sync per batch, not 64.
+//!
+//! A batch is only written while the file system has more free space than the floor of
+//! [`LogHealth`]; below it the writer waits (see `log_health.rs` for why a full disk must
+//! never reach redb).
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -12,6 +16,7 @@ use openraft::{Entry, LogId, OptionalSend, RaftLogReader, StorageError, StorageI
 use redb::{Database, Durability, ReadableDatabase, TableDefinition};
 use tokio::sync::oneshot;
 
+use crate::log_health::LogHealth;
 use crate::{GroupId, TypeConfig};
 
 const LOG: TableDefinition<&[u8], &[u8]> = TableDefinition::new("raft_log");
@@ -23,6 +28,9 @@ const PURGED: &str = "last_purged";
 
 /// Most requests folded into one transaction.
 const MAX_BATCH: usize = 1024;
+
+/// How often a paused writer re-checks the free space.
+const PAUSE_RECHECK: std::time::Duration = std::time::Duration::from_millis(200);
 
 fn log_key(group: GroupId, index: u64) -> [u8; 16] {
     let mut k = [0u8; 16];
@@ -118,26 +126,37 @@ impl Op {
 pub struct LogEngine {
     db: Arc<Database>,
     tx: std::sync::mpsc::Sender<Op>,
+    health: LogHealth,
 }
 
 impl LogEngine {
-    /// Creates the tables and starts the writer thread.
-    pub fn start(db: Arc<Database>) -> Result<Self, redb::Error> {
+    /// Creates the tables and starts the writer thread; `dir` is on the database's file
+    /// system (its free space is checked against the floor before each batch).
+    pub fn start(db: Arc<Database>, dir: std::path::PathBuf) -> Result<Self, redb::Error> {
         let txn = db.begin_write()?;
         txn.open_table(LOG)?;
         txn.open_table(STATE)?;
         txn.commit()?;
         let (tx, rx) = std::sync::mpsc::channel::<Op>();
         let wdb = db.clone();
+        let health = LogHealth::new(dir);
+        let whealth = health.clone();
         std::thread::Builder::new()
             .name("raft-log-writer".into())
-            .spawn(move || writer_loop(wdb, rx))
+            .spawn(move || writer_loop(wdb, rx, whealth))
             .map_err(|e| redb::Error::Io(io_err(e)))?;
-        Ok(Self { db, tx })
+        Ok(Self { db, tx, health })
     }
 
-    /// Flushes what is queued and stops the writer thread (it releases the database).
+    /// The writer's health and free-space floor.
+    pub fn health(&self) -> &LogHealth {
+        &self.health
+    }
+
+    /// Flushes what is queued and stops the writer thread (it releases the database). A
+    /// writer paused for space gives up: what it holds fails as "stopped".
     pub fn stop(&self) {
+        self.health.stop();
         let (tx, rx) = std::sync::mpsc::channel();
         if self.tx.send(Op::Stop(tx)).is_ok() {
             let _ = rx.recv();
@@ -176,7 +195,20 @@ impl LogEngine {
     }
 }
 
-fn writer_loop(db: Arc<Database>, rx: std::sync::mpsc::Receiver<Op>) {
+/// Waits while the file system is under the floor. Returns false when the engine stops
+/// meanwhile.
+fn wait_for_space(health: &LogHealth) -> bool {
+    while let Some(free) = health.below_floor() {
+        if health.stopping() {
+            return false;
+        }
+        health.paused(free);
+        std::thread::sleep(PAUSE_RECHECK);
+    }
+    true
+}
+
+fn writer_loop(db: Arc<Database>, rx: std::sync::mpsc::Receiver<Op>, health: LogHealth) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -194,9 +226,20 @@ fn writer_loop(db: Arc<Database>, rx: std::sync::mpsc::Receiver<Op>) {
             | Op::Purge { done, .. } => done.durable(),
             Op::Stop(_) => false,
         });
-        let result = write_batch(&db, &batch, durable).map_err(|e| e.to_string());
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "raft log batch failed");
+        // Nothing is acknowledged while the writer waits: to openraft it is a slow disk.
+        let result = if wait_for_space(&health) {
+            write_batch(&db, &batch, durable).map_err(|e| describe(&e))
+        } else {
+            Err("raft log writer stopped".to_string())
+        };
+        match &result {
+            Ok(()) => health.written(),
+            Err(e) => {
+                tracing::error!(error = %e, "raft log batch failed");
+                if !health.stopping() {
+                    health.failed(e.clone());
+                }
+            }
         }
         for op in batch {
             op.into_done().finish(&result);
@@ -215,6 +258,16 @@ fn writer_loop(db: Arc<Database>, rx: std::sync::mpsc::Receiver<Op>) {
             }
             return;
         }
+    }
+}
+
+/// A batch error as status shows it; redb's latched error says what the operator must do.
+fn describe(e: &redb::Error) -> String {
+    match e {
+        redb::Error::PreviousIo => format!(
+            "{e} (the metadata database stopped after an earlier I/O error; restart the node)"
+        ),
+        _ => e.to_string(),
     }
 }
 
@@ -431,5 +484,71 @@ impl RaftLogStorage<TypeConfig> for GroupLog {
                 done,
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod pause_tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::LogTrouble;
+
+    fn engine(dir: &std::path::Path) -> LogEngine {
+        let db = Database::create(dir.join("meta.redb")).expect("redb");
+        LogEngine::start(Arc::new(db), dir.to_path_buf()).expect("engine")
+    }
+
+    #[tokio::test]
+    async fn a_write_under_the_floor_waits_and_completes_once_space_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path());
+        e.health().set_floor(u64::MAX);
+        let mut log = e.group(3);
+        let vote = Vote::new(2, 7);
+        let mut w = log.clone();
+        let write = tokio::spawn(async move { w.save_vote(&vote).await });
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(
+            !write.is_finished(),
+            "nothing is written (or failed) under the floor"
+        );
+        assert!(matches!(
+            e.health().trouble(),
+            Some(LogTrouble::Paused { .. })
+        ));
+        assert!(e.health().is_paused());
+        // Space returns: the same write completes, the trouble clears by itself.
+        e.health().set_floor(0);
+        tokio::time::timeout(Duration::from_secs(3), write)
+            .await
+            .expect("resumed")
+            .expect("task")
+            .expect("written");
+        assert!(e.health().trouble().is_none());
+        assert_eq!(log.read_vote().await.unwrap(), Some(vote));
+        e.stop();
+    }
+
+    #[tokio::test]
+    async fn stopping_releases_a_paused_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path());
+        e.health().set_floor(u64::MAX);
+        let mut w = e.group(1);
+        let write = tokio::spawn(async move { w.save_vote(&Vote::new(1, 1)).await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let stopper = e.clone();
+        tokio::task::spawn_blocking(move || stopper.stop())
+            .await
+            .unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(3), write)
+            .await
+            .expect("released")
+            .expect("task");
+        assert!(
+            r.is_err(),
+            "a write the writer gave up on is not acknowledged"
+        );
     }
 }

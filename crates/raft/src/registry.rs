@@ -119,7 +119,8 @@ impl Registry {
         .map_err(|e| RaftError::Storage(e.to_string()))?;
         let db = Arc::new(db);
         let meta = MetaStore::new(db.clone(), cfg.partitions)?;
-        let engine = LogEngine::start(db).map_err(|e| RaftError::Storage(e.to_string()))?;
+        let engine =
+            LogEngine::start(db, cfg.dir.clone()).map_err(|e| RaftError::Storage(e.to_string()))?;
         let peers = match &cfg.trust {
             Some(t) => {
                 Peers::new(t).map_err(|e| RaftError::Storage(format!("node TLS identity: {e}")))?
@@ -240,6 +241,25 @@ impl Registry {
             .collect();
         self.metrics
             .register(registry, self.node_id, groups, self.peers.batch_stats());
+        self.engine.health().register(registry);
+    }
+
+    /// The Raft log writer's health and free-space floor (see `log_health.rs`).
+    pub fn log_health(&self) -> &crate::LogHealth {
+        self.engine.health()
+    }
+
+    /// Groups whose openraft instance on this node has stopped with a fatal error (a failed
+    /// log or state-machine write, for instance); they stay stopped until the node restarts.
+    pub fn stopped_groups(&self) -> Vec<GroupId> {
+        let mut out: Vec<GroupId> = self
+            .groups
+            .iter()
+            .filter(|(_, r)| r.metrics().borrow().running_state.is_err())
+            .map(|(g, _)| *g)
+            .collect();
+        out.sort_unstable();
+        out
     }
 
     /// [`Registry::propose_local`], counted in the proposal metrics (outcome and, when
@@ -360,10 +380,11 @@ impl Registry {
         self.draining.store(on, std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// `NotLeader` (no known leader) while draining and leading `group`: this node is about
-    /// to give it up.
+    /// `NotLeader` (no known leader) while draining or while the log writer is paused for
+    /// disk space, and leading `group`: this node is about to give it up (it sends no
+    /// heartbeats, so the other replicas elect a leader that can write).
     fn check_draining(&self, group: GroupId) -> Result<(), RaftError> {
-        if self.is_draining() && self.is_leader(group) {
+        if (self.is_draining() || self.engine.health().is_paused()) && self.is_leader(group) {
             return Err(RaftError::NotLeader {
                 group,
                 leader: None,
@@ -672,8 +693,9 @@ async fn heartbeats(registry: std::sync::Weak<Registry>) {
         let Some(reg) = registry.upgrade() else {
             return;
         };
-        if reg.is_draining() {
-            // Handing off: the followers' leases must run out (see `handoff.rs`).
+        if reg.is_draining() || reg.engine.health().is_paused() {
+            // Handing off, or unable to write the log: the followers' leases must run out so
+            // they elect a leader that can commit (see `handoff.rs`, `log_health.rs`).
             continue;
         }
         reg.peers.open_round(ROUND_LINGER);

@@ -83,6 +83,11 @@ pub(crate) fn to_s3_error(err: ObjectError) -> S3Error {
             tracing::warn!(error = %msg, "metadata unavailable");
             s3_error!(ServiceUnavailable, "The service is temporarily unavailable. Please retry.")
         }
+        // AWS has no "disk full" answer; SlowDown (503) is the one SDKs back off and retry on.
+        ObjectError::InsufficientStorage(msg) => {
+            tracing::warn!(error = %msg, "write refused: not enough disk space");
+            s3_error!(SlowDown, "Please reduce your request rate. (The storage nodes for this data are short of disk space.)")
+        }
     }
 }
 
@@ -228,6 +233,11 @@ mod tests {
         check(
             ObjectError::Unavailable("x".into()),
             S3ErrorCode::ServiceUnavailable,
+            503,
+        );
+        check(
+            ObjectError::InsufficientStorage("x".into()),
+            S3ErrorCode::SlowDown,
             503,
         );
     }
