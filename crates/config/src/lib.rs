@@ -126,6 +126,9 @@ pub struct Config {
     pub log_format: String,
     /// Free bytes the data directory's file system must keep: below it `/ready` fails.
     pub disk_reserve_bytes: u64,
+    /// How long a node must stay down before the layout controller re-homes its partitions
+    /// (a new layout without it); a node in maintenance is never re-homed.
+    pub repair_grace_secs: u64,
 }
 
 impl Default for Config {
@@ -178,6 +181,7 @@ impl Default for Config {
             tls_key: None,
             log_format: "plain".into(),
             disk_reserve_bytes: 512 << 20,
+            repair_grace_secs: 600,
         }
     }
 }
@@ -267,6 +271,7 @@ pub const SETTINGS: &[&str] = &[
     "tls_key",
     "log_format",
     "disk_reserve_bytes",
+    "repair_grace_secs",
 ];
 
 /// Flags of `cairn server`; each overrides the file and the environment.

@@ -183,6 +183,8 @@ fn catalog_changes_are_audited_but_heartbeats_are_not() {
         registered_ms: 5,
         health: NodeHealth::Up,
         last_heartbeat_ms: 0,
+        health_changed_ms: 0,
+        maintenance: false,
     };
     let heartbeat = |node_id: &str, free: u64, at_ms: i64| Command::Heartbeat {
         node_id: node_id.into(),
