@@ -384,8 +384,15 @@ async fn system_membership(
         }
     };
     let last = metrics.last_log_index.unwrap_or(0);
+    // A removed node gives up its vote as soon as a replacement is there.
+    let removed = |id: u64| {
+        nodes
+            .values()
+            .any(|n| n.raft_id == id && n.state == NodeState::Removed)
+    };
     let candidates: Vec<u64> = membership
         .learner_ids()
+        .filter(|id| !removed(*id))
         .filter(|id| {
             metrics
                 .replication
@@ -403,7 +410,7 @@ async fn system_membership(
     let mut new_voters: BTreeSet<u64> = voters
         .iter()
         .copied()
-        .filter(|id| health(*id) != Health::Down)
+        .filter(|id| health(*id) != Health::Down && !removed(*id))
         .collect();
     for id in candidates {
         if new_voters.len() >= desired {
