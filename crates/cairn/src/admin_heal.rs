@@ -234,7 +234,7 @@ async fn remove(
     let moving_from: Vec<u32> = crate::admin_cluster::rebalances(&s)
         .moves
         .iter()
-        .filter(|m| m.from.iter().any(|n| *n == id))
+        .filter(|m| m.from.contains(&id))
         .map(|m| m.partition)
         .collect();
     let what = format!(

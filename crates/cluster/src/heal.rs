@@ -79,7 +79,7 @@ pub fn placement_states(
         };
         out.insert(n.node_id.clone(), place);
     }
-    let mut placeable = out
+    let placeable = out
         .iter()
         .filter(|(id, p)| **p == Place::Active || (**p == Place::Down && holds(id)))
         .count();
@@ -90,12 +90,9 @@ pub fn placement_states(
             .cmp(&held[a.node_id.as_str()])
             .then_with(|| a.node_id.cmp(&b.node_id))
     });
-    for n in lost {
-        if placeable >= replication {
-            break;
-        }
+    let short = replication.saturating_sub(placeable);
+    for n in lost.into_iter().take(short) {
         out.insert(n.node_id.clone(), Place::Down);
-        placeable += 1;
     }
     out
 }
