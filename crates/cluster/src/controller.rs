@@ -307,7 +307,14 @@ impl Controller {
                 health_step(reg, view, g).await;
             }
             system_membership(s, reg, view, self.gossip.as_deref()).await;
-            layout_step(s, reg, view, &mut self.layout_inputs).await;
+            layout_step(
+                s,
+                reg,
+                view,
+                self.gossip.as_deref(),
+                &mut self.layout_inputs,
+            )
+            .await;
         } else {
             // Leading again later starts from what the layout says.
             self.layout_inputs = None;
@@ -487,9 +494,21 @@ async fn layout_step(
     s: &ClusterSettings,
     reg: &Registry,
     view: &ClusterView,
+    gossip: Option<&Gossip>,
     seen: &mut Option<LayoutInputs>,
 ) {
-    let nodes: Vec<NodeRecord> = view.nodes().into_values().collect();
+    let mut nodes: Vec<NodeRecord> = view.nodes().into_values().collect();
+    // A catalog verdict this leader's failure detector does not confirm (a new leader whose
+    // gossip has not judged the node yet, a node back while no leader recorded it) is not
+    // acted on: only a node both say is down can be re-homed.
+    if let Some(g) = gossip {
+        for n in &mut nodes {
+            if n.health == NodeHealth::Down && g.health(&n.node_id) != Health::Down {
+                // Down, but not long enough: it keeps its slots and gets no new ones.
+                n.health_changed_ms = now_ms();
+            }
+        }
+    }
     let current = view.layout();
     let config = reg.meta().cluster_config(SYSTEM_GROUP).ok().flatten();
     let (replication, policy) = match &config {
