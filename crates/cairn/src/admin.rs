@@ -59,6 +59,7 @@ pub fn router(state: AdminState) -> Router {
         .merge(crate::admin_config::routes())
         .merge(crate::admin_cluster::routes())
         .merge(crate::admin_workers::routes())
+        .merge(crate::admin_heal::routes())
         .layer(axum::middleware::from_fn_with_state(
             keys,
             crate::admin_auth::authenticate,

@@ -728,7 +728,7 @@ pub struct RebalancesResponse {
     pub moves: Vec<Move>,
 }
 
-fn rebalances(s: &AdminState) -> RebalancesResponse {
+pub(crate) fn rebalances(s: &AdminState) -> RebalancesResponse {
     let c = &s.cluster;
     let mut moves = c.view.moves().list();
     let mut in_progress = moves.len();

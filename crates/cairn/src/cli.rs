@@ -231,6 +231,10 @@ pub async fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
             let s: ClusterStatus =
                 serde_json::from_slice(&body).context("decoding the status report")?;
             print!("{}", render(&s));
+            println!(
+                "redundancy: {}",
+                cairn_cluster::health::judge(&s).redundancy
+            );
             // Every node's background workers, as each node reports them.
             match request(&admin, "GET", "/cluster/nodes", None).await {
                 Ok(body) => {

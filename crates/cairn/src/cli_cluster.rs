@@ -107,7 +107,8 @@ pub fn render_health(h: &ClusterHealth) -> String {
     let mut out = format!(
         "cluster is {status} (reported by {}, system leader {}, layout v{})\n\
          nodes: {} total, {} up, {} suspect, {} down\n\
-         partitions: {} total, {} healthy, {} degraded, {} unavailable\n",
+         partitions: {} total, {} healthy, {} degraded, {} unavailable\n\
+         redundancy: {}\n",
         h.reporting_node,
         h.system_leader.as_deref().unwrap_or("none"),
         h.layout_version,
@@ -119,6 +120,7 @@ pub fn render_health(h: &ClusterHealth) -> String {
         h.partitions.healthy,
         h.partitions.degraded,
         h.partitions.unavailable,
+        h.redundancy,
     );
     for p in &h.problems {
         out.push_str(&format!("  - {p}\n"));

@@ -61,6 +61,38 @@ pub enum NodeCommand {
     /// Run an action on every node a label selector matches, in parallel, and print each
     /// node's answer (failures included; exit code 1 if any node failed).
     Exec(crate::cli_cluster::ExecArgs),
+    /// Drain a node: the layout gives it no replicas and its data moves to the others while
+    /// it keeps serving (refused below the replication factor unless --force).
+    Drain {
+        /// The node's id.
+        id: String,
+        /// Drain even if fewer nodes than the replication factor would remain.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Remove a node for good (refused while it still holds replicas or while that would
+    /// drop a partition below the replication factor, unless --force): drain it first.
+    Remove {
+        /// The node's id.
+        id: String,
+        /// Remove even if partitions are left with fewer copies.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Turn a node's maintenance flag on or off: while on, the node is not re-homed however
+    /// long it is down.
+    Maintenance {
+        /// `on` or `off`.
+        op: String,
+        /// The node's id.
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 /// `cairn logs`.
@@ -187,6 +219,26 @@ pub async fn node(cmd: NodeCommand) -> anyhow::Result<()> {
             let a: LogLevelAnswer = serde_json::from_slice(&out).context("decoding the answer")?;
             println!("{}: log filter {} (was {})", a.node_id, a.level, a.previous);
         }
+        NodeCommand::Drain { id, force, admin } => {
+            let q = if force { "?force=true" } else { "" };
+            let path = format!("/cluster/nodes/{}/drain{q}", encode(&id));
+            print_lifecycle(&request(&admin, "POST", &path, None).await?)?;
+        }
+        NodeCommand::Remove { id, force, admin } => {
+            let q = if force { "?force=true" } else { "" };
+            let path = format!("/cluster/nodes/{}/remove{q}", encode(&id));
+            print_lifecycle(&request(&admin, "POST", &path, None).await?)?;
+        }
+        NodeCommand::Maintenance { op, id, admin } => {
+            let on = match op.as_str() {
+                "on" => true,
+                "off" => false,
+                other => anyhow::bail!("expected `on` or `off`, not {other:?}"),
+            };
+            let path = format!("/cluster/nodes/{}/maintenance", encode(&id));
+            let body = serde_json::json!({ "on": on });
+            print_lifecycle(&request(&admin, "POST", &path, Some(body)).await?)?;
+        }
         NodeCommand::Shutdown { target } => {
             let args = target.resolve().await?;
             let out = request(&args, "POST", "/shutdown", None).await?;
@@ -201,6 +253,19 @@ pub async fn node(cmd: NodeCommand) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// Prints a node's lifecycle answer (`admin_heal.rs`).
+fn print_lifecycle(body: &[u8]) -> anyhow::Result<()> {
+    let a: crate::admin_heal::NodeLifecycle =
+        serde_json::from_slice(body).context("decoding the answer")?;
+    let m = if a.maintenance {
+        ", in maintenance"
+    } else {
+        ""
+    };
+    println!("{}: {}{m}", a.node_id, a.state);
     Ok(())
 }
 

@@ -4,6 +4,7 @@ mod admin;
 mod admin_auth;
 mod admin_cluster;
 mod admin_config;
+mod admin_heal;
 mod admin_keys;
 mod admin_workers;
 mod cli;

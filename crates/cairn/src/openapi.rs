@@ -103,6 +103,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         crate::admin_config::Api::openapi(),
         crate::admin_cluster::Api::openapi(),
         crate::admin_workers::Api::openapi(),
+        crate::admin_heal::Api::openapi(),
     ] {
         doc.merge(part);
     }

@@ -135,6 +135,7 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         placement_require: placement.0,
         placement_prefer: placement.1,
         placement_avoid: placement.2,
+        repair_grace_secs: cfg.repair_grace_secs,
     };
     let rpc_listener = tokio::net::TcpListener::bind(SocketAddr::new(bind, cfg.node_rpc_port))
         .await

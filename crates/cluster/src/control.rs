@@ -385,6 +385,8 @@ impl ControlService for ControlServer {
             registered_ms: now,
             health: NodeHealth::Up,
             last_heartbeat_ms: now,
+            health_changed_ms: 0,
+            maintenance: false,
         };
         tracing::info!(node = %record.node_id, addr = %record.rpc_addr, "registering node");
         self.commit(Command::RegisterNode { record }).await?;

@@ -86,6 +86,8 @@ pub fn inventory_record(s: &ClusterSettings, state: NodeState) -> NodeRecord {
         registered_ms: now_ms(),
         health: NodeHealth::Up,
         last_heartbeat_ms: now_ms(),
+        health_changed_ms: 0,
+        maintenance: false,
     }
 }
 
@@ -191,9 +193,11 @@ pub fn placement_policy(c: &ClusterConfig) -> PlacementPolicy {
 }
 
 /// Layout for `nodes` (capacity-weighted, zones, placement policy, minimal movement from
-/// `previous`).
+/// `previous`); `states` (`heal::placement_states`) says how each node is placed, a node
+/// missing there is placed by its catalog state.
 pub fn compute_layout(
     nodes: &[NodeRecord],
+    states: &BTreeMap<String, cairn_layout::NodeState>,
     partitions: u32,
     replication: usize,
     policy: &PlacementPolicy,
@@ -217,11 +221,11 @@ pub fn compute_layout(
             },
             zone: n.zone.clone(),
             labels: n.labels.clone(),
-            state: match n.state {
+            state: states.get(&n.node_id).copied().unwrap_or(match n.state {
                 NodeState::Active | NodeState::Joining => cairn_layout::NodeState::Active,
                 NodeState::Draining => cairn_layout::NodeState::Draining,
                 NodeState::Removed => cairn_layout::NodeState::Removed,
-            },
+            }),
         })
         .collect();
     let prev = previous.map(|p| cairn_layout::Layout {
@@ -303,7 +307,14 @@ impl Controller {
                 health_step(reg, view, g).await;
             }
             system_membership(s, reg, view, self.gossip.as_deref()).await;
-            layout_step(s, reg, view, &mut self.layout_inputs).await;
+            layout_step(
+                s,
+                reg,
+                view,
+                self.gossip.as_deref(),
+                &mut self.layout_inputs,
+            )
+            .await;
         } else {
             // Leading again later starts from what the layout says.
             self.layout_inputs = None;
@@ -380,8 +391,15 @@ async fn system_membership(
         }
     };
     let last = metrics.last_log_index.unwrap_or(0);
+    // A removed node gives up its vote as soon as a replacement is there.
+    let removed = |id: u64| {
+        nodes
+            .values()
+            .any(|n| n.raft_id == id && n.state == NodeState::Removed)
+    };
     let candidates: Vec<u64> = membership
         .learner_ids()
+        .filter(|id| !removed(*id))
         .filter(|id| {
             metrics
                 .replication
@@ -399,7 +417,7 @@ async fn system_membership(
     let mut new_voters: BTreeSet<u64> = voters
         .iter()
         .copied()
-        .filter(|id| health(*id) != Health::Down)
+        .filter(|id| health(*id) != Health::Down && !removed(*id))
         .collect();
     for id in candidates {
         if new_voters.len() >= desired {
@@ -467,52 +485,68 @@ fn layout_inputs(c: &ClusterConfig) -> LayoutInputs {
     )
 }
 
-/// Writes a new layout when the set of placeable nodes differs from the current layout's, or
-/// when the configuration's replication factor or placement policy changed since `seen` (on
-/// the first pass of a new leader: when the layout's replication is not the configured one).
+/// Writes a new layout when the set of nodes it should place differs from the current
+/// layout's (a node joined, drains, was removed, or was down longer than `REPAIR_GRACE_SECS`
+/// and is re-homed: see `heal`), or when the configuration's replication factor or placement
+/// policy changed since `seen` (on the first pass of a new leader: when the layout's
+/// replication is not the configured one).
 async fn layout_step(
     s: &ClusterSettings,
     reg: &Registry,
     view: &ClusterView,
+    gossip: Option<&Gossip>,
     seen: &mut Option<LayoutInputs>,
 ) {
-    let nodes: Vec<NodeRecord> = view.nodes().into_values().collect();
-    let current = view.layout();
-    let active: BTreeSet<&str> = nodes
-        .iter()
-        .filter(|n| n.state == NodeState::Active)
-        .map(|n| n.node_id.as_str())
-        .collect();
-    if active.is_empty() {
-        // Nobody has registered yet (the first pass after start): nothing to place.
-        return;
-    }
-    let config = reg.meta().cluster_config(SYSTEM_GROUP).ok().flatten();
-    let inputs = config.as_ref().map(layout_inputs);
-    if let Some(cur) = &current {
-        let placed: BTreeSet<&str> = cur
-            .assignments
-            .iter()
-            .flatten()
-            .map(String::as_str)
-            .collect();
-        let settings_changed = match (seen.as_ref(), inputs.as_ref()) {
-            (Some(a), Some(b)) => a != b,
-            // A new leader: recompute only if a replication change was not applied yet.
-            (None, Some(i)) => cur.replication != i.0.min(active.len()),
-            _ => false,
-        };
-        if placed == active && !settings_changed {
-            seen.clone_from(&inputs);
-            return;
+    let mut nodes: Vec<NodeRecord> = view.nodes().into_values().collect();
+    // A catalog verdict this leader's failure detector does not confirm (a new leader whose
+    // gossip has not judged the node yet, a node back while no leader recorded it) is not
+    // acted on: only a node both say is down can be re-homed.
+    if let Some(g) = gossip {
+        for n in &mut nodes {
+            if n.health == NodeHealth::Down && g.health(&n.node_id) != Health::Down {
+                // Down, but not long enough: it keeps its slots and gets no new ones.
+                n.health_changed_ms = now_ms();
+            }
         }
     }
+    let current = view.layout();
+    let config = reg.meta().cluster_config(SYSTEM_GROUP).ok().flatten();
     let (replication, policy) = match &config {
         Some(c) => (c.replication, placement_policy(c)),
         None => (s.replication, PlacementPolicy::default()),
     };
-    let Some(next) = compute_layout(&nodes, s.partitions, replication, &policy, current.as_ref())
-    else {
+    let grace = crate::heal::Grace {
+        grace_ms: (s.repair_grace_secs as i64).saturating_mul(1000),
+        now_ms: now_ms(),
+    };
+    let states = crate::heal::placement_states(&nodes, current.as_ref(), replication, grace);
+    let expected = crate::heal::expected_placed(&states, current.as_ref());
+    if expected.is_empty() {
+        // Nobody has registered yet (the first pass after start): nothing to place.
+        return;
+    }
+    let inputs = config.as_ref().map(layout_inputs);
+    if let Some(cur) = &current {
+        let placed: BTreeSet<String> = cur.assignments.iter().flatten().cloned().collect();
+        let settings_changed = match (seen.as_ref(), inputs.as_ref()) {
+            (Some(a), Some(b)) => a != b,
+            // A new leader: recompute only if a replication change was not applied yet.
+            (None, Some(i)) => cur.replication != i.0.min(expected.len()),
+            _ => false,
+        };
+        if placed == expected && !settings_changed {
+            seen.clone_from(&inputs);
+            return;
+        }
+    }
+    let Some(next) = compute_layout(
+        &nodes,
+        &states,
+        s.partitions,
+        replication,
+        &policy,
+        current.as_ref(),
+    ) else {
         return;
     };
     if current
@@ -522,7 +556,17 @@ async fn layout_step(
         seen.clone_from(&inputs);
         return;
     }
-    tracing::info!(version = next.version, "writing a new layout");
+    let rehomed: Vec<&str> = states
+        .iter()
+        .filter(|(id, p)| {
+            **p == cairn_layout::NodeState::Removed
+                && nodes
+                    .iter()
+                    .any(|n| &n.node_id == *id && n.state != NodeState::Removed)
+        })
+        .map(|(id, _)| id.as_str())
+        .collect();
+    tracing::info!(version = next.version, ?rehomed, "writing a new layout");
     match reg
         .propose(SYSTEM_GROUP, Command::SetLayout { layout: next })
         .await

@@ -209,6 +209,8 @@ mod tests {
             registered_ms: 0,
             health: NodeHealth::Up,
             last_heartbeat_ms: 0,
+            health_changed_ms: 0,
+            maintenance: false,
         }
     }
 

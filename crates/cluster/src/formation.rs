@@ -389,6 +389,8 @@ async fn bootstrap(
                 registered_ms: now_ms(),
                 health: NodeHealth::Up,
                 last_heartbeat_ms: 0,
+                health_changed_ms: 0,
+                maintenance: false,
             }
         };
         reg.propose(
@@ -401,8 +403,15 @@ async fn bootstrap(
         records.push(record);
     }
     let policy = crate::controller::placement_policy(&s.initial_config());
-    let layout = compute_layout(&records, s.partitions, s.replication, &policy, None)
-        .ok_or_else(|| ClusterError::Other("no layout for the initial nodes".into()))?;
+    let layout = compute_layout(
+        &records,
+        &BTreeMap::new(),
+        s.partitions,
+        s.replication,
+        &policy,
+        None,
+    )
+    .ok_or_else(|| ClusterError::Other("no layout for the initial nodes".into()))?;
     let layout = LayoutRecord {
         version: 1,
         ..layout

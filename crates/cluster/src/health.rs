@@ -36,6 +36,10 @@ pub struct PartitionHealthCounts {
     pub degraded: usize,
     /// No majority of replicas up: writes (and linearizable reads) stop.
     pub unavailable: usize,
+    /// Fewer replicas up than the replication factor (a down replica, or a layout that could
+    /// place fewer: re-homing waits for a node to join).
+    #[serde(default)]
+    pub under_replicated: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -48,6 +52,9 @@ pub struct ClusterHealth {
     pub partitions: PartitionHealthCounts,
     /// One line per problem, worst first, for people.
     pub problems: Vec<String>,
+    /// `fully replicated`, or `degraded: N partitions under-replicated`.
+    #[serde(default)]
+    pub redundancy: String,
 }
 
 /// Judges `s`.
@@ -76,6 +83,9 @@ pub fn judge(s: &ClusterStatus) -> ClusterHealth {
         partitions.total += 1;
         let replicas = p.replicas.len();
         let alive = p.replicas.iter().filter(|r| up(r)).count();
+        if alive < s.replication {
+            partitions.under_replicated += 1;
+        }
         if replicas > 0 && alive == replicas {
             partitions.healthy += 1;
         } else if alive * 2 > replicas {
@@ -110,6 +120,10 @@ pub fn judge(s: &ClusterStatus) -> ClusterHealth {
         HealthLevel::Healthy
     };
     unavailable_problems.extend(degraded_problems);
+    let redundancy = match partitions.under_replicated {
+        0 => "fully replicated".to_string(),
+        n => format!("degraded: {n} partitions under-replicated"),
+    };
     ClusterHealth {
         status,
         reporting_node: s.reporting_node.clone(),
@@ -118,6 +132,7 @@ pub fn judge(s: &ClusterStatus) -> ClusterHealth {
         nodes,
         partitions,
         problems: unavailable_problems,
+        redundancy,
     }
 }
 
@@ -178,6 +193,7 @@ mod tests {
         assert_eq!(h.nodes.up, 3);
         assert_eq!(h.partitions.healthy, 2);
         assert!(h.problems.is_empty());
+        assert_eq!(h.redundancy, "fully replicated");
     }
 
     #[test]
@@ -187,6 +203,8 @@ mod tests {
         let h = judge(&status(nodes.clone(), &parts[..1]));
         assert_eq!(h.status, HealthLevel::Degraded);
         assert_eq!((h.nodes.down, h.partitions.degraded), (1, 1));
+        assert_eq!(h.partitions.under_replicated, 1);
+        assert_eq!(h.redundancy, "degraded: 1 partitions under-replicated");
         // A single-replica partition on the down node is unavailable.
         let h = judge(&status(nodes.clone(), parts));
         assert_eq!(h.status, HealthLevel::Unavailable);

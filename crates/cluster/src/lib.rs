@@ -9,6 +9,7 @@ pub mod controller;
 pub mod fanout;
 pub mod formation;
 pub mod gossip;
+pub mod heal;
 pub mod health;
 pub mod node_admin;
 pub mod plane;
@@ -55,6 +56,8 @@ pub struct ClusterSettings {
     pub placement_require: Vec<String>,
     pub placement_prefer: Vec<String>,
     pub placement_avoid: Vec<String>,
+    /// `REPAIR_GRACE_SECS`: a node down this long is re-homed (`heal`).
+    pub repair_grace_secs: u64,
 }
 
 impl ClusterSettings {

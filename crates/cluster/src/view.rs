@@ -118,6 +118,8 @@ mod tests {
             registered_ms: 0,
             health,
             last_heartbeat_ms: 0,
+            health_changed_ms: 0,
+            maintenance: false,
         }
     }
 

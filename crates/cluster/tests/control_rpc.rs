@@ -56,6 +56,7 @@ fn settings(id: &str, addr: &str, dir: &std::path::Path, token: &str) -> Cluster
         placement_require: vec![],
         placement_prefer: vec![],
         placement_avoid: vec![],
+        repair_grace_secs: 600,
     }
 }
 
@@ -145,6 +146,8 @@ fn record(id: &str) -> NodeRecord {
         registered_ms: 1,
         health: NodeHealth::Up,
         last_heartbeat_ms: 0,
+        health_changed_ms: 0,
+        maintenance: false,
     }
 }
 

@@ -73,6 +73,7 @@ fn settings(id: &str, addr: &str, dir: &std::path::Path) -> ClusterSettings {
         placement_require: vec![],
         placement_prefer: vec![],
         placement_avoid: vec![],
+        repair_grace_secs: 600,
     }
 }
 
@@ -159,6 +160,8 @@ fn record(id: &str, addr: &str) -> NodeRecord {
         registered_ms: 0,
         health: NodeHealth::Up,
         last_heartbeat_ms: 0,
+        health_changed_ms: 0,
+        maintenance: false,
     }
 }
 

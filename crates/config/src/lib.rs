@@ -131,6 +131,9 @@ pub struct Config {
     pub scrub_rate_mbps: u64,
     /// Time from the end of one full scrub pass to the start of the next.
     pub scrub_interval_secs: u64,
+    /// How long a node must stay down before the layout controller re-homes its partitions
+    /// (a new layout without it); a node in maintenance is never re-homed.
+    pub repair_grace_secs: u64,
 }
 
 impl Default for Config {
@@ -185,6 +188,7 @@ impl Default for Config {
             disk_reserve_bytes: 512 << 20,
             scrub_rate_mbps: 8,
             scrub_interval_secs: 7 * 86_400,
+            repair_grace_secs: 600,
         }
     }
 }
@@ -276,6 +280,7 @@ pub const SETTINGS: &[&str] = &[
     "disk_reserve_bytes",
     "scrub_rate_mbps",
     "scrub_interval_secs",
+    "repair_grace_secs",
 ];
 
 /// Flags of `cairn server`; each overrides the file and the environment.

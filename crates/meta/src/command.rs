@@ -220,6 +220,13 @@ pub enum Command {
         node: u64,
         boot_ms: i64,
     },
+    /// Sets or clears a node's maintenance flag (suppresses re-homing it while it is down);
+    /// refused for unknown nodes.
+    SetNodeMaintenance {
+        node_id: String,
+        on: bool,
+        at_ms: i64,
+    },
 }
 
 /// A change to an existing access key.

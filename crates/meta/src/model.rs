@@ -255,6 +255,13 @@ pub struct NodeRecord {
     /// When the node's last heartbeat was recorded (unix ms; 0: never).
     #[serde(default)]
     pub last_heartbeat_ms: i64,
+    /// When `health` last changed (unix ms, the system leader's clock; 0: not recorded).
+    /// The layout controller re-homes a node down for longer than `REPAIR_GRACE_SECS`.
+    #[serde(default)]
+    pub health_changed_ms: i64,
+    /// Operator maintenance flag: while set, the node is never re-homed for being down.
+    #[serde(default)]
+    pub maintenance: bool,
 }
 
 /// Cluster-wide settings, fixed or versioned in the system group (seed 001: the cluster

@@ -309,6 +309,8 @@ impl MetaStore {
                     stored.health = o.health;
                     stored.registered_ms = o.registered_ms;
                     stored.last_heartbeat_ms = stored.last_heartbeat_ms.max(o.last_heartbeat_ms);
+                    stored.health_changed_ms = o.health_changed_ms;
+                    stored.maintenance = o.maintenance;
                 }
                 t.insert(k.as_slice(), encode(&stored)?.as_slice())?;
                 drop(t);
@@ -359,6 +361,9 @@ impl MetaStore {
                 at_ms,
             } => self.update_node(txn, group, node_id, *at_ms, |rec| {
                 let before = std::mem::replace(&mut rec.health, *health);
+                if before != *health {
+                    rec.health_changed_ms = *at_ms;
+                }
                 (before != *health).then(|| {
                     format!(
                         "node {node_id} health {} -> {}",
@@ -676,6 +681,17 @@ impl MetaStore {
                 let end = keys::outbox(group, *up_to);
                 outbox.retain_in(start.as_slice()..=end.as_slice(), |_, _| false)?;
                 Ok(Response::Done)
+            }
+            Command::SetNodeMaintenance { node_id, on, at_ms } => {
+                self.update_node(txn, group, node_id, *at_ms, |rec| {
+                    let before = std::mem::replace(&mut rec.maintenance, *on);
+                    (before != *on).then(|| {
+                        format!(
+                            "node {node_id} maintenance {}",
+                            if *on { "on" } else { "off" }
+                        )
+                    })
+                })
             }
         }
     }

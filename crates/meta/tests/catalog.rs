@@ -139,6 +139,8 @@ fn config_changes_are_versioned_validated_and_kept_in_history() {
             registered_ms: 1,
             health: Default::default(),
             last_heartbeat_ms: 0,
+            health_changed_ms: 0,
+            maintenance: false,
         };
         meta.apply(&txn, 0, &Command::RegisterNode { record })
             .unwrap();

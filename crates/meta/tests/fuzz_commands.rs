@@ -96,6 +96,9 @@ fn command() -> impl Strategy<Value = Command> {
             health: [NodeHealth::Up, NodeHealth::Suspect, NodeHealth::Down][h as usize],
             at_ms,
         }),
+        (name(), any::<bool>(), any::<i64>()).prop_map(|(node_id, on, at_ms)| {
+            Command::SetNodeMaintenance { node_id, on, at_ms }
+        }),
         (
             any::<u64>(),
             0usize..8,

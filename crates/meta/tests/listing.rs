@@ -183,6 +183,8 @@ fn catalog_changes_are_audited_but_heartbeats_are_not() {
         registered_ms: 5,
         health: NodeHealth::Up,
         last_heartbeat_ms: 0,
+        health_changed_ms: 0,
+        maintenance: false,
     };
     let heartbeat = |node_id: &str, free: u64, at_ms: i64| Command::Heartbeat {
         node_id: node_id.into(),
@@ -277,4 +279,78 @@ fn catalog_changes_are_audited_but_heartbeats_are_not() {
     assert_eq!(n1.zone.as_deref(), Some("z1"));
     assert_eq!(n1.api_addr, "10.0.0.1:9000");
     assert_eq!(n1.last_heartbeat_ms, 9);
+}
+
+#[test]
+fn maintenance_and_health_change_time_survive_a_reregistration() {
+    use cairn_meta::model::{NodeHealth, NodeRecord, NodeState};
+    use cairn_meta::{CommandError, Response};
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(redb::Database::create(dir.path().join("m.redb")).unwrap());
+    let meta = MetaStore::new(db.clone(), 4).unwrap();
+    let record = NodeRecord {
+        node_id: "n1".into(),
+        raft_id: 1,
+        rpc_addr: "10.0.0.1:7000".into(),
+        api_addr: "10.0.0.1:9000".into(),
+        zone: None,
+        labels: Default::default(),
+        cpus: 2,
+        memory_bytes: 1,
+        disk_capacity_bytes: 10,
+        disk_free_bytes: 5,
+        state: NodeState::Active,
+        registered_ms: 5,
+        health: NodeHealth::Up,
+        last_heartbeat_ms: 0,
+        health_changed_ms: 0,
+        maintenance: false,
+    };
+    let maintenance = |on: bool, at_ms: i64| Command::SetNodeMaintenance {
+        node_id: "n1".into(),
+        on,
+        at_ms,
+    };
+    let txn = db.begin_write().unwrap();
+    for c in [
+        Command::RegisterNode {
+            record: record.clone(),
+        },
+        maintenance(true, 6),
+        maintenance(true, 7), // no change: not audited
+        Command::SetNodeHealth {
+            node_id: "n1".into(),
+            health: NodeHealth::Down,
+            at_ms: 8,
+        },
+        // A restart says nothing about maintenance or health: the catalog's stay.
+        Command::RegisterNode { record },
+    ] {
+        assert_eq!(meta.apply(&txn, 0, &c).unwrap(), Response::Done, "{c:?}");
+    }
+    assert_eq!(
+        meta.apply(
+            &txn,
+            0,
+            &Command::SetNodeMaintenance {
+                node_id: "n9".into(),
+                on: true,
+                at_ms: 9
+            }
+        )
+        .unwrap(),
+        Response::Refused(CommandError::UnknownNode("n9".into()))
+    );
+    txn.commit().unwrap();
+    let n1 = meta.list_nodes(0).unwrap().remove(0);
+    assert!(n1.maintenance);
+    assert_eq!((n1.health, n1.health_changed_ms), (NodeHealth::Down, 8));
+    let log = meta.audit_log(0, 0, 100).unwrap();
+    let what: Vec<&str> = log.iter().map(|e| e.what.as_str()).collect();
+    assert_eq!(
+        what.iter().filter(|w| w.contains("maintenance")).count(),
+        1,
+        "{what:?}"
+    );
+    assert!(what.contains(&"node n1 maintenance on"), "{what:?}");
 }
