@@ -17,6 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query as UrlQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -257,7 +258,7 @@ fn deadline(ms: Option<u64>, default: Duration) -> Duration {
 /// Whether the cluster serves: `healthy`, `degraded` (a node or replica is not up) or
 /// `unavailable` (no system leader, or a partition without a majority of its replicas).
 #[utoipa::path(get, path = "/cluster/health", tag = "cluster",
-    responses((status = 200, body = ClusterHealth)),
+    responses((status = 401, description = "No or invalid token", body = crate::openapi::ApiError), (status = 503, description = "The cluster catalog cannot be read now (no leader)", body = crate::openapi::ApiError), (status = 200, body = ClusterHealth)),
     security(("bearer" = [])))]
 async fn cluster_health(State(s): State<AdminState>, _: ReadScope) -> Json<ClusterHealth> {
     Json(cairn_cluster::health::judge(&status(&s)))
@@ -380,13 +381,17 @@ async fn nodes_with_status(
 /// Every node of the catalog with its own status report, asked in parallel with a short
 /// per-node deadline; nodes that do not answer carry `status_error`.
 #[utoipa::path(get, path = "/cluster/nodes", tag = "cluster", params(DeadlineParams),
-    responses((status = 200, body = Vec<NodeView>)),
+    responses((status = 400, description = "A malformed query (`deadline_ms` must be a whole number)", body = crate::openapi::ApiError), (status = 401, description = "No or invalid token", body = crate::openapi::ApiError), (status = 503, description = "The cluster catalog cannot be read now (no leader)", body = crate::openapi::ApiError), (status = 200, body = Vec<NodeView>)),
     security(("bearer" = [])))]
 async fn cluster_nodes(
     State(s): State<AdminState>,
     ReadScopeActor(actor): ReadScopeActor,
-    UrlQuery(p): UrlQuery<DeadlineParams>,
+    query: Result<UrlQuery<DeadlineParams>, QueryRejection>,
 ) -> Response {
+    let p = match query {
+        Ok(UrlQuery(p)) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "InvalidArgument", e.body_text()),
+    };
     match nodes_with_status(&s, &actor, None, deadline(p.deadline_ms, STATUS_DEADLINE)).await {
         Ok(v) => Json(v).into_response(),
         Err(r) => r,
@@ -396,14 +401,18 @@ async fn cluster_nodes(
 /// One node with its own status report; 404 for a node the catalog does not know.
 #[utoipa::path(get, path = "/cluster/nodes/{id}", tag = "cluster",
     params(("id" = String, Path, description = "node id"), DeadlineParams),
-    responses((status = 200, body = NodeView), (status = 404, description = "no such node")),
+    responses((status = 400, description = "A malformed query (`deadline_ms` must be a whole number)", body = crate::openapi::ApiError), (status = 401, description = "No or invalid token", body = crate::openapi::ApiError), (status = 503, description = "The cluster catalog cannot be read now (no leader)", body = crate::openapi::ApiError), (status = 200, body = NodeView), (status = 404, description = "no such node")),
     security(("bearer" = [])))]
 async fn cluster_node(
     State(s): State<AdminState>,
     ReadScopeActor(actor): ReadScopeActor,
     Path(id): Path<String>,
-    UrlQuery(p): UrlQuery<DeadlineParams>,
+    query: Result<UrlQuery<DeadlineParams>, QueryRejection>,
 ) -> Response {
+    let p = match query {
+        Ok(UrlQuery(p)) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "InvalidArgument", e.body_text()),
+    };
     match nodes_with_status(
         &s,
         &actor,
@@ -423,7 +432,7 @@ async fn cluster_node(
 /// The catalog's nodes with health, disk and partitions, without asking the nodes (fast;
 /// for dashboards that poll).
 #[utoipa::path(get, path = "/admin/nodes", tag = "admin",
-    responses((status = 200, body = Vec<NodeView>)),
+    responses((status = 401, description = "No or invalid token", body = crate::openapi::ApiError), (status = 503, description = "The cluster catalog cannot be read now (no leader)", body = crate::openapi::ApiError), (status = 200, body = Vec<NodeView>)),
     security(("bearer" = [])))]
 async fn admin_nodes(State(s): State<AdminState>, _: ReadScope) -> Response {
     match catalog_nodes(&s).await {
@@ -551,13 +560,17 @@ async fn metrics(s: &AdminState, wait: Duration) -> Result<MetricsResponse, Resp
 /// Requests, bytes, objects and storage per node (each node's metrics, read over the RPC
 /// port) and summed; unreachable nodes are listed with the reason and count as zero.
 #[utoipa::path(get, path = "/cluster/metrics", tag = "cluster", params(DeadlineParams),
-    responses((status = 200, body = MetricsResponse)),
+    responses((status = 400, description = "A malformed query (`deadline_ms` must be a whole number)", body = crate::openapi::ApiError), (status = 401, description = "No or invalid token", body = crate::openapi::ApiError), (status = 503, description = "The cluster catalog cannot be read now (no leader)", body = crate::openapi::ApiError), (status = 200, body = MetricsResponse)),
     security(("bearer" = [])))]
 async fn cluster_metrics(
     State(s): State<AdminState>,
     _: ReadScope,
-    UrlQuery(p): UrlQuery<DeadlineParams>,
+    query: Result<UrlQuery<DeadlineParams>, QueryRejection>,
 ) -> Response {
+    let p = match query {
+        Ok(UrlQuery(p)) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "InvalidArgument", e.body_text()),
+    };
     match metrics(&s, deadline(p.deadline_ms, STATUS_DEADLINE)).await {
         Ok(m) => Json(m).into_response(),
         Err(r) => r,
@@ -616,7 +629,7 @@ fn action_name(a: &NodeAction) -> String {
 /// parallel, each within its deadline; answers with every node's result, failures included.
 /// Needs operator scope; anything but `status` is audited with its outcome.
 #[utoipa::path(post, path = "/cluster/exec", tag = "cluster", request_body = ExecRequest,
-    responses((status = 200, body = ExecResponse),
+    responses((status = 401, description = "No or invalid token", body = crate::openapi::ApiError), (status = 403, description = "The token's scope is below operator", body = crate::openapi::ApiError), (status = 200, body = ExecResponse),
               (status = 400, description = "bad selector or action")),
     security(("bearer" = [])))]
 async fn cluster_exec(
@@ -757,7 +770,7 @@ pub(crate) fn rebalances(s: &AdminState) -> RebalancesResponse {
 /// Replica moves the partition leaders are making now to match the layout (each leader
 /// publishes its own in gossip).
 #[utoipa::path(get, path = "/admin/rebalances", tag = "admin",
-    responses((status = 200, body = RebalancesResponse)),
+    responses((status = 401, description = "No or invalid token", body = crate::openapi::ApiError), (status = 503, description = "The cluster catalog cannot be read now (no leader)", body = crate::openapi::ApiError), (status = 200, body = RebalancesResponse)),
     security(("bearer" = [])))]
 async fn admin_rebalances(State(s): State<AdminState>, _: ReadScope) -> Json<RebalancesResponse> {
     Json(rebalances(&s))
@@ -795,7 +808,7 @@ pub struct SummaryResponse {
 /// The dashboard's one read: health, capacity, object and bucket counts, bytes per bucket,
 /// rebalances in progress and repairs.
 #[utoipa::path(get, path = "/admin/summary", tag = "admin",
-    responses((status = 200, body = SummaryResponse)),
+    responses((status = 401, description = "No or invalid token", body = crate::openapi::ApiError), (status = 503, description = "The cluster catalog cannot be read now (no leader)", body = crate::openapi::ApiError), (status = 200, body = SummaryResponse)),
     security(("bearer" = [])))]
 async fn admin_summary(State(s): State<AdminState>, _: ReadScope) -> Response {
     let health = cairn_cluster::health::judge(&status(&s));
@@ -882,7 +895,7 @@ fn bucket_view(s: &AdminState, b: &BucketRecord, u: BucketUsage) -> BucketView {
 
 /// Every bucket with its object count and bytes (kept incrementally, never by scanning).
 #[utoipa::path(get, path = "/buckets", tag = "buckets",
-    responses((status = 200, body = Vec<BucketView>)),
+    responses((status = 401, description = "No or invalid token", body = crate::openapi::ApiError), (status = 503, description = "The cluster catalog cannot be read now (no leader)", body = crate::openapi::ApiError), (status = 200, body = Vec<BucketView>)),
     security(("bearer" = [])))]
 async fn list_buckets(State(s): State<AdminState>, _: ReadScope) -> Response {
     let buckets = match all_buckets(&s).await {
@@ -914,7 +927,7 @@ async fn list_buckets(State(s): State<AdminState>, _: ReadScope) -> Response {
 /// One bucket's settings and usage; 404 when it does not exist.
 #[utoipa::path(get, path = "/buckets/{name}", tag = "buckets",
     params(("name" = String, Path, description = "bucket name")),
-    responses((status = 200, body = BucketView), (status = 404, description = "no such bucket")),
+    responses((status = 401, description = "No or invalid token", body = crate::openapi::ApiError), (status = 503, description = "The cluster catalog cannot be read now (no leader)", body = crate::openapi::ApiError), (status = 200, body = BucketView), (status = 404, description = "no such bucket")),
     security(("bearer" = [])))]
 async fn bucket_info(
     State(s): State<AdminState>,

@@ -5,6 +5,7 @@
 //! down for maintenance is not re-homed after `REPAIR_GRACE_SECS`). The decisions are
 //! `cairn_cluster::heal`'s; the layout controller acts on the new state.
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query as UrlQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -174,6 +175,7 @@ fn record(c: &Catalog, id: &str) -> Result<NodeRecord, HealError> {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The node is draining", body = NodeLifecycle),
+        (status = 400, description = "A malformed query (`force` must be true or false)", body = crate::openapi::ApiError),
         (status = 401, description = "No or invalid token", body = crate::openapi::ApiError),
         (status = 403, description = "The token's scope is below operator", body = crate::openapi::ApiError),
         (status = 404, description = "No such node", body = crate::openapi::ApiError),
@@ -184,8 +186,12 @@ async fn drain(
     State(s): State<AdminState>,
     RequireScope(actor): RequireScope<1>,
     Path(id): Path<String>,
-    UrlQuery(p): UrlQuery<ForceParams>,
+    query: Result<UrlQuery<ForceParams>, QueryRejection>,
 ) -> Response {
+    let p = match query {
+        Ok(UrlQuery(p)) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "InvalidArgument", e.body_text()),
+    };
     let c = match catalog(&s).await {
         Ok(c) => c,
         Err(r) => return r,
@@ -214,6 +220,7 @@ async fn drain(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The node is removed", body = NodeLifecycle),
+        (status = 400, description = "A malformed query (`force` must be true or false)", body = crate::openapi::ApiError),
         (status = 401, description = "No or invalid token", body = crate::openapi::ApiError),
         (status = 403, description = "The token's scope is below operator", body = crate::openapi::ApiError),
         (status = 404, description = "No such node", body = crate::openapi::ApiError),
@@ -224,8 +231,12 @@ async fn remove(
     State(s): State<AdminState>,
     RequireScope(actor): RequireScope<1>,
     Path(id): Path<String>,
-    UrlQuery(p): UrlQuery<ForceParams>,
+    query: Result<UrlQuery<ForceParams>, QueryRejection>,
 ) -> Response {
+    let p = match query {
+        Ok(UrlQuery(p)) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "InvalidArgument", e.body_text()),
+    };
     let c = match catalog(&s).await {
         Ok(c) => c,
         Err(r) => return r,
