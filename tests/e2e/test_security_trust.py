@@ -68,13 +68,15 @@ def grpc_call(node, path, *, tls=True, ca=None, cert=None, key=None, body=EMPTY_
         args.append(f"https://cairn-node:{port}{path}")
     else:
         args += ["--http2-prior-knowledge", f"http://{node.ip}:{port}{path}"]
-    for _ in range(5):
+    for attempt in range(10):
         r = subprocess.run(args, capture_output=True, timeout=30)
         out = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
         # curl 7.x sometimes reports the server's RST_STREAM(NO_ERROR), sent after an early
-        # answer while the request body was still in flight, as a framing error (92): retry.
+        # answer while the request body was still in flight, as a framing error (92): retry,
+        # backing off (on a busy machine the race repeats when retried at once).
         if r.returncode != 92:
             break
+        time.sleep(0.1 * (attempt + 1))
     status = None
     for line in out.splitlines():
         if line.lower().startswith("grpc-status:"):
