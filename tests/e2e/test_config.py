@@ -283,6 +283,17 @@ def test_replication_factor_changes_the_layout(cluster, tokens):
     wait_replicas(2)
     cli(n1, "config", "set", "replication.factor", "3", token=tokens["ops"])
     wait_replicas(3)
+    # The layout is written first; each partition's leader then moves its voters. Settled when
+    # no move is left and every partition has a leader again (a leader that left a group's
+    # voters leaves it leaderless for an election timeout).
+    deadline = time.time() + 30
+    while True:
+        moves = api(n1, "GET", "/admin/rebalances", tokens["read"]).json()
+        leaders = [p.get("leader") for p in n2.status()["partitions"]]
+        if not moves["moves"] and all(leaders):
+            break
+        assert time.time() < deadline, (moves, leaders)
+        time.sleep(0.5)
     s3 = n1.client()
     s3.create_bucket(Bucket="cfg-rf")
     s3.put_object(Bucket="cfg-rf", Key="k", Body=b"still writable")
@@ -316,7 +327,8 @@ def test_s3_limits_apply_live(cluster, tokens):
     import botocore.exceptions  # noqa: PLC0415
 
     n1, n2 = cluster.node("n1"), cluster.node("n2")
-    s3 = n2.client(retries=0)
+    # No retries (a 503 must surface), but an SDK's usual patience while a body is sent.
+    s3 = n2.client(retries=0, connect_timeout=30)
     s3.create_bucket(Bucket="cfg-limits")
     s3.put_object(Bucket="cfg-limits", Key="big", Body=os.urandom(48 << 20))
     out = json.loads(cli(n1, "config", "set", "limits.s3_max_inflight", "1", "--json",

@@ -1,7 +1,9 @@
-"""Self-healing on 5 nodes, RF 3, REPAIR_GRACE_SECS=5: drain empties a node and remove is
-refused while a node still holds replicas (issue 13 item 5); a node in maintenance is not
-re-homed; a node down past the grace is left out of a new layout, its partitions and chunks move
-to the others, and a second kill keeps every object readable because of the re-homing (item 3).
+"""Self-healing on 5 nodes, RF 3, REPAIR_GRACE_SECS=5: drain empties a node (replicas, then its
+chunk files, handed back once the new holders have them) and remove is refused while a node
+still holds replicas (issue 13 item 5); a node in maintenance is not re-homed; a node down past
+the grace is left out of a new layout, its partitions and chunks move to the others, and a
+second kill keeps every object readable because of the re-homing (item 3); the re-homed node
+comes back, is placed again, and keeps only the chunks of the partitions it now holds.
 
 The tests run in file order on one module-scoped cluster."""
 
@@ -32,7 +34,8 @@ def cluster(tmp_path_factory):
     saved = (cluster_util.API_PORT, cluster_util.RPC_PORT, cluster_util.ADMIN_PORT)
     base = cluster_util.PORT_BASE + PORT_SHIFT
     cluster_util.API_PORT, cluster_util.RPC_PORT, cluster_util.ADMIN_PORT = base, base + 1, base + 2
-    c = ReportedCluster(tmp_path_factory.mktemp("heal-cluster"), env={"REPAIR_GRACE_SECS": "5"})
+    c = ReportedCluster(tmp_path_factory.mktemp("heal-cluster"),
+                        env={"REPAIR_GRACE_SECS": "5", "HANDBACK_INTERVAL_SECS": "1"})
     try:
         c.start(5)
         yield c
@@ -125,6 +128,12 @@ def test_drain_empties_a_node_and_remove_needs_it_empty(cluster, objects):
     assert {n["node_id"]: n["state"] for n in st["nodes"]}["n5"] == "draining"
     assert all(len(p["replicas"]) == 3 for p in st["partitions"])
     read_all(n1, objects)
+    # Its disk empties too: each chunk copy leaves n5 once every new holder has it.
+    n5 = cluster.node("n5")
+    assert chunk_files(n5.storage_path), "n5 held no chunks to begin with"
+    wait_for("n5's chunk copies handed back", lambda: not chunk_files(n5.storage_path),
+             timeout=90, cluster=cluster)
+    read_all(n1, objects)
 
     # Refused while a partition leader still moves a replica off n5, then accepted.
     def removed():
@@ -179,3 +188,31 @@ def test_rehomed_data_survives_a_second_kill(cluster, objects):
     assert all(len(p["replicas"]) == 3 for p in st["partitions"]), st["partitions"]
     health = cli(n1, "cluster", "health", check=False).stdout
     assert "degraded:" in health, health
+
+
+def chunk_partition(chunk_hex: str, partitions: int) -> int:
+    """`ChunkId::partition`: the first 8 bytes, big-endian, modulo the partition count."""
+    return int(chunk_hex[:16], 16) % partitions
+
+
+def test_a_rehomed_node_comes_back_and_keeps_only_what_is_placed_on_it(cluster, objects):
+    n1, n3, n4 = (cluster.node(x) for x in ("n1", "n3", "n4"))
+    before = chunk_files(n4.storage_path)
+    assert before, "n4 held chunks before it was re-homed"
+    n3.start()
+    n4.start()
+    # n4 is up again: a layout places it on partitions again (data moves back to it).
+    wait_for("n4 placed again", lambda: "n4" in placed(n1), timeout=60, cluster=cluster)
+    wait_for("the moves settle", lambda: moves_done(n1), timeout=90, cluster=cluster)
+    partitions = len(n1.status()["partitions"])
+
+    def only_placed_chunks():
+        st = n1.status()
+        mine = {p["partition"] for p in st["partitions"] if "n4" in p["replicas"]}
+        return all(chunk_partition(c, partitions) in mine for c in chunk_files(n4.storage_path))
+    wait_for("n4 keeps only the chunks of partitions placed on it", only_placed_chunks,
+             timeout=120, cluster=cluster)
+    read_all(n4, objects)
+    read_all(n1, objects)
+    wait_for("fully replicated", lambda: "redundancy: fully replicated" in
+             cli(n1, "cluster", "status").stdout, timeout=90, cluster=cluster)

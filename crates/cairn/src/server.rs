@@ -169,6 +169,7 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
             secret: join_token.clone(),
             // Packets sealed with these tokens open too (a token rotation in progress).
             accept: cfg.join_token_accept()?,
+            generation_file: Some(data.join("gossip-generation")),
         })
         .await
         .context("starting gossip")?;
@@ -292,6 +293,11 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         registry.clone(),
         256,
         Duration::from_secs(5),
+    ))?;
+    // Copies of partitions placed elsewhere leave once every holder has them.
+    workers.spawn(cairn_chunk::handback::Handback::new(
+        io.clone(),
+        Duration::from_secs(cfg.handback_interval_secs),
     ))?;
     // Bit-rot detection: every local chunk re-read and re-hashed, bad copies restored.
     let scrub = cairn_chunk::scrub::Scrub::new(

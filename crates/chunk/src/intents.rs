@@ -10,22 +10,27 @@
 //! timeout) keeps them, since it may still apply.
 //!
 //! Intents whose upload can no longer commit are swept by GC ([`sweep`]):
-//! - an intent made by an earlier process of this node (it crashed or restarted): the sweep
+//! - an intent made by an earlier process of this node (it crashed or restarted), in every
+//!   partition whether or not this node holds a replica of it (the leader is asked): the sweep
 //!   first commits `FenceIntents{node, boot}` in the partition the upload would have committed
 //!   in (named in the intent), after which the state machine refuses any `WithIntent` of an
 //!   earlier process — so even a commit proposed just before the crash and still in flight
 //!   cannot apply after the intent is gone;
-//! - any intent older than [`INTENT_TTL`] (a node that crashed and never came back), on the
-//!   partitions this node leads; an upload older than half of it refuses to commit
-//!   ([`Intent::expired`]), so the two never meet even with hours of clock skew.
+//! - any intent older than [`INTENT_TTL`] (a node that crashed and never came back, or an
+//!   upload stalled for a day), on the partitions this node leads: the sweep first commits
+//!   `FenceIntentsBefore{node, created_ms}` in the partition the upload would commit in, after
+//!   which the state machine refuses any `WithIntent` of that node made at or before that time
+//!   (the time written in the intent's own name, so no clock is compared with another). An
+//!   upload older than half the TTL also refuses to commit by itself ([`Intent::expired`]),
+//!   which spares it a refused commit; safety does not depend on it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cairn_meta::placement::partition_group;
-use cairn_meta::store::intent_owner;
-use cairn_meta::{Command, RefOp};
+use cairn_meta::store::{intent_owner, parse_intent};
+use cairn_meta::{Command, Query, QueryResult, RefOp};
 use cairn_raft::Registry;
 use parking_lot::Mutex;
 
@@ -155,19 +160,37 @@ impl Intent {
 }
 
 /// Removes the intents no upload can commit any more (see the module comment): those of earlier
-/// processes of this node, in every partition this node holds (after fencing the partitions
-/// their uploads would have committed in), and those older than [`INTENT_TTL`], in the
-/// partitions this node leads. Returns how many were removed.
+/// processes of this node, in every partition (asked of each partition's leader, after fencing
+/// the partitions their uploads would have committed in), and those older than [`INTENT_TTL`],
+/// in the partitions this node leads. Returns how many were removed.
 pub async fn sweep(reg: &Registry) -> Result<u64, ChunkError> {
     let before = now_ms().saturating_sub(INTENT_TTL.as_millis() as i64);
     let (me, boot) = (reg.node_id(), *BOOT_MS);
     let mut removed = 0;
     let mut fenced: BTreeSet<u64> = BTreeSet::new();
     for group in reg.groups() {
-        let stale = reg.meta().stale_intents(group, me, boot, 1024)?;
+        // Asked of the group's leader, not read locally: the intents sit in the chunk's
+        // partition, which this node may hold no replica of.
+        let stale = match reg
+            .query(
+                group,
+                &Query::StaleIntents {
+                    node: me,
+                    boot_ms: boot,
+                    max: 1024,
+                },
+            )
+            .await?
+        {
+            QueryResult::RefOwners(v) => v,
+            other => return Err(ChunkError::UnexpectedResult(format!("{other:?}"))),
+        };
         if !stale.is_empty() {
             let mut ops = Vec::with_capacity(stale.len());
-            for (op, owner) in stale {
+            for (chunk, name) in stale {
+                let Some(owner) = parse_intent(&name) else {
+                    continue;
+                };
                 if fenced.insert(owner.group) {
                     reg.propose(
                         owner.group,
@@ -178,7 +201,7 @@ pub async fn sweep(reg: &Registry) -> Result<u64, ChunkError> {
                     )
                     .await?;
                 }
-                ops.push(op);
+                ops.push(RefOp::Remove { chunk, owner: name });
             }
             removed += ops.len() as u64;
             reg.propose(group, Command::RefOps { ops }).await?;
@@ -186,10 +209,25 @@ pub async fn sweep(reg: &Registry) -> Result<u64, ChunkError> {
         if !reg.is_leader(group) {
             continue;
         }
-        let ops = reg.meta().expired_intents(group, before, 1024)?;
-        if ops.is_empty() {
+        let expired = reg.meta().expired_intents(group, before, 1024)?;
+        if expired.is_empty() {
             continue;
         }
+        // Fence first, in each partition those uploads would commit in: from then on none of
+        // them can commit, whatever the clocks say, so removing their intents is safe.
+        let mut fences: BTreeMap<(u64, u64), i64> = BTreeMap::new();
+        for (_, i) in &expired {
+            let at = fences.entry((i.group, i.node)).or_insert(i.created_ms);
+            *at = (*at).max(i.created_ms);
+        }
+        for ((commit_group, node), created_ms) in fences {
+            reg.propose(
+                commit_group,
+                Command::FenceIntentsBefore { node, created_ms },
+            )
+            .await?;
+        }
+        let ops: Vec<RefOp> = expired.into_iter().map(|(op, _)| op).collect();
         removed += ops.len() as u64;
         reg.propose(group, Command::RefOps { ops }).await?;
     }

@@ -17,6 +17,9 @@
 //! - `gc.rs` — the GC worker: deletes chunk files nothing references (check-and-delete under
 //!   the chunk's store lock).
 //! - `sync.rs` — the chunk-sync worker (anti-entropy): fetches chunks this node should hold.
+//! - `handback.rs` — the hand-back worker: drops copies of chunks whose partition the layout
+//!   placed elsewhere, once every holder has them (a re-homed node that came back, a drained
+//!   node, the old holder of a moved partition).
 //! - `scrub.rs` — the scrub worker: re-reads every local chunk file at a throttled rate,
 //!   quarantines bad copies and restores them from a good replica.
 //! - `disk.rs` — [`DiskGuard`]: free space against the reserve (a full node refuses new chunks
@@ -28,6 +31,7 @@
 mod disk;
 mod error;
 pub mod gc;
+pub mod handback;
 pub mod intents;
 mod io;
 mod metrics;

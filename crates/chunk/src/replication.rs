@@ -140,9 +140,55 @@ impl ReplicatedChunks {
         &self.placement
     }
 
+    /// The partition `id` belongs to.
+    pub fn partition_of(&self, id: &ChunkId) -> u32 {
+        id.partition(self.partitions)
+    }
+
     /// The replicas of `id`'s partition (empty without a layout).
     pub fn replicas_of(&self, id: &ChunkId) -> Vec<Replica> {
         self.placement.chunk_replicas(id.partition(self.partitions))
+    }
+
+    /// Which of `ids` `replica` holds (a chunk file exists there; its content is verified by
+    /// every read and by that node's scrubber), in the order of `ids`.
+    pub async fn held_by(
+        &self,
+        replica: &Replica,
+        ids: &[ChunkId],
+    ) -> Result<Vec<bool>, ReplicaError> {
+        let node = replica.node_id.as_str();
+        let channel =
+            self.peers
+                .channel(&replica.rpc_addr)
+                .map_err(|e| ReplicaError::Unreachable {
+                    node: node.to_string(),
+                    message: e.to_string(),
+                })?;
+        let mut client = ChunkServiceClient::new(channel);
+        let mut req = Request::new(cairn_rpc::pb::ChunkIds {
+            ids: ids.iter().map(|id| id.0.to_vec()).collect(),
+        });
+        req.set_timeout(RPC_TIMEOUT);
+        let answer = tokio::time::timeout(RPC_TIMEOUT, client.has_chunks(req))
+            .await
+            .map_err(|_| ReplicaError::Unreachable {
+                node: node.to_string(),
+                message: format!("no answer within {RPC_TIMEOUT:?}"),
+            })?
+            .map_err(|s| status_error(node, &s))?
+            .into_inner();
+        if answer.present.len() != ids.len() {
+            return Err(ReplicaError::Unreachable {
+                node: node.to_string(),
+                message: format!(
+                    "answered for {} chunks, asked about {}",
+                    answer.present.len(),
+                    ids.len()
+                ),
+            });
+        }
+        Ok(answer.present)
     }
 
     async fn put_remote(

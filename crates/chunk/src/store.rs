@@ -427,6 +427,17 @@ impl ChunkStore {
         .await
     }
 
+    /// The size of the chunk file for `id`, `None` if there is none.
+    pub async fn size(&self, id: &ChunkId) -> Result<Option<u64>, ChunkError> {
+        let path = self.inner.path_of(id);
+        blocking(move || match fs::metadata(&path) {
+            Ok(m) => Ok(m.is_file().then_some(m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        })
+        .await
+    }
+
     /// Takes the chunk's lock, waiting for a `put` of it (or another holder) to finish. While
     /// the returned guard lives no `put` of `id` runs; GC holds it from its reference check to
     /// [`ChunkLock::delete`].

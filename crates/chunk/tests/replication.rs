@@ -1,8 +1,10 @@
 //! `ReplicatedChunks` against real `ChunkService` servers (plain gRPC on loopback, no TLS):
 //! writes meet their consistency level (changeable at run time), an unreachable replica is
-//! reported as a typed error, and reads repair a missing local copy from a peer.
+//! reported as a typed error, reads repair a missing local copy from a peer, and the hand-back
+//! worker drops a copy of a partition placed elsewhere only once every holder has it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_chunk::{
@@ -225,4 +227,116 @@ async fn a_full_replica_refuses_is_steered_around_and_counted() {
         .await
         .unwrap();
     assert!(c.has(&id3).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handback_drops_only_copies_every_holder_has() {
+    use cairn_chunk::handback::Handback;
+    use cairn_worker::Workers;
+
+    let dir = tempfile::tempdir().unwrap();
+    // "x" is a node whose partitions were placed elsewhere (re-homed, drained): b and c hold
+    // everything now.
+    let x = ChunkStore::open(dir.path().join("x")).unwrap();
+    let (b_addr, b) = serve(dir.path(), "b").await;
+    let (c_addr, c) = serve(dir.path(), "c").await;
+    let placement = Arc::new(Fixed(vec![replica("b", &b_addr), replica("c", &c_addr)]));
+    let io = Arc::new(ReplicatedChunks::new(
+        x.clone(),
+        "x".into(),
+        cairn_raft::Peers::plaintext(),
+        placement,
+        4,
+        WriteConsistency::All,
+    ));
+    let (everywhere, e_data) = chunk(10);
+    let (only_b, b_data) = chunk(11);
+    let (pinned, p_data) = chunk(12);
+    for (id, data) in [(everywhere, &e_data), (only_b, &b_data), (pinned, &p_data)] {
+        x.put(id, data.clone()).await.unwrap();
+        b.put(id, data.clone()).await.unwrap();
+    }
+    c.put(everywhere, e_data.clone()).await.unwrap();
+    c.put(pinned, p_data.clone()).await.unwrap();
+    let pin = x.pin(pinned);
+
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let workers = Workers::new(rx);
+    workers
+        .spawn(Handback::new(io.clone(), Duration::from_millis(50)).with_min_age(Duration::ZERO))
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while x.has(&everywhere).await.unwrap() {
+        assert!(tokio::time::Instant::now() < deadline, "never handed back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A few more passes: what c lacks stays, as does a chunk a write is using.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        x.has(&only_b).await.unwrap(),
+        "dropped a copy a holder lacks"
+    );
+    assert!(x.has(&pinned).await.unwrap(), "dropped a pinned copy");
+    let status = workers.status("chunk-handback").unwrap();
+    assert_eq!(
+        (status.items, status.bytes),
+        (1, e_data.len() as u64),
+        "{status:?}"
+    );
+
+    // Once c has it too (chunk sync there), the copy leaves; the pin released, so does the other.
+    c.put(only_b, b_data).await.unwrap();
+    drop(pin);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while x.has(&only_b).await.unwrap() || x.has(&pinned).await.unwrap() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never handed back the rest"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The holders' copies are untouched.
+    for id in [everywhere, only_b, pinned] {
+        assert!(b.has(&id).await.unwrap() && c.has(&id).await.unwrap());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handback_keeps_copies_while_a_holder_is_unreachable() {
+    use cairn_chunk::handback::Handback;
+    use cairn_worker::Workers;
+
+    let dir = tempfile::tempdir().unwrap();
+    let x = ChunkStore::open(dir.path().join("x")).unwrap();
+    let (b_addr, b) = serve(dir.path(), "b").await;
+    let placement = Arc::new(Fixed(vec![
+        replica("b", &b_addr),
+        replica("dead", "127.0.0.1:1"),
+    ]));
+    let io = Arc::new(ReplicatedChunks::new(
+        x.clone(),
+        "x".into(),
+        cairn_raft::Peers::plaintext(),
+        placement,
+        4,
+        WriteConsistency::All,
+    ));
+    let (id, data) = chunk(13);
+    x.put(id, data.clone()).await.unwrap();
+    b.put(id, data).await.unwrap();
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let workers = Workers::new(rx);
+    workers
+        .spawn(Handback::new(io, Duration::from_millis(50)).with_min_age(Duration::ZERO))
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !workers
+        .status("chunk-handback")
+        .and_then(|s| s.note)
+        .is_some_and(|n| n.contains("1 copies"))
+    {
+        assert!(tokio::time::Instant::now() < deadline, "no pass finished");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(x.has(&id).await.unwrap(), "dropped while a holder was down");
 }

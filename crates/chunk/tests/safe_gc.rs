@@ -200,10 +200,11 @@ async fn a_crashed_uploaders_intent_expires_and_a_young_one_does_not() {
         .unwrap()
         .as_millis() as i64;
     let stale = now_ms - INTENT_TTL.as_millis() as i64 - 60_000;
-    for (id, owner) in [
-        (old, intent_owner(stale, 9, 1, object_group(), "crashed")),
-        (young, intent_owner(now_ms, 9, 1, object_group(), "alive")),
-    ] {
+    let (old_owner, young_owner) = (
+        intent_owner(stale, 9, 1, object_group(), "crashed"),
+        intent_owner(now_ms, 9, 1, object_group(), "alive"),
+    );
+    for (id, owner) in [(old, old_owner.clone()), (young, young_owner.clone())] {
         assert!(intent_created_ms(&owner).is_some());
         reg.propose(
             partition_group(id.partition(PARTITIONS)),
@@ -214,11 +215,40 @@ async fn a_crashed_uploaders_intent_expires_and_a_young_one_does_not() {
         .await
         .unwrap();
     }
-    store.put(old, old_data).await.unwrap();
-    store.put(young, young_data).await.unwrap();
+    store.put(old, old_data.clone()).await.unwrap();
+    store.put(young, young_data.clone()).await.unwrap();
     assert_eq!(sweep(&reg).await.unwrap(), 1);
     assert_eq!(ref_count(&reg, old).await, 0);
     assert_eq!(ref_count(&reg, young).await, 1);
+    // The swept upload is fenced: were it still alive (a stalled process, a clock a day
+    // behind), its commit is refused rather than referencing a chunk GC may collect...
+    let commit = |owner: &str, key: &str, id: ChunkId, data: Bytes| Command::WithIntent {
+        intent: owner.to_string(),
+        chunks: vec![id],
+        command: Box::new(Command::PutObject {
+            bucket: "b".into(),
+            key: key.into(),
+            record: record(&format!("v-{key}"), &[(id, data)]),
+            condition: Condition::None,
+        }),
+    };
+    assert!(matches!(
+        reg.propose(object_group(), commit(&old_owner, "old", old, old_data))
+            .await
+            .unwrap(),
+        Response::Refused(CommandError::Invalid(_))
+    ));
+    // ... while a younger upload of the same node still commits.
+    assert_eq!(
+        reg.propose(
+            object_group(),
+            commit(&young_owner, "young", young, young_data)
+        )
+        .await
+        .unwrap(),
+        Response::Done
+    );
+    deliver_refs(&reg).await.unwrap();
     assert_eq!(gc(&reg, &store).await, 1);
     assert!(!store.has(&old).await.unwrap());
     assert!(store.has(&young).await.unwrap());

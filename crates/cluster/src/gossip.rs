@@ -63,6 +63,49 @@ pub struct GossipConfig {
     /// More tokens whose packets are accepted (`CLUSTER_JOIN_TOKEN_ACCEPT`); packets are only
     /// ever sealed with `secret`. Used while the token is rotated.
     pub accept: Vec<String>,
+    /// Where the last generation is kept (in the data directory), so the next start gossips a
+    /// higher one even if the clock went back meanwhile; `None`: the clock alone (tests).
+    pub generation_file: Option<std::path::PathBuf>,
+}
+
+/// The generation of a new start: the wall clock in microseconds, but always above the last
+/// one. Peers ignore a generation lower than one they know (a stale copy of an earlier life),
+/// so a node whose clock stepped back since its last start must still count up.
+pub fn next_generation(now_micros: u64, last: Option<u64>) -> u64 {
+    match last {
+        Some(l) => now_micros.max(l.saturating_add(1)),
+        None => now_micros,
+    }
+}
+
+/// Reads the last generation from `path`, picks the next one and stores it durably (write,
+/// fsync, rename) before it is ever gossiped.
+fn persist_generation(path: &std::path::Path, now_micros: u64) -> Result<u64, ClusterError> {
+    use std::io::Write;
+    let io = |what: &str| {
+        let what = format!("{what} {}", path.display());
+        move |source| ClusterError::Io { what, source }
+    };
+    let last = match std::fs::read_to_string(path) {
+        Ok(s) => Some(s.trim().parse::<u64>().map_err(|e| {
+            ClusterError::Other(format!("gossip generation file {}: {e}", path.display()))
+        })?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(io("reading the gossip generation")(e)),
+    };
+    let next = next_generation(now_micros, last);
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(io("writing the gossip generation"))?;
+    f.write_all(next.to_string().as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(io("writing the gossip generation"))?;
+    std::fs::rename(&tmp, path).map_err(io("storing the gossip generation"))?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io("syncing the directory of the gossip generation"))?;
+    }
+    Ok(next)
 }
 
 /// What gossip currently believes about a node.
@@ -143,13 +186,16 @@ impl Gossip {
             key: seal::GossipKeyring::derive(secret, &cfg.accept),
             dropped: dropped.clone(),
         };
-        // A fresh generation per start is how chitchat tells a restarted node from a stale
-        // copy of its previous life; wall-clock microseconds grow across restarts without
-        // having to persist a counter.
-        let generation = SystemTime::now()
+        // A fresh, higher generation per start is how chitchat tells a restarted node from a
+        // stale copy of its previous life: the wall clock, kept above the last one stored.
+        let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
             .unwrap_or(0);
+        let generation = match &cfg.generation_file {
+            Some(path) => persist_generation(path, now)?,
+            None => now,
+        };
         let chitchat_id = ChitchatId::new(cfg.node_id.clone(), generation, cfg.advertise);
         let config = ChitchatConfig {
             chitchat_id,
@@ -428,6 +474,21 @@ mod tests {
             live,
             meta: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn generations_grow_even_when_the_clock_went_back() {
+        assert_eq!(next_generation(500, None), 500);
+        assert_eq!(next_generation(500, Some(100)), 500);
+        // The last start ran with a clock ahead: count up from it.
+        assert_eq!(next_generation(500, Some(900)), 901);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gossip-generation");
+        assert_eq!(persist_generation(&path, 1_000).unwrap(), 1_000);
+        assert_eq!(persist_generation(&path, 10).unwrap(), 1_001);
+        assert_eq!(persist_generation(&path, 5_000).unwrap(), 5_000);
+        std::fs::write(&path, "garbage").unwrap();
+        assert!(persist_generation(&path, 1).is_err());
     }
 
     #[test]

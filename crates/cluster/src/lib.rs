@@ -134,6 +134,12 @@ pub enum ClusterError {
     Refused { seed: String, msg: String },
     #[error("raft: {0}")]
     Raft(#[from] cairn_raft::RaftError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Other(String),
 }

@@ -43,6 +43,7 @@ fn config(id: &str, cluster: &str, addr: SocketAddr, seeds: &[SocketAddr]) -> Go
         metadata,
         secret: Some(SECRET.to_string()),
         accept: Vec::new(),
+        generation_file: None,
     }
 }
 

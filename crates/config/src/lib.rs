@@ -131,6 +131,9 @@ pub struct Config {
     pub scrub_rate_mbps: u64,
     /// Time from the end of one full scrub pass to the start of the next.
     pub scrub_interval_secs: u64,
+    /// Time between passes of the hand-back worker, which drops local copies of chunks whose
+    /// partition the layout placed elsewhere once every holder has them.
+    pub handback_interval_secs: u64,
     /// How long a node must stay down before the layout controller re-homes its partitions
     /// (a new layout without it); a node in maintenance is never re-homed.
     pub repair_grace_secs: u64,
@@ -188,6 +191,7 @@ impl Default for Config {
             disk_reserve_bytes: 512 << 20,
             scrub_rate_mbps: 8,
             scrub_interval_secs: 7 * 86_400,
+            handback_interval_secs: 60,
             repair_grace_secs: 600,
         }
     }
@@ -280,6 +284,7 @@ pub const SETTINGS: &[&str] = &[
     "disk_reserve_bytes",
     "scrub_rate_mbps",
     "scrub_interval_secs",
+    "handback_interval_secs",
     "repair_grace_secs",
 ];
 
@@ -507,6 +512,9 @@ impl Config {
         }
         if self.scrub_interval_secs == 0 {
             return Err(invalid("scrub_interval_secs", "must be at least 1"));
+        }
+        if self.handback_interval_secs == 0 {
+            return Err(invalid("handback_interval_secs", "must be at least 1"));
         }
         if self.scrub_rate_mbps > 1_000_000 {
             return Err(invalid(

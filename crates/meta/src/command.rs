@@ -227,6 +227,15 @@ pub enum Command {
         on: bool,
         at_ms: i64,
     },
+    /// Applied in an object's partition: from now on a `WithIntent` whose intent was made on
+    /// raft node `node` at or before `created_ms` (the time written in the intent's own name)
+    /// is refused. The sweep commits this before removing intents older than the TTL, so an
+    /// upload still alive past it (a stalled process, a clock far off) can no longer commit
+    /// references to chunks GC may collect: safety rests on this fence, not on the clocks.
+    FenceIntentsBefore {
+        node: u64,
+        created_ms: i64,
+    },
 }
 
 /// A change to an existing access key.

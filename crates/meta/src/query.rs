@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::command::RefOp;
 use crate::model::{
     BucketRecord, ChunkId, LayoutRecord, NodeRecord, ObjectRecord, PartRecord, UploadRecord,
 };
@@ -72,6 +73,14 @@ pub enum Query {
     },
     /// Usage of every bucket with objects in the partition.
     PartitionUsage,
+    /// Upload intents in the partition's reference sets made on raft node `node` by a process
+    /// other than the one started at `boot_ms` (at most `max`), as (chunk, owner) pairs: what
+    /// a restarted node sweeps in partitions it holds no replica of.
+    StaleIntents {
+        node: u64,
+        boot_ms: i64,
+        max: usize,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -99,6 +108,8 @@ pub enum QueryResult {
     // ---- appended ----
     Usage(crate::usage::BucketUsage),
     Usages(Vec<(String, crate::usage::BucketUsage)>),
+    /// (chunk, owner) reference pairs.
+    RefOwners(Vec<(ChunkId, String)>),
 }
 
 impl MetaStore {
@@ -173,6 +184,15 @@ impl MetaStore {
             }
             Query::BucketUsage { bucket } => QueryResult::Usage(self.bucket_usage(group, bucket)?),
             Query::PartitionUsage => QueryResult::Usages(self.partition_usage(group)?),
+            Query::StaleIntents { node, boot_ms, max } => QueryResult::RefOwners(
+                self.stale_intents(group, *node, *boot_ms, *max)?
+                    .into_iter()
+                    .filter_map(|(op, _)| match op {
+                        RefOp::Remove { chunk, owner } => Some((chunk, owner)),
+                        RefOp::Add { .. } => None,
+                    })
+                    .collect(),
+            ),
         })
     }
 }

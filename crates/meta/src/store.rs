@@ -136,6 +136,12 @@ fn intent_fence(node: u64) -> String {
     format!("intent_fence/{node}")
 }
 
+/// `sm_meta` name of the newest creation time of `node`'s swept intents
+/// (`Command::FenceIntentsBefore`).
+fn intent_expiry_fence(node: u64) -> String {
+    format!("intent_expired/{node}")
+}
+
 /// State machines of every group on this node.
 #[derive(Clone)]
 pub struct MetaStore {
@@ -653,6 +659,18 @@ impl MetaStore {
                                 .into(),
                         )));
                     }
+                    let expired: Option<i64> = match meta
+                        .get(keys::sm_meta(group, &intent_expiry_fence(i.node)).as_slice())?
+                    {
+                        Some(v) => Some(decode(v.value())?),
+                        None => None,
+                    };
+                    if expired.is_some_and(|at| i.created_ms <= at) {
+                        return Ok(Response::Refused(CommandError::Invalid(
+                            "the upload took longer than the intent TTL; its intent was swept"
+                                .into(),
+                        )));
+                    }
                 }
                 let r = self.apply(txn, group, command)?;
                 if matches!(r, Response::Refused(_)) {
@@ -673,6 +691,22 @@ impl MetaStore {
             }
             Command::FenceIntents { node, boot_ms } => {
                 self.put_sm_meta(txn, group, &intent_fence(*node), boot_ms)?;
+                Ok(Response::Done)
+            }
+            Command::FenceIntentsBefore { node, created_ms } => {
+                let name = intent_expiry_fence(*node);
+                let before: Option<i64> = {
+                    let meta = txn.open_table(SM_META)?;
+                    let v = meta.get(keys::sm_meta(group, &name).as_slice())?;
+                    match v {
+                        Some(v) => Some(decode(v.value())?),
+                        None => None,
+                    }
+                };
+                // Only ever raised: a late, lower fence must not reopen swept intents.
+                if before.is_none_or(|b| b < *created_ms) {
+                    self.put_sm_meta(txn, group, &name, created_ms)?;
+                }
                 Ok(Response::Done)
             }
             Command::OutboxAck { up_to } => {
@@ -1112,7 +1146,7 @@ impl MetaStore {
         group: u64,
         before_ms: i64,
         max: usize,
-    ) -> Result<Vec<RefOp>, MetaError> {
+    ) -> Result<Vec<(RefOp, IntentOwner)>, MetaError> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(REFS)?;
         let (s, e) = (keys::group_start(group), keys::group_end(group));
@@ -1126,13 +1160,16 @@ impl MetaStore {
             let Ok(owner) = std::str::from_utf8(&kb[40..]) else {
                 continue;
             };
-            if intent_created_ms(owner).is_some_and(|at| at < before_ms) {
+            if let Some(i) = parse_intent(owner).filter(|i| i.created_ms < before_ms) {
                 let mut id = [0u8; 32];
                 id.copy_from_slice(&kb[8..40]);
-                out.push(RefOp::Remove {
-                    chunk: ChunkId(id),
-                    owner: owner.to_string(),
-                });
+                out.push((
+                    RefOp::Remove {
+                        chunk: ChunkId(id),
+                        owner: owner.to_string(),
+                    },
+                    i,
+                ));
                 if out.len() == max {
                     break;
                 }

@@ -337,16 +337,27 @@ impl Registry {
 
     /// True if this node currently leads `group`.
     pub fn is_leader(&self, group: GroupId) -> bool {
-        self.groups
-            .get(&group)
-            .is_some_and(|r| r.metrics().borrow().current_leader == Some(self.node_id))
+        self.groups.get(&group).is_some_and(|r| {
+            let m = r.metrics();
+            let m = m.borrow();
+            // A leader that removed itself from the voters steps down, but its committed vote
+            // still names it (openraft 0.9) until a member contacts it again: not a leader.
+            m.current_leader == Some(self.node_id)
+                && m.membership_config
+                    .membership()
+                    .voter_ids()
+                    .any(|v| v == self.node_id)
+        })
     }
 
     /// The current leader of `group` as this node sees it.
     pub fn leader_of(&self, group: GroupId) -> Option<u64> {
-        self.groups
+        let leader = self
+            .groups
             .get(&group)
-            .and_then(|r| r.metrics().borrow().current_leader)
+            .and_then(|r| r.metrics().borrow().current_leader)?;
+        // Not itself once it left the voters (see `is_leader`).
+        (leader != self.node_id || self.is_leader(group)).then_some(leader)
     }
 
     /// `NoQuorum` when this node leads `group` (with other voters) but has not heard from a
