@@ -16,7 +16,10 @@
 //!   reference set from before the first byte is sent until the commit's reference arrives.
 //! - `gc.rs` — the GC worker: deletes chunk files nothing references (check-and-delete under
 //!   the chunk's store lock).
-//! - `sync.rs` — the chunk-sync worker (anti-entropy): fetches chunks this node should hold.
+//! - `ranges.rs` — hashed ranges: order-independent digests of the chunk ids in each range of
+//!   a partition, which anti-entropy compares instead of looking at every chunk.
+//! - `sync.rs` — the chunk-sync worker (anti-entropy): compares each partition's referenced
+//!   and held range digests (and a peer's) and fetches the chunks this node should hold.
 //! - `scrub.rs` — the scrub worker: re-reads every local chunk file at a throttled rate,
 //!   quarantines bad copies and restores them from a good replica.
 //! - `disk.rs` — [`DiskGuard`]: free space against the reserve (a full node refuses new chunks
@@ -32,6 +35,7 @@ pub mod intents;
 mod io;
 mod metrics;
 mod placement;
+pub mod ranges;
 pub mod refs;
 mod replication;
 mod rpc;
@@ -44,7 +48,7 @@ pub use disk::{DiskGuard, DiskState, DiskWatch};
 pub use error::{ChunkError, ReplicaError};
 pub use intents::Intent;
 pub use io::{BoxFuture, ChunkIo, LocalChunks};
-pub use metrics::{ChunkMetrics, ScrubMetrics};
+pub use metrics::{ChunkMetrics, ScrubMetrics, SyncMetrics};
 pub use placement::{Placement, Replica};
 pub use replication::{ReplicatedChunks, Restored, FULL_BACKOFF};
 pub use rpc::ChunkServer;

@@ -25,6 +25,7 @@ use futures::StreamExt;
 use tonic::{Request, Status};
 
 use crate::io::{BoxFuture, ChunkIo};
+use crate::ranges::{Digest, RANGES};
 use crate::rpc::{pieces, MAX_CHUNK, RPC_TIMEOUT};
 use crate::{ChunkError, ChunkId, ChunkStore, Placement, Replica, ReplicaError};
 
@@ -411,6 +412,55 @@ impl ReplicatedChunks {
             }
         }
         Err(ChunkError::Lost { id, errors })
+    }
+}
+
+impl ReplicatedChunks {
+    /// The cluster's partition count.
+    pub fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    /// The held digests `replica` reports for `partition`'s ranges (`None`: a range it does
+    /// not know right now), for anti-entropy between replicas.
+    pub async fn peer_range_digests(
+        &self,
+        replica: &Replica,
+        partition: u32,
+    ) -> Result<Vec<Option<Digest>>, ReplicaError> {
+        let node = replica.node_id.as_str();
+        let channel =
+            self.peers
+                .channel(&replica.rpc_addr)
+                .map_err(|e| ReplicaError::Unreachable {
+                    node: node.to_string(),
+                    message: e.to_string(),
+                })?;
+        let mut client = ChunkServiceClient::new(channel);
+        let mut req = Request::new(cairn_rpc::pb::RangeDigestsRequest {
+            partition,
+            partitions: self.partitions,
+        });
+        // Small and answered from memory: a peer slower than this is skipped for the pass.
+        const DIGESTS_TIMEOUT: Duration = Duration::from_secs(5);
+        req.set_timeout(DIGESTS_TIMEOUT);
+        let reply = cairn_rpc::deadline(DIGESTS_TIMEOUT, client.range_digests(req))
+            .await
+            .map_err(|s| status_error(node, &s))?
+            .into_inner();
+        // A reply of the wrong shape is treated as knowing nothing rather than trusted.
+        if reply.ranges.len() != RANGES {
+            return Ok(vec![None; RANGES]);
+        }
+        Ok(reply
+            .ranges
+            .iter()
+            .map(|r| {
+                r.known
+                    .then(|| Digest::from_wire(r.count, &r.sum))
+                    .flatten()
+            })
+            .collect())
     }
 }
 
