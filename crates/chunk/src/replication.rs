@@ -5,9 +5,10 @@
 //! a copy that is missing or corrupt (here or on a peer that answered so) is repaired from the
 //! replica that served the read.
 //!
-//! A replica whose disk is full refuses new chunks (`RESOURCE_EXHAUSTED`, see `disk.rs`).
-//! Writes then skip it for [`FULL_BACKOFF`] without sending the bytes, and count it as a replica
-//! that did not take the copy: a write still meets its consistency level on the others, or
+//! A replica whose disk is full publishes it (gossip, see [`Placement::is_full`]) and writes
+//! skip it up front. One that has not said so yet refuses new chunks (`RESOURCE_EXHAUSTED`, see
+//! `disk.rs`); writes then skip it for [`FULL_BACKOFF`] without sending the bytes. Either way
+//! it counts as a replica that did not take the copy: a write still meets its consistency level on the others, or
 //! fails visibly (`Unavailable`, answered 503 SlowDown), never reports a copy it did not make.
 //! The chunk-sync worker of the full node fetches what it missed once it has space again.
 
@@ -254,13 +255,23 @@ impl ReplicatedChunks {
         let mut errors = Vec::new();
         for replica in targets.iter().cloned() {
             let data = data.clone();
-            if replica.node_id != self.node_id && self.full.skip(&replica.node_id) {
+            let skip = match replica.node_id != self.node_id {
+                false => None,
+                true if self.placement.is_full(&replica.node_id) => {
+                    Some("skipped: the replica published that its disk is full")
+                }
+                true if self.full.skip(&replica.node_id) => {
+                    Some("skipped: the replica's disk was full moments ago")
+                }
+                true => None,
+            };
+            if let Some(message) = skip {
                 // Steer around a full replica: the copy is counted as not made.
                 self.local.metrics().replica_full();
                 errors.push(ReplicaError::Status {
                     node: replica.node_id,
                     code: tonic::Code::ResourceExhausted,
-                    message: "skipped: the replica's disk was full moments ago".into(),
+                    message: message.into(),
                 });
                 continue;
             }

@@ -141,6 +141,20 @@ pub const SETTINGS: &[Setting] = &[
         help: "S3 requests handled at once per node (unset: S3_MAX_INFLIGHT of each node)",
         kind: Kind::Count,
     },
+    Setting {
+        name: "repair.rate_mbps",
+        apply: ApplyMode::Live,
+        optional: true,
+        help: "chunk-sync (anti-entropy) fetch rate per node in MB/s (unset: REPAIR_RATE_MBPS of each node, 0 = unlimited)",
+        kind: Kind::Count,
+    },
+    Setting {
+        name: "scrub.rate_mbps",
+        apply: ApplyMode::Live,
+        optional: true,
+        help: "scrub read rate per node in MB/s (unset: SCRUB_RATE_MBPS of each node, 0 = unlimited)",
+        kind: Kind::Count,
+    },
 ];
 
 /// The setting called `name`.
@@ -243,6 +257,8 @@ pub fn get(c: &ClusterConfig, name: &str) -> Result<Option<ConfigValue>, ConfigE
         "uploads.expiry_secs" => int(c.upload_expiry_secs),
         "limits.s3_max_connections" => int(c.s3_max_connections),
         "limits.s3_max_inflight" => int(c.s3_max_inflight),
+        "repair.rate_mbps" => int(c.repair_rate_mbps),
+        "scrub.rate_mbps" => int(c.scrub_rate_mbps),
         other => unreachable_setting(other)?,
     })
 }
@@ -339,6 +355,8 @@ pub fn set(
             "uploads.expiry_secs" => c.upload_expiry_secs = None,
             "limits.s3_max_connections" => c.s3_max_connections = None,
             "limits.s3_max_inflight" => c.s3_max_inflight = None,
+            "repair.rate_mbps" => c.repair_rate_mbps = None,
+            "scrub.rate_mbps" => c.scrub_rate_mbps = None,
             other => return unreachable_setting(other),
         }
         return Ok(());
@@ -354,6 +372,8 @@ pub fn set(
                 "uploads.expiry_secs" => c.upload_expiry_secs = Some(n),
                 "limits.s3_max_connections" => c.s3_max_connections = Some(narrow(name, n)?),
                 "limits.s3_max_inflight" => c.s3_max_inflight = Some(narrow(name, n)?),
+                "repair.rate_mbps" => c.repair_rate_mbps = Some(n),
+                "scrub.rate_mbps" => c.scrub_rate_mbps = Some(n),
                 other => return unreachable_setting(other),
             }
         }
@@ -658,8 +678,12 @@ mod tests {
                 prop::option::of(1u32..10_000),
                 prop::option::of(1u32..10_000),
             ),
+            (
+                prop::option::of(1u64..10_000),
+                prop::option::of(1u64..10_000),
+            ),
         )
-            .prop_map(|((r, v, w), (req, pre, avo), (g, gi, ue, mc, mi))| {
+            .prop_map(|((r, v, w), (req, pre, avo), (g, gi, ue, mc, mi), (rr, sr))| {
                 let s = |v: Vec<&str>| v.into_iter().map(String::from).collect();
                 ClusterConfig {
                     version: 1,
@@ -682,6 +706,8 @@ mod tests {
                     upload_expiry_secs: ue,
                     s3_max_connections: mc,
                     s3_max_inflight: mi,
+                    repair_rate_mbps: rr,
+                    scrub_rate_mbps: sr,
                 }
             })
     }
