@@ -118,6 +118,15 @@ impl WorkerRates {
     }
 }
 
+/// What applying the configuration turns live on this node, shared with what it governs.
+#[derive(Clone)]
+pub struct LiveKnobs {
+    /// The S3 listener's caps.
+    pub s3_limits: cairn_s3::S3Limits,
+    /// The repair and scrub throttles.
+    pub rates: WorkerRates,
+}
+
 /// Bytes per second of a rate in megabytes (10^6 bytes) per second.
 fn mbps(n: u64) -> u64 {
     n.saturating_mul(1_000_000)
@@ -169,8 +178,7 @@ impl ConfigRuntime {
         node_id: String,
         registry: Arc<cairn_raft::Registry>,
         chunks: Arc<ReplicatedChunks>,
-        s3_limits: cairn_s3::S3Limits,
-        rates: WorkerRates,
+        knobs: LiveKnobs,
         gossip: Option<Arc<Gossip>>,
         node: Effective,
         started: Effective,
@@ -179,8 +187,8 @@ impl ConfigRuntime {
             node_id,
             registry,
             chunks,
-            s3_limits,
-            rates,
+            s3_limits: knobs.s3_limits,
+            rates: knobs.rates,
             gossip: gossip.as_ref().map(Arc::downgrade),
             node_consistency: node.write_consistency,
             node,
@@ -356,6 +364,9 @@ mod tests {
         assert!(node().restart_settings_differing(&wanted).is_empty());
         let shared = rates.clone();
         rates.apply(&wanted);
-        assert_eq!((shared.repair.get(), shared.scrub.get()), (1_000_000, 2_000_000));
+        assert_eq!(
+            (shared.repair.get(), shared.scrub.get()),
+            (1_000_000, 2_000_000)
+        );
     }
 }

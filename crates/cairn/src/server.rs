@@ -265,8 +265,10 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         node_id.clone(),
         registry.clone(),
         io.clone(),
-        s3_limits.clone(),
-        rates.clone(),
+        crate::config_live::LiveKnobs {
+            s3_limits: s3_limits.clone(),
+            rates: rates.clone(),
+        },
         gossip.clone(),
         node_settings,
         effective.clone(),

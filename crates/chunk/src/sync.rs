@@ -366,7 +366,11 @@ mod tests {
 
     #[test]
     fn peers_are_compared_on_ranges_both_know() {
-        let ours: Vec<_> = RangeDigests::of(&[id(3, 1)]).0.into_iter().map(Some).collect();
+        let ours: Vec<_> = RangeDigests::of(&[id(3, 1)])
+            .0
+            .into_iter()
+            .map(Some)
+            .collect();
         let mut theirs: Vec<_> = RangeDigests::of(&[id(3, 1), id(4, 1)])
             .0
             .into_iter()

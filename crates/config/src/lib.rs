@@ -720,7 +720,11 @@ mod tests {
         assert_eq!((c.scrub_rate_mbps, c.scrub_interval_secs), (0, 1));
         let c = load_with(&[("REPAIR_RATE_MBPS", "3")], &ServerFlags::default()).unwrap();
         assert_eq!(c.repair_rate_mbps, 3);
-        assert_eq!(Config::default().repair_rate_mbps, 0, "unlimited by default");
+        assert_eq!(
+            Config::default().repair_rate_mbps,
+            0,
+            "unlimited by default"
+        );
         let e = load_with(&[("SCRUB_INTERVAL_SECS", "0")], &ServerFlags::default()).unwrap_err();
         assert!(e.to_string().contains("SCRUB_INTERVAL_SECS"), "{e}");
     }

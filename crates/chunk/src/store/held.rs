@@ -211,9 +211,9 @@ impl Held {
                 let name = f.file_name();
                 let Some(name) = name.to_str() else { continue };
                 // The same canonical-name rule as every store walk: only files `get` can find.
-                let Some(id) = ChunkId::from_hex(name).filter(|id| {
-                    id.to_hex() == name && id.0[0] == r && id.0[1] == b
-                }) else {
+                let Some(id) = ChunkId::from_hex(name)
+                    .filter(|id| id.to_hex() == name && id.0[0] == r && id.0[1] == b)
+                else {
                     continue;
                 };
                 // The entry's type comes with the listing on common file systems: no `stat`.
@@ -324,7 +324,11 @@ mod tests {
         for (id, _) in &chunks[..5] {
             s.delete(id).await.unwrap();
         }
-        assert_eq!(s.inner.held.check_stamps(partitions), 0, "own changes are not foreign");
+        assert_eq!(
+            s.inner.held.check_stamps(partitions),
+            0,
+            "own changes are not foreign"
+        );
         assert!(s.inner.held.dirty().is_empty());
         let d = s.inner.held.digests(partitions, 1);
         let got = RangeDigests(d.into_iter().map(|x| x.unwrap()).collect());
@@ -347,7 +351,10 @@ mod tests {
         fs::remove_file(s.inner.path_of(&gone)).unwrap();
         assert_eq!(s.inner.held.check_stamps(partitions), 1);
         assert_eq!(s.inner.held.dirty(), vec![range_of(&gone)]);
-        assert_eq!(s.inner.held.digests(partitions, 0)[usize::from(range_of(&gone))], None);
+        assert_eq!(
+            s.inner.held.digests(partitions, 0)[usize::from(range_of(&gone))],
+            None
+        );
         let after = clean_digests(&s, partitions, 0);
         let want = RangeDigests::of(chunks.iter().map(|(id, _)| id).filter(|id| **id != gone));
         assert_eq!(after, want);
