@@ -580,7 +580,8 @@ impl ChunkStore {
 
     /// The digests of the chunk ids held for `partition` (of `partitions`), one per range
     /// ([`crate::ranges`]); `None` for a range whose digests are unknown until the next
-    /// [`Self::refresh_held`] lists it. In memory: no disk access.
+    /// [`Self::refresh_held`] lists it (every range before the first one). In memory: no disk
+    /// access.
     pub fn held_digests(&self, partitions: u32, partition: u32) -> Vec<Option<Digest>> {
         self.inner.held.digests(partitions, partition)
     }

@@ -119,11 +119,12 @@ impl Held {
         }
     }
 
-    /// The held digests of `partition`, `None` for a range not known right now (dirty).
+    /// The held digests of `partition`, `None` for a range not known right now (dirty), and
+    /// for every range while the index does not run for `partitions` (only
+    /// [`Self::check_stamps`] starts it: a peer asking with another count must not reset it).
     pub(super) fn digests(&self, partitions: u32, partition: u32) -> Vec<Option<Digest>> {
-        self.ensure(partitions);
         let guard = self.state.lock();
-        let Some(s) = guard.as_ref() else {
+        let Some(s) = guard.as_ref().filter(|s| s.partitions == partitions) else {
             return vec![None; RANGES];
         };
         let d = s.parts.get(&partition);
@@ -366,7 +367,9 @@ mod tests {
         let s = ChunkStore::open(dir.path()).unwrap();
         let (id, data) = chunk(1);
         let held = &s.inner.held;
-        held.digests(1, 0);
+        // Not running yet: nothing is known.
+        assert!(held.digests(1, 0).iter().all(Option::is_none));
+        held.check_stamps(1);
         let r = range_of(&id);
         // A listing taken before the put, installed after it, would miss the chunk.
         let stale = held.list(r).unwrap().unwrap();
