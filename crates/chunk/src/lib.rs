@@ -1,15 +1,16 @@
 //! The chunk layer: everything about chunk bytes, below the object service.
 //!
 //! - `store.rs` — content-addressed chunk files on this node's disk: durable writes, verified
-//!   reads, quarantine, GC pins ([`ChunkStore`]).
+//!   reads, quarantine, GC pins ([`ChunkStore`]); `store/held.rs` keeps the digests of what it
+//!   holds per partition and range for anti-entropy.
 //! - `io.rs` — the [`ChunkIo`] trait the object service writes and reads through, and
 //!   [`LocalChunks`] (one node).
 //! - `placement.rs` — the small [`Placement`] trait through which the layer learns which nodes
 //!   hold a partition (the cluster implements it; the layer never calls up into it).
 //! - `replication.rs` — [`ReplicatedChunks`]: writes to a chunk's replicas at a write
 //!   consistency, reads from the nearest healthy one, read repair.
-//! - `rpc.rs` — [`ChunkServer`], this node's `ChunkService` (put, get, has; there is no remote
-//!   delete: only this node's GC deletes its files).
+//! - `rpc.rs` — [`ChunkServer`], this node's `ChunkService` (put, get, has, held range digests;
+//!   there is no remote delete: only this node's GC deletes its files).
 //! - `refs.rs` — the ref-sync worker: delivers reference updates from each partition's outbox
 //!   to the chunk's partition.
 //! - `intents.rs` — upload intents: an upload's claim on its chunks, in each chunk's

@@ -8,6 +8,9 @@
 //! loss (temp file fsynced, renamed, parent directory fsynced, parent directories created
 //! durably).
 //!
+//! The store also keeps, in memory, the digests of the ids it holds per partition and hashed
+//! range (`held.rs`), adjusted by its own writes and deletes, for anti-entropy.
+//!
 //! Writers and GC of one chunk are serialised by a per-chunk lock ([`ChunkStore::lock`]): a
 //! `put` holds it while it checks, verifies and writes the file, and GC holds it from its
 //! reference check to the delete ([`ChunkLock::delete`]), so a dedup write can never be

@@ -147,15 +147,19 @@ impl Held {
         let mut changed = Vec::new();
         for (key, stamp) in known {
             if mtime(&self.bb_dir(key)) != stamp {
-                changed.push(key);
+                changed.push((key, stamp));
             }
         }
         let mut guard = self.state.lock();
         let Some(s) = guard.as_mut() else { return 0 };
         let mut dirtied = 0;
-        for key in changed {
-            // An own change since our stat re-stamped it: only a stamp that still is the one
-            // we compared against means a change we did not make.
+        for (key, compared) in changed {
+            // An own change since our stat re-stamped the directory (and adjusted the digest
+            // itself): only a stamp that still is the one we compared against means a change
+            // we did not make.
+            if s.stamps.get(&key) != Some(&compared) {
+                continue;
+            }
             let r = usize::from(key[0]);
             if !s.dirty[r] {
                 s.dirty[r] = true;
