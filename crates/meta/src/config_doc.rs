@@ -678,40 +678,42 @@ mod tests {
                 prop::option::of(1u32..10_000),
                 prop::option::of(1u32..10_000),
             ),
-            (
-                prop::option::of(1u64..10_000),
-                prop::option::of(1u64..10_000),
-            ),
         )
-            .prop_map(
-                |((r, v, w), (req, pre, avo), (g, gi, ue, mc, mi), (rr, sr))| {
-                    let s = |v: Vec<&str>| v.into_iter().map(String::from).collect();
-                    ClusterConfig {
-                        version: 1,
-                        partitions: 64,
-                        replication: r,
-                        desired_voters: v,
-                        placement_require: s(req),
-                        placement_prefer: s(pre),
-                        placement_avoid: s(avo),
-                        changed_ms: 0,
-                        write_consistency: w.map(|i| {
-                            [
-                                WriteConsistency::One,
-                                WriteConsistency::Quorum,
-                                WriteConsistency::All,
-                            ][usize::from(i)]
-                        }),
-                        gc_grace_secs: g,
-                        gc_interval_secs: gi,
-                        upload_expiry_secs: ue,
-                        s3_max_connections: mc,
-                        s3_max_inflight: mi,
-                        repair_rate_mbps: rr,
-                        scrub_rate_mbps: sr,
-                    }
-                },
-            )
+            .prop_map(|((r, v, w), (req, pre, avo), (g, gi, ue, mc, mi))| {
+                let s = |v: Vec<&str>| v.into_iter().map(String::from).collect();
+                ClusterConfig {
+                    version: 1,
+                    partitions: 64,
+                    replication: r,
+                    desired_voters: v,
+                    placement_require: s(req),
+                    placement_prefer: s(pre),
+                    placement_avoid: s(avo),
+                    changed_ms: 0,
+                    write_consistency: w.map(|i| {
+                        [
+                            WriteConsistency::One,
+                            WriteConsistency::Quorum,
+                            WriteConsistency::All,
+                        ][usize::from(i)]
+                    }),
+                    gc_grace_secs: g,
+                    gc_interval_secs: gi,
+                    upload_expiry_secs: ue,
+                    s3_max_connections: mc,
+                    s3_max_inflight: mi,
+                    ..Default::default()
+                }
+            })
+            .prop_flat_map(|c| {
+                let rate = || prop::option::of(1u64..10_000);
+                (Just(c), rate(), rate())
+            })
+            .prop_map(|(c, rr, sr)| ClusterConfig {
+                repair_rate_mbps: rr,
+                scrub_rate_mbps: sr,
+                ..c
+            })
     }
 
     proptest! {
