@@ -2,7 +2,7 @@
 //! each start-time setting from the cluster configuration when it sets one, else from the
 //! node's own configuration. While running, [`ConfigRuntime`] watches the system group's
 //! configuration version (its local replica), applies what can change live (the default write
-//! consistency, the S3 connection and in-flight caps), works out which changed settings wait for a restart, and publishes both in
+//! consistency, the S3 connection and in-flight caps, the repair and scrub rates), works out which changed settings wait for a restart, and publishes both in
 //! gossip (`config_version`, `config_restart`) so any node can report every node's state.
 
 use std::sync::{Arc, Weak};
@@ -30,6 +30,9 @@ pub struct Effective {
     pub upload_expiry_secs: u64,
     pub s3_max_connections: u32,
     pub s3_max_inflight: u32,
+    /// Chunk-sync and scrub rates in MB/s (0: unlimited); live.
+    pub repair_rate_mbps: u64,
+    pub scrub_rate_mbps: u64,
 }
 
 impl Effective {
@@ -46,6 +49,8 @@ impl Effective {
             upload_expiry_secs: cfg.multipart_expiry_secs,
             s3_max_connections: cfg.s3_max_connections,
             s3_max_inflight: cfg.s3_max_inflight,
+            repair_rate_mbps: cfg.repair_rate_mbps,
+            scrub_rate_mbps: cfg.scrub_rate_mbps,
         };
         match doc {
             Some(d) => node.overridden_by(d),
@@ -61,6 +66,8 @@ impl Effective {
             upload_expiry_secs: d.upload_expiry_secs.unwrap_or(self.upload_expiry_secs),
             s3_max_connections: d.s3_max_connections.unwrap_or(self.s3_max_connections),
             s3_max_inflight: d.s3_max_inflight.unwrap_or(self.s3_max_inflight),
+            repair_rate_mbps: d.repair_rate_mbps.unwrap_or(self.repair_rate_mbps),
+            scrub_rate_mbps: d.scrub_rate_mbps.unwrap_or(self.scrub_rate_mbps),
         }
     }
 
@@ -86,6 +93,43 @@ impl Effective {
             .map(|(n, _)| n.to_string())
             .collect()
     }
+}
+
+/// The throttles of the workers whose rate is a live setting (shared with the workers).
+#[derive(Clone, Debug, Default)]
+pub struct WorkerRates {
+    /// The chunk-sync worker's (`repair.rate_mbps`).
+    pub repair: cairn_worker::RateLimit,
+    /// The scrubber's (`scrub.rate_mbps`).
+    pub scrub: cairn_worker::RateLimit,
+}
+
+impl WorkerRates {
+    /// Throttles at the rates `e` names.
+    pub fn new(e: &Effective) -> Self {
+        let r = Self::default();
+        r.apply(e);
+        r
+    }
+
+    fn apply(&self, e: &Effective) {
+        self.repair.set(mbps(e.repair_rate_mbps));
+        self.scrub.set(mbps(e.scrub_rate_mbps));
+    }
+}
+
+/// What applying the configuration turns live on this node, shared with what it governs.
+#[derive(Clone)]
+pub struct LiveKnobs {
+    /// The S3 listener's caps.
+    pub s3_limits: cairn_s3::S3Limits,
+    /// The repair and scrub throttles.
+    pub rates: WorkerRates,
+}
+
+/// Bytes per second of a rate in megabytes (10^6 bytes) per second.
+fn mbps(n: u64) -> u64 {
+    n.saturating_mul(1_000_000)
 }
 
 /// What this node has applied.
@@ -116,6 +160,8 @@ pub struct ConfigRuntime {
     chunks: Arc<ReplicatedChunks>,
     /// The S3 listener's caps (resized live).
     s3_limits: cairn_s3::S3Limits,
+    /// The repair and scrub throttles (set live).
+    rates: WorkerRates,
     /// Weak: the server shuts gossip down by unwrapping its only `Arc`.
     gossip: Option<Weak<Gossip>>,
     /// The node's own default write consistency (used when the cluster sets none).
@@ -132,7 +178,7 @@ impl ConfigRuntime {
         node_id: String,
         registry: Arc<cairn_raft::Registry>,
         chunks: Arc<ReplicatedChunks>,
-        s3_limits: cairn_s3::S3Limits,
+        knobs: LiveKnobs,
         gossip: Option<Arc<Gossip>>,
         node: Effective,
         started: Effective,
@@ -141,7 +187,8 @@ impl ConfigRuntime {
             node_id,
             registry,
             chunks,
-            s3_limits,
+            s3_limits: knobs.s3_limits,
+            rates: knobs.rates,
             gossip: gossip.as_ref().map(Arc::downgrade),
             node_consistency: node.write_consistency,
             node,
@@ -179,6 +226,7 @@ impl ConfigRuntime {
         self.s3_limits
             .in_flight
             .resize(wanted.s3_max_inflight as usize);
+        self.rates.apply(&wanted);
         let restart_required = self.started.restart_settings_differing(&wanted);
         let applied = Applied {
             version: doc.version,
@@ -189,6 +237,8 @@ impl ConfigRuntime {
             write_consistency = consistency.as_str(),
             s3_max_connections = wanted.s3_max_connections,
             s3_max_inflight = wanted.s3_max_inflight,
+            repair_rate_mbps = wanted.repair_rate_mbps,
+            scrub_rate_mbps = wanted.scrub_rate_mbps,
             restart_required = ?applied.restart_required,
             "applied cluster configuration"
         );
@@ -277,6 +327,8 @@ mod tests {
             upload_expiry_secs: 86_400,
             s3_max_connections: 1024,
             s3_max_inflight: 256,
+            repair_rate_mbps: 0,
+            scrub_rate_mbps: 8,
         }
     }
 
@@ -296,5 +348,25 @@ mod tests {
             vec!["gc.grace_secs".to_string()]
         );
         assert!(node().restart_settings_differing(&node()).is_empty());
+    }
+
+    #[test]
+    fn the_repair_and_scrub_rates_apply_live() {
+        let rates = WorkerRates::new(&node());
+        assert_eq!((rates.repair.get(), rates.scrub.get()), (0, 8_000_000));
+        let doc = ClusterConfig {
+            repair_rate_mbps: Some(1),
+            scrub_rate_mbps: Some(2),
+            ..Default::default()
+        };
+        let wanted = node().overridden_by(&doc);
+        // Live settings never wait for a restart.
+        assert!(node().restart_settings_differing(&wanted).is_empty());
+        let shared = rates.clone();
+        rates.apply(&wanted);
+        assert_eq!(
+            (shared.repair.get(), shared.scrub.get()),
+            (1_000_000, 2_000_000)
+        );
     }
 }

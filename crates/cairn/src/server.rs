@@ -261,11 +261,15 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         effective.s3_max_connections as usize,
         effective.s3_max_inflight as usize,
     );
+    let rates = crate::config_live::WorkerRates::new(&effective);
     let config_runtime = crate::config_live::ConfigRuntime::new(
         node_id.clone(),
         registry.clone(),
         io.clone(),
-        s3_limits.clone(),
+        crate::config_live::LiveKnobs {
+            s3_limits: s3_limits.clone(),
+            rates: rates.clone(),
+        },
         gossip.clone(),
         node_settings,
         effective.clone(),
@@ -284,16 +288,30 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         Duration::from_secs(effective.gc_grace_secs),
         Duration::from_secs(effective.gc_interval_secs),
     ))?;
+    if let Some(g) = &gossip {
+        // Full nodes are steered around before they refuse a write.
+        cairn_cluster::view::spawn_disk_state(
+            view.clone(),
+            Arc::downgrade(g),
+            chunks.disk().clone(),
+            Duration::from_secs(1),
+            shutdown_rx.clone(),
+        );
+    }
     workers.spawn(cairn_chunk::DiskWatch::new(
         chunks.disk().clone(),
         Duration::from_secs(1),
     ))?;
-    workers.spawn(cairn_chunk::sync::ChunkSync::new(
+    // Anti-entropy, throttled by REPAIR_RATE_MBPS / `repair.rate_mbps` (live).
+    let chunk_sync = cairn_chunk::sync::ChunkSync::new(
         io.clone(),
         registry.clone(),
         256,
         Duration::from_secs(5),
-    ))?;
+    )
+    .with_rate(rates.repair.clone());
+    let sync_metrics = chunk_sync.metrics();
+    workers.spawn(chunk_sync)?;
     // Copies of partitions placed elsewhere leave once every holder has them.
     workers.spawn(cairn_chunk::handback::Handback::new(
         io.clone(),
@@ -302,7 +320,7 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
     // Bit-rot detection: every local chunk re-read and re-hashed, bad copies restored.
     let scrub = cairn_chunk::scrub::Scrub::new(
         io.clone(),
-        cairn_worker::RateLimit::new(cfg.scrub_rate_mbps.saturating_mul(1_000_000)),
+        rates.scrub.clone(),
         Duration::from_secs(cfg.scrub_interval_secs),
     );
     let scrub_metrics = scrub.metrics();
@@ -335,6 +353,7 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
     files.metrics().register(&mut metrics);
     chunks.metrics().register(&mut metrics);
     scrub_metrics.register(&mut metrics);
+    sync_metrics.register(&mut metrics);
     workers.register_metrics(&mut metrics);
     if let Some(g) = &gossip {
         g.register_metrics(&mut metrics);

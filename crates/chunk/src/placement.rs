@@ -22,4 +22,11 @@ pub trait Placement: Send + Sync + 'static {
 
     /// The partitions the layout places on `node_id`; `None` when there is no layout yet.
     fn partitions_on(&self, node_id: &str) -> Option<Vec<u32>>;
+
+    /// Whether `node_id` has published that its disk is full (it refuses new chunk copies):
+    /// writers skip it up front instead of learning it from a refused write. False when
+    /// unknown.
+    fn is_full(&self, _node_id: &str) -> bool {
+        false
+    }
 }

@@ -5,9 +5,10 @@
 //! a copy that is missing or corrupt (here or on a peer that answered so) is repaired from the
 //! replica that served the read.
 //!
-//! A replica whose disk is full refuses new chunks (`RESOURCE_EXHAUSTED`, see `disk.rs`).
-//! Writes then skip it for [`FULL_BACKOFF`] without sending the bytes, and count it as a replica
-//! that did not take the copy: a write still meets its consistency level on the others, or
+//! A replica whose disk is full publishes it (gossip, see [`Placement::is_full`]) and writes
+//! skip it up front. One that has not said so yet refuses new chunks (`RESOURCE_EXHAUSTED`, see
+//! `disk.rs`); writes then skip it for [`FULL_BACKOFF`] without sending the bytes. Either way
+//! it counts as a replica that did not take the copy: a write still meets its consistency level on the others, or
 //! fails visibly (`Unavailable`, answered 503 SlowDown), never reports a copy it did not make.
 //! The chunk-sync worker of the full node fetches what it missed once it has space again.
 
@@ -25,6 +26,7 @@ use futures::StreamExt;
 use tonic::{Request, Status};
 
 use crate::io::{BoxFuture, ChunkIo};
+use crate::ranges::{Digest, RANGES};
 use crate::rpc::{pieces, MAX_CHUNK, RPC_TIMEOUT};
 use crate::{ChunkError, ChunkId, ChunkStore, Placement, Replica, ReplicaError};
 
@@ -299,13 +301,23 @@ impl ReplicatedChunks {
         let mut errors = Vec::new();
         for replica in targets.iter().cloned() {
             let data = data.clone();
-            if replica.node_id != self.node_id && self.full.skip(&replica.node_id) {
+            let skip = match replica.node_id != self.node_id {
+                false => None,
+                true if self.placement.is_full(&replica.node_id) => {
+                    Some("skipped: the replica published that its disk is full")
+                }
+                true if self.full.skip(&replica.node_id) => {
+                    Some("skipped: the replica's disk was full moments ago")
+                }
+                true => None,
+            };
+            if let Some(message) = skip {
                 // Steer around a full replica: the copy is counted as not made.
                 self.local.metrics().replica_full();
                 errors.push(ReplicaError::Status {
                     node: replica.node_id,
                     code: tonic::Code::ResourceExhausted,
-                    message: "skipped: the replica's disk was full moments ago".into(),
+                    message: message.into(),
                 });
                 continue;
             }
@@ -457,6 +469,55 @@ impl ReplicatedChunks {
             }
         }
         Err(ChunkError::Lost { id, errors })
+    }
+}
+
+impl ReplicatedChunks {
+    /// The cluster's partition count.
+    pub fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    /// The held digests `replica` reports for `partition`'s ranges (`None`: a range it does
+    /// not know right now), for anti-entropy between replicas.
+    pub async fn peer_range_digests(
+        &self,
+        replica: &Replica,
+        partition: u32,
+    ) -> Result<Vec<Option<Digest>>, ReplicaError> {
+        let node = replica.node_id.as_str();
+        let channel =
+            self.peers
+                .channel(&replica.rpc_addr)
+                .map_err(|e| ReplicaError::Unreachable {
+                    node: node.to_string(),
+                    message: e.to_string(),
+                })?;
+        let mut client = ChunkServiceClient::new(channel);
+        let mut req = Request::new(cairn_rpc::pb::RangeDigestsRequest {
+            partition,
+            partitions: self.partitions,
+        });
+        // Small and answered from memory: a peer slower than this is skipped for the pass.
+        const DIGESTS_TIMEOUT: Duration = Duration::from_secs(5);
+        req.set_timeout(DIGESTS_TIMEOUT);
+        let reply = cairn_rpc::deadline(DIGESTS_TIMEOUT, client.range_digests(req))
+            .await
+            .map_err(|s| status_error(node, &s))?
+            .into_inner();
+        // A reply of the wrong shape is treated as knowing nothing rather than trusted.
+        if reply.ranges.len() != RANGES {
+            return Ok(vec![None; RANGES]);
+        }
+        Ok(reply
+            .ranges
+            .iter()
+            .map(|r| {
+                r.known
+                    .then(|| Digest::from_wire(r.count, &r.sum))
+                    .flatten()
+            })
+            .collect())
     }
 }
 

@@ -1,4 +1,5 @@
-//! `ChunkService` over this node's chunk store: put (verified against the id), get, has.
+//! `ChunkService` over this node's chunk store: put (verified against the id), get, has, and
+//! the held digests of a partition's ranges (anti-entropy between replicas).
 //! There is no remote delete: only this node's GC deletes its chunk files, after checking
 //! references and pins itself.
 
@@ -6,7 +7,10 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use cairn_rpc::pb::chunk_service_server::ChunkService;
-use cairn_rpc::pb::{ChunkIds, ChunkPiece, ChunkPresence, PutChunkReply};
+use cairn_rpc::pb::{
+    ChunkIds, ChunkPiece, ChunkPresence, PutChunkReply, RangeDigest, RangeDigestsReply,
+    RangeDigestsRequest,
+};
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -118,6 +122,31 @@ impl ChunkService for ChunkServer {
             present.push(self.store.has(&id).await.map_err(status)?);
         }
         Ok(Response::new(ChunkPresence { present }))
+    }
+
+    async fn range_digests(
+        &self,
+        request: Request<RangeDigestsRequest>,
+    ) -> Result<Response<RangeDigestsReply>, Status> {
+        let req = request.into_inner();
+        if req.partitions == 0 || req.partition >= req.partitions {
+            return Err(Status::invalid_argument("partition out of range"));
+        }
+        // In memory: a peer's question never makes this node walk its disk.
+        let ranges = self
+            .store
+            .held_digests(req.partitions, req.partition)
+            .into_iter()
+            .map(|d| match d {
+                Some(d) => RangeDigest {
+                    known: true,
+                    count: d.count,
+                    sum: d.sum_bytes(),
+                },
+                None => RangeDigest::default(),
+            })
+            .collect();
+        Ok(Response::new(RangeDigestsReply { ranges }))
     }
 }
 

@@ -8,6 +8,9 @@
 //! loss (temp file fsynced, renamed, parent directory fsynced, parent directories created
 //! durably).
 //!
+//! The store also keeps, in memory, the digests of the ids it holds per partition and hashed
+//! range (`held.rs`), adjusted by its own writes and deletes, for anti-entropy.
+//!
 //! Writers and GC of one chunk are serialised by a per-chunk lock ([`ChunkStore::lock`]): a
 //! `put` holds it while it checks, verifies and writes the file, and GC holds it from its
 //! reference check to the delete ([`ChunkLock::delete`]), so a dedup write can never be
@@ -25,12 +28,15 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use parking_lot::Mutex;
 
+use crate::ranges::Digest;
 use crate::{ChunkError, ChunkId, ChunkMetrics, DiskGuard};
 
 const TMP_DIR: &str = "tmp";
 const QUARANTINE_DIR: &str = "quarantine";
 
+mod held;
 mod scrub;
+use held::{Change, Held};
 pub use scrub::Verified;
 
 /// Handle to a chunk store rooted at one directory. Cheap to clone (shared inner state).
@@ -54,6 +60,8 @@ struct Inner {
     metrics: ChunkMetrics,
     /// Free space against the reserve: new copies are refused under it.
     disk: DiskGuard,
+    /// Digests of the held chunk ids per partition and range (anti-entropy compares them).
+    held: Held,
 }
 
 impl std::fmt::Debug for ChunkStore {
@@ -135,8 +143,29 @@ impl Inner {
         Ok(bb)
     }
 
-    /// Blocking body of `put`.
+    /// Blocking body of `put`: [`Self::put_file`], and the held index told whether the chunk's
+    /// file appeared or went (a corrupt copy quarantined and not rewritten).
     fn put_blocking(&self, id: ChunkId, data: &[u8]) -> Result<bool, ChunkError> {
+        let mut present = false;
+        let mut was_present = None;
+        let res = self.put_file(id, data, &mut present, &mut was_present);
+        match (was_present, present) {
+            (Some(false), true) => self.held.changed(&id, Change::Added),
+            (Some(true), false) => self.held.changed(&id, Change::Removed),
+            _ => {}
+        }
+        res
+    }
+
+    /// Writes the chunk file; keeps `present` (whether a file is in place now) and
+    /// `was_present` (whether one was when we looked first) up to date for the held index.
+    fn put_file(
+        &self,
+        id: ChunkId,
+        data: &[u8],
+        present: &mut bool,
+        was_present: &mut Option<bool>,
+    ) -> Result<bool, ChunkError> {
         debug_assert_eq!(ChunkId::of(data), id, "put: id is not BLAKE3(data)");
         let path = self.path_of(&id);
 
@@ -145,6 +174,7 @@ impl Inner {
         // mtime so GC's grace period restarts.
         match OpenOptions::new().read(true).write(true).open(&path) {
             Ok(f) => {
+                (*present, *was_present) = (true, Some(true));
                 let len = f.metadata()?.len();
                 if len == data.len() as u64 {
                     if self.content_matches(&f, &id)? {
@@ -152,7 +182,9 @@ impl Inner {
                         return Ok(false);
                     }
                     drop(f);
-                    self.quarantine_file(&path, &id);
+                    if self.quarantine_file(&path, &id) {
+                        *present = false;
+                    }
                     self.metrics.dedup_corrupt();
                 } else {
                     // A size mismatch means the existing copy is damaged; replace it rather
@@ -161,7 +193,7 @@ impl Inner {
                 }
             }
             // Absent (or removed by GC just now): write it.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => *was_present = Some(false),
             Err(e) => return Err(e.into()),
         }
 
@@ -182,6 +214,7 @@ impl Inner {
             drop(f);
             // Rename is atomic; a concurrent put of the same id just replaces identical bytes.
             fs::rename(&tmp_path, &path)?;
+            *present = true;
             sync_dir(&dir)
         })();
         if let Err(e) = res {
@@ -200,17 +233,19 @@ impl Inner {
     }
 
     /// Moves a bad chunk file to `quarantine/` (logged; a failure leaves it for the rewrite to
-    /// replace).
-    fn quarantine_file(&self, path: &Path, id: &ChunkId) {
+    /// replace). Returns whether the file left its place.
+    fn quarantine_file(&self, path: &Path, id: &ChunkId) -> bool {
         let dest = self
             .quarantine
             .join(format!("{}.{}", id.to_hex(), unique_suffix()));
         match fs::rename(path, &dest) {
             Ok(()) => {
-                tracing::warn!(chunk = %id, quarantined = %dest.display(), "existing chunk copy is corrupt; quarantined before rewriting")
+                tracing::warn!(chunk = %id, quarantined = %dest.display(), "existing chunk copy is corrupt; quarantined before rewriting");
+                true
             }
             Err(e) => {
-                tracing::warn!(chunk = %id, error = %e, "existing chunk copy is corrupt; quarantine failed, rewriting over it")
+                tracing::warn!(chunk = %id, error = %e, "existing chunk copy is corrupt; quarantine failed, rewriting over it");
+                false
             }
         }
     }
@@ -240,6 +275,7 @@ impl Inner {
                 .join(format!("{}.{}", id.to_hex(), unique_suffix()));
             match fs::rename(&path, &dest) {
                 Ok(()) => {
+                    self.held.changed(&id, Change::Removed);
                     tracing::warn!(chunk = %id, %actual, quarantined = %dest.display(), "corrupt chunk quarantined")
                 }
                 Err(e) => {
@@ -353,6 +389,7 @@ impl ChunkStore {
 
         let metrics = ChunkMetrics::default();
         let disk = DiskGuard::new(root.clone(), metrics.clone());
+        let held = Held::new(root.clone());
         Ok(Self {
             inner: Arc::new(Inner {
                 root,
@@ -363,6 +400,7 @@ impl ChunkStore {
                 durable_dirs: Mutex::new(HashSet::new()),
                 metrics,
                 disk,
+                held,
             }),
         })
     }
@@ -468,9 +506,13 @@ impl ChunkStore {
 
     async fn delete_file(&self, id: &ChunkId) -> Result<bool, ChunkError> {
         let path = self.inner.path_of(id);
+        let (inner, id) = (self.inner.clone(), *id);
         // No directory fsync: a deletion lost to a crash only leaves garbage GC finds again.
         let deleted = blocking(move || match fs::remove_file(&path) {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                inner.held.changed(&id, Change::Removed);
+                Ok(true)
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e.into()),
         })
@@ -546,6 +588,32 @@ impl ChunkStore {
                 .is_some_and(|elapsed| elapsed > age)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e.into()),
+        })
+        .await
+    }
+
+    /// The digests of the chunk ids held for `partition` (of `partitions`), one per range
+    /// ([`crate::ranges`]); `None` for a range whose digests are unknown until the next
+    /// [`Self::refresh_held`] lists it (every range before the first one). In memory: no disk
+    /// access.
+    pub fn held_digests(&self, partitions: u32, partition: u32) -> Vec<Option<Digest>> {
+        self.inner.held.digests(partitions, partition)
+    }
+
+    /// Brings the held digests up to date with the disk: dirties ranges whose directories
+    /// changed without the store changing them (one `stat` per shard directory), then lists
+    /// the dirty ranges again (names only). Returns `(ranges dirtied, ranges listed)`.
+    pub async fn refresh_held(&self, partitions: u32) -> Result<(usize, usize), ChunkError> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let dirtied = inner.held.check_stamps(partitions);
+            let mut listed = 0;
+            for r in inner.held.dirty() {
+                if inner.held.relist(r)? {
+                    listed += 1;
+                }
+            }
+            Ok((dirtied, listed))
         })
         .await
     }

@@ -17,6 +17,21 @@ use cairn_rpc::pb::chunk_service_server::ChunkServiceServer;
 /// Every partition on the same fixed replicas.
 struct Fixed(Vec<Replica>);
 
+/// Like [`Fixed`], with the nodes that published a full disk.
+struct PublishedFull(Vec<Replica>, parking_lot::Mutex<Vec<String>>);
+
+impl Placement for PublishedFull {
+    fn chunk_replicas(&self, _partition: u32) -> Vec<Replica> {
+        self.0.clone()
+    }
+    fn partitions_on(&self, _node_id: &str) -> Option<Vec<u32>> {
+        Some((0..4).collect())
+    }
+    fn is_full(&self, node_id: &str) -> bool {
+        self.1.lock().iter().any(|n| n == node_id)
+    }
+}
+
 impl Placement for Fixed {
     fn chunk_replicas(&self, _partition: u32) -> Vec<Replica> {
         self.0.clone()
@@ -339,4 +354,79 @@ async fn handback_keeps_copies_while_a_holder_is_unreachable() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(x.has(&id).await.unwrap(), "dropped while a holder was down");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_published_a_full_disk_is_skipped_before_any_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = ChunkStore::open(dir.path().join("a")).unwrap();
+    let (b_addr, b) = serve(dir.path(), "b").await;
+    let (c_addr, c) = serve(dir.path(), "c").await;
+    let placement = Arc::new(PublishedFull(
+        vec![
+            replica("a", "unused:1"),
+            replica("b", &b_addr),
+            replica("c", &c_addr),
+        ],
+        parking_lot::Mutex::new(vec!["c".to_string()]),
+    ));
+    let io = ReplicatedChunks::new(
+        local.clone(),
+        "a".into(),
+        cairn_raft::Peers::plaintext(),
+        placement.clone(),
+        4,
+        WriteConsistency::Quorum,
+    );
+    // c says it is full: the write is met by a and b and c is never sent the bytes (its disk
+    // has room, so a copy sent would have been taken).
+    let (id, data) = chunk(20);
+    io.put(id, data, None).await.unwrap();
+    assert!(local.has(&id).await.unwrap() && b.has(&id).await.unwrap());
+    assert_eq!(local.metrics().replica_full_count(), 1, "skipped up front");
+    assert!(!c.has(&id).await.unwrap());
+    // ALL fails as a disk-full shortfall.
+    let (id2, data2) = chunk(21);
+    let e = io
+        .put(id2, data2.clone(), Some(WriteConsistency::All))
+        .await
+        .unwrap_err();
+    assert!(e.is_disk_full(), "{e}");
+    // Once c says it has room again, it takes copies at once (no back-off to wait out).
+    placement.1.lock().clear();
+    io.put(id2, data2, Some(WriteConsistency::All))
+        .await
+        .unwrap();
+    assert!(c.has(&id2).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_answers_its_held_range_digests() {
+    use cairn_chunk::ranges::RangeDigests;
+
+    let dir = tempfile::tempdir().unwrap();
+    let local = ChunkStore::open(dir.path().join("a")).unwrap();
+    let (b_addr, b) = serve(dir.path(), "b").await;
+    let peer = replica("b", &b_addr);
+    let io = ReplicatedChunks::new(
+        local,
+        "a".into(),
+        cairn_raft::Peers::plaintext(),
+        Arc::new(Fixed(vec![replica("a", "unused:1"), peer.clone()])),
+        4,
+        WriteConsistency::One,
+    );
+    // Before b's index runs, it knows no range.
+    let before = io.peer_range_digests(&peer, 2).await.unwrap();
+    assert!(before.iter().all(Option::is_none));
+
+    let ids: Vec<ChunkId> = (30..60).map(|s| chunk(s).0).collect();
+    for s in 30..60 {
+        let (id, data) = chunk(s);
+        b.put(id, data).await.unwrap();
+    }
+    b.refresh_held(4).await.unwrap();
+    let got = io.peer_range_digests(&peer, 2).await.unwrap();
+    let want = RangeDigests::of(ids.iter().filter(|id| id.partition(4) == 2));
+    assert_eq!(got, want.0.into_iter().map(Some).collect::<Vec<_>>());
 }

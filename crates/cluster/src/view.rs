@@ -1,8 +1,11 @@
 //! A node's cached view of the cluster catalog (nodes and layout), refreshed from its local copy
 //! of the system group; used to route forwarded requests, and (as `cairn_chunk::Placement`)
-//! chunk traffic.
+//! chunk traffic. It also knows which nodes published that their disk is full
+//! ([`spawn_disk_state`]), so chunk writers skip them up front.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use cairn_meta::model::{LayoutRecord, NodeRecord};
 use cairn_meta::placement::SYSTEM_GROUP;
@@ -15,6 +18,8 @@ pub struct ClusterView {
     layout: RwLock<Option<LayoutRecord>>,
     /// Replica moves this node drives now (`/admin/rebalances`).
     moves: crate::rebalance::Moves,
+    /// Nodes whose gossip says their disk is full.
+    full: RwLock<BTreeSet<String>>,
 }
 
 impl ClusterView {
@@ -27,6 +32,20 @@ impl ClusterView {
         if let Ok(layout) = reg.meta().layout(SYSTEM_GROUP) {
             *self.layout.write() = layout;
         }
+    }
+
+    /// Replaces the set of nodes known to have a full disk.
+    pub fn set_full_nodes(&self, nodes: BTreeSet<String>) {
+        let mut full = self.full.write();
+        if *full != nodes {
+            tracing::info!(full = ?nodes, "nodes with a full disk changed");
+            *full = nodes;
+        }
+    }
+
+    /// The nodes known to have a full disk.
+    pub fn full_nodes(&self) -> BTreeSet<String> {
+        self.full.read().clone()
     }
 
     /// The replica moves this node's controller drives now.
@@ -94,6 +113,60 @@ impl cairn_chunk::Placement for ClusterView {
                 .collect()
         })
     }
+
+    fn is_full(&self, node_id: &str) -> bool {
+        self.full.read().contains(node_id)
+    }
+}
+
+/// Gossip key: `1` while the node's chunk disk is full (it refuses new chunk copies), else `0`.
+pub const GOSSIP_DISK_FULL: &str = "disk_full";
+
+/// The nodes `members` (gossip's view) says have a full disk; a node that is down is left out
+/// (its last word is stale, and writes to it fail anyway).
+fn full_members(
+    members: Vec<(String, crate::gossip::Health, BTreeMap<String, String>)>,
+) -> BTreeSet<String> {
+    members
+        .into_iter()
+        .filter(|(_, health, meta)| {
+            *health != crate::gossip::Health::Down
+                && meta.get(GOSSIP_DISK_FULL).map(String::as_str) == Some("1")
+        })
+        .map(|(id, _, _)| id)
+        .collect()
+}
+
+/// Every `period` until `shutdown`: publishes this node's disk state (`disk`) in gossip and
+/// records the nodes whose disk is full in `view`. Holds gossip weakly (the server shuts it
+/// down by unwrapping its only `Arc`).
+pub fn spawn_disk_state(
+    view: Arc<ClusterView>,
+    gossip: Weak<crate::gossip::Gossip>,
+    disk: cairn_chunk::DiskGuard,
+    period: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        let mut published: Option<bool> = None;
+        loop {
+            let Some(g) = gossip.upgrade() else { return };
+            let full = disk.is_full();
+            if published != Some(full) {
+                g.set(GOSSIP_DISK_FULL, if full { "1" } else { "0" });
+                published = Some(full);
+            }
+            view.set_full_nodes(full_members(g.members()));
+            drop(g);
+            tokio::select! {
+                _ = tokio::time::sleep(period) => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+        }
+    });
 }
 
 #[cfg(test)]
@@ -121,6 +194,23 @@ mod tests {
             health_changed_ms: 0,
             maintenance: false,
         }
+    }
+
+    #[test]
+    fn nodes_that_publish_a_full_disk_are_steered_around_unless_down() {
+        use crate::gossip::Health;
+        let meta = |v: &str| BTreeMap::from([(GOSSIP_DISK_FULL.to_string(), v.to_string())]);
+        let full = full_members(vec![
+            ("a".into(), Health::Up, meta("1")),
+            ("b".into(), Health::Up, meta("0")),
+            ("c".into(), Health::Down, meta("1")),
+            ("d".into(), Health::Suspect, meta("1")),
+            ("e".into(), Health::Up, BTreeMap::new()),
+        ]);
+        assert_eq!(full, BTreeSet::from(["a".to_string(), "d".to_string()]));
+        let view = ClusterView::default();
+        view.set_full_nodes(full);
+        assert!(view.is_full("a") && !view.is_full("b") && !view.is_full("c"));
     }
 
     #[test]

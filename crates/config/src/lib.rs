@@ -137,6 +137,9 @@ pub struct Config {
     /// How long a node must stay down before the layout controller re-homes its partitions
     /// (a new layout without it); a node in maintenance is never re-homed.
     pub repair_grace_secs: u64,
+    /// Chunk-sync (anti-entropy) fetch rate in megabytes (10^6 bytes) per second (0:
+    /// unlimited); the cluster setting `repair.rate_mbps` overrides it live.
+    pub repair_rate_mbps: u64,
 }
 
 impl Default for Config {
@@ -193,6 +196,7 @@ impl Default for Config {
             scrub_interval_secs: 7 * 86_400,
             handback_interval_secs: 60,
             repair_grace_secs: 600,
+            repair_rate_mbps: 0,
         }
     }
 }
@@ -286,6 +290,7 @@ pub const SETTINGS: &[&str] = &[
     "scrub_interval_secs",
     "handback_interval_secs",
     "repair_grace_secs",
+    "repair_rate_mbps",
 ];
 
 /// Flags of `cairn server`; each overrides the file and the environment.
@@ -522,6 +527,12 @@ impl Config {
                 "must be at most 1000000 (0 means unlimited)",
             ));
         }
+        if self.repair_rate_mbps > 1_000_000 {
+            return Err(invalid(
+                "repair_rate_mbps",
+                "must be at most 1000000 (0 means unlimited)",
+            ));
+        }
         if self.multipart_expiry_secs == 0 {
             return Err(invalid("multipart_expiry_secs", "must be at least 1"));
         }
@@ -715,6 +726,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!((c.scrub_rate_mbps, c.scrub_interval_secs), (0, 1));
+        let c = load_with(&[("REPAIR_RATE_MBPS", "3")], &ServerFlags::default()).unwrap();
+        assert_eq!(c.repair_rate_mbps, 3);
+        assert_eq!(
+            Config::default().repair_rate_mbps,
+            0,
+            "unlimited by default"
+        );
         let e = load_with(&[("SCRUB_INTERVAL_SECS", "0")], &ServerFlags::default()).unwrap_err();
         assert!(e.to_string().contains("SCRUB_INTERVAL_SECS"), "{e}");
     }

@@ -141,6 +141,20 @@ pub const SETTINGS: &[Setting] = &[
         help: "S3 requests handled at once per node (unset: S3_MAX_INFLIGHT of each node)",
         kind: Kind::Count,
     },
+    Setting {
+        name: "repair.rate_mbps",
+        apply: ApplyMode::Live,
+        optional: true,
+        help: "chunk-sync (anti-entropy) fetch rate per node in MB/s (unset: REPAIR_RATE_MBPS of each node, 0 = unlimited)",
+        kind: Kind::Count,
+    },
+    Setting {
+        name: "scrub.rate_mbps",
+        apply: ApplyMode::Live,
+        optional: true,
+        help: "scrub read rate per node in MB/s (unset: SCRUB_RATE_MBPS of each node, 0 = unlimited)",
+        kind: Kind::Count,
+    },
 ];
 
 /// The setting called `name`.
@@ -243,6 +257,8 @@ pub fn get(c: &ClusterConfig, name: &str) -> Result<Option<ConfigValue>, ConfigE
         "uploads.expiry_secs" => int(c.upload_expiry_secs),
         "limits.s3_max_connections" => int(c.s3_max_connections),
         "limits.s3_max_inflight" => int(c.s3_max_inflight),
+        "repair.rate_mbps" => int(c.repair_rate_mbps),
+        "scrub.rate_mbps" => int(c.scrub_rate_mbps),
         other => unreachable_setting(other)?,
     })
 }
@@ -339,6 +355,8 @@ pub fn set(
             "uploads.expiry_secs" => c.upload_expiry_secs = None,
             "limits.s3_max_connections" => c.s3_max_connections = None,
             "limits.s3_max_inflight" => c.s3_max_inflight = None,
+            "repair.rate_mbps" => c.repair_rate_mbps = None,
+            "scrub.rate_mbps" => c.scrub_rate_mbps = None,
             other => return unreachable_setting(other),
         }
         return Ok(());
@@ -354,6 +372,8 @@ pub fn set(
                 "uploads.expiry_secs" => c.upload_expiry_secs = Some(n),
                 "limits.s3_max_connections" => c.s3_max_connections = Some(narrow(name, n)?),
                 "limits.s3_max_inflight" => c.s3_max_inflight = Some(narrow(name, n)?),
+                "repair.rate_mbps" => c.repair_rate_mbps = Some(n),
+                "scrub.rate_mbps" => c.scrub_rate_mbps = Some(n),
                 other => return unreachable_setting(other),
             }
         }
@@ -682,7 +702,17 @@ mod tests {
                     upload_expiry_secs: ue,
                     s3_max_connections: mc,
                     s3_max_inflight: mi,
+                    ..Default::default()
                 }
+            })
+            .prop_flat_map(|c| {
+                let rate = || prop::option::of(1u64..10_000);
+                (Just(c), rate(), rate())
+            })
+            .prop_map(|(c, rr, sr)| ClusterConfig {
+                repair_rate_mbps: rr,
+                scrub_rate_mbps: sr,
+                ..c
             })
     }
 

@@ -300,6 +300,12 @@ pub struct ClusterConfig {
     pub s3_max_connections: Option<u32>,
     #[serde(default)]
     pub s3_max_inflight: Option<u32>,
+    /// Chunk-sync (anti-entropy) and scrub rates in MB/s (None: each node's
+    /// `REPAIR_RATE_MBPS` / `SCRUB_RATE_MBPS`). Applied live.
+    #[serde(default)]
+    pub repair_rate_mbps: Option<u64>,
+    #[serde(default)]
+    pub scrub_rate_mbps: Option<u64>,
 }
 
 impl ClusterConfig {

@@ -167,6 +167,7 @@ impl Inner {
             tracing::info!(chunk = %id, "scrub: a corrupt copy was replaced by a writer meanwhile");
             return Ok(Verified::Replaced);
         }
+        self.held.changed(&id, super::Change::Removed);
         self.metrics.corrupt_quarantined();
         tracing::warn!(chunk = %id, %actual, quarantined = %dest.display(), "scrub: corrupt chunk quarantined");
         Err(ChunkError::Corrupt { id, actual })
