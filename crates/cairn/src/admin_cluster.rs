@@ -739,6 +739,8 @@ pub struct RebalancesResponse {
     /// Moves in progress in the whole cluster (published lists may be capped; this is not).
     pub in_progress: usize,
     pub moves: Vec<Move>,
+    /// The rebalance plan: moves by state, bytes, rate, ETA, every partition's move.
+    pub plan: cairn_cluster::rebalance::PlanStatus,
 }
 
 pub(crate) fn rebalances(s: &AdminState) -> RebalancesResponse {
@@ -760,15 +762,18 @@ pub(crate) fn rebalances(s: &AdminState) -> RebalancesResponse {
         }
     }
     moves.sort_by_key(|m| m.partition);
+    let plan = crate::admin_rebalance::plan_status(s, &moves);
     RebalancesResponse {
         layout_version: c.view.layout().map_or(0, |l| l.version),
         in_progress,
         moves,
+        plan,
     }
 }
 
 /// Replica moves the partition leaders are making now to match the layout (each leader
-/// publishes its own in gossip).
+/// publishes its own in gossip), and the rebalance plan's status (this node's copy of the
+/// system group): moves planned / moving / done / cancelled, bytes, rate, ETA.
 #[utoipa::path(get, path = "/admin/rebalances", tag = "admin",
     responses((status = 401, description = "No or invalid token", body = crate::openapi::ApiError), (status = 503, description = "The cluster catalog cannot be read now (no leader)", body = crate::openapi::ApiError), (status = 200, body = RebalancesResponse)),
     security(("bearer" = [])))]

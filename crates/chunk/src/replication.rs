@@ -414,6 +414,79 @@ impl ReplicatedChunks {
     }
 }
 
+impl ReplicatedChunks {
+    /// Makes sure `target` holds every chunk of `ids` (a rebalance moving a partition to a new
+    /// holder): asks it which it has, and sends each missing one from this node's store or,
+    /// failing that, from the first of `sources` that serves a verified copy. Returns the bytes
+    /// sent. Stops at the first chunk it cannot place (`Unavailable` when `target` did not
+    /// answer or refused it, `Lost` when no source could serve it); the caller retries later.
+    pub async fn ensure_copies(
+        &self,
+        ids: &[ChunkId],
+        target: &Replica,
+        sources: &[Replica],
+    ) -> Result<u64, ChunkError> {
+        let Some(first) = ids.first().copied() else {
+            return Ok(0);
+        };
+        let unavailable = |id: ChunkId, e: ReplicaError| ChunkError::Unavailable {
+            id,
+            acked: 0,
+            required: 1,
+            errors: vec![e],
+        };
+        let node = target.node_id.as_str();
+        let channel = self.peers.channel(&target.rpc_addr).map_err(|e| {
+            unavailable(
+                first,
+                ReplicaError::Unreachable {
+                    node: node.to_string(),
+                    message: e.to_string(),
+                },
+            )
+        })?;
+        let mut client = ChunkServiceClient::new(channel);
+        let mut req = Request::new(cairn_rpc::pb::ChunkIds {
+            ids: ids.iter().map(|id| id.0.to_vec()).collect(),
+        });
+        req.set_timeout(RPC_TIMEOUT);
+        let present = cairn_rpc::deadline(RPC_TIMEOUT, client.has_chunks(req))
+            .await
+            .map_err(|s| unavailable(first, status_error(node, &s)))?
+            .into_inner()
+            .present;
+        let mut sent = 0u64;
+        for (i, id) in ids.iter().copied().enumerate() {
+            if present.get(i).copied().unwrap_or(false) {
+                continue;
+            }
+            let data = match self.local.get(&id).await {
+                Ok(b) => b,
+                Err(_) => {
+                    let mut found = None;
+                    let mut errors = Vec::new();
+                    for src in sources.iter().filter(|r| r.node_id != target.node_id) {
+                        match self.get_remote(src, id).await {
+                            Ok(b) => {
+                                found = Some(b);
+                                break;
+                            }
+                            Err(e) => errors.push(e),
+                        }
+                    }
+                    found.ok_or(ChunkError::Lost { id, errors })?
+                }
+            };
+            let len = data.len() as u64;
+            Self::put_remote(self.peers.clone(), target.clone(), id, data)
+                .await
+                .map_err(|e| unavailable(id, e))?;
+            sent += len;
+        }
+        Ok(sent)
+    }
+}
+
 /// Sort key of a health verdict: up first, down last.
 fn health_rank(h: NodeHealth) -> u8 {
     h as u8

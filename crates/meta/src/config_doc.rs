@@ -141,6 +141,13 @@ pub const SETTINGS: &[Setting] = &[
         help: "S3 requests handled at once per node (unset: S3_MAX_INFLIGHT of each node)",
         kind: Kind::Count,
     },
+    Setting {
+        name: "rebalance.max_moves",
+        apply: ApplyMode::Cluster,
+        optional: true,
+        help: "partition replica moves in flight cluster-wide during a rebalance (unset: 2)",
+        kind: Kind::Count,
+    },
 ];
 
 /// The setting called `name`.
@@ -243,6 +250,7 @@ pub fn get(c: &ClusterConfig, name: &str) -> Result<Option<ConfigValue>, ConfigE
         "uploads.expiry_secs" => int(c.upload_expiry_secs),
         "limits.s3_max_connections" => int(c.s3_max_connections),
         "limits.s3_max_inflight" => int(c.s3_max_inflight),
+        "rebalance.max_moves" => int(c.rebalance_max_moves),
         other => unreachable_setting(other)?,
     })
 }
@@ -339,6 +347,7 @@ pub fn set(
             "uploads.expiry_secs" => c.upload_expiry_secs = None,
             "limits.s3_max_connections" => c.s3_max_connections = None,
             "limits.s3_max_inflight" => c.s3_max_inflight = None,
+            "rebalance.max_moves" => c.rebalance_max_moves = None,
             other => return unreachable_setting(other),
         }
         return Ok(());
@@ -354,6 +363,7 @@ pub fn set(
                 "uploads.expiry_secs" => c.upload_expiry_secs = Some(n),
                 "limits.s3_max_connections" => c.s3_max_connections = Some(narrow(name, n)?),
                 "limits.s3_max_inflight" => c.s3_max_inflight = Some(narrow(name, n)?),
+                "rebalance.max_moves" => c.rebalance_max_moves = Some(narrow(name, n)?),
                 other => return unreachable_setting(other),
             }
         }
@@ -682,6 +692,7 @@ mod tests {
                     upload_expiry_secs: ue,
                     s3_max_connections: mc,
                     s3_max_inflight: mi,
+                    rebalance_max_moves: None,
                 }
             })
     }

@@ -300,6 +300,10 @@ pub struct ClusterConfig {
     pub s3_max_connections: Option<u32>,
     #[serde(default)]
     pub s3_max_inflight: Option<u32>,
+    /// Replica moves in flight cluster-wide (None: `rebalance::DEFAULT_MAX_MOVES`). Applied
+    /// by the partition leaders as they claim moves.
+    #[serde(default)]
+    pub rebalance_max_moves: Option<u32>,
 }
 
 impl ClusterConfig {

@@ -72,6 +72,8 @@ pub enum Query {
     },
     /// Usage of every bucket with objects in the partition.
     PartitionUsage,
+    /// The rebalance plan (system group).
+    RebalancePlan,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -99,6 +101,7 @@ pub enum QueryResult {
     // ---- appended ----
     Usage(crate::usage::BucketUsage),
     Usages(Vec<(String, crate::usage::BucketUsage)>),
+    RebalancePlan(crate::rebalance::RebalancePlan),
 }
 
 impl MetaStore {
@@ -173,6 +176,7 @@ impl MetaStore {
             }
             Query::BucketUsage { bucket } => QueryResult::Usage(self.bucket_usage(group, bucket)?),
             Query::PartitionUsage => QueryResult::Usages(self.partition_usage(group)?),
+            Query::RebalancePlan => QueryResult::RebalancePlan(self.rebalance_plan(group)?),
         })
     }
 }
