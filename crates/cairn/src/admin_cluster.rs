@@ -736,8 +736,12 @@ async fn audit_exec(s: &AdminState, actor: &Actor, out: &ExecResponse) {
 #[derive(Serialize, Deserialize, ToSchema, Clone, Debug)]
 pub struct RebalancesResponse {
     pub layout_version: u64,
-    /// Moves in progress in the whole cluster (published lists may be capped; this is not).
+    /// Moves not done yet in the whole cluster: the ones leaders report (published lists may
+    /// be capped; this count is not) plus the plan's planned and pending ones.
     pub in_progress: usize,
+    /// The moves leaders report (phases `catching_up`, `changing_voters`, `copying_chunks`),
+    /// then the plan's others (`planned`: waiting for a slot; `pending`: holds a slot, no
+    /// leader reports it now).
     pub moves: Vec<Move>,
     /// The rebalance plan: moves by state, bytes, rate, ETA, every partition's move.
     pub plan: cairn_cluster::rebalance::PlanStatus,
@@ -763,6 +767,11 @@ pub(crate) fn rebalances(s: &AdminState) -> RebalancesResponse {
     }
     moves.sort_by_key(|m| m.partition);
     let plan = crate::admin_rebalance::plan_status(s, &moves);
+    // Planned moves (and claimed ones no leader reports now) count as in progress too: data
+    // still has to move for them.
+    let reported = moves.len();
+    let moves = cairn_cluster::rebalance::with_planned(moves, &crate::admin_rebalance::local_plan(s));
+    in_progress += moves.len() - reported;
     RebalancesResponse {
         layout_version: c.view.layout().map_or(0, |l| l.version),
         in_progress,

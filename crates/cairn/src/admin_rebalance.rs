@@ -51,15 +51,18 @@ fn max_moves(s: &AdminState) -> usize {
     )
 }
 
-/// The status of this node's copy of the plan, with the moves in flight `live`.
-pub(crate) fn plan_status(s: &AdminState, live: &[Move]) -> PlanStatus {
-    let plan = s
-        .cluster
+/// This node's copy of the plan (empty when it cannot be read).
+pub(crate) fn local_plan(s: &AdminState) -> RebalancePlan {
+    s.cluster
         .registry
         .meta()
         .rebalance_plan(SYSTEM_GROUP)
-        .unwrap_or_default();
-    cairn_cluster::rebalance::plan_status(&plan, live, max_moves(s), now_ms())
+        .unwrap_or_default()
+}
+
+/// The status of this node's copy of the plan, with the moves in flight `live`.
+pub(crate) fn plan_status(s: &AdminState, live: &[Move]) -> PlanStatus {
+    cairn_cluster::rebalance::plan_status(&local_plan(s), live, max_moves(s), now_ms())
 }
 
 /// Proposes `cmd` as `actor`, then answers with the plan read through the system leader.

@@ -36,6 +36,11 @@ pub enum MovePhase {
     ChangingVoters,
     /// The new holders are sent the partition's referenced chunks they lack.
     CopyingChunks,
+    /// In the plan, waiting for a slot (or for resume); no leader works on it yet.
+    Planned,
+    /// Holds a slot in the plan, but no leader reports progress on it now (between two
+    /// attempts, or its leader changed).
+    Pending,
 }
 
 /// One partition's replica move.
@@ -313,6 +318,34 @@ pub fn plan_status(
     }
 }
 
+/// `live` (the moves leaders report) completed with the plan's unfinished moves that no
+/// leader reports (`Planned` or `Pending`), by partition: every move not done yet, so a check
+/// such as "is data still moving off node X" sees the planned ones too.
+pub fn with_planned(mut live: Vec<Move>, plan: &cairn_meta::rebalance::RebalancePlan) -> Vec<Move> {
+    use cairn_meta::rebalance::MoveState;
+    for m in plan.moves.values() {
+        if !m.state.active() || live.iter().any(|l| l.partition == m.partition) {
+            continue;
+        }
+        live.push(Move {
+            partition: m.partition,
+            node: m.node.clone().unwrap_or_default(),
+            from: m.from.clone(),
+            to: m.to.clone(),
+            phase: match m.state {
+                MoveState::Moving => MovePhase::Pending,
+                _ => MovePhase::Planned,
+            },
+            started_ms: m.started_ms,
+            chunks_total: 0,
+            chunks_done: 0,
+            bytes_moved: 0,
+        });
+    }
+    live.sort_by_key(|m| m.partition);
+    live
+}
+
 /// A gossiped value back into moves (None when absent or unreadable).
 pub fn parse_published(value: &str) -> Option<Published> {
     serde_json::from_str(value).ok()
@@ -427,6 +460,42 @@ mod tests {
         );
         assert_eq!((st.bytes_moved, st.bytes_total), (3_000, 3_000));
         assert_eq!(st.rate_bytes_per_sec, 250);
+    }
+
+    #[test]
+    fn planned_moves_join_the_reported_ones() {
+        use cairn_meta::model::LayoutRecord;
+        use cairn_meta::rebalance::RebalancePlan;
+        let l = |v: u64, parts: &[&[&str]]| LayoutRecord {
+            version: v,
+            replication: 2,
+            assignments: parts
+                .iter()
+                .map(|p| p.iter().map(|s| s.to_string()).collect())
+                .collect(),
+            created_ms: 0,
+        };
+        let mut plan = RebalancePlan::default();
+        plan.on_layout(
+            Some(&l(1, &[&["n1", "n2"], &["n1", "n2"], &["n1", "n2"], &["n1", "n2"]])),
+            &l(2, &[&["n1", "n3"], &["n1", "n3"], &["n1", "n3"], &["n1", "n2"]]),
+            0,
+        );
+        let from = vec!["n1".to_string(), "n2".to_string()];
+        let to = vec!["n1".to_string(), "n3".to_string()];
+        plan.start(0, "n1", &from, &to, 2, 1).unwrap();
+        plan.start(1, "n1", &from, &to, 2, 1).unwrap();
+        let all = with_planned(vec![mv(1)], &plan);
+        let phases: Vec<(u32, MovePhase)> = all.iter().map(|m| (m.partition, m.phase)).collect();
+        assert_eq!(
+            phases,
+            vec![
+                (0, MovePhase::Pending),
+                (1, MovePhase::CatchingUp),
+                (2, MovePhase::Planned)
+            ]
+        );
+        assert!(all[2].from.contains(&"n2".to_string()));
     }
 
     #[test]
