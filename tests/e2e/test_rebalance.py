@@ -144,9 +144,13 @@ def test_join_moves_within_the_bound_pauses_resumes_and_copies_chunks(make_clust
     while True:
         r = rebalances(n1)
         p = r["plan"]
-        active = [m for m in r["moves"] if m["phase"] not in ("planned",)]
+        # Leaders' reports come through gossip and may still show a move the plan already
+        # counts as done: the plan's states are the truth.
+        state = {m["partition"]: m["state"] for m in p["partitions"]}
+        active = [m for m in r["moves"]
+                  if m["phase"] != "planned" and state.get(m["partition"]) != "done"]
         most = max(most, p["moving"], len(active))
-        assert p["moving"] <= 1 and len(active) <= 1, r
+        assert p["moving"] <= 1 and len(active) <= 1, json.dumps(r, indent=1)
         if p["state"] == "done":
             break
         if not paused_once and p["done"] >= 1 and p["planned"] >= 1:
@@ -211,7 +215,7 @@ def test_cancel_keeps_planned_partitions_in_place(make_cluster):
     out = cli(n1, "rebalance", "cancel", "--json")
     after = json.loads(out.stdout)
     assert after["planned"] == 0 and after["cancelled"] == planned, after
-    assert after["state"] == "done", after
+    assert after["state"] == "paused" and after["moving"] == 0, after
     version = after["layout_version"]
     # The cancel's layout keeps every partition on its three voters: n4 holds nothing.
     wait_for("a layout without n4", lambda: "n4" not in placed(n1), cluster, timeout=15)

@@ -770,8 +770,9 @@ pub(crate) fn rebalances(s: &AdminState) -> RebalancesResponse {
     // Planned moves (and claimed ones no leader reports now) count as in progress too: data
     // still has to move for them.
     let reported = moves.len();
-    let moves = cairn_cluster::rebalance::with_planned(moves, &crate::admin_rebalance::local_plan(s));
-    in_progress += moves.len() - reported;
+    let (moves, _stale) =
+        cairn_cluster::rebalance::with_planned(moves, &crate::admin_rebalance::local_plan(s));
+    in_progress = (in_progress + moves.len()).saturating_sub(reported);
     RebalancesResponse {
         layout_version: c.view.layout().map_or(0, |l| l.version),
         in_progress,

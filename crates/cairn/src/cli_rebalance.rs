@@ -96,7 +96,7 @@ async fn status(admin: &AdminArgs, json: bool) -> anyhow::Result<()> {
 }
 
 /// `--follow`: a bar of bytes moved over the estimated total, with the move counts as its
-/// message, until the plan is done (or idle). Without a terminal, one summary line per change.
+/// message, until no move is planned or in flight. Without a terminal, one summary line per change.
 async fn follow_status(admin: &AdminArgs) -> anyhow::Result<()> {
     let tty = std::io::stderr().is_terminal();
     let bar = indicatif::ProgressBar::with_draw_target(
@@ -125,7 +125,7 @@ async fn follow_status(admin: &AdminArgs) -> anyhow::Result<()> {
             println!("{line}");
         }
         last = line;
-        if p.state == "done" || p.state == "idle" {
+        if p.planned == 0 && p.moving == 0 {
             bar.finish();
             print!("{}", render(p));
             return Ok(());

@@ -212,7 +212,8 @@ impl Moves {
 pub struct PlanStatus {
     /// The layout version the plan moves to (0: no plan yet).
     pub layout_version: u64,
-    /// `idle` (no plan yet), `running`, `paused` or `done` (every move done or cancelled).
+    /// `paused` (whatever is left), else `idle` (no plan yet), `running` or `done` (every
+    /// move done or cancelled).
     pub state: String,
     pub paused: bool,
     /// The cluster-wide bound on moves in flight (`rebalance.max_moves`).
@@ -291,12 +292,13 @@ pub fn plan_status(
         (false, 0) => None,
         (false, r) => Some(total.saturating_sub(moved) / r),
     };
-    let state = if plan.layout_version == 0 && plan.moves.is_empty() {
+    // Paused first: the operator's switch is what matters most while it is on.
+    let state = if plan.paused {
+        "paused"
+    } else if plan.layout_version == 0 && plan.moves.is_empty() {
         "idle"
     } else if finished {
         "done"
-    } else if plan.paused {
-        "paused"
     } else {
         "running"
     };
@@ -318,11 +320,24 @@ pub fn plan_status(
     }
 }
 
-/// `live` (the moves leaders report) completed with the plan's unfinished moves that no
-/// leader reports (`Planned` or `Pending`), by partition: every move not done yet, so a check
-/// such as "is data still moving off node X" sees the planned ones too.
-pub fn with_planned(mut live: Vec<Move>, plan: &cairn_meta::rebalance::RebalancePlan) -> Vec<Move> {
+/// `live` (the moves leaders report) reconciled with the plan, by partition: reports the plan
+/// shows ended after they started are dropped (gossip lags behind the plan), and the plan's
+/// unfinished moves no leader reports are added (`Planned` or `Pending`). The result is every
+/// move not done yet, so a check such as "is data still moving off node X" sees the planned
+/// ones too. Also returns how many reports were dropped.
+pub fn with_planned(
+    mut live: Vec<Move>,
+    plan: &cairn_meta::rebalance::RebalancePlan,
+) -> (Vec<Move>, usize) {
     use cairn_meta::rebalance::MoveState;
+    let before = live.len();
+    live.retain(|l| {
+        !plan
+            .moves
+            .get(&l.partition)
+            .is_some_and(|m| !m.state.active() && m.done_ms >= l.started_ms)
+    });
+    let dropped = before - live.len();
     for m in plan.moves.values() {
         if !m.state.active() || live.iter().any(|l| l.partition == m.partition) {
             continue;
@@ -343,7 +358,7 @@ pub fn with_planned(mut live: Vec<Move>, plan: &cairn_meta::rebalance::Rebalance
         });
     }
     live.sort_by_key(|m| m.partition);
-    live
+    (live, dropped)
 }
 
 /// A gossiped value back into moves (None when absent or unreadable).
@@ -477,15 +492,37 @@ mod tests {
         };
         let mut plan = RebalancePlan::default();
         plan.on_layout(
-            Some(&l(1, &[&["n1", "n2"], &["n1", "n2"], &["n1", "n2"], &["n1", "n2"]])),
-            &l(2, &[&["n1", "n3"], &["n1", "n3"], &["n1", "n3"], &["n1", "n2"]]),
+            Some(&l(
+                1,
+                &[&["n1", "n2"], &["n1", "n2"], &["n1", "n2"], &["n1", "n2"]],
+            )),
+            &l(
+                2,
+                &[&["n1", "n3"], &["n1", "n3"], &["n1", "n3"], &["n1", "n2"]],
+            ),
             0,
         );
         let from = vec!["n1".to_string(), "n2".to_string()];
         let to = vec!["n1".to_string(), "n3".to_string()];
         plan.start(0, "n1", &from, &to, 2, 1).unwrap();
         plan.start(1, "n1", &from, &to, 2, 1).unwrap();
-        let all = with_planned(vec![mv(1)], &plan);
+        // Partition 3 never moved in this plan; a stale report of an ended move is dropped.
+        plan.moves.insert(
+            3,
+            cairn_meta::rebalance::PlannedMove {
+                partition: 3,
+                from: from.clone(),
+                to: to.clone(),
+                state: cairn_meta::rebalance::MoveState::Done,
+                node: Some("n1".into()),
+                started_ms: 1,
+                done_ms: 9,
+                bytes: 0,
+            },
+        );
+        let stale = mv(3);
+        let (all, dropped) = with_planned(vec![mv(1), stale], &plan);
+        assert_eq!(dropped, 1);
         let phases: Vec<(u32, MovePhase)> = all.iter().map(|m| (m.partition, m.phase)).collect();
         assert_eq!(
             phases,
