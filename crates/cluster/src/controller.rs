@@ -685,6 +685,11 @@ async fn partitions_step(
             .membership()
             .clone();
         let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        if !voters.contains(&reg.node_id()) {
+            // A leader that moved itself out has stepped down (its metrics lag): the group's
+            // next leader continues, and no slot is claimed for a move this node cannot make.
+            continue;
+        }
         let target: BTreeSet<u64> = members.keys().copied().collect();
         let partition = p as u32;
         let entry = plan.moves.get(&partition);
@@ -787,6 +792,8 @@ async fn run_move(
         }
         view.moves()
             .set_phase(partition, crate::rebalance::MovePhase::ChangingVoters);
+        // Not `retain`: a leader kept as a learner would go on leading a group it no longer
+        // votes in (openraft lets a non-voter lead); dropped, it steps down once this commits.
         match raft.change_membership(target.clone(), false).await {
             Ok(_) => {
                 tracing::info!(voters = ?target, "partition replicas moved to match the layout")
@@ -812,6 +819,24 @@ async fn run_move(
         // A node without a chunk layer (tests): chunk sync is left to do it.
         None => 0,
     };
+    // Done with the old holders: drop the learners the voter change left behind.
+    let leftover: BTreeSet<u64> = raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .learner_ids()
+        .filter(|id| !target.contains(id))
+        .collect();
+    if !leftover.is_empty() {
+        if let Err(e) = raft
+            .change_membership(openraft::ChangeMembers::RemoveNodes(leftover.clone()), false)
+            .await
+        {
+            tracing::warn!(learners = ?leftover, error = %e, "dropping the former replicas failed; retrying");
+            return;
+        }
+    }
     let cmd = Command::RebalanceFinish {
         partition,
         reached: job.target_ids.clone(),
