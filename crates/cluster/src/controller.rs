@@ -830,7 +830,10 @@ async fn run_move(
         .collect();
     if !leftover.is_empty() {
         if let Err(e) = raft
-            .change_membership(openraft::ChangeMembers::RemoveNodes(leftover.clone()), false)
+            .change_membership(
+                openraft::ChangeMembers::RemoveNodes(leftover.clone()),
+                false,
+            )
             .await
         {
             tracing::warn!(learners = ?leftover, error = %e, "dropping the former replicas failed; retrying");

@@ -270,8 +270,9 @@ pub fn plan_status(
             MoveState::Cancelled => {}
         }
     }
-    if measured > 0 {
-        total += total / measured * c.planned as u64;
+    // Planned moves at the average of the measured ones (nothing to go by: 0).
+    if let Some(avg) = total.checked_div(measured) {
+        total += avg * c.planned as u64;
     }
     let total = total.max(moved);
     let finished = plan.finished();
