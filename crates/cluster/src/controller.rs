@@ -875,12 +875,14 @@ async fn copy_chunks(
         .filter(|id| !job.from_ids.contains(id) && **id != io.node_id())
         .filter_map(replica)
         .collect();
-    let sources: Vec<cairn_chunk::Replica> = job
+    let mut sources: Vec<cairn_chunk::Replica> = job
         .from_ids
         .iter()
         .chain(job.target_ids.iter())
         .filter_map(replica)
         .collect();
+    // Healthy holders first: a down old holder (a re-homed node) would only cost timeouts.
+    sources.sort_by_key(|r| r.health as u8);
     let before = view.moves().bytes_moved(job.partition);
     if new_holders.is_empty() {
         return Ok(before);
