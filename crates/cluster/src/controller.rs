@@ -698,6 +698,20 @@ async fn partitions_step(
             continue;
         }
         let voter_ids: Vec<String> = voters.iter().map(name_of).collect();
+        if in_flight && entry.and_then(|m| m.node.as_deref()) != Some(s.node_id.as_str()) {
+            // Taking over a move another leader started: the plan names who drives it now
+            // (a move in flight keeps its slot; this is never refused for the bound).
+            let cmd = Command::RebalanceStart {
+                partition,
+                node: s.node_id.clone(),
+                from: entry.map_or_else(|| voter_ids.clone(), |m| m.from.clone()),
+                to: replicas.clone(),
+                at_ms: now_ms(),
+            };
+            if let Err(e) = reg.propose(SYSTEM_GROUP, cmd).await {
+                tracing::debug!(group, error = %e, "taking over a partition move not recorded");
+            }
+        }
         if !in_flight {
             if plan.paused || slots_seen_free == 0 {
                 // Planned: waits for a slot (or for resume).

@@ -243,7 +243,9 @@ impl RebalancePlan {
     ) -> Result<(), StartRefused> {
         if let Some(m) = self.moves.get_mut(&p) {
             if m.state == MoveState::Moving {
+                // A takeover: who drives it changes; where it started and its slot do not.
                 m.node = Some(node.to_string());
+                m.to = to.to_vec();
                 return Ok(());
             }
         }
