@@ -694,7 +694,9 @@ async fn partitions_step(
         let partition = p as u32;
         let entry = plan.moves.get(&partition);
         let in_flight = entry.is_some_and(|m| m.state == cairn_meta::rebalance::MoveState::Moving);
-        if voters == target && !in_flight {
+        // A planned partition whose voters are already the target (moved without the plan)
+        // still needs its chunks copied: it claims a slot like any other.
+        if voters == target && !entry.is_some_and(|m| m.state.active()) {
             continue;
         }
         let voter_ids: Vec<String> = voters.iter().map(name_of).collect();
@@ -738,9 +740,10 @@ async fn partitions_step(
                 }
             }
         }
-        // The plan's starting voters hold the data; a fresh start recorded the voters now.
+        // The plan's starting voters hold the data; a fresh start recorded the voters now
+        // (unless they already were the target: then the plan's `from` still holds it).
         let from_ids = match entry {
-            Some(m) if in_flight => m.from.clone(),
+            Some(m) if in_flight || voters == target => m.from.clone(),
             _ => voter_ids.clone(),
         };
         moving.lock().insert(group);

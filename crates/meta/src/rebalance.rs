@@ -143,6 +143,10 @@ pub enum StartRefused {
     Paused,
     #[error("{0} moves are in flight (rebalance.max_moves)")]
     Busy(usize),
+    /// The partition's voters already are the target and its move has ended (the asker's
+    /// copy of the plan was behind).
+    #[error("partition {0} has nothing left to move")]
+    NothingToMove(u32),
 }
 
 fn same_set(a: &[String], b: &[String]) -> bool {
@@ -249,6 +253,9 @@ impl RebalancePlan {
                 return Ok(());
             }
         }
+        if same_set(from, to) && self.moves.get(&p).is_none_or(|m| !m.state.active()) {
+            return Err(StartRefused::NothingToMove(p));
+        }
         if self.paused {
             return Err(StartRefused::Paused);
         }
@@ -274,8 +281,11 @@ impl RebalancePlan {
             m.bytes = 0;
             m.done_ms = 0;
         }
-        // The voters are the truth of where the partition is now.
-        m.from = from.to_vec();
+        // The voters are the truth of where the partition is now; when they already are the
+        // target, the plan's `from` still says who holds the chunks to copy.
+        if !same_set(from, to) {
+            m.from = from.to_vec();
+        }
         m.to = to.to_vec();
         m.state = MoveState::Moving;
         m.node = Some(node.to_string());
@@ -598,6 +608,29 @@ mod tests {
         assert_eq!(plan.moves.len(), 1);
         assert_eq!(plan.moves[&0].from, v(&["a", "c"]));
         assert_eq!(plan.bytes_moved(), 0);
+    }
+
+    #[test]
+    fn a_planned_partition_already_on_its_target_still_gets_its_chunks_copied() {
+        let l1 = layout(1, &[&["a", "b"]]);
+        let l2 = layout(2, &[&["a", "c"]]);
+        let mut plan = RebalancePlan::default();
+        plan.on_layout(Some(&l1), &l2, 0);
+        // The voters got there without the plan (a leader of an older release): the slot is
+        // still granted, for the chunk copies.
+        let ac = v(&["a", "c"]);
+        assert!(plan.start(0, "a", &ac, &ac, 1, 1).is_ok());
+        assert_eq!(plan.moves[&0].new_holders(), v(&["c"]));
+        plan.finish(0, &ac, 10, 2);
+        // Asked again from a stale copy of the plan: nothing left, and the record is kept.
+        assert_eq!(
+            plan.start(0, "a", &ac, &ac, 1, 3),
+            Err(StartRefused::NothingToMove(0))
+        );
+        assert_eq!(
+            (plan.moves[&0].state, plan.moves[&0].bytes),
+            (MoveState::Done, 10)
+        );
     }
 
     #[test]
