@@ -60,6 +60,7 @@ pub fn router(state: AdminState) -> Router {
         .merge(crate::admin_cluster::routes())
         .merge(crate::admin_workers::routes())
         .merge(crate::admin_heal::routes())
+        .merge(crate::admin_rebalance::routes())
         .layer(axum::middleware::from_fn_with_state(
             keys,
             crate::admin_auth::authenticate,

@@ -736,9 +736,15 @@ async fn audit_exec(s: &AdminState, actor: &Actor, out: &ExecResponse) {
 #[derive(Serialize, Deserialize, ToSchema, Clone, Debug)]
 pub struct RebalancesResponse {
     pub layout_version: u64,
-    /// Moves in progress in the whole cluster (published lists may be capped; this is not).
+    /// Moves not done yet in the whole cluster: the ones leaders report (published lists may
+    /// be capped; this count is not) plus the plan's planned and pending ones.
     pub in_progress: usize,
+    /// The moves leaders report (phases `catching_up`, `changing_voters`, `copying_chunks`),
+    /// then the plan's others (`planned`: waiting for a slot; `pending`: holds a slot, no
+    /// leader reports it now).
     pub moves: Vec<Move>,
+    /// The rebalance plan: moves by state, bytes, rate, ETA, every partition's move.
+    pub plan: cairn_cluster::rebalance::PlanStatus,
 }
 
 pub(crate) fn rebalances(s: &AdminState) -> RebalancesResponse {
@@ -760,15 +766,24 @@ pub(crate) fn rebalances(s: &AdminState) -> RebalancesResponse {
         }
     }
     moves.sort_by_key(|m| m.partition);
+    let plan = crate::admin_rebalance::plan_status(s, &moves);
+    // Planned moves (and claimed ones no leader reports now) count as in progress too: data
+    // still has to move for them.
+    let reported = moves.len();
+    let (moves, _stale) =
+        cairn_cluster::rebalance::with_planned(moves, &crate::admin_rebalance::local_plan(s));
+    in_progress = (in_progress + moves.len()).saturating_sub(reported);
     RebalancesResponse {
         layout_version: c.view.layout().map_or(0, |l| l.version),
         in_progress,
         moves,
+        plan,
     }
 }
 
 /// Replica moves the partition leaders are making now to match the layout (each leader
-/// publishes its own in gossip).
+/// publishes its own in gossip), and the rebalance plan's status (this node's copy of the
+/// system group): moves planned / moving / done / cancelled, bytes, rate, ETA.
 #[utoipa::path(get, path = "/admin/rebalances", tag = "admin",
     responses((status = 401, description = "No or invalid token", body = crate::openapi::ApiError), (status = 503, description = "The cluster catalog cannot be read now (no leader)", body = crate::openapi::ApiError), (status = 200, body = RebalancesResponse)),
     security(("bearer" = [])))]

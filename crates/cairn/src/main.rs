@@ -6,11 +6,13 @@ mod admin_cluster;
 mod admin_config;
 mod admin_heal;
 mod admin_keys;
+mod admin_rebalance;
 mod admin_workers;
 mod cli;
 mod cli_cluster;
 mod cli_config;
 mod cli_node;
+mod cli_rebalance;
 mod config_live;
 mod datadir;
 mod files;
@@ -61,6 +63,9 @@ enum Command {
     Config(cli_config::ConfigCommand),
     /// The audit log of cluster changes (who, when, what).
     Audit(cli_config::AuditArgs),
+    /// Replica moves after a join or a layout change: status (--follow), pause, resume, cancel.
+    #[command(subcommand)]
+    Rebalance(cli_rebalance::RebalanceCommand),
     /// Buckets and their usage through the management API: ls, info, usage.
     #[command(subcommand)]
     Bucket(cli_cluster::BucketCommand),
@@ -92,6 +97,7 @@ fn main() -> anyhow::Result<()> {
         Command::Token(cmd) => user_facing(runtime.block_on(cli::token(cmd))),
         Command::Key(cmd) => user_facing(runtime.block_on(cli::key(cmd))),
         Command::Config(cmd) => user_facing(runtime.block_on(cli_config::config(cmd))),
+        Command::Rebalance(cmd) => user_facing(runtime.block_on(cli_rebalance::run(cmd))),
         Command::Audit(a) => user_facing(runtime.block_on(cli_config::audit(a))),
         Command::Bucket(cmd) => user_facing(runtime.block_on(cli_cluster::bucket(cmd))),
         Command::Mb(a) => user_facing(runtime.block_on(files::mb(a))),

@@ -104,6 +104,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         crate::admin_cluster::Api::openapi(),
         crate::admin_workers::Api::openapi(),
         crate::admin_heal::Api::openapi(),
+        crate::admin_rebalance::Api::openapi(),
     ] {
         doc.merge(part);
     }

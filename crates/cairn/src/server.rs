@@ -229,12 +229,6 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
     view.refresh(&registry);
     // Every background worker of the node runs in `workers` (statuses, pause/resume, metrics).
     let workers = cairn_worker::Workers::new(shutdown_rx.clone());
-    workers.spawn(cairn_cluster::controller::Controller::new(
-        settings.clone(),
-        registry.clone(),
-        view.clone(),
-        gossip.clone(),
-    ))?;
     let consistency = cairn_chunk::WriteConsistency::parse(&cfg.default_write_consistency)
         .context("DEFAULT_WRITE_CONSISTENCY")?;
     // Start-time settings: the cluster configuration's where it sets them, else this node's.
@@ -257,6 +251,16 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         cfg.partitions,
         effective.write_consistency,
     ));
+    // Partition moves copy chunks to the new holders through the chunk layer.
+    workers.spawn(
+        cairn_cluster::controller::Controller::new(
+            settings.clone(),
+            registry.clone(),
+            view.clone(),
+            gossip.clone(),
+        )
+        .with_chunks(io.clone()),
+    )?;
     let s3_limits = cairn_s3::S3Limits::new(
         effective.s3_max_connections as usize,
         effective.s3_max_inflight as usize,
@@ -355,6 +359,7 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
     scrub_metrics.register(&mut metrics);
     sync_metrics.register(&mut metrics);
     workers.register_metrics(&mut metrics);
+    view.moves().register_metrics(&mut metrics);
     if let Some(g) = &gossip {
         g.register_metrics(&mut metrics);
     }

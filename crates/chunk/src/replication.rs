@@ -519,6 +519,61 @@ impl ReplicatedChunks {
             })
             .collect())
     }
+
+    /// Makes sure `target` holds every chunk of `ids` (a rebalance moving a partition to a new
+    /// holder): asks it which it has, and sends each missing one from this node's store or,
+    /// failing that, from the first of `sources` that serves a verified copy. Returns the bytes
+    /// sent. Stops at the first chunk it cannot place (`Unavailable` when `target` did not
+    /// answer or refused it, `Lost` when no source could serve it); the caller retries later.
+    pub async fn ensure_copies(
+        &self,
+        ids: &[ChunkId],
+        target: &Replica,
+        sources: &[Replica],
+    ) -> Result<u64, ChunkError> {
+        let Some(first) = ids.first().copied() else {
+            return Ok(0);
+        };
+        let unavailable = |id: ChunkId, e: ReplicaError| ChunkError::Unavailable {
+            id,
+            acked: 0,
+            required: 1,
+            errors: vec![e],
+        };
+        let present = self
+            .held_by(target, ids)
+            .await
+            .map_err(|e| unavailable(first, e))?;
+        let mut sent = 0u64;
+        for (i, id) in ids.iter().copied().enumerate() {
+            if present.get(i).copied().unwrap_or(false) {
+                continue;
+            }
+            let data = match self.local.get(&id).await {
+                Ok(b) => b,
+                Err(_) => {
+                    let mut found = None;
+                    let mut errors = Vec::new();
+                    for src in sources.iter().filter(|r| r.node_id != target.node_id) {
+                        match self.get_remote(src, id).await {
+                            Ok(b) => {
+                                found = Some(b);
+                                break;
+                            }
+                            Err(e) => errors.push(e),
+                        }
+                    }
+                    found.ok_or(ChunkError::Lost { id, errors })?
+                }
+            };
+            let len = data.len() as u64;
+            Self::put_remote(self.peers.clone(), target.clone(), id, data)
+                .await
+                .map_err(|e| unavailable(id, e))?;
+            sent += len;
+        }
+        Ok(sent)
+    }
 }
 
 /// Sort key of a health verdict: up first, down last.

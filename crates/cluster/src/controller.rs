@@ -23,6 +23,7 @@ use cairn_raft::Registry;
 use cairn_rpc::pb::HeartbeatRequest;
 use openraft::BasicNode;
 use parking_lot::Mutex;
+use tracing::Instrument;
 
 use crate::control_client::{heartbeat, register_node, RetryPolicy};
 use crate::gossip::{Gossip, Health};
@@ -257,6 +258,8 @@ pub struct Controller {
     gossip: Option<Arc<Gossip>>,
     /// Partition groups whose replica move is in flight (on a spawned task).
     moving: Arc<Mutex<HashSet<u64>>>,
+    /// The chunk layer, through which moves copy a partition's chunks to its new holders.
+    chunks: Option<Arc<cairn_chunk::ReplicatedChunks>>,
     last_heartbeat: Option<Instant>,
     registered: bool,
     /// The layout settings of the configuration the layout was last checked against.
@@ -284,11 +287,19 @@ impl Controller {
             view,
             gossip,
             moving: Arc::default(),
+            chunks: None,
             last_heartbeat: None,
             registered: false,
             layout_inputs: None,
             published_moves: None,
         }
+    }
+
+    /// Lets partition moves copy chunks through `chunks` (without it a move is reported done
+    /// once the voters changed, and chunk sync alone fills the new holders).
+    pub fn with_chunks(mut self, chunks: Arc<cairn_chunk::ReplicatedChunks>) -> Self {
+        self.chunks = Some(chunks);
+        self
     }
 
     /// One pass of every controller.
@@ -319,7 +330,7 @@ impl Controller {
             // Leading again later starts from what the layout says.
             self.layout_inputs = None;
         }
-        partitions_step(s, reg, view, &self.moving).await;
+        partitions_step(s, reg, view, self.chunks.as_ref(), &self.moving).await;
         if let Some(g) = self.gossip.as_deref() {
             view.moves().publish(g, &mut self.published_moves);
         }
@@ -538,6 +549,16 @@ async fn layout_step(
             seen.clone_from(&inputs);
             return;
         }
+        // A cancelled rebalance's layout stands until the nodes to place change (or the
+        // settings do): recomputing now would plan the cancelled moves again.
+        let held = reg
+            .meta()
+            .rebalance_plan(SYSTEM_GROUP)
+            .is_ok_and(|p| p.holds(cur.version, &expected));
+        if held && !settings_changed {
+            seen.clone_from(&inputs);
+            return;
+        }
     }
     let Some(next) = compute_layout(
         &nodes,
@@ -577,15 +598,55 @@ async fn layout_step(
     }
 }
 
-/// Initialises partition groups at layout v1 and moves replicas to match the layout.
+/// Referenced chunks listed (and asked about) per batch when a move copies chunks.
+const COPY_BATCH: usize = 256;
+
+/// What a partition move needs besides the Raft handle (cloned into its task).
+struct MoveJob {
+    group: u64,
+    partition: u32,
+    raft: cairn_raft::RaftNode,
+    /// The layout's replicas (node id → Raft member) and ids, in layout order.
+    members: BTreeMap<u64, BasicNode>,
+    target_ids: Vec<String>,
+    /// Voters now, and where the plan says the move started (the holders of the data).
+    voters: BTreeSet<u64>,
+    from_ids: Vec<String>,
+}
+
+/// Initialises partition groups at layout v1, and on each partition's leader moves replicas
+/// to match the layout within the rebalance plan (`cairn_meta::rebalance`): a move starts only
+/// once the system group granted it a slot (`RebalanceStart`: refused while paused or at
+/// `rebalance.max_moves`), adds the new replicas as learners, changes the voters, copies the
+/// partition's chunks to the new holders, and only then reports it done (`RebalanceFinish`).
+/// A move in flight whose leader changed is continued by the new leader without a new slot.
 async fn partitions_step(
     s: &ClusterSettings,
     reg: &Arc<Registry>,
     view: &Arc<ClusterView>,
+    chunks: Option<&Arc<cairn_chunk::ReplicatedChunks>>,
     moving: &Arc<Mutex<HashSet<u64>>>,
 ) {
     let Some(layout) = view.layout() else { return };
     let nodes = view.nodes();
+    // This node's copy of the system group (possibly a little stale: the state machine has
+    // the last word on every slot, this only saves proposals that would be refused).
+    let plan = reg.meta().rebalance_plan(SYSTEM_GROUP).unwrap_or_default();
+    view.moves().set_plan_counts(plan.counts());
+    let max_moves = cairn_meta::rebalance::max_moves(
+        reg.meta()
+            .cluster_config(SYSTEM_GROUP)
+            .ok()
+            .flatten()
+            .as_ref(),
+    );
+    let mut slots_seen_free = max_moves.saturating_sub(plan.counts().moving);
+    let name_of = |id: &u64| {
+        nodes
+            .values()
+            .find(|n| n.raft_id == *id)
+            .map_or_else(|| id.to_string(), |n| n.node_id.clone())
+    };
     for (p, replicas) in layout.assignments.iter().enumerate() {
         let group = partition_group(p as u32);
         let members: BTreeMap<u64, BasicNode> = replicas
@@ -624,51 +685,247 @@ async fn partitions_step(
             .membership()
             .clone();
         let voters: BTreeSet<u64> = membership.voter_ids().collect();
-        let target: BTreeSet<u64> = members.keys().copied().collect();
-        if voters == target {
+        if !voters.contains(&reg.node_id()) {
+            // A leader that moved itself out has stepped down (its metrics lag): the group's
+            // next leader continues, and no slot is claimed for a move this node cannot make.
             continue;
         }
-        moving.lock().insert(group);
-        let moving = moving.clone();
-        let name_of = |id: &u64| {
-            nodes
-                .values()
-                .find(|n| n.raft_id == *id)
-                .map_or_else(|| id.to_string(), |n| n.node_id.clone())
-        };
+        let target: BTreeSet<u64> = members.keys().copied().collect();
         let partition = p as u32;
+        let entry = plan.moves.get(&partition);
+        let in_flight = entry.is_some_and(|m| m.state == cairn_meta::rebalance::MoveState::Moving);
+        // A planned partition whose voters are already the target (moved without the plan)
+        // still needs its chunks copied: it claims a slot like any other.
+        if voters == target && !entry.is_some_and(|m| m.state.active()) {
+            continue;
+        }
+        let voter_ids: Vec<String> = voters.iter().map(name_of).collect();
+        if in_flight && entry.and_then(|m| m.node.as_deref()) != Some(s.node_id.as_str()) {
+            // Taking over a move another leader started: the plan names who drives it now
+            // (a move in flight keeps its slot; this is never refused for the bound).
+            let cmd = Command::RebalanceStart {
+                partition,
+                node: s.node_id.clone(),
+                from: entry.map_or_else(|| voter_ids.clone(), |m| m.from.clone()),
+                to: replicas.clone(),
+                at_ms: now_ms(),
+            };
+            if let Err(e) = reg.propose(SYSTEM_GROUP, cmd).await {
+                tracing::debug!(group, error = %e, "taking over a partition move not recorded");
+            }
+        }
+        if !in_flight {
+            if plan.paused || slots_seen_free == 0 {
+                // Planned: waits for a slot (or for resume).
+                continue;
+            }
+            let cmd = Command::RebalanceStart {
+                partition,
+                node: s.node_id.clone(),
+                from: voter_ids.clone(),
+                to: replicas.clone(),
+                at_ms: now_ms(),
+            };
+            match reg.propose(SYSTEM_GROUP, cmd).await {
+                Ok(cairn_meta::Response::Done) => slots_seen_free -= 1,
+                Ok(cairn_meta::Response::Refused(e)) => {
+                    tracing::debug!(group, reason = %e, "partition move waits for a slot");
+                    slots_seen_free = 0;
+                    continue;
+                }
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::debug!(group, error = %e, "partition move slot not granted");
+                    continue;
+                }
+            }
+        }
+        // The plan's starting voters hold the data; a fresh start recorded the voters now
+        // (unless they already were the target: then the plan's `from` still holds it).
+        let from_ids = match entry {
+            Some(m) if in_flight || voters == target => m.from.clone(),
+            _ => voter_ids.clone(),
+        };
+        moving.lock().insert(group);
         view.moves().start(crate::rebalance::Move {
             partition,
             node: s.node_id.clone(),
-            from: voters.iter().map(name_of).collect(),
+            from: from_ids.clone(),
             to: replicas.clone(),
-            phase: crate::rebalance::MovePhase::CatchingUp,
+            phase: if voters == target {
+                crate::rebalance::MovePhase::CopyingChunks
+            } else {
+                crate::rebalance::MovePhase::CatchingUp
+            },
             started_ms: now_ms(),
+            chunks_total: 0,
+            chunks_done: 0,
+            bytes_moved: 0,
         });
-        let view = view.clone();
-        tokio::spawn(async move {
-            for (id, node) in &members {
-                if voters.contains(id) {
-                    continue;
-                }
-                // Blocking: returns once the learner has caught up with the log.
-                if let Err(e) = raft.add_learner(*id, node.clone(), true).await {
-                    tracing::warn!(group, learner = id, error = %e, "adding partition learner failed");
-                    moving.lock().remove(&group);
-                    view.moves().finish(partition);
-                    return;
-                }
+        let job = MoveJob {
+            group,
+            partition,
+            raft,
+            members,
+            target_ids: replicas.clone(),
+            voters,
+            from_ids,
+        };
+        let (reg, view, moving) = (reg.clone(), view.clone(), moving.clone());
+        let chunks = chunks.cloned();
+        let span = tracing::info_span!("partition_move", group, partition);
+        tokio::spawn(
+            async move {
+                run_move(&reg, &view, chunks.as_deref(), &job).await;
+                moving.lock().remove(&job.group);
+                view.moves().finish(job.partition);
             }
-            view.moves()
-                .set_phase(partition, crate::rebalance::MovePhase::ChangingVoters);
-            match raft.change_membership(target.clone(), false).await {
-                Ok(_) => {
-                    tracing::info!(group, voters = ?target, "partition replicas moved to match the layout")
-                }
-                Err(e) => tracing::warn!(group, error = %e, "partition membership change failed"),
-            }
-            moving.lock().remove(&group);
-            view.moves().finish(partition);
-        });
+            .instrument(span),
+        );
     }
+}
+
+/// One partition move, on the partition's leader: learners, voters, chunks, then the report.
+/// Any failure leaves the move in flight in the plan (it keeps its slot); the next controller
+/// pass (here, or on a new leader) continues it.
+async fn run_move(
+    reg: &Registry,
+    view: &ClusterView,
+    chunks: Option<&cairn_chunk::ReplicatedChunks>,
+    job: &MoveJob,
+) {
+    let (partition, raft) = (job.partition, &job.raft);
+    let target: BTreeSet<u64> = job.members.keys().copied().collect();
+    if job.voters != target {
+        for (id, node) in &job.members {
+            if job.voters.contains(id) {
+                continue;
+            }
+            // Blocking: returns once the learner has caught up with the log.
+            if let Err(e) = raft.add_learner(*id, node.clone(), true).await {
+                tracing::warn!(learner = id, error = %e, "adding partition learner failed");
+                return;
+            }
+        }
+        view.moves()
+            .set_phase(partition, crate::rebalance::MovePhase::ChangingVoters);
+        // Not `retain`: a leader kept as a learner would go on leading a group it no longer
+        // votes in (openraft lets a non-voter lead); dropped, it steps down once this commits.
+        match raft.change_membership(target.clone(), false).await {
+            Ok(_) => {
+                tracing::info!(voters = ?target, "partition replicas moved to match the layout")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "partition membership change failed");
+                return;
+            }
+        }
+    }
+    view.moves()
+        .set_phase(partition, crate::rebalance::MovePhase::CopyingChunks);
+    // Old holders keep their copies (and serve reads through read fallback) until this is
+    // done: a move is done only when every new holder has every referenced chunk.
+    let bytes = match chunks {
+        Some(io) => match copy_chunks(reg, view, io, job).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "copying the partition's chunks to its new holders failed; retrying");
+                return;
+            }
+        },
+        // A node without a chunk layer (tests): chunk sync is left to do it.
+        None => 0,
+    };
+    // Done with the old holders: drop the learners the voter change left behind.
+    let leftover: BTreeSet<u64> = raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .learner_ids()
+        .filter(|id| !target.contains(id))
+        .collect();
+    if !leftover.is_empty() {
+        if let Err(e) = raft
+            .change_membership(
+                openraft::ChangeMembers::RemoveNodes(leftover.clone()),
+                false,
+            )
+            .await
+        {
+            tracing::warn!(learners = ?leftover, error = %e, "dropping the former replicas failed; retrying");
+            return;
+        }
+    }
+    let cmd = Command::RebalanceFinish {
+        partition,
+        reached: job.target_ids.clone(),
+        bytes,
+        at_ms: now_ms(),
+    };
+    match reg.propose(SYSTEM_GROUP, cmd).await {
+        Ok(_) => tracing::info!(bytes, "partition move done"),
+        Err(e) => tracing::warn!(error = %e, "partition move done but not recorded; retrying"),
+    }
+}
+
+/// Sends every chunk referenced in `job`'s partition to each new holder that lacks it (from
+/// this node's store or an old holder). Returns the bytes sent in this attempt plus those an
+/// earlier attempt on this node sent.
+async fn copy_chunks(
+    reg: &Registry,
+    view: &ClusterView,
+    io: &cairn_chunk::ReplicatedChunks,
+    job: &MoveJob,
+) -> Result<u64, cairn_chunk::ChunkError> {
+    let nodes = view.nodes();
+    let replica = |id: &String| {
+        nodes.get(id).map(|n| cairn_chunk::Replica {
+            node_id: id.clone(),
+            rpc_addr: n.rpc_addr.clone(),
+            health: n.health,
+        })
+    };
+    let new_holders: Vec<cairn_chunk::Replica> = job
+        .target_ids
+        .iter()
+        .filter(|id| !job.from_ids.contains(id) && **id != io.node_id())
+        .filter_map(replica)
+        .collect();
+    let mut sources: Vec<cairn_chunk::Replica> = job
+        .from_ids
+        .iter()
+        .chain(job.target_ids.iter())
+        .filter_map(replica)
+        .collect();
+    // Healthy holders first: a down old holder (a re-homed node) would only cost timeouts.
+    sources.sort_by_key(|r| r.health as u8);
+    let before = view.moves().bytes_moved(job.partition);
+    if new_holders.is_empty() {
+        return Ok(before);
+    }
+    let mut ids = Vec::new();
+    let mut cursor = None;
+    loop {
+        let batch = reg
+            .meta()
+            .referenced_chunks(job.group, cursor.as_ref(), COPY_BATCH)?;
+        cursor = batch.last().copied();
+        let more = batch.len() == COPY_BATCH;
+        ids.extend(batch);
+        if !more {
+            break;
+        }
+    }
+    let total = (ids.len() * new_holders.len()) as u64;
+    let mut done = 0u64;
+    view.moves().progress(job.partition, total, 0, 0);
+    for batch in ids.chunks(COPY_BATCH) {
+        for target in &new_holders {
+            let sent = io.ensure_copies(batch, target, &sources).await?;
+            done += batch.len() as u64;
+            view.moves().progress(job.partition, total, done, sent);
+        }
+    }
+    Ok(view.moves().bytes_moved(job.partition))
 }

@@ -236,6 +236,37 @@ pub enum Command {
         node: u64,
         created_ms: i64,
     },
+
+    // ---- system group: the rebalance plan (appended; see `crate::rebalance`) ----
+    /// A partition leader (`node`) claims a slot to move `partition` from its voters `from` to
+    /// `to`; refused while the plan is paused or `rebalance.max_moves` moves are in flight (a
+    /// move already in flight is taken over).
+    RebalanceStart {
+        partition: u32,
+        node: String,
+        from: Vec<String>,
+        to: Vec<String>,
+        at_ms: i64,
+    },
+    /// The move of `partition` reached voters `reached` and its new holders hold every
+    /// referenced chunk (`bytes` copied): done, or planned again if the target changed.
+    RebalanceFinish {
+        partition: u32,
+        reached: Vec<String>,
+        bytes: u64,
+        at_ms: i64,
+    },
+    /// Pauses (no move starts) or resumes the rebalance.
+    SetRebalancePaused {
+        paused: bool,
+        at_ms: i64,
+    },
+    /// Drops the planned moves: writes a layout keeping them in place and holds it while the
+    /// nodes a layout should place are `expected`.
+    CancelRebalance {
+        expected: Vec<String>,
+        at_ms: i64,
+    },
 }
 
 /// A change to an existing access key.
@@ -299,6 +330,9 @@ pub enum CommandError {
     /// A configuration change refused; `field` names the setting (`message` includes it).
     #[error("{message}")]
     InvalidConfig { field: String, message: String },
+    /// A replica move may not start now (paused, or at `rebalance.max_moves`).
+    #[error("move not started: {0}")]
+    RebalanceRefused(String),
 }
 
 /// The result of applying one command.

@@ -155,6 +155,13 @@ pub const SETTINGS: &[Setting] = &[
         help: "scrub read rate per node in MB/s (unset: SCRUB_RATE_MBPS of each node, 0 = unlimited)",
         kind: Kind::Count,
     },
+    Setting {
+        name: "rebalance.max_moves",
+        apply: ApplyMode::Cluster,
+        optional: true,
+        help: "partition replica moves in flight cluster-wide during a rebalance (unset: 2)",
+        kind: Kind::Count,
+    },
 ];
 
 /// The setting called `name`.
@@ -259,6 +266,7 @@ pub fn get(c: &ClusterConfig, name: &str) -> Result<Option<ConfigValue>, ConfigE
         "limits.s3_max_inflight" => int(c.s3_max_inflight),
         "repair.rate_mbps" => int(c.repair_rate_mbps),
         "scrub.rate_mbps" => int(c.scrub_rate_mbps),
+        "rebalance.max_moves" => int(c.rebalance_max_moves),
         other => unreachable_setting(other)?,
     })
 }
@@ -357,6 +365,7 @@ pub fn set(
             "limits.s3_max_inflight" => c.s3_max_inflight = None,
             "repair.rate_mbps" => c.repair_rate_mbps = None,
             "scrub.rate_mbps" => c.scrub_rate_mbps = None,
+            "rebalance.max_moves" => c.rebalance_max_moves = None,
             other => return unreachable_setting(other),
         }
         return Ok(());
@@ -374,6 +383,7 @@ pub fn set(
                 "limits.s3_max_inflight" => c.s3_max_inflight = Some(narrow(name, n)?),
                 "repair.rate_mbps" => c.repair_rate_mbps = Some(n),
                 "scrub.rate_mbps" => c.scrub_rate_mbps = Some(n),
+                "rebalance.max_moves" => c.rebalance_max_moves = Some(narrow(name, n)?),
                 other => return unreachable_setting(other),
             }
         }

@@ -10,6 +10,7 @@ pub mod keys;
 pub mod model;
 pub mod placement;
 pub mod query;
+pub mod rebalance;
 pub mod secrets;
 pub mod store;
 pub mod usage;

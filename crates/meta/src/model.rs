@@ -306,6 +306,10 @@ pub struct ClusterConfig {
     pub repair_rate_mbps: Option<u64>,
     #[serde(default)]
     pub scrub_rate_mbps: Option<u64>,
+    /// Replica moves in flight cluster-wide (None: `rebalance::DEFAULT_MAX_MOVES`). Applied
+    /// by the partition leaders as they claim moves.
+    #[serde(default)]
+    pub rebalance_max_moves: Option<u32>,
 }
 
 impl ClusterConfig {

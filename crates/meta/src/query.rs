@@ -81,6 +81,8 @@ pub enum Query {
         boot_ms: i64,
         max: usize,
     },
+    /// The rebalance plan (system group).
+    RebalancePlan,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -110,6 +112,7 @@ pub enum QueryResult {
     Usages(Vec<(String, crate::usage::BucketUsage)>),
     /// (chunk, owner) reference pairs.
     RefOwners(Vec<(ChunkId, String)>),
+    RebalancePlan(crate::rebalance::RebalancePlan),
 }
 
 impl MetaStore {
@@ -193,6 +196,7 @@ impl MetaStore {
                     })
                     .collect(),
             ),
+            Query::RebalancePlan => QueryResult::RebalancePlan(self.rebalance_plan(group)?),
         })
     }
 }

@@ -49,7 +49,7 @@ const SM_META_INDEX: usize = 6;
 
 const OUTBOX_SEQ: &str = "outbox_seq";
 const CLUSTER_ID: &str = "cluster_id";
-const LAYOUT: &str = "layout";
+use crate::rebalance::LAYOUT;
 pub(crate) const CLUSTER_CONFIG: &str = "cluster_config";
 pub(crate) const AUDIT_SEQ: &str = "audit_seq";
 
@@ -405,15 +405,20 @@ impl MetaStore {
             Command::SetLayout { layout } => {
                 let mut meta = txn.open_table(SM_META)?;
                 let k = keys::sm_meta(group, LAYOUT);
-                let current: u64 = match meta.get(k.as_slice())? {
-                    Some(v) => decode::<LayoutRecord>(v.value())?.version,
-                    None => 0,
+                let previous: Option<LayoutRecord> = match meta.get(k.as_slice())? {
+                    Some(v) => Some(decode(v.value())?),
+                    None => None,
                 };
+                let current = previous.as_ref().map_or(0, |l| l.version);
                 if layout.version != current + 1 {
                     return Ok(Response::Refused(CommandError::StaleLayout(current)));
                 }
                 meta.insert(k.as_slice(), encode(layout)?.as_slice())?;
                 drop(meta);
+                // The partitions this layout moves become the rebalance plan.
+                let mut plan = Self::read_plan(txn, group)?;
+                plan.on_layout(previous.as_ref(), layout, layout.created_ms);
+                Self::write_plan(txn, group, &plan)?;
                 let nodes: std::collections::BTreeSet<&str> = layout
                     .assignments
                     .iter()
@@ -716,6 +721,10 @@ impl MetaStore {
                 outbox.retain_in(start.as_slice()..=end.as_slice(), |_, _| false)?;
                 Ok(Response::Done)
             }
+            Command::RebalanceStart { .. }
+            | Command::RebalanceFinish { .. }
+            | Command::SetRebalancePaused { .. }
+            | Command::CancelRebalance { .. } => self.apply_rebalance(txn, group, cmd),
             Command::SetNodeMaintenance { node_id, on, at_ms } => {
                 self.update_node(txn, group, node_id, *at_ms, |rec| {
                     let before = std::mem::replace(&mut rec.maintenance, *on);
