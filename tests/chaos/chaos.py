@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
+import logging
 import os
 import random
 import re
@@ -65,6 +67,11 @@ import cluster_util  # noqa: E402
 import netns_util  # noqa: E402
 from cluster_util import Cluster, cairn_bin, s3_client  # noqa: E402
 from e2e_util import admin_headers, chunk_files, rand_bytes  # noqa: E402
+
+# botocore's Expect: 100-continue handling makes urllib3 log a header-parsing warning with a
+# traceback for many uploads (harmless: the response is read correctly); keep the output
+# readable.
+logging.getLogger("urllib3.connection").setLevel(logging.ERROR)
 
 ALL_FAULTS = ("kill", "pause", "partition", "disk", "bitrot", "clock")
 MiB = 1 << 20
@@ -126,12 +133,12 @@ class KeyState:
 
     def acked(self, op: str, cid) -> None:
         self.possible = {cid}
-        self.history.append(f"{op}:{short(cid)}:ok")
+        self.history.append(f"{op}:{short(cid)}:ok@{time.strftime('%H:%M:%S')}")
 
     def unacked(self, op: str, cid, err: str) -> None:
         self.possible.add(cid)
         self.certain = False
-        self.history.append(f"{op}:{short(cid)}:?({err})")
+        self.history.append(f"{op}:{short(cid)}:?({err})@{time.strftime('%H:%M:%S')}")
 
 
 def short(cid) -> str:
@@ -232,7 +239,7 @@ class Config:
     repair_grace: int = 8
     workdir: Path | None = None
     keep: bool = False
-    heal_timeout: float = 240
+    heal_timeout: float = 180
 
 
 @dataclass
@@ -619,7 +626,7 @@ class Chaos:
             self.result.heal_s = wait_healed(c, self.cfg.heal_timeout)
             say(f"fully replicated {self.result.heal_s:.1f}s after the heal")
         except AssertionError as e:
-            self.fail(f"cluster did not heal: {e}")
+            self.fail(f"cluster did not heal: {e}{self.unfetchable()}")
         with self.lock:
             ledger = {k: (set(v.possible), v.certain, list(v.history))
                       for k, v in self.ledger.items()}
@@ -656,6 +663,34 @@ class Chaos:
         if lost:
             self.result.notes.append(f"cairn_chunk_lost_total summed over nodes: {lost:.0f} "
                                      f"(reads no replica could serve, during faults)")
+
+    def unfetchable(self) -> str:
+        """Chunks chunk sync keeps failing to fetch (referenced, on no replica), from the logs:
+        chunk -> the nodes looking for it and when they first logged it."""
+        seen: dict[str, dict] = {}
+        pat = re.compile(r"^(\S+) +WARN chunk sync could not fetch a missing chunk "
+                         r"chunk=(\w+)")
+        for nid, node in sorted(self.cluster.nodes.items()):
+            for line in node.log_text().splitlines():
+                m = pat.match(line)
+                if m:
+                    d = seen.setdefault(m.group(2), {"first": m.group(1), "nodes": set()})
+                    d["nodes"].add(nid)
+        if not seen:
+            return ""
+        parts = [f"{cid[:16]} (partition {int(cid[:16], 16) % 8}, sought by "
+                 f"{sorted(d['nodes'])} since {d['first']})"
+                 for cid, d in sorted(seen.items(), key=lambda x: x[1]["first"])]
+        return f"; chunk sync could not fetch, from any replica: {'; '.join(parts[-10:])}"
+
+    def dump_ledger(self, path: Path) -> None:
+        with self.lock:
+            data = {f"{b}/{k}": {"certain": st.certain,
+                                 "possible": [short(x) for x in st.possible],
+                                 "history": st.history}
+                    for (b, k), st in sorted(self.ledger.items())}
+        path.write_text(json.dumps({"seed": self.cfg.seed, "faults": self.result.faults,
+                                    "keys": data}, indent=1))
 
     def check_chunk_files(self, timeout: float = 90) -> None:
         """Every chunk file on every disk hashes to its name (bit rot repaired or collected);
@@ -716,6 +751,7 @@ class Chaos:
             finally:
                 self.stop.set()
                 self.teardown()
+                self.dump_ledger(workdir / "ledger.json")
         if ok and own_dir and not cfg.keep:
             shutil.rmtree(workdir, ignore_errors=True)
             self.result.workdir += " (removed)"
