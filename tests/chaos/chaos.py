@@ -3,7 +3,8 @@
 REPAIR_GRACE_SECS, GC_GRACE_SECS=1) under a mixed S3 workload while a seeded random schedule
 injects faults, then a heal and a full verification of every acknowledged write and delete.
 
-Faults (one at a time, each for a few seconds, seeded order, victims and durations):
+Faults (one at a time, each for a few seconds; every enabled kind once per round, in a seeded
+order, with seeded victims and durations):
 
 * ``kill``      kill -9 of a node, restart after 2 s .. 2 x REPAIR_GRACE_SECS (long ones are
                 re-homed and placed again when they return)
@@ -734,8 +735,12 @@ class Chaos:
                     t.start()
                 end = self.t0 + cfg.seconds
                 time.sleep(min(3, cfg.seconds))
+                bag: list[str] = []
                 while time.monotonic() < end and enabled:
-                    self.inject(self.rng.choice(enabled))
+                    if not bag:  # every enabled kind once per round, in a seeded order
+                        bag = list(enabled)
+                        self.rng.shuffle(bag)
+                    self.inject(bag.pop())
                     self._sleep(min(self.rng.uniform(2, 6), max(0, end - time.monotonic())))
                 self.stop.set()
                 for t in threads:
