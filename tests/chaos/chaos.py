@@ -557,17 +557,20 @@ class Chaos:
             self._sleep(secs)
             self.ballast.unlink(missing_ok=True)
         elif kind == "bitrot":
+            # A fixed number of draws, whatever is on disk: the rest of the schedule stays
+            # the seed's.
+            pick, where, secs = rng.random(), rng.random(), rng.uniform(1, 4)
             files = sorted(chunk_files(node.storage_path))
             if not files:
                 return
-            cid = rng.choice(files)
+            cid = files[int(pick * len(files))]
             path = node.storage_path / "chunks" / cid[:2] / cid[2:4] / cid
             try:
                 with open(path, "r+b") as f:
                     size = os.fstat(f.fileno()).st_size
                     if size == 0:
                         return
-                    off = rng.randrange(size)
+                    off = int(where * size)
                     f.seek(off)
                     b = f.read(1)
                     f.seek(off)
@@ -575,7 +578,7 @@ class Chaos:
             except FileNotFoundError:
                 return  # collected meanwhile
             self.fault_log(f"bitrot: flipped byte {off} of chunk {cid[:12]} on {nid}")
-            self._sleep(rng.uniform(1, 4))
+            self._sleep(secs)
         elif kind == "clock":
             secs = rng.uniform(8, 20)
             skew = rng.choice([-1, 1]) * rng.randint(30, 240)
