@@ -33,8 +33,10 @@ sys.path.insert(0, str(ROOT / "tests" / "chaos"))
 import cluster_util  # noqa: E402
 from chaos import healed, metric_sum  # noqa: E402
 from cluster_util import Cluster, cairn_bin  # noqa: E402
+from e2e_util import chunk_files, expected_chunk_ids  # noqa: E402
 
 MiB = 1 << 20
+CHUNK = 4 * MiB
 PORT_SHIFT = 440
 
 
@@ -65,16 +67,18 @@ def time_to_down(c: Cluster, victim: str, observer: str) -> tuple[float, float |
         time.sleep(0.05)
 
 
-def fill(c: Cluster, gib: float, obj_mib: int = 32) -> int:
+def fill(c: Cluster, gib: float, obj_mib: int = 32) -> tuple[int, set[str]]:
     n_obj = int(gib * 1024 / obj_mib)
     nodes = sorted(c.alive(), key=lambda n: n.node_id)
     c.node("n1").client(retries=3).create_bucket(Bucket="bench")
     errors: list[str] = []
+    ids: set[str] = set()
 
     def upload(w: int) -> None:
         cl = nodes[w % len(nodes)].client(retries=3, read_timeout=300)
         for i in range(w, n_obj, 4):
             body = os.urandom(obj_mib * MiB)  # distinct contents: no dedup
+            ids.update(expected_chunk_ids(body, CHUNK))
             try:
                 cl.put_object(Bucket="bench", Key=f"o{i:04d}", Body=body)
             except Exception as e:  # noqa: BLE001
@@ -90,7 +94,7 @@ def fill(c: Cluster, gib: float, obj_mib: int = 32) -> int:
         raise AssertionError(f"{len(errors)} uploads failed: {errors[:3]}")
     secs = time.monotonic() - t0
     say(f"wrote {n_obj} x {obj_mib} MiB in {secs:.1f}s ({n_obj * obj_mib / secs:.0f} MiB/s)")
-    return n_obj * obj_mib * MiB
+    return n_obj * obj_mib * MiB, ids
 
 
 def written(nodes) -> float:
@@ -102,26 +106,28 @@ def placed(node) -> set[str]:
     return {r for p in st["partitions"] for r in p["replicas"]}
 
 
-def repair_after_kill(c: Cluster, victim: str, timeout: float = 1800) -> dict:
+def repair_after_kill(c: Cluster, victim: str, ids: set[str], timeout: float = 1800) -> dict:
+    """RF 3 on the 3 survivors: repaired when each of them holds every chunk on disk and the
+    cluster says fully replicated with no move in flight."""
     survivors = [n for n in c.alive() if n.node_id != victim]
     obs = survivors[0]
     before = written(survivors)
+    missing0 = sum(len(ids - chunk_files(n.storage_path)) for n in survivors)
     c.node(victim).kill()
     t0 = time.monotonic()
-    out: dict = {}
-    last_bytes, last_change = before, t0
+    out: dict = {"missing_chunks": missing0}
     while True:
         now = time.monotonic()
         if "down" not in out and health_of(obs, victim) == "down":
             out["down"] = now - t0
         if "rehomed" not in out and placed(obs) and victim not in placed(obs):
             out["rehomed"] = now - t0
-        b = written(survivors)
-        if b != last_bytes:
-            last_bytes, last_change = b, now
-        if "rehomed" in out and now - last_change >= 6 and healed(c, survivors)[0]:
-            out["repaired"] = max(last_change, t0 + out["rehomed"]) - t0
-            out["bytes"] = last_bytes - before
+        if "rehomed" in out and "copied" not in out and \
+                all(ids <= chunk_files(n.storage_path) for n in survivors):
+            out["copied"] = now - t0
+        if "copied" in out and healed(c, survivors)[0]:
+            out["repaired"] = now - t0
+            out["bytes"] = written(survivors) - before
             return out
         if now - t0 > timeout:
             raise AssertionError(f"not repaired within {timeout}s: {healed(c, survivors)[1]}")
@@ -156,13 +162,18 @@ def main() -> int:
             for victim in ("n4", "n3", "n4"):
                 d, s = time_to_down(c, victim, "n1")
                 downs.append((d, s))
-                say(f"kill -9 {victim}: suspect after {s}, down after {d:.2f}s")
+                say(f"kill -9 {victim}: suspect after {s or 0:.2f}s, down after {d:.2f}s")
                 c.node(victim).start()
                 c.wait_converged(4, timeout=120)
-            stored = fill(c, a.gib)
+            stored, ids = fill(c, a.gib)
             c.wait_converged(4, timeout=60)
-            r = repair_after_kill(c, "n4")
-            rate = r["bytes"] / MiB / max(r["repaired"] - r["rehomed"], 1e-9)
+            # Every chunk on its 3 replicas before the kill.
+            deadline = time.monotonic() + 600
+            while sum(len(ids & chunk_files(n.storage_path)) for n in c.alive()) < 3 * len(ids):
+                assert time.monotonic() < deadline, "chunks never reached RF 3"
+                time.sleep(1)
+            r = repair_after_kill(c, "n4", ids)
+            rate = r["bytes"] / MiB / max(r["copied"] - r["rehomed"], 1e-9)
             say(f"repair: {r}")
             ddline = dd(wd / "dd.bin")
             say(f"dd: {ddline}")
@@ -178,9 +189,13 @@ def main() -> int:
                 ("data before the kill", f"{stored / 2**30:.2f} GiB of objects, RF 3, 4 nodes"),
                 ("kill -> down", f"{r['down']:.1f}s"),
                 (f"kill -> re-homed (REPAIR_GRACE_SECS={a.grace})", f"{r['rehomed']:.1f}s"),
-                ("kill -> fully replicated", f"{r['repaired']:.1f}s"),
-                ("bytes copied by the survivors", f"{r['bytes'] / 2**30:.2f} GiB"),
-                ("repair rate (re-homed -> fully replicated)", f"{rate:.0f} MiB/s"),
+                ("kill -> every chunk on the 3 survivors", f"{r['copied']:.1f}s"),
+                ("kill -> `fully replicated`, no move in flight, nothing missing",
+                 f"{r['repaired']:.1f}s"),
+                ("bytes written by the survivors (chunk copies)",
+                 f"{r['bytes'] / 2**30:.2f} GiB ({r['missing_chunks']} chunks of 4 MiB were "
+                 f"missing on them)"),
+                ("repair rate (re-homed -> every chunk copied)", f"{rate:.0f} MiB/s"),
                 ("dd bs=4M count=256 oflag=direct", ddline),
             ]
         finally:
