@@ -680,11 +680,12 @@ class Chaos:
                 if m:
                     d = seen.setdefault(m.group(2), {"first": m.group(1), "nodes": set()})
                     d["nodes"].add(nid)
+                    d["last"] = max(d.get("last", ""), m.group(1))
         if not seen:
             return ""
         parts = [f"{cid[:16]} (partition {int(cid[:16], 16) % 8}, sought by "
-                 f"{sorted(d['nodes'])} since {d['first']})"
-                 for cid, d in sorted(seen.items(), key=lambda x: x[1]["first"])]
+                 f"{sorted(d['nodes'])} from {d['first']} to {d['last']})"
+                 for cid, d in sorted(seen.items(), key=lambda x: x[1]["last"])]
         return f"; chunk sync could not fetch, from any replica: {'; '.join(parts[-10:])}"
 
     def dump_ledger(self, path: Path) -> None:
