@@ -205,13 +205,21 @@ def healed(cluster: Cluster, nodes=None) -> tuple[bool, str]:
     return True, ""
 
 
-def wait_healed(cluster: Cluster, timeout: float, nodes=None) -> float:
+def wait_healed(cluster: Cluster, timeout: float, nodes=None, stable: float = 0) -> float:
+    """Seconds until `healed` holds (and keeps holding for `stable` seconds: the missing-chunk
+    gauge is only as fresh as the last chunk-sync pass, every 5 s)."""
     t0 = time.monotonic()
+    since = None
     why = ""
     while time.monotonic() - t0 < timeout:
         ok, why = healed(cluster, nodes)
-        if ok:
-            return time.monotonic() - t0
+        now = time.monotonic()
+        if not ok:
+            since = None
+        elif since is None:
+            since = now
+        if since is not None and now - since >= stable:
+            return since - t0
         cluster.assert_no_crash()
         time.sleep(0.5)
     raise AssertionError(f"not fully replicated within {timeout:.0f}s: {why}")
@@ -627,7 +635,7 @@ class Chaos:
         n = len(c.nodes)
         c.wait_converged(n, timeout=120)
         try:
-            self.result.heal_s = wait_healed(c, self.cfg.heal_timeout)
+            self.result.heal_s = wait_healed(c, self.cfg.heal_timeout, stable=12)
             say(f"fully replicated {self.result.heal_s:.1f}s after the heal")
         except AssertionError as e:
             self.fail(f"cluster did not heal: {e}{self.unfetchable()}")
