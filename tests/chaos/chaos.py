@@ -271,7 +271,7 @@ class Result:
             k = f.split()[1].rstrip(":")
             if k != "heal":
                 kinds[k] = kinds.get(k, 0) + 1
-        lines = [f"seed {self.seed}: {len(self.faults)} faults {kinds}",
+        lines = [f"seed {self.seed}: {sum(kinds.values())} faults {kinds}",
                  f"ops: {acked} acknowledged, {unacked} not acknowledged "
                  f"{dict(sorted(self.ops.items()))}",
                  f"keys in the ledger: {self.keys}; heal to fully replicated: "

@@ -51,7 +51,7 @@ def test_short_chaos_run_loses_nothing_acknowledged(tmp_path):
     assert not res.failures, res.summary()
     acked = sum(v for k, v in res.ops.items() if k.endswith(":ok"))
     assert acked >= 50, f"the workload did too little: {res.ops}"
-    assert len(res.faults) >= 5, res.faults
+    assert len([f for f in res.faults if " heal:" not in f]) >= 5, res.faults
 
 
 def test_intents_of_a_killed_uploader_are_swept_where_it_holds_no_replica(tmp_path):
