@@ -32,6 +32,9 @@ command -v ip >/dev/null 2>&1 || missing_apt+=(iproute2)
 command -v nft >/dev/null 2>&1 || missing_apt+=(nftables)
 # The node-identity attacker tests speak raw gRPC over TLS with curl (HTTP/2, client certs).
 command -v curl >/dev/null 2>&1 || missing_apt+=(curl)
+# The chaos run skews one node's clock with libfaketime (LD_PRELOAD).
+[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || [ -e /usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1 ] \
+    || missing_apt+=(faketime)
 if [ "${#missing_apt[@]}" -gt 0 ]; then
     log "installing ${missing_apt[*]} (apt)"
     $SUDO apt-get update -q || die "apt-get update"

@@ -470,3 +470,23 @@ class Cluster:
             t.join()
         problems += self.panics()
         return problems
+
+
+class shifted_ports:
+    """Context manager: moves the cluster ports to PORT_BASE + `shift` (.. + 2) and restores
+    them on exit (for modules and scripts that run beside the other cluster suites)."""
+
+    def __init__(self, shift: int):
+        self.shift = shift
+        self.saved: tuple[int, int, int] | None = None
+
+    def __enter__(self) -> "shifted_ports":
+        global API_PORT, RPC_PORT, ADMIN_PORT
+        self.saved = (API_PORT, RPC_PORT, ADMIN_PORT)
+        base = PORT_BASE + self.shift
+        API_PORT, RPC_PORT, ADMIN_PORT = base, base + 1, base + 2
+        return self
+
+    def __exit__(self, *exc) -> None:
+        global API_PORT, RPC_PORT, ADMIN_PORT
+        API_PORT, RPC_PORT, ADMIN_PORT = self.saved
