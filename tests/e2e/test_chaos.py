@@ -10,8 +10,8 @@ Seed: $CAIRN_CHAOS_SEED (default 410); length: $CAIRN_CHAOS_SECONDS (default 120
 $CAIRN_CHAOS_FAULTS (default all: kill,pause,partition,disk,bitrot,clock). Ports:
 PORT_BASE + 410..412 (network namespace prefix cairnch410, subnet 10.232.160.0/24).
 
-The two other tests reproduce bugs the chaos runs found (docs/CHAOS.md, Findings); they fail
-until those are fixed."""
+The two other tests reproduce bugs the chaos runs found (docs/CHAOS.md, Findings) and guard
+their fixes."""
 
 from __future__ import annotations
 

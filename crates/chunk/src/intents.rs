@@ -134,7 +134,8 @@ impl Intent {
 
     /// Removes the intent from every reference set it was added to: for uploads that will
     /// never commit (failed, or refused by the state machine). Never call it after a commit
-    /// that may have applied. Best effort: what fails is left to GC's TTL sweep.
+    /// that may have applied. A removal that fails (the partition is out of reach) is retried
+    /// by every GC pass of this process.
     pub async fn release(&self) {
         self.covered.lock().clear();
         let chunks: Vec<ChunkId> = std::mem::take(&mut *self.chunks.lock())
@@ -152,11 +153,41 @@ impl Intent {
                 });
         }
         for (group, ops) in by_group {
-            if let Err(e) = self.registry.propose(group, Command::RefOps { ops }).await {
-                tracing::warn!(group, error = %e, "could not remove upload intents; GC removes them after the TTL");
+            if let Err(e) = self
+                .registry
+                .propose(group, Command::RefOps { ops: ops.clone() })
+                .await
+            {
+                tracing::warn!(group, error = %e, "could not remove upload intents yet; the next GC pass retries");
+                UNRELEASED.lock().push((group, ops));
             }
         }
     }
+}
+
+/// Removals of this process's intents that failed (the partition was out of reach when the
+/// upload gave up): retried by every sweep until they commit, so a failed upload's intents do
+/// not wait for the TTL.
+static UNRELEASED: Mutex<Vec<(u64, Vec<RefOp>)>> = Mutex::new(Vec::new());
+
+/// Retries the failed intent removals; returns how many intents were removed.
+async fn retry_unreleased(reg: &Registry) -> u64 {
+    let pending = std::mem::take(&mut *UNRELEASED.lock());
+    let mut removed = 0;
+    for (group, ops) in pending {
+        let n = ops.len() as u64;
+        match reg
+            .propose(group, Command::RefOps { ops: ops.clone() })
+            .await
+        {
+            Ok(_) => removed += n,
+            Err(e) => {
+                tracing::debug!(group, error = %e, "upload intents still not removable");
+                UNRELEASED.lock().push((group, ops));
+            }
+        }
+    }
+    removed
 }
 
 /// Removes the intents no upload can commit any more (see the module comment): those of earlier
@@ -166,7 +197,7 @@ impl Intent {
 pub async fn sweep(reg: &Registry) -> Result<u64, ChunkError> {
     let before = now_ms().saturating_sub(INTENT_TTL.as_millis() as i64);
     let (me, boot) = (reg.node_id(), *BOOT_MS);
-    let mut removed = 0;
+    let mut removed = retry_unreleased(reg).await;
     let mut fenced: BTreeSet<u64> = BTreeSet::new();
     for group in reg.groups() {
         // Asked of the group's leader, not read locally: the intents sit in the chunk's
