@@ -786,7 +786,7 @@ class Chaos:
         workdir = Path(cfg.workdir or tempfile.mkdtemp(prefix=f"cairn-chaos-{cfg.seed}-"))
         self.result.workdir = str(workdir)
         enabled = self.plan_faults()
-        ok = False
+        recorded = False
         with cluster_util.shifted_ports(cfg.port_shift):
             try:
                 self.start_cluster(workdir, enabled)
@@ -821,17 +821,22 @@ class Chaos:
                     t.join(timeout=90)
                 if any(t.is_alive() for t in threads):
                     self.fail("workload threads hung after the run")
+                recorded = True
                 self.fault_log("heal: every node running, network whole, disk freed")
                 self.heal_all()
                 self.verify()
-                self.check_linearizability(workdir)
-                ok = not self.result.failures
             except Exception as e:  # noqa: BLE001 - report, then tear down
                 self.fail(f"chaos run aborted: {type(e).__name__}: {e}")
             finally:
                 self.stop.set()
                 self.teardown()
                 self.dump_ledger(workdir / "ledger.json")
+        if recorded:  # the register history is complete: check it, whatever else happened
+            try:
+                self.check_linearizability(workdir)
+            except Exception as e:  # noqa: BLE001
+                self.fail(f"linearizability check aborted: {type(e).__name__}: {e}")
+        ok = not self.result.failures
         if ok and own_dir and not cfg.keep:
             shutil.rmtree(workdir, ignore_errors=True)
             self.result.workdir += " (removed)"
