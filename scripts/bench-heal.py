@@ -13,7 +13,7 @@
 
     CAIRN_BIN=target/release/cairn python3 scripts/bench-heal.py [--gib 2] [--grace 5]
 
-Ports: PORT_BASE + 440 .. 442 on 127.0.0.11-14. Prints a Markdown table for docs/CHAOS.md."""
+Ports: PORT_BASE + 440 .. 442 on 127.0.0.11-15. Prints a Markdown table for docs/CHAOS.md."""
 
 from __future__ import annotations
 
