@@ -6,15 +6,19 @@
    REPAIR_GRACE_SECS small and time until the cluster is fully replicated again (layout
    re-homed, no replica move in flight, no node missing a chunk, no chunk copy for 6 s): the
    bytes the survivors wrote meanwhile and the repair rate;
-3. raw disk throughput of the same file system: dd if=/dev/zero bs=4M count=256 oflag=direct.
+3. rebalance on join: a fresh 4-node cluster (RF 3) loaded the same way, a 5th node joins;
+   time from the join until `GET /admin/rebalances` reports the new layout's plan `done`, the
+   bytes the plan moved, and that rate as a fraction of the dd figure;
+4. raw disk throughput of the same file system: dd if=/dev/zero bs=4M count=256 oflag=direct.
 
     CAIRN_BIN=target/release/cairn python3 scripts/bench-heal.py [--gib 2] [--grace 5]
 
-Ports: PORT_BASE + 440 .. 442 on 127.0.0.11-14. Prints a Markdown table for docs/CHAOS.md."""
+Ports: PORT_BASE + 440 .. 442 on 127.0.0.11-15. Prints a Markdown table for docs/CHAOS.md."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
@@ -33,7 +37,7 @@ sys.path.insert(0, str(ROOT / "tests" / "chaos"))
 import cluster_util  # noqa: E402
 from chaos import healed, metric_sum  # noqa: E402
 from cluster_util import Cluster, cairn_bin  # noqa: E402
-from e2e_util import chunk_files, expected_chunk_ids  # noqa: E402
+from e2e_util import admin_headers, chunk_files, expected_chunk_ids  # noqa: E402
 
 MiB = 1 << 20
 CHUNK = 4 * MiB
@@ -134,6 +138,53 @@ def repair_after_kill(c: Cluster, victim: str, ids: set[str], timeout: float = 1
         time.sleep(0.5)
 
 
+def plan_of(node) -> dict | None:
+    """The rebalance plan as `GET /admin/rebalances` shows it (what `cairn rebalance status
+    --json` prints), or None when the node does not answer."""
+    import requests  # noqa: PLC0415
+
+    try:
+        r = requests.get(f"{node.admin_url}/admin/rebalances",
+                         headers=admin_headers("GET", "/admin/rebalances"), timeout=5)
+        return r.json()["plan"] if r.status_code == 200 else None
+    except (requests.RequestException, ValueError, KeyError):
+        return None
+
+
+def rebalance_on_join(c: Cluster, index: int, timeout: float = 1800) -> dict:
+    """Node `index` joins; seconds from the join until the plan of a newer layout than the one
+    before the join is `done`, and the bytes it moved (the plan's own figure)."""
+    obs = c.node("n1")
+    before = (plan_of(obs) or {}).get("layout_version", 0)
+    t0 = time.monotonic()
+    c.add_node(index, wait=False)
+    out: dict = {"layout_before": before}
+    while True:
+        p = plan_of(obs)
+        now = time.monotonic()
+        if p and p["layout_version"] > before:
+            if "planned" not in out and (p["planned"] or p["moving"] or p["done"]):
+                out["planned"] = now - t0
+            if p["state"] == "done" and p["done"] + p["cancelled"] > 0:
+                out.update(secs=now - t0, bytes=p["bytes_moved"], moves=p["done"],
+                           cancelled=p["cancelled"], plan_rate=p["rate_bytes_per_sec"],
+                           layout=p["layout_version"])
+                return out
+        assert c.node(f"n{index}").alive(), c.node(f"n{index}").log_tail(30)
+        if now - t0 > timeout:
+            raise AssertionError(f"rebalance not done within {timeout}s: "
+                                 f"{json.dumps({k: v for k, v in (p or {}).items() if k != 'partitions'})}")
+        time.sleep(0.5)
+
+
+def dd_mib_s(line: str) -> float | None:
+    m = re.search(r"([0-9.,]+) ([kMG]?B)/s", line)
+    if not m:
+        return None
+    v = float(m.group(1).replace(",", "."))
+    return v * {"kB": 1e3, "MB": 1e6, "GB": 1e9, "B": 1}[m.group(2)] / MiB
+
+
 def dd(path: Path) -> str:
     r = subprocess.run(["dd", "if=/dev/zero", f"of={path}", "bs=4M", "count=256",
                         "oflag=direct"], capture_output=True, text=True)
@@ -175,8 +226,31 @@ def main() -> int:
             r = repair_after_kill(c, "n4", ids)
             rate = r["bytes"] / MiB / max(r["copied"] - r["rehomed"], 1e-9)
             say(f"repair: {r}")
+        except BaseException:
+            c.teardown()
+            shutil.rmtree(wd, ignore_errors=True)
+            raise
+        problems = c.teardown()
+        # Rebalance: a fresh 4-node cluster with the same load, then n5 joins.
+        c = Cluster(wd / "rebalance", env=env)
+        try:
+            c.start(4, timeout=180)
+            c.wait_partition_leaders(60)
+            rb_stored, rb_ids = fill(c, a.gib)
+            c.wait_converged(4, timeout=60)
+            deadline = time.monotonic() + 600
+            while sum(len(rb_ids & chunk_files(n.storage_path)) for n in c.alive()) \
+                    < 3 * len(rb_ids):
+                assert time.monotonic() < deadline, "chunks never reached RF 3"
+                time.sleep(1)
+            rb = rebalance_on_join(c, 5)
+            say(f"rebalance: {rb}")
             ddline = dd(wd / "dd.bin")
             say(f"dd: {ddline}")
+            dd_rate = dd_mib_s(ddline)
+            rb_rate = rb["bytes"] / MiB / max(rb["secs"], 1e-9)
+            frac = f" = {rb_rate / dd_rate:.0%} of dd" if dd_rate else ""
+            rep_frac = f" = {rate / dd_rate:.0%} of dd" if dd_rate else ""
             mean = sum(d for d, _ in downs) / len(downs)
             rows = [
                 ("binary", f"{cairn_bin()}"),
@@ -195,11 +269,22 @@ def main() -> int:
                 ("bytes written by the survivors (chunk copies)",
                  f"{r['bytes'] / 2**30:.2f} GiB ({r['missing_chunks']} chunks of 4 MiB were "
                  f"missing on them)"),
-                ("repair rate (re-homed -> every chunk copied)", f"{rate:.0f} MiB/s"),
+                ("repair rate (re-homed -> every chunk copied)", f"{rate:.0f} MiB/s{rep_frac}"),
+                ("rebalance: data before the join",
+                 f"{rb_stored / 2**30:.2f} GiB of objects, RF 3, 4 nodes; n5 joins"),
+                ("join -> plan made (layout v{} -> v{})".format(rb["layout_before"],
+                                                                 rb["layout"]),
+                 f"{rb.get('planned', rb['secs']):.1f}s"),
+                ("join -> plan `done` (/admin/rebalances)",
+                 f"{rb['secs']:.1f}s ({rb['moves']} moves, {rb['cancelled']} cancelled)"),
+                ("bytes moved by the plan", f"{rb['bytes'] / 2**30:.2f} GiB"),
+                ("rebalance throughput (bytes moved / join -> done)",
+                 f"{rb_rate:.0f} MiB/s{frac} (the plan's own rate: "
+                 f"{rb['plan_rate'] / MiB:.0f} MiB/s)"),
                 ("dd bs=4M count=256 oflag=direct", ddline),
             ]
         finally:
-            problems = c.teardown()
+            problems += c.teardown()
             shutil.rmtree(wd, ignore_errors=True)
     if problems:
         print("cluster problems:\n" + "\n".join(problems), file=sys.stderr)

@@ -24,6 +24,10 @@ multipart uploads, overwrites, deletes, CopyObject across buckets, identical re-
 contents (dedup) and reads that must agree with the ledger, each through a random node. The
 ledger records every acknowledged operation; a key that had an unacknowledged one (which may
 still apply later) is retired: its final content must be one of the contents it could hold.
+Beside it, a register workload (`--lin-clients` per node, default 1, a few ops a second each)
+does single-key Put/Get/Delete on LIN_KEYS of bucket chaos-lin, recorded as in
+tests/e2e/lin_util.py (uncertain outcomes as Unknown); after the run cairn-lincheck must find
+the history linearizable (a violation is a failure; no checker is said in the summary).
 
 Verification after the heal: every node up and converged, `/cluster/health` says `fully
 replicated` on every node, no replica move in flight, no node missing a chunk it should hold
@@ -66,8 +70,10 @@ from botocore.exceptions import ClientError  # noqa: E402
 
 import cluster_util  # noqa: E402
 import netns_util  # noqa: E402
-from cluster_util import Cluster, cairn_bin, s3_client  # noqa: E402
+from cluster_util import Cluster, cairn_bin, lincheck_bin, s3_client  # noqa: E402
 from e2e_util import admin_headers, chunk_files, rand_bytes  # noqa: E402
+from lin_util import (LIN_KEYS, HistoryRecorder, LincheckUnusable, lin_worker,  # noqa: E402
+                      lincheck, lincheck_form)
 
 # botocore's Expect: 100-continue handling makes urllib3 log a header-parsing warning with a
 # traceback for many uploads (harmless: the response is read correctly); keep the output
@@ -85,6 +91,8 @@ FAKETIME_LIBS = ("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
                  "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
                  "/usr/local/lib/faketime/libfaketime.so.1")
 BUCKETS = ("chaos-a", "chaos-b")
+LIN_BUCKET = "chaos-lin"  # the register workload's keys (LIN_KEYS), checked by cairn-lincheck
+LIN_PAUSE = 0.3  # seconds between a register client's operations (a few per second)
 
 
 def say(msg: str) -> None:
@@ -249,6 +257,7 @@ class Config:
     workdir: Path | None = None
     keep: bool = False
     heal_timeout: float = 180
+    lin_clients: int = 1  # register clients per node (0: no linearizability check)
 
 
 @dataclass
@@ -261,6 +270,7 @@ class Result:
     notes: list = field(default_factory=list)
     keys: int = 0
     heal_s: float | None = None
+    lin: str = "-"                                    # the linearizability check's outcome
     workdir: str = ""
 
     def summary(self) -> str:
@@ -276,6 +286,7 @@ class Result:
                  f"{dict(sorted(self.ops.items()))}",
                  f"keys in the ledger: {self.keys}; heal to fully replicated: "
                  f"{'-' if self.heal_s is None else f'{self.heal_s:.1f}s'}"]
+        lines.append(f"linearizability: {self.lin}")
         for k, why in self.skipped.items():
             lines.append(f"fault {k} skipped: {why}")
         lines += [f"note: {n}" for n in self.notes]
@@ -301,6 +312,7 @@ class Chaos:
         self.ballast: Path | None = None
         self.mounted: Path | None = None
         self.t0 = time.monotonic()
+        self.history = HistoryRecorder()
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def count(self, what: str) -> None:
@@ -365,7 +377,7 @@ class Chaos:
         self.cluster.start(n, timeout=180)
         self.cluster.wait_partition_leaders(60)
         c = self.cluster.node("n1").client(retries=3)
-        for b in BUCKETS:
+        for b in BUCKETS + ((LIN_BUCKET,) if self.cfg.lin_clients else ()):
             c.create_bucket(Bucket=b)
 
     def teardown(self) -> None:
@@ -725,6 +737,46 @@ class Chaos:
         if bad:
             self.fail(f"corrupt chunk files left {timeout:.0f}s after the heal: {bad[:10]}")
 
+    def check_linearizability(self, workdir: Path) -> None:
+        """The register workload's history through cairn-lincheck: a violation is a failure
+        (with the checker's explanation); no checker, or a search that timed out, is said in
+        the summary and is no failure."""
+        if not self.cfg.lin_clients:
+            self.result.lin = "no register workload (lin_clients 0)"
+            return
+        ops = list(self.history.ops)
+        stats: dict[str, int] = {}
+        for op in ops:
+            kind = op["input"] if isinstance(op["input"], str) else "Put"
+            out = op["output"] if isinstance(op["output"], str) else "Value"
+            stats[f"{kind}:{out}"] = stats.get(f"{kind}:{out}", 0) + 1
+        what = f"{len(ops)} ops on {len(LIN_KEYS)} keys {dict(sorted(stats.items()))}"
+        checker = lincheck_bin()
+        if checker is None:
+            self.result.lin = (f"NOT CHECKED: cairn-lincheck not found next to {cairn_bin()} "
+                               f"(cargo build -p cairn-lincheck); {what}")
+            return
+        try:
+            form = lincheck_form(checker, workdir)
+            res = lincheck(checker, ops, workdir / "lin-history.jsonl", form)
+        except LincheckUnusable as e:
+            self.fail(f"linearizability not checked: {e}")
+            self.result.lin = "NOT CHECKED: the checker failed its probe histories"
+            return
+        except subprocess.TimeoutExpired:
+            self.result.lin = f"undecided: cairn-lincheck ran over 300 s; {what}"
+            return
+        if res.returncode == 0:
+            self.result.lin = f"linearizable ({what})"
+        elif res.returncode == 1:
+            self.result.lin = f"VIOLATION ({what})"
+            self.fail(f"linearizability violation in the register history "
+                      f"({workdir / 'lin-history.jsonl'}): {res.stdout.strip()[:3000]}")
+        else:
+            self.result.lin = (f"undecided: cairn-lincheck exit {res.returncode} "
+                               f"{(res.stdout + res.stderr).strip()[-300:]!r}; {what}")
+        say(f"linearizability: {self.result.lin}")
+
     # -- main ----------------------------------------------------------------------------------
     def run(self) -> Result:
         cfg = self.cfg
@@ -734,7 +786,7 @@ class Chaos:
         workdir = Path(cfg.workdir or tempfile.mkdtemp(prefix=f"cairn-chaos-{cfg.seed}-"))
         self.result.workdir = str(workdir)
         enabled = self.plan_faults()
-        ok = False
+        recorded = False
         with cluster_util.shifted_ports(cfg.port_shift):
             try:
                 self.start_cluster(workdir, enabled)
@@ -743,6 +795,16 @@ class Chaos:
                 self.t0 = time.monotonic()
                 threads = [threading.Thread(target=self.worker, args=(w,), daemon=True)
                            for w in range(cfg.workers)]
+                # The register workload: a few single-key ops a second per client, each
+                # client on one node, for cairn-lincheck after the run.
+                lin_rng = random.Random(f"chaos-{cfg.seed}-lin")
+                threads += [threading.Thread(
+                    target=lin_worker, daemon=True,
+                    args=(self.history, node, LIN_BUCKET, self.stop,
+                          random.Random(lin_rng.random())),
+                    kwargs={"pause": LIN_PAUSE})
+                    for node in sorted(self.cluster.nodes.values(), key=lambda x: x.node_id)
+                    for _ in range(cfg.lin_clients)]
                 for t in threads:
                     t.start()
                 end = self.t0 + cfg.seconds
@@ -759,16 +821,22 @@ class Chaos:
                     t.join(timeout=90)
                 if any(t.is_alive() for t in threads):
                     self.fail("workload threads hung after the run")
+                recorded = True
                 self.fault_log("heal: every node running, network whole, disk freed")
                 self.heal_all()
                 self.verify()
-                ok = not self.result.failures
             except Exception as e:  # noqa: BLE001 - report, then tear down
                 self.fail(f"chaos run aborted: {type(e).__name__}: {e}")
             finally:
                 self.stop.set()
                 self.teardown()
                 self.dump_ledger(workdir / "ledger.json")
+        if recorded:  # the register history is complete: check it, whatever else happened
+            try:
+                self.check_linearizability(workdir)
+            except Exception as e:  # noqa: BLE001
+                self.fail(f"linearizability check aborted: {type(e).__name__}: {e}")
+        ok = not self.result.failures
         if ok and own_dir and not cfg.keep:
             shutil.rmtree(workdir, ignore_errors=True)
             self.result.workdir += " (removed)"
@@ -792,6 +860,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repair-grace", type=int, default=8)
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--keep", action="store_true", help="keep data and logs after a pass")
+    ap.add_argument("--lin-clients", type=int, default=1,
+                    help="register clients per node for the linearizability check (0: none)")
     a = ap.parse_args(argv)
     faults = tuple(f for f in a.faults.split(",") if f)
     unknown = set(faults) - set(ALL_FAULTS)
@@ -800,7 +870,8 @@ def main(argv=None) -> int:
     seed = a.seed if a.seed is not None else random.randrange(1 << 30)
     cfg = Config(nodes=a.nodes, seconds=a.minutes * 60 if a.minutes else a.seconds, seed=seed,
                  port_shift=a.port_shift, faults=faults, workers=a.workers,
-                 repair_grace=a.repair_grace, workdir=a.workdir, keep=a.keep)
+                 repair_grace=a.repair_grace, workdir=a.workdir, keep=a.keep,
+                 lin_clients=a.lin_clients)
     res = run(cfg)
     print(res.summary(), flush=True)
     return 1 if res.failures else 0
