@@ -76,12 +76,13 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         .context("loading the node's TLS identity (<data>/tls or TLS_* settings)")?;
     trust.spawn_reload(Duration::from_secs(5));
     if !clustered {
-        // A cluster of one is its own CA, so later nodes can join it.
+        // A cluster of one is its own CA, so later nodes can join it. The master key first:
+        // a joiner admitted (which needs the CA) receives it.
+        cairn_meta::secrets::MasterKey::load_or_create(&data, cfg.encryption_key.as_deref())
+            .context("creating the cluster master key")?;
         trust
             .create_ca(&cfg.cluster_name)
             .context("creating the cluster CA")?;
-        cairn_meta::secrets::MasterKey::load_or_create(&data, cfg.encryption_key.as_deref())
-            .context("creating the cluster master key")?;
     }
     let raft_id = identity::raft_id(&node_id);
     let rpc_addr = format!("{advertise}:{}", cfg.node_rpc_port);

@@ -273,15 +273,17 @@ pub async fn form_or_join(s: &ClusterSettings, reg: &Arc<Registry>) -> Result<()
         let quorum =
             answered == all.len() || (answered >= majority && started.elapsed() > BOOTSTRAP_GRACE);
         if quorum && lowest {
-            s.trust
-                .create_ca(&s.cluster_name)
-                .map_err(|e| ClusterError::Other(format!("creating the cluster CA: {e}")))?;
-            // The master key must exist before anyone joins: the join hands it over.
+            // The master key must exist before anyone joins: the join hands it over. So it is
+            // written before the CA, whose existence is what lets this node admit joiners (a
+            // joiner admitted in between would get no key and could not start).
             cairn_meta::secrets::MasterKey::load_or_create(
                 &s.data_dir,
                 s.encryption_key.as_deref(),
             )
             .map_err(|e| ClusterError::Other(format!("creating the cluster master key: {e}")))?;
+            s.trust
+                .create_ca(&s.cluster_name)
+                .map_err(|e| ClusterError::Other(format!("creating the cluster CA: {e}")))?;
             wait_joined(reg, s, &answers).await?;
             bootstrap(s, reg, answers).await?;
             return Ok(());
