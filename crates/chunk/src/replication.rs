@@ -85,6 +85,20 @@ pub struct ReplicatedChunks {
     full: Arc<FullReplicas>,
 }
 
+/// A `ChunkService` client for `replica` (connections are pooled by `peers`).
+fn client(
+    peers: &Peers,
+    replica: &Replica,
+) -> Result<ChunkServiceClient<cairn_rpc::PeerChannel>, ReplicaError> {
+    let channel = peers
+        .channel(&replica.rpc_addr)
+        .map_err(|e| ReplicaError::Unreachable {
+            node: replica.node_id.clone(),
+            message: e.to_string(),
+        })?;
+    Ok(ChunkServiceClient::new(channel))
+}
+
 fn status_error(node: &str, s: &Status) -> ReplicaError {
     ReplicaError::Status {
         node: node.to_string(),
@@ -160,14 +174,7 @@ impl ReplicatedChunks {
         ids: &[ChunkId],
     ) -> Result<Vec<bool>, ReplicaError> {
         let node = replica.node_id.as_str();
-        let channel =
-            self.peers
-                .channel(&replica.rpc_addr)
-                .map_err(|e| ReplicaError::Unreachable {
-                    node: node.to_string(),
-                    message: e.to_string(),
-                })?;
-        let mut client = ChunkServiceClient::new(channel);
+        let mut client = client(&self.peers, replica)?;
         let mut req = Request::new(cairn_rpc::pb::ChunkIds {
             ids: ids.iter().map(|id| id.0.to_vec()).collect(),
         });
@@ -199,14 +206,8 @@ impl ReplicatedChunks {
         id: ChunkId,
         data: Bytes,
     ) -> Result<(), ReplicaError> {
+        let mut client = client(&peers, &replica)?;
         let node = replica.node_id;
-        let channel = peers
-            .channel(&replica.rpc_addr)
-            .map_err(|e| ReplicaError::Unreachable {
-                node: node.clone(),
-                message: e.to_string(),
-            })?;
-        let mut client = ChunkServiceClient::new(channel);
         let mut req = Request::new(futures::stream::iter(pieces(id, data)));
         req.set_timeout(RPC_TIMEOUT);
         cairn_rpc::deadline(RPC_TIMEOUT, client.put_chunk(req))
@@ -218,14 +219,7 @@ impl ReplicatedChunks {
     /// Reads a chunk from a peer and re-hashes it.
     async fn get_remote(&self, replica: &Replica, id: ChunkId) -> Result<Bytes, ReplicaError> {
         let node = replica.node_id.as_str();
-        let channel =
-            self.peers
-                .channel(&replica.rpc_addr)
-                .map_err(|e| ReplicaError::Unreachable {
-                    node: node.to_string(),
-                    message: e.to_string(),
-                })?;
-        let mut client = ChunkServiceClient::new(channel);
+        let mut client = client(&self.peers, replica)?;
         let mut req = Request::new(cairn_rpc::pb::ChunkId { id: id.0.to_vec() });
         req.set_timeout(RPC_TIMEOUT);
         // The deadline covers the whole transfer, enforced here (see `cairn_rpc::deadline`).
@@ -486,14 +480,7 @@ impl ReplicatedChunks {
         partition: u32,
     ) -> Result<Vec<Option<Digest>>, ReplicaError> {
         let node = replica.node_id.as_str();
-        let channel =
-            self.peers
-                .channel(&replica.rpc_addr)
-                .map_err(|e| ReplicaError::Unreachable {
-                    node: node.to_string(),
-                    message: e.to_string(),
-                })?;
-        let mut client = ChunkServiceClient::new(channel);
+        let mut client = client(&self.peers, replica)?;
         let mut req = Request::new(cairn_rpc::pb::RangeDigestsRequest {
             partition,
             partitions: self.partitions,
