@@ -83,7 +83,7 @@ fi
 [ -x "$ROOT/target/release/cairn" ] || die "target/release/cairn was not built"
 log "end-to-end tests (tests/e2e)"
 start=$(date +%s)
-CAIRN_BIN="$ROOT/target/release/cairn" "$PY" -m pytest -x -q -p no:cacheprovider tests/e2e \
+CAIRN_BIN="$ROOT/target/release/cairn" "$PY" -m pytest -x -q -p no:cacheprovider --durations=25 tests/e2e \
     || die "end-to-end tests"
 log "end-to-end tests passed in $(( $(date +%s) - start ))s"
 log "all tests passed"

@@ -18,6 +18,12 @@ order, with seeded victims and durations):
                 must restore it)
 * ``clock``     a node restarted under libfaketime with its clock off by 30..240 s, then
                 restarted on the real clock (skipped when libfaketime is missing)
+* ``slowio``    a node restarted with a slow disk: its chunk reads and writes take 50..400 ms
+                and its Raft log writes a fifth of that (failpoints, CAIRN_FAILPOINTS), then
+                restarted with a normal one
+* ``ioerr``     a node restarted with a failing disk: 20..100 % of its chunk reads and writes
+                fail with EIO, and sometimes its Raft log writes too (its groups stop there
+                until the restart), then restarted with a working one
 
 The workload: worker threads PUT objects of varied sizes (inline, single- and multi-chunk),
 multipart uploads, overwrites, deletes, CopyObject across buckets, identical re-PUTs of shared
@@ -80,7 +86,7 @@ from lin_util import (LIN_KEYS, HistoryRecorder, LincheckUnusable, lin_worker,  
 # readable.
 logging.getLogger("urllib3.connection").setLevel(logging.ERROR)
 
-ALL_FAULTS = ("kill", "pause", "partition", "disk", "bitrot", "clock")
+ALL_FAULTS = ("kill", "pause", "partition", "disk", "bitrot", "clock", "slowio", "ioerr")
 MiB = 1 << 20
 CHUNK = int(cluster_util.DEFAULT_ENV["CHUNK_SIZE"])
 SIZES = [0, 100, 3000, 9000, 300_000, CHUNK, CHUNK + 1, 1_500_000, 2_600_000, 3_300_000]
@@ -524,7 +530,7 @@ class Chaos:
 
     def _restart(self, nid: str, **env: str) -> None:
         node = self.cluster.node(nid)
-        for k in ("LD_PRELOAD", "FAKETIME", "FAKETIME_DONT_FAKE_MONOTONIC"):
+        for k in ("LD_PRELOAD", "FAKETIME", "FAKETIME_DONT_FAKE_MONOTONIC", "CAIRN_FAILPOINTS"):
             node.env_overrides.pop(k, None)
         node.env_overrides.update(env)
         node.start(timeout=120)
@@ -612,6 +618,34 @@ class Chaos:
             self._sleep(secs)
             node.stop()
             self._restart(nid)
+        elif kind == "slowio":
+            secs = rng.uniform(8, 20)
+            ms = rng.choice([50, 150, 400])
+            self.fault_log(f"slowio: {nid} restarted with {ms} ms chunk I/O and {ms // 5} ms "
+                           f"Raft log writes for {secs:.1f}s")
+            self.faulty.add(nid)
+            node.stop()
+            self._restart(nid, CAIRN_FAILPOINTS=f"chunk-write=sleep({ms});chunk-read=sleep({ms});"
+                                                f"raft-log-write=sleep({ms // 5})")
+            self._sleep(secs)
+            node.stop()
+            self._restart(nid)
+        elif kind == "ioerr":
+            secs = rng.uniform(8, 20)
+            pct = rng.choice([20, 50, 100])
+            log_too = rng.random() < 0.5
+            points = f"chunk-write={pct}%return;chunk-read={pct}%return"
+            if log_too:
+                points += ";raft-log-write=2%return"
+            self.fault_log(f"ioerr: {nid} restarted with {pct}% of chunk I/O failing"
+                           + (" and some Raft log writes" if log_too else "")
+                           + f" for {secs:.1f}s")
+            self.faulty.add(nid)
+            node.stop()
+            self._restart(nid, CAIRN_FAILPOINTS=points)
+            self._sleep(secs)
+            node.stop()
+            self._restart(nid)
         self.faulty.clear()
 
     def _fill(self, leave_free: int) -> None:
@@ -637,7 +671,8 @@ class Chaos:
         if self.ballast is not None:
             self.ballast.unlink(missing_ok=True)
         for nid, node in sorted(self.cluster.nodes.items()):
-            if not node.alive() or "FAKETIME" in node.env_overrides:
+            if not node.alive() or "FAKETIME" in node.env_overrides \
+                    or "CAIRN_FAILPOINTS" in node.env_overrides:
                 if node.alive():
                     node.stop()
                 self._restart(nid)

@@ -1,13 +1,14 @@
 """A short seeded chaos run (issue 13 item 9): 5 nodes, RF 3, REPAIR_GRACE_SECS=8,
 GC_GRACE_SECS=1, a mixed S3 workload (PUTs of varied sizes, multipart, overwrites, deletes,
 copies, identical re-PUTs) while kill -9, SIGSTOP pauses, network partitions, a full disk, bit
-rot and a skewed clock (libfaketime) are injected one at a time; then everything is healed and
+rot, a skewed clock (libfaketime), a slow disk and a failing one (failpoints) are injected one at
+a time; then everything is healed and
 every acknowledged write and delete is checked through every node (tests/chaos/chaos.py,
 docs/CHAOS.md). Partitions and the full disk need root, the clock fault libfaketime: without
 them those faults are skipped (the summary says so).
 
 Seed: $CAIRN_CHAOS_SEED (default 410); length: $CAIRN_CHAOS_SECONDS (default 120); faults:
-$CAIRN_CHAOS_FAULTS (default all: kill,pause,partition,disk,bitrot,clock). Ports:
+$CAIRN_CHAOS_FAULTS (default all: kill,pause,partition,disk,bitrot,clock,slowio,ioerr). Ports:
 PORT_BASE + 410..412 (network namespace prefix cairnch410, subnet 10.232.160.0/24).
 
 The two other tests reproduce bugs the chaos runs found (docs/CHAOS.md, Findings) and guard

@@ -144,7 +144,8 @@ impl LocalNode {
 
     /// Why this node should not take traffic now (empty: ready): no layout yet, a Raft group
     /// it holds without a leader, free disk below `DISK_RESERVE_BYTES` (new chunks refused),
-    /// Raft log writes paused or failing, Raft groups stopped by a fatal error, shutting down.
+    /// chunk disk I/O errors in the last minute, Raft log writes paused or failing, Raft groups
+    /// stopped by a fatal error, shutting down.
     pub fn not_ready_reasons(&self) -> Vec<String> {
         let mut reasons = Vec::new();
         if let Some(why) = self.shutdown.borrow().as_ref() {
@@ -179,6 +180,9 @@ impl LocalNode {
                  refused (reads go on) until space is freed",
                 self.disk_reserve_bytes
             ));
+        }
+        if let Some(errors) = self.chunk_disk.as_ref().and_then(|d| d.recent_errors()) {
+            reasons.push(errors.to_string());
         }
         if let Some(trouble) = self.registry.log_health().trouble() {
             reasons.push(trouble.to_string());
@@ -252,6 +256,7 @@ impl LocalNode {
                 reserve_bytes: self.disk_reserve_bytes,
                 full: free < self.disk_reserve_bytes
                     || self.chunk_disk.as_ref().is_some_and(|d| d.is_full()),
+                io_errors: self.chunk_disk.as_ref().map_or(0, |d| d.io_errors_total()),
             },
             ready: reasons.is_empty(),
             not_ready_reasons: reasons,

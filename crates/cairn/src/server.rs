@@ -19,6 +19,7 @@ use crate::{admin, identity};
 pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
     let cfg = Config::load(&flags)?;
     let logs = crate::logs::init(&cfg.log, &cfg.log_format);
+    arm_failpoints()?;
 
     let data = cfg.data_dir().to_path_buf();
     crate::datadir::make_private(&data)?;
@@ -536,4 +537,32 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// The fault-injection points of the node (see docs/CHAOS.md).
+const FAILPOINTS: [&str; 3] = ["chunk-write", "chunk-read", "raft-log-write"];
+
+/// Arms the fault-injection points named in `CAIRN_FAILPOINTS` (`point=actions;...` in the
+/// `fail` crate's syntax, e.g. `chunk-write=10%return;chunk-read=sleep(50)`). Only the chaos
+/// suite sets it; a misspelt point is an error rather than a fault silently not injected.
+fn arm_failpoints() -> anyhow::Result<()> {
+    let Ok(spec) = std::env::var("CAIRN_FAILPOINTS") else {
+        return Ok(());
+    };
+    for item in spec.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        let (point, actions) = item
+            .split_once('=')
+            .map(|(p, a)| (p.trim(), a.trim()))
+            .with_context(|| format!("CAIRN_FAILPOINTS: `{item}` is not point=actions"))?;
+        if !FAILPOINTS.contains(&point) {
+            anyhow::bail!(
+                "CAIRN_FAILPOINTS: unknown point `{point}` (known: {})",
+                FAILPOINTS.join(", ")
+            );
+        }
+        fail::cfg(point, actions)
+            .map_err(|e| anyhow::anyhow!("CAIRN_FAILPOINTS: {point}={actions}: {e}"))?;
+        tracing::warn!(point, actions, "fault injection armed (CAIRN_FAILPOINTS)");
+    }
+    Ok(())
 }

@@ -7,15 +7,21 @@
 //! [`DiskGuard`] is checked by every new chunk write (one `statvfs`); the [`DiskWatch`] worker
 //! re-measures every second so the state, the `cairn_chunk_disk_*` gauges and `/status` clear
 //! by themselves when space returns even if no write comes.
+//!
+//! The guard also records chunk I/O that fails for another reason (a dying disk, EIO): counted
+//! in `cairn_chunk_disk_{read,write}_errors_total` and reported by [`DiskGuard::recent_errors`]
+//! (a not-ready reason in `/status` that clears a minute after the last error). Such a failure
+//! never loses data by itself: reads fall over to other replicas, a write acknowledged at
+//! QUORUM has its other copies, and anti-entropy restores the missing one once the disk works.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cairn_worker::{Progress, Step, Worker, WorkerError};
 
-use crate::{ChunkError, ChunkMetrics};
+use crate::{ChunkError, ChunkMetrics, IoOp};
 
 /// Free-space accounting of one chunk store. Cheap to clone.
 #[derive(Clone)]
@@ -30,6 +36,46 @@ struct Inner {
     /// Last measured available bytes.
     free: AtomicU64,
     metrics: ChunkMetrics,
+    errors: parking_lot::Mutex<ErrorLog>,
+}
+
+/// Chunk I/O errors seen since start, and the last one.
+#[derive(Default)]
+struct ErrorLog {
+    total: u64,
+    last: Option<(Instant, IoOp, String)>,
+    /// Times of the errors of the last [`ERROR_WINDOW`], oldest first (bounded).
+    recent: std::collections::VecDeque<Instant>,
+}
+
+/// How long an I/O error keeps the node reported as troubled.
+pub const ERROR_WINDOW: Duration = Duration::from_secs(60);
+const MAX_RECENT: usize = 10_000;
+
+/// Chunk I/O errors of the last [`ERROR_WINDOW`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskErrors {
+    /// Errors in the window.
+    pub recent: u64,
+    /// Errors since start.
+    pub total: u64,
+    /// The latest: which operation and the error.
+    pub last_op: IoOp,
+    pub last_error: String,
+}
+
+impl std::fmt::Display for DiskErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "chunk disk I/O errors: {} in the last {} s (last: {} failed: {}); reads are served \
+             by other replicas and missing copies restored once the disk works",
+            self.recent,
+            ERROR_WINDOW.as_secs(),
+            self.last_op,
+            self.last_error
+        )
+    }
 }
 
 impl std::fmt::Debug for DiskGuard {
@@ -64,6 +110,7 @@ impl DiskGuard {
                 full: AtomicBool::new(false),
                 free: AtomicU64::new(u64::MAX),
                 metrics,
+                errors: Default::default(),
             }),
         }
     }
@@ -126,6 +173,57 @@ impl DiskGuard {
             free: self.inner.free.load(Ordering::Relaxed),
             reserve: self.reserve(),
         }
+    }
+
+    /// Records a chunk read or write that failed with an I/O error (a full disk is recorded by
+    /// [`Self::no_space`] instead).
+    pub(crate) fn io_error(&self, op: IoOp, error: &std::io::Error) {
+        self.inner.metrics.disk_error(op);
+        let now = Instant::now();
+        let mut log = self.inner.errors.lock();
+        let first_in_window = log
+            .last
+            .as_ref()
+            .is_none_or(|(t, _, _)| now.duration_since(*t) > ERROR_WINDOW);
+        log.total += 1;
+        log.last = Some((now, op, error.to_string()));
+        if log.recent.len() >= MAX_RECENT {
+            log.recent.pop_front();
+        }
+        log.recent.push_back(now);
+        drop(log);
+        // One warning per burst; every error is counted in the metrics.
+        if first_in_window {
+            tracing::warn!(root = %self.inner.root.display(), %op, %error, "chunk disk I/O error");
+        }
+    }
+
+    /// Chunk I/O errors since start.
+    pub fn io_errors_total(&self) -> u64 {
+        self.inner.errors.lock().total
+    }
+
+    /// The chunk I/O errors of the last [`ERROR_WINDOW`], if any.
+    pub fn recent_errors(&self) -> Option<DiskErrors> {
+        let now = Instant::now();
+        let mut log = self.inner.errors.lock();
+        while log
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > ERROR_WINDOW)
+        {
+            log.recent.pop_front();
+        }
+        if log.recent.is_empty() {
+            return None;
+        }
+        let (_, op, err) = log.last.clone()?;
+        Some(DiskErrors {
+            recent: log.recent.len() as u64,
+            total: log.total,
+            last_op: op,
+            last_error: err,
+        })
     }
 
     fn measure(&self) -> Result<DiskState, ChunkError> {
@@ -203,6 +301,29 @@ impl Worker for DiskWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn io_errors_are_counted_and_reported_while_recent() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = DiskGuard::new(dir.path().to_path_buf(), ChunkMetrics::default());
+        assert_eq!(g.recent_errors(), None);
+        let eio = std::io::Error::from_raw_os_error(libc::EIO);
+        g.io_error(IoOp::Write, &eio);
+        g.io_error(IoOp::Read, &eio);
+        let e = g.recent_errors().expect("recent errors");
+        assert_eq!((e.recent, e.total, e.last_op), (2, 2, IoOp::Read));
+        assert!(e.to_string().contains("2 in the last 60 s"), "{e}");
+        assert_eq!(g.io_errors_total(), 2);
+        // Errors older than the window no longer count as recent (the total stays).
+        let old = Instant::now().checked_sub(ERROR_WINDOW + Duration::from_secs(1));
+        if let Some(old) = old {
+            for t in g.inner.errors.lock().recent.iter_mut() {
+                *t = old;
+            }
+            assert_eq!(g.recent_errors(), None);
+            assert_eq!(g.io_errors_total(), 2);
+        }
+    }
 
     #[test]
     fn a_reserve_above_the_free_space_refuses_and_clears() {

@@ -49,11 +49,11 @@ mod store;
 pub mod sync;
 
 pub use cairn_meta::model::{ChunkId, WriteConsistency};
-pub use disk::{DiskGuard, DiskState, DiskWatch};
+pub use disk::{DiskErrors, DiskGuard, DiskState, DiskWatch};
 pub use error::{ChunkError, ReplicaError};
 pub use intents::Intent;
 pub use io::{BoxFuture, ChunkIo, LocalChunks};
-pub use metrics::{ChunkMetrics, ScrubMetrics, SyncMetrics};
+pub use metrics::{ChunkMetrics, IoOp, ScrubMetrics, SyncMetrics};
 pub use placement::{Placement, Replica};
 pub use replication::{ReplicatedChunks, Restored, FULL_BACKOFF};
 pub use rpc::ChunkServer;

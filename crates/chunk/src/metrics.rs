@@ -15,7 +15,8 @@
 //! new chunk copies are refused), `chunk_disk_free_bytes`, `chunk_disk_reserve_bytes`; counters
 //! `chunk_disk_refused_total` (chunk copies this node refused for lack of space) and
 //! `chunk_replica_full_total` (replica writes this node's writes skipped or had refused because
-//! the replica's disk was full).
+//! the replica's disk was full), `chunk_disk_read_errors_total` / `chunk_disk_write_errors_total`
+//! (chunk I/O that failed with an error other than "no space").
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -43,6 +44,22 @@ pub struct ChunkMetrics {
     disk: DiskMetrics,
 }
 
+/// Which kind of chunk I/O failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoOp {
+    Read,
+    Write,
+}
+
+impl std::fmt::Display for IoOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            IoOp::Read => "read",
+            IoOp::Write => "write",
+        })
+    }
+}
+
 /// The disk-space part of [`ChunkMetrics`].
 #[derive(Clone, Debug, Default)]
 struct DiskMetrics {
@@ -51,6 +68,8 @@ struct DiskMetrics {
     reserve_bytes: Gauge,
     refused: Counter,
     replica_full: Counter,
+    read_errors: Counter,
+    write_errors: Counter,
 }
 
 fn gauge(v: u64) -> i64 {
@@ -357,6 +376,16 @@ impl DiskMetrics {
             "Replica writes skipped or refused because the replica's disk was full",
             self.replica_full.clone(),
         );
+        registry.register(
+            "chunk_disk_read_errors",
+            "Chunk reads (GET, scrub) that failed with an I/O error on this node's disk",
+            self.read_errors.clone(),
+        );
+        registry.register(
+            "chunk_disk_write_errors",
+            "Chunk writes that failed with an I/O error on this node's disk (not for space)",
+            self.write_errors.clone(),
+        );
     }
 }
 
@@ -379,6 +408,13 @@ impl ChunkMetrics {
 
     pub(crate) fn replica_full(&self) {
         self.disk.replica_full.inc();
+    }
+
+    pub(crate) fn disk_error(&self, op: IoOp) {
+        match op {
+            IoOp::Read => self.disk.read_errors.inc(),
+            IoOp::Write => self.disk.write_errors.inc(),
+        };
     }
 
     /// 1 while the chunk disk is under its reserve.

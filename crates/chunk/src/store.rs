@@ -29,7 +29,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 use crate::ranges::Digest;
-use crate::{ChunkError, ChunkId, ChunkMetrics, DiskGuard};
+use crate::{ChunkError, ChunkId, ChunkMetrics, DiskGuard, IoOp};
 
 const TMP_DIR: &str = "tmp";
 const QUARANTINE_DIR: &str = "quarantine";
@@ -101,6 +101,14 @@ fn create_dir_durable(parent: &Path, dir: &Path) -> io::Result<()> {
     sync_dir(parent)
 }
 
+/// A fault the chaos suite injects into this node's chunk I/O (armed by `CAIRN_FAILPOINTS`, see
+/// docs/CHAOS.md): `sleep(ms)` is a slow disk, `return` a failing one (EIO), both on the
+/// blocking I/O thread where a real disk would stall or fail. Disarmed it is one map lookup.
+pub(crate) fn injected_fault(point: &str) -> io::Result<()> {
+    fail::fail_point!(point, |_| Err(io::Error::from_raw_os_error(libc::EIO)));
+    Ok(())
+}
+
 /// Runs blocking file I/O off the async worker threads.
 async fn blocking<T, F>(f: F) -> Result<T, ChunkError>
 where
@@ -167,6 +175,7 @@ impl Inner {
         was_present: &mut Option<bool>,
     ) -> Result<bool, ChunkError> {
         debug_assert_eq!(ChunkId::of(data), id, "put: id is not BLAKE3(data)");
+        injected_fault("chunk-write")?;
         let path = self.path_of(&id);
 
         // Dedup: adopt an existing copy only if its content still hashes to `id` (a rotted
@@ -262,6 +271,7 @@ impl Inner {
 
     /// Blocking body of `get`.
     fn get_blocking(&self, id: ChunkId) -> Result<Bytes, ChunkError> {
+        injected_fault("chunk-read")?;
         let path = self.path_of(&id);
         let data = match fs::read(&path) {
             Ok(d) => d,
@@ -435,7 +445,9 @@ impl ChunkStore {
         let lock = self.lock(id).await;
         let inner = self.inner.clone();
         let len = data.len() as u64;
-        let written = blocking(move || inner.put_blocking(id, &data)).await?;
+        let written = blocking(move || inner.put_blocking(id, &data))
+            .await
+            .inspect_err(|e| self.note_io_error(IoOp::Write, e))?;
         drop(lock);
         self.inner.metrics.stored(written, len);
         Ok(written)
@@ -450,8 +462,18 @@ impl ChunkStore {
         let inner = self.inner.clone();
         let id = *id;
         let res = blocking(move || inner.get_blocking(id)).await;
+        if let Err(e) = &res {
+            self.note_io_error(IoOp::Read, e);
+        }
         self.inner.metrics.read(&res);
         res
+    }
+
+    /// Counts an I/O error of the disk (not a missing or corrupt chunk, nor a full disk).
+    pub(crate) fn note_io_error(&self, op: IoOp, e: &ChunkError) {
+        if let ChunkError::Io(io) = e {
+            self.inner.disk.io_error(op, io);
+        }
     }
 
     /// Returns whether a chunk file for `id` exists (its content is not verified).

@@ -94,4 +94,7 @@ pub struct DiskReport {
     /// space is freed.
     #[serde(default)]
     pub full: bool,
+    /// Chunk reads and writes that failed with an I/O error since the node started.
+    #[serde(default)]
+    pub io_errors: u64,
 }

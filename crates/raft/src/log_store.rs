@@ -272,6 +272,11 @@ fn describe(e: &redb::Error) -> String {
 }
 
 fn write_batch(db: &Database, batch: &[Op], durable: bool) -> Result<(), redb::Error> {
+    // Chaos suite (`CAIRN_FAILPOINTS`, docs/CHAOS.md): `sleep(ms)` is a slow log disk,
+    // `return` a failed write (EIO), as redb would report it.
+    fail::fail_point!("raft-log-write", |_| Err(redb::Error::Io(
+        std::io::Error::from_raw_os_error(libc::EIO)
+    )));
     let mut txn = db.begin_write()?;
     txn.set_durability(if durable {
         Durability::Immediate

@@ -96,6 +96,7 @@ impl Inner {
 
     /// Blocking body of `verify`.
     fn verify_blocking(&self, id: ChunkId) -> Result<Verified, ChunkError> {
+        super::injected_fault("chunk-read")?;
         let path = self.path_of(&id);
         let mut file = match File::open(&path) {
             Ok(f) => f,
@@ -197,7 +198,11 @@ impl ChunkStore {
     pub async fn verify(&self, id: &ChunkId) -> Result<Verified, ChunkError> {
         let inner = self.inner.clone();
         let id = *id;
-        blocking(move || inner.verify_blocking(id)).await
+        let res = blocking(move || inner.verify_blocking(id)).await;
+        if let Err(e) = &res {
+            self.note_io_error(crate::IoOp::Read, e);
+        }
+        res
     }
 }
 
