@@ -1,6 +1,6 @@
 """Core S3 behaviours real clients depend on (issue 11 item 0), each checked against what AWS
-documents: conditional writes (PutObject and CompleteMultipartUpload, also racing through three
-nodes), GET/HEAD by part number, a repeated CompleteMultipartUpload, DeleteBucket with uploads
+documents: conditional writes (PutObject, CopyObject and CompleteMultipartUpload, also racing
+through three nodes), GET/HEAD by part number, a repeated CompleteMultipartUpload, DeleteBucket with uploads
 in progress, `encoding-type=url` everywhere a listing echoes a name, an empty continuation
 token, non-ASCII user metadata, `aws-chunked` kept out of the stored Content-Encoding and the
 7-day cap on presigned URLs."""
@@ -11,6 +11,8 @@ import email.header
 import os
 import subprocess
 import threading
+import time
+import xml.etree.ElementTree as ET
 from urllib.parse import unquote_plus
 
 import botocore.handlers
@@ -27,6 +29,7 @@ from e2e_util import (
     chunk_files,
     client_error_code,
     client_error_status,
+    expected_chunk_ids,
     md5_hex,
     multipart_etag,
     rand_bytes,
@@ -219,15 +222,26 @@ def test_repeated_complete_answers_the_same_etag(s3, bucket):
 # 4. DeleteBucket with uploads in progress
 # ---------------------------------------------------------------------------------------------
 
-def test_delete_bucket_aborts_uploads_in_progress(server, s3):
+def test_delete_bucket_aborts_uploads_in_progress(server_factory):
+    # GC every second with a 1 s grace, 1 MiB chunks: the parts' chunk files must go too.
+    srv = server_factory("gc", GC_INTERVAL_SECS=1, GC_GRACE_SECS=1, CHUNK_SIZE=MiB,
+                         INLINE_THRESHOLD=1024)
+    s3 = srv.client()
     b = unique_name("mpdel")
     s3.create_bucket(Bucket=b)
+    ids = set()
     for i in range(3):
-        multipart(s3, b, f"up/{i}", [rand_bytes(300 * 1024, ("del", i))])
+        data = rand_bytes(2 * MiB, ("del", i))
+        multipart(s3, b, f"up/{i}", [data])
+        ids |= set(expected_chunk_ids(data, MiB))
     assert len(s3.list_multipart_uploads(Bucket=b)["Uploads"]) == 3
-    assert chunk_files(server.storage_path), "parts are chunked"
+    assert ids <= chunk_files(srv.storage_path), "part chunks not on disk"
     s3.delete_bucket(Bucket=b)
     expect_error(s3.head_bucket, "404", 404, Bucket=b)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and ids & chunk_files(srv.storage_path):
+        time.sleep(0.5)
+    assert not ids & chunk_files(srv.storage_path), "aborted parts' chunks remain"
     # Created again, the bucket is empty: the old uploads went with it.
     s3.create_bucket(Bucket=b)
     assert "Uploads" not in s3.list_multipart_uploads(Bucket=b)
@@ -268,8 +282,9 @@ def test_url_encoding_in_every_listing(server, s3, bucket):
     assert r.status == 200, r
     prefixes = [xml_text(p, "Prefix") for p in xml_find_all(r.body, "CommonPrefixes")]
     assert prefixes == ["dir+"], r.body
-    assert [xml_text(e, "Delimiter") for e in [_root(r.body)]] == ["+"]
-    assert xml_text(_root(r.body), "StartAfter") == "dir"
+    root = ET.fromstring(r.body)
+    assert xml_text(root, "Delimiter") == "+"
+    assert xml_text(root, "StartAfter") == "dir"
     keys = [xml_text(c, "Key") for c in xml_find_all(r.body, "Contents")]
     assert [unquote_plus(k) for k in keys] == ["plain", "top&<>.bin"]
     assert _all_plain_ascii(keys)
@@ -277,7 +292,7 @@ def test_url_encoding_in_every_listing(server, s3, bucket):
     r = raw_request(port, "GET", f"/{bucket}", query=[
         ("list-type", "2"), ("encoding-type", "url"), ("prefix", "dir one/"), ("delimiter", "/")])
     assert r.status == 200, r
-    root = _root(r.body)
+    root = ET.fromstring(r.body)
     assert xml_text(root, "Prefix") == "dir+one/"
     prefixes = [xml_text(p, "Prefix") for p in xml_find_all(r.body, "CommonPrefixes")]
     assert prefixes == ["dir+one/sub+dir/"]
@@ -289,7 +304,7 @@ def test_url_encoding_in_every_listing(server, s3, bucket):
         ("encoding-type", "url"), ("prefix", "dir one/"), ("delimiter", "/"),
         ("marker", "dir one/ "), ("max-keys", "1")])
     assert r.status == 200, r
-    root = _root(r.body)
+    root = ET.fromstring(r.body)
     assert xml_text(root, "Marker") == "dir+one/+"
     assert xml_text(root, "NextMarker") == "dir+one/sub+dir/"
 
@@ -298,7 +313,7 @@ def test_url_encoding_in_every_listing(server, s3, bucket):
         ("versions", ""), ("encoding-type", "url"), ("prefix", "dir one/"), ("delimiter", "/"),
         ("key-marker", "dir one/ "), ("max-keys", "1")])
     assert r.status == 200, r
-    root = _root(r.body)
+    root = ET.fromstring(r.body)
     assert xml_text(root, "KeyMarker") == "dir+one/+"
     assert xml_text(root, "Prefix") == "dir+one/"
     assert [xml_text(p, "Prefix") for p in xml_find_all(r.body, "CommonPrefixes")] == [
@@ -315,7 +330,7 @@ def test_url_encoding_in_every_listing(server, s3, bucket):
     assert r.status == 200, r
     keys = [xml_text(u, "Key") for u in xml_find_all(r.body, "Upload")]
     assert keys == ["dir+one/up+%C3%A9"]
-    assert xml_text(_root(r.body), "Prefix") == "dir+one/"
+    assert xml_text(ET.fromstring(r.body), "Prefix") == "dir+one/"
     r = raw_request(port, "GET", f"/{bucket}", query=[
         ("uploads", ""), ("encoding-type", "url"), ("delimiter", " ")])
     assert [xml_text(p, "Prefix") for p in xml_find_all(r.body, "CommonPrefixes")] == ["dir+"]
@@ -323,12 +338,6 @@ def test_url_encoding_in_every_listing(server, s3, bucket):
     # boto3 asks for encoding-type=url itself and decodes what it knows to decode.
     resp = s3.list_objects_v2(Bucket=bucket, Delimiter="/", Prefix="dir one/")
     assert [p["Prefix"] for p in resp["CommonPrefixes"]] == ["dir one/sub dir/"]
-
-
-def _root(body: bytes):
-    import xml.etree.ElementTree as ET  # noqa: PLC0415
-
-    return ET.fromstring(body)
 
 
 # ---------------------------------------------------------------------------------------------
