@@ -36,6 +36,10 @@ pub(crate) fn to_status(err: ObjectError, t: Target<'_>) -> Status {
         ObjectError::PreconditionFailed => {
             Status::failed_precondition(format!("precondition failed for {t}"))
         }
+        // gRPC's code for a lost concurrency race the client may retry.
+        ObjectError::ConditionalConflict => {
+            Status::aborted(format!("another write changed {t} during this one; retry"))
+        }
         ObjectError::EntityTooLarge => Status::invalid_argument(format!(
             "{t} is larger than the {} GiB maximum of a single upload",
             cairn_object::MAX_PUT_SIZE >> 30

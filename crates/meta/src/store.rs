@@ -9,7 +9,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition, Wr
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::command::{Command, CommandError, Condition, RefOp, Response};
+use crate::command::{Command, CommandError, RefOp, Response};
 use crate::keys;
 use crate::model::{
     AccessKeyRecord, BucketRecord, ChunkId, ClusterConfig, LayoutRecord, NodeRecord, ObjectData,
@@ -448,8 +448,8 @@ impl MetaStore {
                     Some(v) => Some(decode(v.value())?),
                     None => None,
                 };
-                if !condition_holds(condition, old.as_ref()) {
-                    return Ok(Response::Refused(CommandError::PreconditionFailed));
+                if let Err(refusal) = condition.check(old.as_ref()) {
+                    return Ok(Response::Refused(refusal));
                 }
                 objects.insert(k.as_slice(), encode(record)?.as_slice())?;
                 drop(objects);
@@ -558,8 +558,8 @@ impl MetaStore {
                     Some(v) => Some(decode(v.value())?),
                     None => None,
                 };
-                if !condition_holds(condition, old.as_ref()) {
-                    return Ok(Response::Refused(CommandError::PreconditionFailed));
+                if let Err(refusal) = condition.check(old.as_ref()) {
+                    return Ok(Response::Refused(refusal));
                 }
                 objects.insert(ok.as_slice(), encode(record)?.as_slice())?;
                 drop(objects);
@@ -1478,15 +1478,6 @@ fn list_range<T: DeserializeOwned>(
         break;
     }
     Ok(out)
-}
-
-fn condition_holds(c: &Condition, current: Option<&ObjectRecord>) -> bool {
-    match c {
-        Condition::None => true,
-        Condition::Absent => current.is_none(),
-        Condition::EtagMatches(e) if e == "*" => current.is_some(),
-        Condition::EtagMatches(e) => current.is_some_and(|r| r.etag == *e),
-    }
 }
 
 fn add_ops(chunks: &[crate::model::ChunkRef], owner: &str) -> Vec<RefOp> {

@@ -15,6 +15,10 @@ pub enum ObjectError {
     NoSuchUpload,
     #[error("precondition failed")]
     PreconditionFailed,
+    /// A conditional write whose condition held when it started lost the race to another
+    /// write of the key that committed during its upload (S3's 409 ConditionalRequestConflict).
+    #[error("another write changed the key during this conditional write")]
+    ConditionalConflict,
     #[error("invalid part: {0}")]
     InvalidPart(String),
     #[error("parts are not in ascending order")]

@@ -8,6 +8,7 @@
 //! background worker reaps abandoned uploads.
 
 pub mod chunk_io;
+mod conditional;
 mod digest;
 mod error;
 pub mod keys;
@@ -19,9 +20,10 @@ pub use cairn_meta::model::{
     WriteConsistency,
 };
 pub use chunk_io::{ChunkIo, LocalChunks};
+pub use conditional::Precondition;
 pub use error::ObjectError;
 pub use service::{
     BodyStream, ByteStream, Digests, ListMultipartPage, ListPage, ListPartsPage, ListQuery,
-    ObjectService, PartSpec, Precondition, PutOptions, ReadConsistency, ServiceConfig, Verifier,
-    MAX_PUT_SIZE, MIN_PART_SIZE,
+    ObjectService, PartSpec, PutOptions, ReadConsistency, ServiceConfig, Verifier, MAX_PUT_SIZE,
+    MIN_PART_SIZE,
 };

@@ -12,10 +12,11 @@ use cairn_meta::model::{
     PartRecord, UploadRecord, WriteConsistency,
 };
 use cairn_meta::placement::{bucket_partition, partition_group, SYSTEM_GROUP};
-use cairn_meta::{Command, CommandError, Condition, Query, QueryResult, Response};
+use cairn_meta::{Command, CommandError, Query, QueryResult, Response};
 use cairn_raft::{GroupId, Registry};
 
 use crate::chunk_io::{chunk_error, ChunkIo, LocalChunks};
+use crate::conditional::{self, AtStart, Precondition};
 use crate::digest::{multipart_etag, BodyDigest};
 use crate::ObjectError;
 
@@ -44,18 +45,6 @@ pub struct Digests {
 /// checks Content-MD5 and `x-amz-checksum-*` (header or aws-chunked trailer) here. Returning an
 /// error aborts the write; nothing becomes visible.
 pub type Verifier = Box<dyn FnOnce(&Digests) -> Result<(), ObjectError> + Send>;
-
-/// Conditions a PUT must satisfy at commit time (checked inside the partition state machine,
-/// so they are atomic with the write).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum Precondition {
-    #[default]
-    None,
-    /// `If-None-Match: *`: the key must not exist.
-    IfNoneMatchStar,
-    /// `If-Match: "etag"`: the current version must have this ETag (unquoted; `*` = exists).
-    IfMatch(String),
-}
 
 /// Options for a PUT or UploadPart.
 pub struct PutOptions {
@@ -195,6 +184,7 @@ fn refused(e: CommandError) -> ObjectError {
         CommandError::NoSuchBucket => ObjectError::NoSuchBucket,
         CommandError::NoSuchUpload => ObjectError::NoSuchUpload,
         CommandError::PreconditionFailed => ObjectError::PreconditionFailed,
+        CommandError::NoSuchKey => ObjectError::NoSuchKey,
         CommandError::InvalidPart(m) => ObjectError::InvalidPart(m),
         other => ObjectError::Storage(format!("unexpected refusal: {other}")),
     }
@@ -202,14 +192,6 @@ fn refused(e: CommandError) -> ObjectError {
 
 fn unexpected(r: QueryResult) -> ObjectError {
     ObjectError::Storage(format!("unexpected metadata query result: {r:?}"))
-}
-
-fn condition(p: &Precondition) -> Condition {
-    match p {
-        Precondition::None => Condition::None,
-        Precondition::IfNoneMatchStar => Condition::Absent,
-        Precondition::IfMatch(e) => Condition::EtagMatches(e.clone()),
-    }
 }
 
 /// What `ingest` produced: the data layout, digests, and what keeps the chunks safe from GC
@@ -401,6 +383,19 @@ impl ObjectService {
     pub async fn delete_bucket(&self, name: &str) -> Result<(), ObjectError> {
         self.head_bucket(name).await?;
         let group = self.group_of(name);
+        // S3 refuses to delete a bucket that holds objects, but not one that only holds
+        // uploads in progress: those are aborted with it (their parts' references released).
+        let probe = ListQuery {
+            prefix: String::new(),
+            delimiter: None,
+            after: None,
+            max_keys: 1,
+        };
+        if !self.list_objects(name, &probe).await?.objects.is_empty() {
+            return Err(ObjectError::BucketNotEmpty);
+        }
+        self.abort_all_uploads(name).await?;
+        // An object or upload created meanwhile still refuses the delete.
         match self
             .query(
                 group,
@@ -422,6 +417,35 @@ impl ObjectService {
         )
         .await?;
         Ok(())
+    }
+
+    /// Aborts every open upload of `bucket`, a page at a time (aborted uploads leave the
+    /// listing, so each page starts from the beginning). Gives up with `BucketNotEmpty` if
+    /// uploads keep appearing as fast as they are aborted.
+    async fn abort_all_uploads(&self, bucket: &str) -> Result<(), ObjectError> {
+        const MAX_PAGES: usize = 100;
+        let group = self.group_of(bucket);
+        for _ in 0..MAX_PAGES {
+            let page = self
+                .list_multipart_uploads(bucket, "", None, None, None, 1000)
+                .await?;
+            if page.uploads.is_empty() {
+                return Ok(());
+            }
+            for u in page.uploads {
+                let cmd = Command::AbortUpload {
+                    bucket: u.bucket,
+                    key: u.key,
+                    upload_id: u.upload_id,
+                };
+                match self.propose_ok(group, cmd).await {
+                    // Completed or aborted by someone else meanwhile: gone either way.
+                    Ok(_) | Err(ObjectError::NoSuchUpload) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Err(ObjectError::BucketNotEmpty)
     }
 
     /// The bucket's record, or `NoSuchBucket`.
@@ -611,6 +635,13 @@ impl ObjectService {
             Ok(b) => b,
             Err(e) => return Err(drain_then(body, e).await),
         };
+        let start = match self
+            .condition_at_start(bucket, key, &opts.precondition)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => return Err(drain_then(body, e).await),
+        };
         let inline = self.inner.config.inline_threshold;
         let consistency = opts.write_consistency.or(bucket_record.write_consistency);
         let ingested = self
@@ -642,10 +673,11 @@ impl ObjectService {
             bucket: bucket.to_string(),
             key: key.to_string(),
             record: record.clone(),
-            condition: condition(&opts.precondition),
+            condition: opts.precondition.condition(),
         };
         self.commit_with_intent(self.group_of(bucket), cmd, &ingested.intent)
-            .await?;
+            .await
+            .map_err(|e| conditional::classify(e, start))?;
         drop(ingested);
         Ok(record)
     }
@@ -752,6 +784,9 @@ impl ObjectService {
         precondition: Precondition,
     ) -> Result<ObjectRecord, ObjectError> {
         self.head_bucket(dst_bucket).await?;
+        let start = self
+            .condition_at_start(dst_bucket, dst_key, &precondition)
+            .await?;
         if src.size > MAX_PUT_SIZE {
             return Err(ObjectError::InvalidArgument(
                 "copy source is larger than 5 GiB; use UploadPartCopy".into(),
@@ -779,10 +814,11 @@ impl ObjectService {
             bucket: dst_bucket.to_string(),
             key: dst_key.to_string(),
             record: record.clone(),
-            condition: condition(&precondition),
+            condition: precondition.condition(),
         };
         self.commit_with_intent(self.group_of(dst_bucket), cmd, &intent)
-            .await?;
+            .await
+            .map_err(|e| conditional::classify(e, start))?;
         Ok(record)
     }
 
@@ -1022,7 +1058,14 @@ impl ObjectService {
         parts: Vec<PartSpec>,
         precondition: Precondition,
     ) -> Result<ObjectRecord, ObjectError> {
-        let upload = self.get_upload(bucket, key, upload_id).await?;
+        let upload = match self.get_upload(bucket, key, upload_id).await {
+            Ok(u) => u,
+            Err(ObjectError::NoSuchUpload) => {
+                return self.completed_by(bucket, key, upload_id).await
+            }
+            Err(e) => return Err(e),
+        };
+        let start = self.condition_at_start(bucket, key, &precondition).await?;
         if parts.is_empty() {
             return Err(ObjectError::InvalidArgument(
                 "you must specify at least one part".into(),
@@ -1065,7 +1108,9 @@ impl ObjectService {
             chunks.extend_from_slice(p.data.chunks());
         }
         let record = ObjectRecord {
-            version: new_version(),
+            // The upload id names the version (an upload completes at most once, and ids are
+            // drawn like versions): a repeated completion recognises the object it produced.
+            version: upload_id.to_string(),
             size: chosen.iter().map(|p| p.size).sum(),
             etag,
             last_modified_ms: now_ms(),
@@ -1083,10 +1128,55 @@ impl ObjectService {
                 .map(|p| (p.part_number, p.etag.clone()))
                 .collect(),
             record: record.clone(),
-            condition: condition(&precondition),
+            condition: precondition.condition(),
         };
-        self.propose_ok(group, cmd).await?;
-        Ok(record)
+        match self.propose_ok(group, cmd).await {
+            Ok(_) => Ok(record),
+            // Another completion of this upload committed first (a client retry racing its
+            // first attempt): answer as for a repeated completion.
+            Err(ObjectError::NoSuchUpload) => self.completed_by(bucket, key, upload_id).await,
+            Err(e) => Err(conditional::classify(e, start)),
+        }
+    }
+
+    /// The object upload `upload_id` produced, while it is still the current version of `key`:
+    /// S3 answers a repeated CompleteMultipartUpload with it (same ETag). `NoSuchUpload` when
+    /// the upload never completed, or its object was replaced or deleted since.
+    async fn completed_by(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<ObjectRecord, ObjectError> {
+        match self.head_object(bucket, key).await {
+            Ok(current) if current.version == upload_id => Ok(current),
+            Ok(_) | Err(ObjectError::NoSuchKey) => Err(ObjectError::NoSuchUpload),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether a conditional write's condition holds against `key` as it is now, before the
+    /// write reads its body: only decides between the two errors of a refused commit (see
+    /// `crate::conditional`). No read for an unconditional write.
+    async fn condition_at_start(
+        &self,
+        bucket: &str,
+        key: &str,
+        precondition: &Precondition,
+    ) -> Result<AtStart, ObjectError> {
+        if *precondition == Precondition::None {
+            return Ok(AtStart::Held);
+        }
+        let q = Query::GetObject {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+        };
+        match self.query(self.group_of(bucket), q).await? {
+            QueryResult::Object(current) => {
+                Ok(conditional::at_start(precondition, current.as_ref()))
+            }
+            other => Err(unexpected(other)),
+        }
     }
 
     async fn parts(

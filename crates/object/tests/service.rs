@@ -342,3 +342,129 @@ async fn corrupt_chunk_is_never_returned() {
     );
     reg.shutdown().await;
 }
+
+/// Uploads a one-part multipart upload of `data` to `b/key`; returns its id and part list.
+async fn one_part_upload(svc: &ObjectService, key: &str, data: &[u8]) -> (String, Vec<PartSpec>) {
+    let up = svc
+        .create_multipart("b", key, Default::default(), None)
+        .await
+        .unwrap();
+    let part = svc
+        .upload_part(
+            "b",
+            key,
+            &up.upload_id,
+            1,
+            body(data, 65536),
+            PutOptions::default(),
+        )
+        .await
+        .unwrap();
+    let specs = vec![PartSpec {
+        part_number: 1,
+        etag: part.etag,
+    }];
+    (up.upload_id, specs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_writes_and_a_repeated_completion() {
+    let dir = tempfile::tempdir().unwrap();
+    let (svc, reg) = open(dir.path()).await;
+    svc.create_bucket("b").await.unwrap();
+    let put = |key: &'static str, data: &'static [u8], p: Precondition| {
+        let svc = svc.clone();
+        async move {
+            let opts = PutOptions {
+                precondition: p,
+                ..Default::default()
+            };
+            svc.put_object("b", key, body(data, 1024), opts).await
+        }
+    };
+    let first = put("k", b"one", Precondition::IfNoneMatchStar)
+        .await
+        .unwrap();
+    assert!(matches!(
+        put("k", b"two", Precondition::IfNoneMatchStar).await,
+        Err(ObjectError::PreconditionFailed)
+    ));
+    assert!(matches!(
+        put("k", b"two", Precondition::IfMatch("nope".into())).await,
+        Err(ObjectError::PreconditionFailed)
+    ));
+    // If-Match on a key that does not exist: NoSuchKey (S3's 404).
+    assert!(matches!(
+        put("absent", b"x", Precondition::IfMatch(first.etag.clone())).await,
+        Err(ObjectError::NoSuchKey)
+    ));
+    put("k", b"two", Precondition::IfMatch(first.etag.clone()))
+        .await
+        .unwrap();
+
+    // A completion answered twice gives the same object; once replaced, NoSuchUpload.
+    let data = pattern(3 * CHUNK, 7);
+    let (id, specs) = one_part_upload(&svc, "mp", &data).await;
+    let done = svc
+        .complete_multipart("b", "mp", &id, specs.clone(), Precondition::IfNoneMatchStar)
+        .await
+        .unwrap();
+    let again = svc
+        .complete_multipart("b", "mp", &id, specs.clone(), Precondition::IfNoneMatchStar)
+        .await
+        .unwrap();
+    assert_eq!((again.etag, again.version), (done.etag, done.version));
+    put("mp", b"other", Precondition::None).await.unwrap();
+    assert!(matches!(
+        svc.complete_multipart("b", "mp", &id, specs, Precondition::None)
+            .await,
+        Err(ObjectError::NoSuchUpload)
+    ));
+    reg.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_bucket_aborts_its_uploads_and_frees_their_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (svc, reg, chunks) = open_with_store(dir.path()).await;
+    svc.create_bucket("b").await.unwrap();
+    for i in 0..3u8 {
+        one_part_upload(&svc, &format!("up/{i}"), &pattern(2 * CHUNK, 10 + i)).await;
+    }
+    // An object still refuses the delete, and nothing is aborted then.
+    svc.put_object("b", "obj", body(b"x", 1), PutOptions::default())
+        .await
+        .unwrap();
+    assert!(matches!(
+        svc.delete_bucket("b").await,
+        Err(ObjectError::BucketNotEmpty)
+    ));
+    let open_uploads = svc
+        .list_multipart_uploads("b", "", None, None, None, 100)
+        .await
+        .unwrap();
+    assert_eq!(open_uploads.uploads.len(), 3);
+    svc.delete_object("b", "obj").await.unwrap();
+
+    deliver_refs(&reg).await.unwrap();
+    assert!(chunk_files(dir.path()) > 0);
+    svc.delete_bucket("b").await.unwrap();
+    assert!(matches!(
+        svc.head_bucket("b").await,
+        Err(ObjectError::NoSuchBucket)
+    ));
+    // The parts' references were released with the uploads: GC takes every chunk.
+    deliver_refs(&reg).await.unwrap();
+    collect_garbage(&reg, &chunks, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(chunk_files(dir.path()), 0);
+    // A bucket of the same name starts without them.
+    svc.create_bucket("b").await.unwrap();
+    let open_uploads = svc
+        .list_multipart_uploads("b", "", None, None, None, 100)
+        .await
+        .unwrap();
+    assert!(open_uploads.uploads.is_empty());
+    reg.shutdown().await;
+}

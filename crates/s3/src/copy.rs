@@ -1,5 +1,6 @@
 //! CopyObject and UploadPartCopy: `x-amz-copy-source` (s3s parses and url-decodes it),
-//! the metadata directive, `x-amz-copy-source-if-*` and `x-amz-copy-source-range`.
+//! the metadata directive, `x-amz-copy-source-if-*`, `x-amz-copy-source-range`, and a
+//! CopyObject's own `If-Match` / `If-None-Match: *` (conditions on the destination).
 
 use cairn_object::{ObjectRecord, Precondition};
 use s3s::dto::*;
@@ -8,7 +9,9 @@ use s3s::{s3_error, S3Request, S3Response, S3Result};
 use crate::checksum::ChecksumFields;
 use crate::conditional::{evaluate_copy_source, Conditions, Outcome};
 use crate::error::ObjectResultExt;
-use crate::object::{check_version_id, etag, part_number_u32, ts, HeaderFields, MAX_PUT_SIZE};
+use crate::object::{
+    check_version_id, etag, part_number_u32, ts, write_precondition, HeaderFields, MAX_PUT_SIZE,
+};
 use crate::validate::validate_key;
 use crate::CairnS3;
 
@@ -63,10 +66,29 @@ async fn load_source(
     }
 }
 
+/// A CopyObject's conditions on its destination. s3s 0.14 has no fields for them, so they are
+/// read from the headers: a client asking for a conditional copy must not get an
+/// unconditional overwrite.
+fn destination_precondition(headers: &http::HeaderMap) -> S3Result<Precondition> {
+    let parse = |name: http::header::HeaderName| {
+        headers
+            .get(&name)
+            .map(|v| {
+                ETagCondition::parse_http_header(v.as_bytes())
+                    .map_err(|_| s3_error!(InvalidArgument, "Invalid {} header", name.as_str()))
+            })
+            .transpose()
+    };
+    let if_match = parse(http::header::IF_MATCH)?;
+    let if_none_match = parse(http::header::IF_NONE_MATCH)?;
+    write_precondition(if_match.as_ref(), if_none_match.as_ref())
+}
+
 pub(crate) async fn copy_object(
     s3: &CairnS3,
     req: S3Request<CopyObjectInput>,
 ) -> S3Result<S3Response<CopyObjectOutput>> {
+    let precondition = destination_precondition(&req.headers)?;
     let input = req.input;
     validate_key(&input.key)?;
     let (src_bucket, src_key) = source_of(&input.copy_source)?;
@@ -112,7 +134,7 @@ pub(crate) async fn copy_object(
             &input.bucket,
             &input.key,
             headers,
-            Precondition::None,
+            precondition,
         )
         .await
         .s3()?;
@@ -250,6 +272,34 @@ mod tests {
         assert!(source_of(&cs).is_err());
         let cs = CopySource::parse("src-bucket/a/../b").unwrap();
         assert!(source_of(&cs).is_err());
+    }
+
+    #[test]
+    fn destination_conditions_come_from_the_headers() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(destination_precondition(&h).unwrap(), Precondition::None);
+        h.insert(
+            http::header::IF_NONE_MATCH,
+            http::HeaderValue::from_static("*"),
+        );
+        assert_eq!(
+            destination_precondition(&h).unwrap(),
+            Precondition::IfNoneMatchStar
+        );
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            http::header::IF_MATCH,
+            http::HeaderValue::from_static("\"abc\""),
+        );
+        assert_eq!(
+            destination_precondition(&h).unwrap(),
+            Precondition::IfMatch("abc".into())
+        );
+        h.insert(
+            http::header::IF_MATCH,
+            http::HeaderValue::from_static("\"unclosed"),
+        );
+        assert!(destination_precondition(&h).is_err());
     }
 
     #[test]

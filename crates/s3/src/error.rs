@@ -22,6 +22,10 @@ pub(crate) fn to_s3_error(err: ObjectError) -> S3Error {
         ObjectError::PreconditionFailed => {
             s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold")
         }
+        ObjectError::ConditionalConflict => s3_error!(
+            ConditionalRequestConflict,
+            "A conflicting operation occurred. If using PutObject you can retry the request. If using multipart upload you should initiate another CreateMultipartUpload request and re-upload each part."
+        ),
         ObjectError::InvalidPart(detail) => {
             let base = "One or more of the specified parts could not be found. The part may not have been uploaded, or the specified entity tag may not have matched the part's entity tag.";
             if detail.is_empty() {
@@ -164,6 +168,11 @@ mod tests {
             ObjectError::PreconditionFailed,
             S3ErrorCode::PreconditionFailed,
             412,
+        );
+        check(
+            ObjectError::ConditionalConflict,
+            S3ErrorCode::ConditionalRequestConflict,
+            409,
         );
         check(
             ObjectError::InvalidPart("2".into()),

@@ -145,7 +145,7 @@ proptest! {
                 Some((start, start + len))
             })
         } else if n == 1 {
-            Some(None)
+            Some((total > 0).then_some((0, total)))
         } else {
             None
         };

@@ -154,10 +154,11 @@ pub(crate) async fn list_objects_v2(
     let prefix = input.prefix.unwrap_or_default();
     let delimiter = non_empty(input.delimiter);
     let start_after = non_empty(input.start_after);
-    // The token wins over start-after; it is always past it.
+    // The token wins over start-after; it is always past it. An empty token is no token: S3
+    // lists from the start (and echoes the empty token back).
     let after = match input.continuation_token.as_deref() {
-        Some(t) => Some(decode_token(t)?),
-        None => start_after.clone(),
+        Some(t) if !t.is_empty() => Some(decode_token(t)?),
+        _ => start_after.clone(),
     };
     let query = ListQuery {
         prefix: prefix.clone(),

@@ -83,7 +83,7 @@ impl HeaderFields {
         }
         Ok(ObjectHeaders {
             content_type: self.content_type,
-            content_encoding: self.content_encoding,
+            content_encoding: self.content_encoding.and_then(|e| without_aws_chunked(&e)),
             content_disposition: self.content_disposition,
             content_language: self.content_language,
             cache_control: self.cache_control,
@@ -91,6 +91,18 @@ impl HeaderFields {
             user,
         })
     }
+}
+
+/// `Content-Encoding` as stored: without `aws-chunked`, which only describes how this request's
+/// body was framed (s3s has already decoded it), as S3 drops it. Other codings stay in order;
+/// None when nothing is left.
+pub(crate) fn without_aws_chunked(encoding: &str) -> Option<String> {
+    let kept: Vec<&str> = encoding
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("aws-chunked"))
+        .collect();
+    (!kept.is_empty()).then(|| kept.join(","))
 }
 
 /// Largest total size of `x-amz-meta-*` names and values, as in S3.
@@ -211,7 +223,11 @@ pub(crate) fn resolve_range(
                     let start: u64 = sizes[..idx].iter().sum();
                     Ok(Some((start, start + len)))
                 }
-                None if n == 1 => Ok(None),
+                // A plain object is one part: S3 answers partNumber=1 as a ranged read of
+                // the whole object (206 with Content-Range). An empty one has no byte to
+                // range over and is answered whole.
+                None if n == 1 && record.size == 0 => Ok(None),
+                None if n == 1 => Ok(Some((0, record.size))),
                 None => Err(invalid_part_number()),
             }
         }
@@ -779,8 +795,13 @@ mod tests {
             code(resolve_range(Some(&range("bytes=0-1")), Some(1), &r)),
             "InvalidRequest"
         );
+        // A plain object: part 1 is a ranged read of all of it; an empty one is read whole.
         let single = record(7, None);
-        assert_eq!(resolve_range(None, Some(1), &single).unwrap(), None);
+        assert_eq!(resolve_range(None, Some(1), &single).unwrap(), Some((0, 7)));
+        assert_eq!(
+            resolve_range(None, Some(1), &record(0, None)).unwrap(),
+            None
+        );
         assert_eq!(
             code(resolve_range(None, Some(2), &single)),
             "InvalidPartNumber"
@@ -806,6 +827,37 @@ mod tests {
         );
         assert!(write_precondition(None, Some(&tag)).is_err());
         assert!(write_precondition(Some(&tag), Some(&any)).is_err());
+    }
+
+    #[test]
+    fn aws_chunked_is_not_a_stored_content_encoding() {
+        assert_eq!(without_aws_chunked("aws-chunked"), None);
+        assert_eq!(
+            without_aws_chunked("gzip,aws-chunked").as_deref(),
+            Some("gzip")
+        );
+        assert_eq!(
+            without_aws_chunked("aws-chunked,gzip").as_deref(),
+            Some("gzip")
+        );
+        assert_eq!(
+            without_aws_chunked("gzip, AWS-Chunked, br").as_deref(),
+            Some("gzip,br")
+        );
+        assert_eq!(without_aws_chunked("gzip").as_deref(), Some("gzip"));
+        assert_eq!(without_aws_chunked(" , ,"), None);
+        let h = HeaderFields {
+            content_type: None,
+            content_encoding: Some("aws-chunked".into()),
+            content_disposition: None,
+            content_language: None,
+            cache_control: None,
+            expires: None,
+            metadata: None,
+        }
+        .into_stored()
+        .unwrap();
+        assert_eq!(h.content_encoding, None);
     }
 
     #[test]
