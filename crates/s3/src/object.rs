@@ -89,6 +89,7 @@ impl HeaderFields {
             cache_control: self.cache_control,
             expires: self.expires.as_ref().map(http_date).transpose()?,
             user,
+            tags: Vec::new(),
         })
     }
 }
