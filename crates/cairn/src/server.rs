@@ -372,6 +372,7 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
         domains: cfg.domains(),
         keys: Some(keys.clone()),
     };
+    let cors = cairn_s3::Cors::new(objects.clone(), &s3_settings)?;
     let s3 = cairn_s3::build_service(objects, &s3_settings, s3_metrics.clone())?;
     let sigv2 = match cfg.s3_allow_sigv2 {
         true => Some(cairn_s3::SigV2Verifier::new(
@@ -409,6 +410,7 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
             sigv2,
             tls: tls.clone(),
             limits: Some(s3_limits),
+            cors: Some(cors),
         },
         wait_for(stop_s3_rx),
     ));

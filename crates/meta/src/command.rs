@@ -3,9 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::bucket_config::CorsRule;
 use crate::model::{
     AccessKeyRecord, BucketRecord, ChunkId, ClusterConfig, Grant, KeyStatus, LayoutRecord,
-    NodeHealth, NodeRecord, NodeState, ObjectRecord, PartRecord, SealedSecret, TokenRecord,
+    NodeHealth, NodeRecord, NodeState, ObjectRecord, PartRecord, SealedSecret, Tag, TokenRecord,
     UploadRecord, WriteConsistency,
 };
 
@@ -282,6 +283,28 @@ pub enum Command {
     CancelRebalance {
         expected: Vec<String>,
         at_ms: i64,
+    },
+
+    // ---- S3 tagging and CORS (appended) ----
+    /// Applied in an object's partition: replaces the tags of the current version of
+    /// `bucket/key` in place (same version, data and references). Refused with `NoSuchKey`
+    /// when there is no such object, or when `version` names another version than the current
+    /// one.
+    SetObjectTags {
+        bucket: String,
+        key: String,
+        version: Option<String>,
+        tags: Vec<Tag>,
+    },
+    /// System group: replaces bucket `name`'s tags (empty: removes them).
+    SetBucketTags {
+        name: String,
+        tags: Vec<Tag>,
+    },
+    /// System group: sets (Some) or removes (None) bucket `name`'s CORS rules.
+    SetBucketCors {
+        name: String,
+        cors: Option<Vec<CorsRule>>,
     },
 }
 

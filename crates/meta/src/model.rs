@@ -93,6 +93,19 @@ pub struct ObjectHeaders {
     pub expires: Option<String>,
     /// `x-amz-meta-*` values, keyed by the lower-case suffix.
     pub user: BTreeMap<String, String>,
+    /// S3 object tags, in the order the client gave them (validated by the S3 layer). Kept
+    /// with the headers because they share their life: stored in the version's record (and an
+    /// upload's, applied at completion), replaced by an overwrite, dropped with the object.
+    /// Appended with a default, so records written before tags existed read as untagged.
+    #[serde(default)]
+    pub tags: Vec<Tag>,
+}
+
+/// One S3 tag (object or bucket).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tag {
+    pub key: String,
+    pub value: String,
 }
 
 /// The current version of an object.

@@ -83,6 +83,10 @@ pub enum Query {
     },
     /// The rebalance plan (system group).
     RebalancePlan,
+    /// A bucket's S3 settings: tags and CORS (system group).
+    BucketConfig {
+        name: String,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -113,6 +117,8 @@ pub enum QueryResult {
     /// (chunk, owner) reference pairs.
     RefOwners(Vec<(ChunkId, String)>),
     RebalancePlan(crate::rebalance::RebalancePlan),
+    /// None: no such bucket.
+    BucketConfig(Option<crate::bucket_config::BucketConfig>),
 }
 
 impl MetaStore {
@@ -197,6 +203,9 @@ impl MetaStore {
                     .collect(),
             ),
             Query::RebalancePlan => QueryResult::RebalancePlan(self.rebalance_plan(group)?),
+            Query::BucketConfig { name } => {
+                QueryResult::BucketConfig(self.bucket_config(group, name)?)
+            }
         })
     }
 }

@@ -31,7 +31,7 @@ pub(crate) const TOKENS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("s
 
 /// Every state-machine table, in a fixed order (the snapshot format numbers them; new tables
 /// go at the end).
-pub(crate) const ALL_TABLES: [TableDefinition<&[u8], &[u8]>; 12] = [
+pub(crate) const ALL_TABLES: [TableDefinition<&[u8], &[u8]>; 13] = [
     OBJECTS,
     UPLOADS,
     PARTS,
@@ -44,6 +44,7 @@ pub(crate) const ALL_TABLES: [TableDefinition<&[u8], &[u8]>; 12] = [
     KEYS,
     TOKENS,
     crate::usage::USAGE,
+    crate::bucket_config::BUCKET_CONFIG,
 ];
 const SM_META_INDEX: usize = 6;
 
@@ -186,6 +187,7 @@ impl MetaStore {
                 }
                 t.insert(k.as_slice(), encode(record)?.as_slice())?;
                 drop(t);
+                Self::drop_bucket_config(txn, group, &record.name)?;
                 self.audit(
                     txn,
                     group,
@@ -201,6 +203,7 @@ impl MetaStore {
                     return Ok(Response::Refused(CommandError::NoSuchBucket));
                 }
                 drop(t);
+                Self::drop_bucket_config(txn, group, name)?;
                 self.audit(txn, group, 0, format!("delete bucket {name}"))?;
                 Ok(Response::Done)
             }
@@ -615,6 +618,29 @@ impl MetaStore {
                     }
                 }
                 Ok(Response::Done)
+            }
+            Command::SetObjectTags {
+                bucket,
+                key,
+                version,
+                tags,
+            } => {
+                let mut objects = txn.open_table(OBJECTS)?;
+                let k = keys::object(group, bucket, key);
+                let mut record: ObjectRecord = match objects.get(k.as_slice())? {
+                    Some(v) => decode(v.value())?,
+                    None => return Ok(Response::Refused(CommandError::NoSuchKey)),
+                };
+                if version.as_ref().is_some_and(|v| *v != record.version) {
+                    return Ok(Response::Refused(CommandError::NoSuchKey));
+                }
+                // Same version, data and size: no reference or usage change.
+                record.headers.tags = tags.clone();
+                objects.insert(k.as_slice(), encode(&record)?.as_slice())?;
+                Ok(Response::Done)
+            }
+            Command::SetBucketTags { .. } | Command::SetBucketCors { .. } => {
+                self.apply_bucket_config(txn, group, cmd)
             }
             Command::SetRootKey { .. }
             | Command::CreateAccessKey { .. }

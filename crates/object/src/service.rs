@@ -20,6 +20,8 @@ use crate::conditional::{self, AtStart, Precondition};
 use crate::digest::{multipart_etag, BodyDigest};
 use crate::ObjectError;
 
+mod settings;
+
 /// S3's limit for a single PUT, a part, and a copy source.
 pub const MAX_PUT_SIZE: u64 = 5 << 30;
 /// S3's minimum size of every part but the last.
@@ -186,6 +188,7 @@ fn refused(e: CommandError) -> ObjectError {
         CommandError::PreconditionFailed => ObjectError::PreconditionFailed,
         CommandError::NoSuchKey => ObjectError::NoSuchKey,
         CommandError::InvalidPart(m) => ObjectError::InvalidPart(m),
+        CommandError::NoSuchKey => ObjectError::NoSuchKey,
         other => ObjectError::Storage(format!("unexpected refusal: {other}")),
     }
 }

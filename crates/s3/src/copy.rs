@@ -125,6 +125,12 @@ pub(crate) async fn copy_object(
         }
         .into_stored()?,
     };
+    let headers = crate::tagging::with_copy_tags(
+        headers,
+        input.tagging_directive.as_ref(),
+        input.tagging.as_deref(),
+        &src,
+    )?;
     let record = s3
         .objects()
         .copy_object(

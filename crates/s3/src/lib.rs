@@ -10,6 +10,9 @@
 //! - `sigv2.rs` — constant-time SigV2 verification ahead of s3s (when SigV2 is enabled).
 //! - `host.rs` — virtual-host-style addressing.
 //! - `bucket.rs`, `object.rs`, `list.rs`, `multipart.rs`, `copy.rs` — the operations.
+//! - `tagging.rs` — object and bucket tags, `x-amz-tagging` and `x-amz-tagging-count`.
+//! - `cors.rs` — CORS configuration checks and rule matching (pure); `cors_http.rs` — the CORS
+//!   operations, preflight answers and CORS response headers.
 //! - `checksum.rs` — `Content-MD5` and `x-amz-checksum-*` selection and verification.
 //! - `conditional.rs` — RFC 7232 conditional request evaluation.
 //! - `error.rs` — the one place `ObjectError` becomes an S3 error.
@@ -23,6 +26,8 @@ mod checksum;
 mod conditional;
 mod consistency;
 mod copy;
+mod cors;
+mod cors_http;
 mod error;
 mod guard;
 mod host;
@@ -33,6 +38,7 @@ mod multipart;
 mod object;
 mod serve;
 mod sigv2;
+mod tagging;
 mod validate;
 
 #[cfg(test)]
@@ -44,6 +50,7 @@ use cairn_object::ObjectService;
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, S3};
 
+pub use cors_http::Cors;
 pub use limit::{Limit, S3Limits};
 pub use metrics::S3Metrics;
 pub use serve::{serve, ServeOptions};
@@ -329,6 +336,73 @@ impl S3 for CairnS3 {
         req: S3Request<ListMultipartUploadsInput>,
     ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
         multipart::list_multipart_uploads(self, req).await
+    }
+
+    // ---- tagging ----
+
+    async fn put_object_tagging(
+        &self,
+        req: S3Request<PutObjectTaggingInput>,
+    ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
+        tagging::put_object_tagging(self, req).await
+    }
+
+    async fn get_object_tagging(
+        &self,
+        req: S3Request<GetObjectTaggingInput>,
+    ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
+        tagging::get_object_tagging(self, req).await
+    }
+
+    async fn delete_object_tagging(
+        &self,
+        req: S3Request<DeleteObjectTaggingInput>,
+    ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
+        tagging::delete_object_tagging(self, req).await
+    }
+
+    async fn put_bucket_tagging(
+        &self,
+        req: S3Request<PutBucketTaggingInput>,
+    ) -> S3Result<S3Response<PutBucketTaggingOutput>> {
+        tagging::put_bucket_tagging(self, req).await
+    }
+
+    async fn get_bucket_tagging(
+        &self,
+        req: S3Request<GetBucketTaggingInput>,
+    ) -> S3Result<S3Response<GetBucketTaggingOutput>> {
+        tagging::get_bucket_tagging(self, req).await
+    }
+
+    async fn delete_bucket_tagging(
+        &self,
+        req: S3Request<DeleteBucketTaggingInput>,
+    ) -> S3Result<S3Response<DeleteBucketTaggingOutput>> {
+        tagging::delete_bucket_tagging(self, req).await
+    }
+
+    // ---- CORS ----
+
+    async fn put_bucket_cors(
+        &self,
+        req: S3Request<PutBucketCorsInput>,
+    ) -> S3Result<S3Response<PutBucketCorsOutput>> {
+        cors_http::put_bucket_cors(self, req).await
+    }
+
+    async fn get_bucket_cors(
+        &self,
+        req: S3Request<GetBucketCorsInput>,
+    ) -> S3Result<S3Response<GetBucketCorsOutput>> {
+        cors_http::get_bucket_cors(self, req).await
+    }
+
+    async fn delete_bucket_cors(
+        &self,
+        req: S3Request<DeleteBucketCorsInput>,
+    ) -> S3Result<S3Response<DeleteBucketCorsOutput>> {
+        cors_http::delete_bucket_cors(self, req).await
     }
 }
 

@@ -37,6 +37,7 @@ pub(crate) async fn create_multipart_upload(
         metadata: input.metadata,
     }
     .into_stored()?;
+    let headers = crate::tagging::with_header_tags(headers, input.tagging.as_deref())?;
     let upload = s3
         .objects()
         .create_multipart(&input.bucket, &input.key, headers, algo)

@@ -89,6 +89,7 @@ impl HeaderFields {
             cache_control: self.cache_control,
             expires: self.expires.as_ref().map(http_date).transpose()?,
             user,
+            tags: Vec::new(),
         })
     }
 }
@@ -361,6 +362,7 @@ pub(crate) async fn put_object(
         metadata: input.metadata,
     }
     .into_stored()?;
+    let headers = crate::tagging::with_header_tags(headers, input.tagging.as_deref())?;
     let opts = PutOptions {
         headers,
         content_length,
@@ -533,6 +535,7 @@ pub(crate) async fn get_object(
     };
     let mut resp = S3Response::new(output);
     expires_header(h, &mut resp.headers);
+    crate::tagging::count_header(h, &mut resp.headers);
     Ok(resp)
 }
 
@@ -593,6 +596,7 @@ pub(crate) async fn head_object(
     };
     let mut resp = S3Response::new(output);
     expires_header(h, &mut resp.headers);
+    crate::tagging::count_header(h, &mut resp.headers);
     if range.is_some() {
         // s3s always answers HEAD with 200; a ranged HEAD is a 206 in S3.
         resp.extensions

@@ -62,6 +62,9 @@ pub struct ServeOptions {
     pub tls: Option<cairn_tls::ServerTls>,
     /// Caps to use instead of `max_connections` / `max_in_flight`, resizable while serving.
     pub limits: Option<crate::S3Limits>,
+    /// Answer CORS preflights (`OPTIONS`, before authentication) and add CORS headers to
+    /// requests with an `Origin`, from the buckets' CORS rules. None: no CORS.
+    pub cors: Option<crate::Cors>,
 }
 
 impl Default for ServeOptions {
@@ -74,6 +77,7 @@ impl Default for ServeOptions {
             sigv2: None,
             tls: None,
             limits: None,
+            cors: None,
         }
     }
 }
@@ -86,6 +90,7 @@ struct Shared {
     hygiene: Hygiene,
     sigv2: Option<crate::SigV2Verifier>,
     body_idle_timeout: Duration,
+    cors: Option<crate::Cors>,
 }
 
 /// Serves HTTP/1.1 (or HTTPS with `options.tls`) on `listener` until `shutdown` resolves: sets
@@ -121,6 +126,7 @@ pub async fn serve(
         },
         sigv2: options.sigv2.clone(),
         body_idle_timeout: options.body_idle_timeout,
+        cors: options.cors.clone(),
     });
     let mut shutdown = std::pin::pin!(shutdown);
 
@@ -290,11 +296,32 @@ async fn handle(
     let id = next_request_id();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let expects_continue = req
+        .headers()
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     let span = tracing::info_span!("s3_request", request_id = %id, method = %method, path = %path);
     async move {
         let start = Instant::now();
         let metrics = &shared.metrics;
         let permit = shared.in_flight.try_acquire();
+        // CORS preflights carry no signature: answered here, before s3s authenticates.
+        if let (Ok(_), Some(cors), &Method::OPTIONS) = (&permit, &shared.cors, &method) {
+            // Boxed: keeps `handle`'s future shallow enough for the compiler's layout queries.
+            let resp = match Box::pin(cors.preflight(req.uri(), req.headers())).await {
+                Ok(resp) => resp,
+                Err(r) => {
+                    let status = r.status.as_u16();
+                    tracing::debug!(status, reason = r.reason, "preflight refused");
+                    refusal_response(&r)
+                }
+            };
+            let resp = finish(resp, &id, &path, &method);
+            let status = resp.status().as_u16();
+            metrics.observe("PreflightRequest", method.as_str(), status, start.elapsed());
+            let permit = permit.ok();
+            return Ok(resp.map(|b| Counting::new(b, metrics.bytes_out(), permit)));
+        }
         let refusal = match &permit {
             Err(_) => Some(slow_down()),
             Ok(_) => shared
@@ -313,7 +340,8 @@ async fn handle(
         };
         if let Some(r) = refusal {
             metrics.refused(r.reason);
-            let resp = finish(refusal_response(&r), &id, &path, &method);
+            let mut resp = finish(refusal_response(&r), &id, &path, &method);
+            close_if_body_unsent(&mut resp, expects_continue);
             metrics.observe("refused", method.as_str(), r.status.as_u16(), start.elapsed());
             tracing::debug!(status = r.status.as_u16(), code = r.code, reason = r.reason, "request refused");
             return Ok(resp.map(|b| Counting::new(b, metrics.bytes_out(), None)));
@@ -333,15 +361,23 @@ async fn handle(
             ))
         });
         req.extensions_mut().insert(slot.clone());
+        let cors_request = shared
+            .cors
+            .as_ref()
+            .and_then(|c| c.actual_request(&method, req.uri(), req.headers()));
 
-        let resp = match shared.service.call(req).await {
+        let mut resp = match shared.service.call(req).await {
             Ok(resp) => resp,
             Err(e) => {
                 tracing::error!(error = ?e, "s3s failed to produce a response");
                 internal_error_response()
             }
         };
-        let resp = finish(resp, &id, &path, &method);
+        if let (Some(cors), Some(r)) = (&shared.cors, cors_request) {
+            Box::pin(cors.decorate(r, &mut resp)).await;
+        }
+        let mut resp = finish(resp, &id, &path, &method);
+        close_if_body_unsent(&mut resp, expects_continue);
         let status = resp.status();
         let op = slot.get().unwrap_or_else(|| "unknown".to_owned());
         let elapsed = start.elapsed();
@@ -357,6 +393,18 @@ async fn handle(
     }
     .instrument(span)
     .await
+}
+
+/// Closes the connection after an error answered to an `Expect: 100-continue` request. The
+/// client may not have sent its body (botocore does not, once a final answer arrives first);
+/// keeping the connection would make the server read the start of the client's next request
+/// as the rest of this body.
+fn close_if_body_unsent(resp: &mut http::Response<Body>, expects_continue: bool) {
+    let status = resp.status();
+    if expects_continue && (status.is_client_error() || status.is_server_error()) {
+        resp.headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
 }
 
 fn internal_error_response() -> http::Response<Body> {
@@ -614,6 +662,25 @@ mod tests {
             Some(&b"ID"[..])
         );
         assert!(resp.headers().get(http::header::ETAG).is_some());
+    }
+
+    #[test]
+    fn errors_to_expect_continue_requests_close_the_connection() {
+        let with = |status: StatusCode, expects: bool| {
+            let mut resp = http::Response::new(Body::empty());
+            *resp.status_mut() = status;
+            close_if_body_unsent(&mut resp, expects);
+            resp.headers()
+                .get(http::header::CONNECTION)
+                .map(|v| v.as_bytes().to_vec())
+        };
+        assert_eq!(with(StatusCode::BAD_REQUEST, true), Some(b"close".to_vec()));
+        assert_eq!(
+            with(StatusCode::SERVICE_UNAVAILABLE, true),
+            Some(b"close".to_vec())
+        );
+        assert_eq!(with(StatusCode::OK, true), None);
+        assert_eq!(with(StatusCode::BAD_REQUEST, false), None);
     }
 
     #[test]

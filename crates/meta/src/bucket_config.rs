@@ -1,0 +1,179 @@
+//! Per-bucket settings made through the S3 API: the bucket's tags and its CORS configuration
+//! (system group, table `sm_bucket_config`, one row per bucket that has any).
+//!
+//! They live in their own table rather than in [`crate::model::BucketRecord`] so the bucket
+//! record (positional msgpack, built in many places) keeps its shape; the row is named msgpack
+//! behind a version marker (STYLE.md, "stored formats say their version"). Deleting a bucket
+//! drops its row in the same apply, and creating one clears any row left under its name.
+//!
+//! The S3 layer validates tags and rules before proposing them; the state machine only stores
+//! them, so the matching rules (`cairn-s3` `cors.rs`) can change without touching the log.
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use crate::command::{Command, CommandError, Response};
+use crate::keys;
+use crate::model::Tag;
+use crate::store::{decode, encode_named, MetaStore, BUCKETS};
+use crate::MetaError;
+
+/// `g | bucket` → [`Row`] (named msgpack).
+pub(crate) const BUCKET_CONFIG: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("sm_bucket_config");
+
+/// The S3-level settings of one bucket. The default is a bucket without tags or CORS.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketConfig {
+    /// Bucket tags (PutBucketTagging); empty: none (GetBucketTagging answers NoSuchTagSet).
+    #[serde(default)]
+    pub tags: Vec<Tag>,
+    /// CORS rules in the order given (the first that matches a request applies); None: no
+    /// CORS configuration (NoSuchCORSConfiguration, and preflights are refused).
+    #[serde(default)]
+    pub cors: Option<Vec<CorsRule>>,
+}
+
+impl BucketConfig {
+    fn is_empty(&self) -> bool {
+        self.tags.is_empty() && self.cors.is_none()
+    }
+}
+
+/// One CORS rule as PutBucketCors gave it (validated by the S3 layer).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CorsRule {
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Origins, each with at most one `*` wildcard.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Upper-case methods among GET, PUT, POST, DELETE, HEAD.
+    #[serde(default)]
+    pub allowed_methods: Vec<String>,
+    /// Header names a preflight may ask for, each with at most one `*` wildcard.
+    #[serde(default)]
+    pub allowed_headers: Vec<String>,
+    /// Response headers a browser may show to the page.
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    #[serde(default)]
+    pub max_age_seconds: Option<i32>,
+}
+
+/// The stored row: a version marker plus named fields.
+#[derive(Serialize, Deserialize)]
+enum Row {
+    V1(BucketConfig),
+}
+
+impl MetaStore {
+    /// The S3 settings of bucket `name` in `group` (the system group); None when the bucket
+    /// does not exist, the default when it has none.
+    pub fn bucket_config(&self, group: u64, name: &str) -> Result<Option<BucketConfig>, MetaError> {
+        let txn = self.db().begin_read()?;
+        let k = keys::bucket(group, name);
+        if txn.open_table(BUCKETS)?.get(k.as_slice())?.is_none() {
+            return Ok(None);
+        }
+        let t = txn.open_table(BUCKET_CONFIG)?;
+        let config = match t.get(k.as_slice())? {
+            Some(v) => read_row(v.value())?,
+            None => BucketConfig::default(),
+        };
+        Ok(Some(config))
+    }
+
+    /// Applies `SetBucketTags` / `SetBucketCors`: refused with `NoSuchBucket` when the bucket
+    /// does not exist.
+    pub(crate) fn apply_bucket_config(
+        &self,
+        txn: &WriteTransaction,
+        group: u64,
+        cmd: &Command,
+    ) -> Result<Response, MetaError> {
+        let (name, what) = match cmd {
+            Command::SetBucketTags { name, tags } => (name, format!("{} tags", tags.len())),
+            Command::SetBucketCors { name, cors } => (
+                name,
+                match cors {
+                    Some(rules) => format!("CORS {} rules", rules.len()),
+                    None => "CORS removed".to_owned(),
+                },
+            ),
+            other => {
+                return Ok(Response::Refused(CommandError::Invalid(format!(
+                    "not a bucket setting: {other:?}"
+                ))))
+            }
+        };
+        let k = keys::bucket(group, name);
+        if txn.open_table(BUCKETS)?.get(k.as_slice())?.is_none() {
+            return Ok(Response::Refused(CommandError::NoSuchBucket));
+        }
+        let mut t = txn.open_table(BUCKET_CONFIG)?;
+        let mut config = match t.get(k.as_slice())? {
+            Some(v) => read_row(v.value())?,
+            None => BucketConfig::default(),
+        };
+        match cmd {
+            Command::SetBucketTags { tags, .. } => config.tags = tags.clone(),
+            Command::SetBucketCors { cors, .. } => config.cors = cors.clone(),
+            _ => {}
+        }
+        if config.is_empty() {
+            t.remove(k.as_slice())?;
+        } else {
+            t.insert(k.as_slice(), encode_named(&Row::V1(config))?.as_slice())?;
+        }
+        drop(t);
+        self.audit(txn, group, 0, format!("bucket {name} {what}"))?;
+        Ok(Response::Done)
+    }
+
+    /// Drops bucket `name`'s settings (the bucket is deleted or created anew).
+    pub(crate) fn drop_bucket_config(
+        txn: &WriteTransaction,
+        group: u64,
+        name: &str,
+    ) -> Result<(), MetaError> {
+        let mut t = txn.open_table(BUCKET_CONFIG)?;
+        t.remove(keys::bucket(group, name).as_slice())?;
+        Ok(())
+    }
+}
+
+fn read_row(b: &[u8]) -> Result<BucketConfig, MetaError> {
+    match decode::<Row>(b)? {
+        Row::V1(c) => Ok(c),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_round_trip_and_old_fields_default() {
+        let c = BucketConfig {
+            tags: vec![Tag {
+                key: "k".into(),
+                value: "v".into(),
+            }],
+            cors: Some(vec![CorsRule {
+                allowed_origins: vec!["*".into()],
+                allowed_methods: vec!["GET".into()],
+                ..CorsRule::default()
+            }]),
+        };
+        let b = encode_named(&Row::V1(c.clone())).unwrap();
+        assert_eq!(read_row(&b).unwrap(), c);
+        // A V1 row that names only some fields (as a future writer dropping one would).
+        #[derive(Serialize)]
+        enum Partial {
+            V1 { tags: Vec<Tag> },
+        }
+        let b = encode_named(&Partial::V1 { tags: vec![] }).unwrap();
+        assert_eq!(read_row(&b).unwrap(), BucketConfig::default());
+    }
+}

@@ -1,0 +1,72 @@
+//! Object tags and per-bucket S3 settings (tags, CORS): small linearizable reads and single
+//! commands, no data path. Tags given at upload time travel in `ObjectHeaders::tags` instead.
+
+use cairn_meta::bucket_config::{BucketConfig, CorsRule};
+use cairn_meta::model::Tag;
+use cairn_meta::placement::SYSTEM_GROUP;
+use cairn_meta::{Command, Query, QueryResult};
+
+use super::{unexpected, ObjectService, ReadConsistency};
+use crate::ObjectError;
+
+impl ObjectService {
+    /// Replaces the tags of the current version of `bucket/key` (of version `version` only,
+    /// when given). `NoSuchBucket`, or `NoSuchKey` when there is no such object or version.
+    pub async fn set_object_tags(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+        tags: Vec<Tag>,
+    ) -> Result<(), ObjectError> {
+        self.head_bucket(bucket).await?;
+        let cmd = Command::SetObjectTags {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            version: version.map(str::to_string),
+            tags,
+        };
+        self.propose_ok(self.group_of(bucket), cmd).await?;
+        Ok(())
+    }
+
+    /// Bucket `name`'s S3 settings (linearizable, or this node's replica with `Stale`), or
+    /// `NoSuchBucket`.
+    pub async fn bucket_config(
+        &self,
+        name: &str,
+        rc: ReadConsistency,
+    ) -> Result<BucketConfig, ObjectError> {
+        let q = Query::BucketConfig {
+            name: name.to_string(),
+        };
+        match self.query_with(SYSTEM_GROUP, q, rc).await? {
+            QueryResult::BucketConfig(c) => c.ok_or(ObjectError::NoSuchBucket),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Replaces bucket `name`'s tags (empty: removes them), or `NoSuchBucket`.
+    pub async fn set_bucket_tags(&self, name: &str, tags: Vec<Tag>) -> Result<(), ObjectError> {
+        let cmd = Command::SetBucketTags {
+            name: name.to_string(),
+            tags,
+        };
+        self.propose_ok(SYSTEM_GROUP, cmd).await?;
+        Ok(())
+    }
+
+    /// Sets (Some) or removes (None) bucket `name`'s CORS rules, or `NoSuchBucket`.
+    pub async fn set_bucket_cors(
+        &self,
+        name: &str,
+        cors: Option<Vec<CorsRule>>,
+    ) -> Result<(), ObjectError> {
+        let cmd = Command::SetBucketCors {
+            name: name.to_string(),
+            cors,
+        };
+        self.propose_ok(SYSTEM_GROUP, cmd).await?;
+        Ok(())
+    }
+}
