@@ -188,7 +188,6 @@ fn refused(e: CommandError) -> ObjectError {
         CommandError::PreconditionFailed => ObjectError::PreconditionFailed,
         CommandError::NoSuchKey => ObjectError::NoSuchKey,
         CommandError::InvalidPart(m) => ObjectError::InvalidPart(m),
-        CommandError::NoSuchKey => ObjectError::NoSuchKey,
         other => ObjectError::Storage(format!("unexpected refusal: {other}")),
     }
 }
