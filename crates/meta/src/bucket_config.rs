@@ -190,7 +190,12 @@ impl MetaStore {
             ),
             Command::SetBucketPolicy { name, policy } => (
                 name,
-                if policy.is_some() { "policy set" } else { "policy removed" }.to_owned(),
+                if policy.is_some() {
+                    "policy set"
+                } else {
+                    "policy removed"
+                }
+                .to_owned(),
             ),
             Command::SetPublicAccessBlock { name, block } => {
                 (name, format!("public access block {block:?}"))

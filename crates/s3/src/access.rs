@@ -104,7 +104,9 @@ fn check_acl_headers(headers: &http::HeaderMap, access: &BucketAccess) -> S3Resu
     let canned = headers
         .get("x-amz-acl")
         .map(|v| v.to_str().unwrap_or("").trim().to_string());
-    let grants = headers.keys().any(|n| n.as_str().starts_with("x-amz-grant-"));
+    let grants = headers
+        .keys()
+        .any(|n| n.as_str().starts_with("x-amz-grant-"));
     if canned.as_deref().is_none_or(harmless_acl) && !grants {
         return Ok(());
     }
@@ -114,8 +116,7 @@ fn check_acl_headers(headers: &http::HeaderMap, access: &BucketAccess) -> S3Resu
             "The bucket does not allow ACLs"
         ));
     }
-    if access.block().block_public_acls && (grants || canned.as_deref().is_some_and(public_acl))
-    {
+    if access.block().block_public_acls && (grants || canned.as_deref().is_some_and(public_acl)) {
         return Err(denied());
     }
     Err(s3_error!(
@@ -133,7 +134,10 @@ fn condition_context(cx: &S3AccessContext<'_>, conn: Option<ConnInfo>) -> BTreeM
     }
     c.insert("aws:epochtime".into(), now.unix_timestamp().to_string());
     if let Some(conn) = conn {
-        c.insert("aws:sourceip".into(), conn.peer.ip().to_canonical().to_string());
+        c.insert(
+            "aws:sourceip".into(),
+            conn.peer.ip().to_canonical().to_string(),
+        );
         c.insert("aws:securetransport".into(), conn.tls.to_string());
     }
     match cx.credentials() {
@@ -178,7 +182,12 @@ fn condition_context(cx: &S3AccessContext<'_>, conn: Option<ConnInfo>) -> BTreeM
     let presigned = query.contains("X-Amz-Signature=");
     c.insert(
         "s3:authtype".into(),
-        if presigned { "REST-QUERY-STRING" } else { "REST-HEADER" }.into(),
+        if presigned {
+            "REST-QUERY-STRING"
+        } else {
+            "REST-HEADER"
+        }
+        .into(),
     );
     c
 }
@@ -214,7 +223,10 @@ impl<A> KeyAccess<A> {
     async fn bucket_access(&self, bucket: &str) -> S3Result<Arc<BucketAccess>> {
         self.cache.get(bucket).await.map_err(|e| {
             tracing::warn!(bucket, error = %e, "bucket settings unavailable for the access check");
-            s3_error!(ServiceUnavailable, "Please try again: bucket settings are unavailable")
+            s3_error!(
+                ServiceUnavailable,
+                "Please try again: bucket settings are unavailable"
+            )
         })
     }
 
@@ -301,7 +313,10 @@ impl<A: S3Access> S3Access for KeyAccess<A> {
         };
         if op == "CreateBucket" {
             let acl = cx.headers().get("x-amz-acl").and_then(|v| v.to_str().ok());
-            let grants = cx.headers().keys().any(|n| n.as_str().starts_with("x-amz-grant-"));
+            let grants = cx
+                .headers()
+                .keys()
+                .any(|n| n.as_str().starts_with("x-amz-grant-"));
             if grants || acl.is_some_and(|a| !harmless_acl(a.trim())) {
                 return Err(s3_error!(
                     InvalidBucketAclWithObjectOwnership,
@@ -442,7 +457,10 @@ mod tests {
             Some("src")
         );
         assert_eq!(copy_source_bucket("/"), None);
-        assert_eq!(copy_source_key("/src/a%20b.txt?versionId=1").as_deref(), Some("a b.txt"));
+        assert_eq!(
+            copy_source_key("/src/a%20b.txt?versionId=1").as_deref(),
+            Some("a b.txt")
+        );
     }
 
     #[test]

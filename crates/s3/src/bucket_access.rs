@@ -95,7 +95,11 @@ impl AccessCache {
                 None => None,
             }
         };
-        let config = match self.objects.bucket_config(bucket, ReadConsistency::Stale).await {
+        let config = match self
+            .objects
+            .bucket_config(bucket, ReadConsistency::Stale)
+            .await
+        {
             Ok(c) => c,
             Err(ObjectError::NoSuchBucket) => BucketConfig::default(),
             Err(e) => return Err(e),

@@ -225,8 +225,12 @@ pub(crate) fn action_of(op: &str) -> String {
         "ListObjectVersions" => "ListBucketVersions",
         "HeadObject" => "GetObject",
         "ListBuckets" => "ListAllMyBuckets",
-        "CreateMultipartUpload" | "UploadPart" | "UploadPartCopy" | "CompleteMultipartUpload"
-        | "CopyObject" | "PostObject" => "PutObject",
+        "CreateMultipartUpload"
+        | "UploadPart"
+        | "UploadPartCopy"
+        | "CompleteMultipartUpload"
+        | "CopyObject"
+        | "PostObject" => "PutObject",
         "ListParts" => "ListMultipartUploadParts",
         "ListMultipartUploads" => "ListBucketMultipartUploads",
         "DeleteObjects" => "DeleteObject",
@@ -236,9 +240,7 @@ pub(crate) fn action_of(op: &str) -> String {
         "PutPublicAccessBlock" | "DeletePublicAccessBlock" => "PutBucketPublicAccessBlock",
         "GetPublicAccessBlock" => "GetBucketPublicAccessBlock",
         "DeleteBucketOwnershipControls" => "PutBucketOwnershipControls",
-        "PutBucketLifecycleConfiguration" | "DeleteBucketLifecycle" => {
-            "PutLifecycleConfiguration"
-        }
+        "PutBucketLifecycleConfiguration" | "DeleteBucketLifecycle" => "PutLifecycleConfiguration",
         "GetBucketLifecycleConfiguration" => "GetLifecycleConfiguration",
         other => other,
     };
@@ -401,13 +403,10 @@ fn condition(op_name: &str, key: &str, v: &Value) -> Result<Condition, PolicyErr
         Some(b) => (b, true),
         None => (op_name, false),
     };
-    let op = Op::parse(base)
-        .ok_or_else(|| bad(format!("Invalid Condition type : {op_name}")))?;
+    let op = Op::parse(base).ok_or_else(|| bad(format!("Invalid Condition type : {op_name}")))?;
     let lower = key.to_ascii_lowercase();
     if !CONDITION_KEYS.contains(&lower.as_str()) {
-        return Err(bad(format!(
-            "Policy has an invalid condition key: {key}"
-        )));
+        return Err(bad(format!("Policy has an invalid condition key: {key}")));
     }
     let values = strings(v, "condition value")?;
     for val in &values {
@@ -464,7 +463,11 @@ fn in_cidr(ip: IpAddr, (net, len): (IpAddr, u8)) -> bool {
             u32::from(a) & mask == u32::from(n) & mask
         }
         (IpAddr::V6(a), IpAddr::V6(n)) => {
-            let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+            let mask = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - len)
+            };
             u128::from(a) & mask == u128::from(n) & mask
         }
         _ => false,
@@ -480,11 +483,8 @@ fn parse_date(s: &str) -> Option<OffsetDateTime> {
     if let Ok(secs) = s.parse::<i64>() {
         return OffsetDateTime::from_unix_timestamp(secs).ok();
     }
-    let date = time::Date::parse(
-        s,
-        time::macros::format_description!("[year]-[month]-[day]"),
-    )
-    .ok()?;
+    let date =
+        time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]")).ok()?;
     Some(date.midnight().assume_utc())
 }
 
@@ -494,8 +494,8 @@ impl Policy {
         if text.len() > MAX_POLICY_BYTES {
             return Err(bad("Policy exceeds the maximum allowed document size."));
         }
-        let doc: Value = serde_json::from_str(text)
-            .map_err(|_| bad("This policy contains invalid Json"))?;
+        let doc: Value =
+            serde_json::from_str(text).map_err(|_| bad("This policy contains invalid Json"))?;
         let Value::Object(doc) = doc else {
             return Err(bad("This policy contains invalid Json"));
         };
@@ -549,9 +549,9 @@ impl Policy {
                 && !s.conditions.iter().any(|c| {
                     c.key == "aws:sourceip"
                         && c.op == Op::IpAddress
-                        && c.values.iter().all(|v| {
-                            parse_cidr(v).is_some_and(|(_, len)| len >= 8)
-                        })
+                        && c.values
+                            .iter()
+                            .all(|v| parse_cidr(v).is_some_and(|(_, len)| len >= 8))
                 })
         })
     }
@@ -592,9 +592,7 @@ fn statement(v: &Value, bucket: &str) -> Result<Statement, PolicyError> {
         (Some(p), None) => (false, principals(p)?),
         (None, Some(p)) => (true, principals(p)?),
         (None, None) => return Err(bad("Missing required field Principal")),
-        (Some(_), Some(_)) => {
-            return Err(bad("Statement has both Principal and NotPrincipal"))
-        }
+        (Some(_), Some(_)) => return Err(bad("Statement has both Principal and NotPrincipal")),
     };
     let actions = match (m.get("Action"), m.get("NotAction")) {
         (Some(a), None) => (false, a),
@@ -613,9 +611,7 @@ fn statement(v: &Value, bucket: &str) -> Result<Statement, PolicyError> {
         (Some(r), None) => (false, strings(r, "resource")?),
         (None, Some(r)) => (true, strings(r, "resource")?),
         (None, None) => return Err(bad("Missing required field Resource")),
-        (Some(_), Some(_)) => {
-            return Err(bad("Statement has both Resource and NotResource"))
-        }
+        (Some(_), Some(_)) => return Err(bad("Statement has both Resource and NotResource")),
     };
     for r in &resources.1 {
         check_resource(r, bucket)?;
@@ -685,13 +681,17 @@ impl Condition {
             StringNotLike => !any(&|v| wildcard(v, value)),
             Bool => any(&|v| v.eq_ignore_ascii_case(value)),
             IpAddress | NotIpAddress => {
-                let hit = value.parse::<IpAddr>().is_ok_and(|ip| {
-                    any(&|v| parse_cidr(v).is_some_and(|c| in_cidr(ip, c)))
-                });
+                let hit = value
+                    .parse::<IpAddr>()
+                    .is_ok_and(|ip| any(&|v| parse_cidr(v).is_some_and(|c| in_cidr(ip, c))));
                 hit == (self.op == IpAddress)
             }
-            NumericEquals | NumericNotEquals | NumericLessThan | NumericLessThanEquals
-            | NumericGreaterThan | NumericGreaterThanEquals => {
+            NumericEquals
+            | NumericNotEquals
+            | NumericLessThan
+            | NumericLessThanEquals
+            | NumericGreaterThan
+            | NumericGreaterThanEquals => {
                 let Ok(x) = value.parse::<f64>() else {
                     return false;
                 };
@@ -706,7 +706,11 @@ impl Condition {
                 });
                 hit != (self.op == NumericNotEquals)
             }
-            DateEquals | DateNotEquals | DateLessThan | DateLessThanEquals | DateGreaterThan
+            DateEquals
+            | DateNotEquals
+            | DateLessThan
+            | DateLessThanEquals
+            | DateGreaterThan
             | DateGreaterThanEquals => {
                 let Some(x) = parse_date(value) else {
                     return false;
@@ -836,7 +840,12 @@ mod tests {
             Decision::Silent
         );
         assert_eq!(
-            p.evaluate(&r(Who::Anonymous, "s3:GetObject", "arn:aws:s3:::b/team/x", &c)),
+            p.evaluate(&r(
+                Who::Anonymous,
+                "s3:GetObject",
+                "arn:aws:s3:::b/team/x",
+                &c
+            )),
             Decision::Silent
         );
     }
@@ -880,11 +889,17 @@ mod tests {
         };
         let now = "2026-11-30T00:00:00Z";
         assert_eq!(
-            eval(&ctx(&[("aws:securetransport", "true"), ("aws:currenttime", now)])),
+            eval(&ctx(&[
+                ("aws:securetransport", "true"),
+                ("aws:currenttime", now)
+            ])),
             Decision::Allow
         );
         assert_eq!(
-            eval(&ctx(&[("aws:securetransport", "false"), ("aws:currenttime", now)])),
+            eval(&ctx(&[
+                ("aws:securetransport", "false"),
+                ("aws:currenttime", now)
+            ])),
             Decision::Silent
         );
         assert_eq!(

@@ -23,8 +23,8 @@ pub(crate) async fn put_bucket_policy(
 ) -> S3Result<S3Response<PutBucketPolicyOutput>> {
     let bucket = &req.input.bucket;
     let text = req.input.policy;
-    let compiled = Compiled::parse(&text, bucket)
-        .map_err(|e| s3_error!(MalformedPolicy, "{}", e.0))?;
+    let compiled =
+        Compiled::parse(&text, bucket).map_err(|e| s3_error!(MalformedPolicy, "{}", e.0))?;
     let config = s3
         .objects()
         .bucket_config(bucket, ReadConsistency::Linearizable)
@@ -35,7 +35,10 @@ pub(crate) async fn put_bucket_policy(
             .public_access_block
             .is_some_and(|b| b.block_public_policy)
     {
-        tracing::info!(bucket, "public bucket policy refused: BlockPublicPolicy is on");
+        tracing::info!(
+            bucket,
+            "public bucket policy refused: BlockPublicPolicy is on"
+        );
         return Err(s3_error!(AccessDenied, "Access Denied"));
     }
     s3.objects()
@@ -59,7 +62,10 @@ pub(crate) async fn get_bucket_policy(
         Some(policy) => Ok(S3Response::new(GetBucketPolicyOutput {
             policy: Some(policy),
         })),
-        None => Err(s3_error!(NoSuchBucketPolicy, "The bucket policy does not exist")),
+        None => Err(s3_error!(
+            NoSuchBucketPolicy,
+            "The bucket policy does not exist"
+        )),
     }
 }
 
@@ -84,7 +90,10 @@ pub(crate) async fn get_bucket_policy_status(
         .await
         .s3()?;
     let Some(text) = config.policy else {
-        return Err(s3_error!(NoSuchBucketPolicy, "The bucket policy does not exist"));
+        return Err(s3_error!(
+            NoSuchBucketPolicy,
+            "The bucket policy does not exist"
+        ));
     };
     let public = Compiled::parse(&text, bucket).is_ok_and(|p| p.is_public());
     Ok(S3Response::new(GetBucketPolicyStatusOutput {
@@ -208,10 +217,7 @@ pub(crate) async fn delete_bucket_ownership_controls(
     req: S3Request<DeleteBucketOwnershipControlsInput>,
 ) -> S3Result<S3Response<DeleteBucketOwnershipControlsOutput>> {
     let bucket = &req.input.bucket;
-    s3.objects()
-        .set_bucket_ownership(bucket, None)
-        .await
-        .s3()?;
+    s3.objects().set_bucket_ownership(bucket, None).await.s3()?;
     s3.inner.access_cache.invalidate(bucket);
     Ok(no_content(DeleteBucketOwnershipControlsOutput::default()))
 }
@@ -244,7 +250,9 @@ async fn check_acl_body(
     let owner_id = s3.owner().id;
     let only_owner = body.grants.as_deref().unwrap_or_default().iter().all(|g| {
         g.permission.as_ref().map(Permission::as_str) == Some(Permission::FULL_CONTROL)
-            && g.grantee.as_ref().is_some_and(|e| e.id == owner_id && e.uri.is_none())
+            && g.grantee
+                .as_ref()
+                .is_some_and(|e| e.id == owner_id && e.uri.is_none())
     });
     if only_owner {
         return Ok(());

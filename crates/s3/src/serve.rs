@@ -163,10 +163,11 @@ pub async fn serve(
             peer,
             tls: options.tls.is_some(),
         };
-        let svc = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(conn);
-            handle(conn_shared.clone(), req)
-        });
+        let svc =
+            hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(conn);
+                handle(conn_shared.clone(), req)
+            });
         let watcher = graceful.watcher();
         let builder = builder.clone();
         let tls = options.tls.clone();
