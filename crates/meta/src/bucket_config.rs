@@ -1,5 +1,6 @@
-//! Per-bucket settings made through the S3 API: the bucket's tags and its CORS configuration
-//! (system group, table `sm_bucket_config`, one row per bucket that has any).
+//! Per-bucket settings made through the S3 API: the bucket's tags, its CORS configuration, its
+//! bucket policy, public access block and object ownership controls (system group, table
+//! `sm_bucket_config`, one row per bucket whose settings differ from the defaults).
 //!
 //! They live in their own table rather than in [`crate::model::BucketRecord`] so the bucket
 //! record (positional msgpack, built in many places) keeps its shape; the row is named msgpack
@@ -22,8 +23,10 @@ use crate::MetaError;
 pub(crate) const BUCKET_CONFIG: TableDefinition<&[u8], &[u8]> =
     TableDefinition::new("sm_bucket_config");
 
-/// The S3-level settings of one bucket. The default is a bucket without tags or CORS.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The S3-level settings of one bucket. The default is a bucket without tags, CORS or policy,
+/// with every public access block on and ownership `BucketOwnerEnforced` (AWS's defaults for
+/// a new bucket since 2023).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BucketConfig {
     /// Bucket tags (PutBucketTagging); empty: none (GetBucketTagging answers NoSuchTagSet).
     #[serde(default)]
@@ -32,11 +35,94 @@ pub struct BucketConfig {
     /// CORS configuration (NoSuchCORSConfiguration, and preflights are refused).
     #[serde(default)]
     pub cors: Option<Vec<CorsRule>>,
+    /// The bucket policy as PutBucketPolicy gave it (JSON, validated by the S3 layer, which
+    /// compiles it); None: no policy.
+    #[serde(default)]
+    pub policy: Option<String>,
+    /// The public access block; None after DeletePublicAccessBlock (nothing blocked).
+    #[serde(default = "default_public_access_block")]
+    pub public_access_block: Option<PublicAccessBlock>,
+    /// Object ownership controls; None after DeleteBucketOwnershipControls.
+    #[serde(default = "default_ownership")]
+    pub ownership: Option<ObjectOwnership>,
+}
+
+impl Default for BucketConfig {
+    fn default() -> Self {
+        Self {
+            tags: Vec::new(),
+            cors: None,
+            policy: None,
+            public_access_block: default_public_access_block(),
+            ownership: default_ownership(),
+        }
+    }
+}
+
+fn default_public_access_block() -> Option<PublicAccessBlock> {
+    Some(PublicAccessBlock::all())
+}
+
+fn default_ownership() -> Option<ObjectOwnership> {
+    Some(ObjectOwnership::BucketOwnerEnforced)
 }
 
 impl BucketConfig {
     fn is_empty(&self) -> bool {
-        self.tags.is_empty() && self.cors.is_none()
+        *self == Self::default()
+    }
+}
+
+/// The four switches of PutPublicAccessBlock (a missing one is false, as in AWS).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicAccessBlock {
+    #[serde(default)]
+    pub block_public_acls: bool,
+    #[serde(default)]
+    pub ignore_public_acls: bool,
+    #[serde(default)]
+    pub block_public_policy: bool,
+    #[serde(default)]
+    pub restrict_public_buckets: bool,
+}
+
+impl PublicAccessBlock {
+    /// Every switch on: the default of a new bucket.
+    pub fn all() -> Self {
+        Self {
+            block_public_acls: true,
+            ignore_public_acls: true,
+            block_public_policy: true,
+            restrict_public_buckets: true,
+        }
+    }
+}
+
+/// PutBucketOwnershipControls' `ObjectOwnership`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ObjectOwnership {
+    /// ACLs are disabled; the bucket owner owns every object (the default).
+    BucketOwnerEnforced,
+    BucketOwnerPreferred,
+    ObjectWriter,
+}
+
+impl ObjectOwnership {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BucketOwnerEnforced => "BucketOwnerEnforced",
+            Self::BucketOwnerPreferred => "BucketOwnerPreferred",
+            Self::ObjectWriter => "ObjectWriter",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "BucketOwnerEnforced" => Some(Self::BucketOwnerEnforced),
+            "BucketOwnerPreferred" => Some(Self::BucketOwnerPreferred),
+            "ObjectWriter" => Some(Self::ObjectWriter),
+            _ => None,
+        }
     }
 }
 
@@ -84,7 +170,8 @@ impl MetaStore {
         Ok(Some(config))
     }
 
-    /// Applies `SetBucketTags` / `SetBucketCors`: refused with `NoSuchBucket` when the bucket
+    /// Applies `SetBucketTags` / `SetBucketCors` / `SetBucketPolicy` / `SetPublicAccessBlock` /
+    /// `SetBucketOwnership`: refused with `NoSuchBucket` when the bucket
     /// does not exist.
     pub(crate) fn apply_bucket_config(
         &self,
@@ -101,6 +188,21 @@ impl MetaStore {
                     None => "CORS removed".to_owned(),
                 },
             ),
+            Command::SetBucketPolicy { name, policy } => (
+                name,
+                if policy.is_some() {
+                    "policy set"
+                } else {
+                    "policy removed"
+                }
+                .to_owned(),
+            ),
+            Command::SetPublicAccessBlock { name, block } => {
+                (name, format!("public access block {block:?}"))
+            }
+            Command::SetBucketOwnership { name, ownership } => {
+                (name, format!("ownership {ownership:?}"))
+            }
             other => {
                 return Ok(Response::Refused(CommandError::Invalid(format!(
                     "not a bucket setting: {other:?}"
@@ -119,6 +221,9 @@ impl MetaStore {
         match cmd {
             Command::SetBucketTags { tags, .. } => config.tags = tags.clone(),
             Command::SetBucketCors { cors, .. } => config.cors = cors.clone(),
+            Command::SetBucketPolicy { policy, .. } => config.policy = policy.clone(),
+            Command::SetPublicAccessBlock { block, .. } => config.public_access_block = *block,
+            Command::SetBucketOwnership { ownership, .. } => config.ownership = *ownership,
             _ => {}
         }
         if config.is_empty() {
@@ -165,6 +270,9 @@ mod tests {
                 allowed_methods: vec!["GET".into()],
                 ..CorsRule::default()
             }]),
+            policy: Some("{}".into()),
+            public_access_block: None,
+            ownership: Some(ObjectOwnership::ObjectWriter),
         };
         let b = encode_named(&Row::V1(c.clone())).unwrap();
         assert_eq!(read_row(&b).unwrap(), c);

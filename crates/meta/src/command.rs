@@ -306,6 +306,21 @@ pub enum Command {
         name: String,
         cors: Option<Vec<CorsRule>>,
     },
+    /// System group: sets (Some) or removes (None) bucket `name`'s policy (JSON text).
+    SetBucketPolicy {
+        name: String,
+        policy: Option<String>,
+    },
+    /// System group: sets (Some) or removes (None) bucket `name`'s public access block.
+    SetPublicAccessBlock {
+        name: String,
+        block: Option<crate::bucket_config::PublicAccessBlock>,
+    },
+    /// System group: sets (Some) or removes (None) bucket `name`'s ownership controls.
+    SetBucketOwnership {
+        name: String,
+        ownership: Option<crate::bucket_config::ObjectOwnership>,
+    },
 }
 
 /// A change to an existing access key.

@@ -639,9 +639,11 @@ impl MetaStore {
                 objects.insert(k.as_slice(), encode(&record)?.as_slice())?;
                 Ok(Response::Done)
             }
-            Command::SetBucketTags { .. } | Command::SetBucketCors { .. } => {
-                self.apply_bucket_config(txn, group, cmd)
-            }
+            Command::SetBucketTags { .. }
+            | Command::SetBucketCors { .. }
+            | Command::SetBucketPolicy { .. }
+            | Command::SetPublicAccessBlock { .. }
+            | Command::SetBucketOwnership { .. } => self.apply_bucket_config(txn, group, cmd),
             Command::SetRootKey { .. }
             | Command::CreateAccessKey { .. }
             | Command::UpdateAccessKey { .. }

@@ -186,6 +186,7 @@ fn bucket_settings_live_and_die_with_the_bucket() {
     let want = BucketConfig {
         tags: vec![tag("env", "prod")],
         cors: Some(cors.clone()),
+        ..BucketConfig::default()
     };
     assert_eq!(config(&meta, "b"), Some(want.clone()));
 
@@ -239,4 +240,55 @@ fn records_without_tags_still_decode() {
     let h: ObjectHeaders = rmp_serde::from_slice(&bytes).unwrap();
     assert_eq!(h.content_type.as_deref(), Some("text/plain"));
     assert!(h.tags.is_empty());
+}
+
+#[test]
+fn policy_block_and_ownership_are_bucket_settings() {
+    use cairn_meta::bucket_config::{ObjectOwnership, PublicAccessBlock};
+    let (_d, db, meta) = store();
+    let policy = Command::SetBucketPolicy {
+        name: "b".into(),
+        policy: Some("{}".into()),
+    };
+    assert_eq!(
+        apply(&db, &meta, SYSTEM, policy.clone()),
+        Response::Refused(CommandError::NoSuchBucket)
+    );
+    let create = Command::CreateBucket {
+        record: BucketRecord {
+            name: "b".into(),
+            created_ms: 1,
+            write_consistency: None,
+            owner: None,
+        },
+    };
+    apply(&db, &meta, SYSTEM, create.clone());
+    // New buckets: every block on, BucketOwnerEnforced.
+    let c = config(&meta, "b").unwrap();
+    assert_eq!(c.public_access_block, Some(PublicAccessBlock::all()));
+    assert_eq!(c.ownership, Some(ObjectOwnership::BucketOwnerEnforced));
+    apply(&db, &meta, SYSTEM, policy);
+    let block = Command::SetPublicAccessBlock {
+        name: "b".into(),
+        block: None,
+    };
+    apply(&db, &meta, SYSTEM, block);
+    let own = Command::SetBucketOwnership {
+        name: "b".into(),
+        ownership: Some(ObjectOwnership::ObjectWriter),
+    };
+    apply(&db, &meta, SYSTEM, own);
+    let c = config(&meta, "b").unwrap();
+    assert_eq!(c.policy.as_deref(), Some("{}"));
+    assert_eq!(c.public_access_block, None);
+    assert_eq!(c.ownership, Some(ObjectOwnership::ObjectWriter));
+    // Deleting and recreating the bucket resets them.
+    apply(
+        &db,
+        &meta,
+        SYSTEM,
+        Command::DeleteBucket { name: "b".into() },
+    );
+    apply(&db, &meta, SYSTEM, create);
+    assert_eq!(config(&meta, "b"), Some(BucketConfig::default()));
 }

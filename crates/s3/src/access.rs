@@ -6,7 +6,23 @@
 //! DeleteObjects. Owner: every other bucket operation (delete, settings). CreateBucket needs a
 //! key that may create buckets; CopyObject/UploadPartCopy also need Read on the source bucket.
 //! ListBuckets is open to any active key and lists only the buckets the key can see.
+//!
+//! Bucket policies (`policy.rs`) are evaluated on every bucket request together with the
+//! grants: an explicit Deny refuses; otherwise the request is allowed when the key's grants
+//! allow it or a policy statement does (AWS's same-account rule). Anonymous requests are
+//! allowed only by a policy statement whose principal is `*`, and not while the bucket's
+//! `RestrictPublicBuckets` is on. Root keys are not bound by grants, but a policy's explicit
+//! Deny applies to them too — except on Get/Put/DeleteBucketPolicy, so an operator can always
+//! repair a policy that locks everyone out.
+//!
+//! ACL headers (`x-amz-acl`, `x-amz-grant-*`) are checked here, where the bucket's ownership
+//! controls are known: under `BucketOwnerEnforced` only `private` and
+//! `bucket-owner-full-control` pass (they change nothing); other ACLs are
+//! AccessControlListNotSupported, or NotImplemented when ACLs are enabled (Cairn stores no
+//! object ACLs, so it never claims a sharing it would not enforce).
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use cairn_meta::access;
@@ -16,6 +32,16 @@ use cairn_object::ObjectService;
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::path::S3Path;
 use s3s::{s3_error, S3Result};
+
+use crate::bucket_access::{AccessCache, BucketAccess};
+use crate::policy::{self, Decision, Who};
+
+/// The connection a request came on, left in its extensions by the listener.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ConnInfo {
+    pub peer: SocketAddr,
+    pub tls: bool,
+}
 
 /// The authenticated key of a request, left in its extensions for the operations that filter
 /// what they return (ListBuckets).
@@ -52,24 +78,199 @@ pub(crate) fn copy_source_bucket(header: &str) -> Option<String> {
     (!bucket.is_empty()).then(|| bucket.to_string())
 }
 
+/// The (decoded) key named by an `x-amz-copy-source` header.
+fn copy_source_key(header: &str) -> Option<String> {
+    let s = header.trim_start_matches('/');
+    let (_, rest) = s.split_once('/')?;
+    let key = rest.split('?').next().unwrap_or(rest);
+    Some(
+        percent_encoding::percent_decode_str(key)
+            .decode_utf8_lossy()
+            .into_owned(),
+    )
+}
+
+/// Canned ACLs that change nothing: the bucket's owner holds every object anyway.
+fn harmless_acl(v: &str) -> bool {
+    v.eq_ignore_ascii_case("private") || v.eq_ignore_ascii_case("bucket-owner-full-control")
+}
+
+fn public_acl(v: &str) -> bool {
+    v.starts_with("public-") || v == "authenticated-read"
+}
+
+/// Checks the ACL headers of a request against the bucket's ownership controls.
+fn check_acl_headers(headers: &http::HeaderMap, access: &BucketAccess) -> S3Result<()> {
+    let canned = headers
+        .get("x-amz-acl")
+        .map(|v| v.to_str().unwrap_or("").trim().to_string());
+    let grants = headers
+        .keys()
+        .any(|n| n.as_str().starts_with("x-amz-grant-"));
+    if canned.as_deref().is_none_or(harmless_acl) && !grants {
+        return Ok(());
+    }
+    if access.acls_disabled() {
+        return Err(s3_error!(
+            AccessControlListNotSupported,
+            "The bucket does not allow ACLs"
+        ));
+    }
+    if access.block().block_public_acls && (grants || canned.as_deref().is_some_and(public_acl)) {
+        return Err(denied());
+    }
+    Err(s3_error!(
+        NotImplemented,
+        "ACLs other than private are not implemented; nothing was stored"
+    ))
+}
+
+/// The condition keys of a request (`policy.rs` names them in lower case).
+fn condition_context(cx: &S3AccessContext<'_>, conn: Option<ConnInfo>) -> BTreeMap<String, String> {
+    let mut c = BTreeMap::new();
+    let now = time::OffsetDateTime::now_utc();
+    if let Ok(t) = now.format(&time::format_description::well_known::Rfc3339) {
+        c.insert("aws:currenttime".into(), t);
+    }
+    c.insert("aws:epochtime".into(), now.unix_timestamp().to_string());
+    if let Some(conn) = conn {
+        c.insert(
+            "aws:sourceip".into(),
+            conn.peer.ip().to_canonical().to_string(),
+        );
+        c.insert("aws:securetransport".into(), conn.tls.to_string());
+    }
+    match cx.credentials() {
+        Some(cred) => {
+            c.insert("aws:username".into(), cred.access_key.clone());
+            c.insert("aws:principaltype".into(), "User".into());
+        }
+        None => {
+            c.insert("aws:principaltype".into(), "Anonymous".into());
+        }
+    }
+    for (header, key) in [
+        ("user-agent", "aws:useragent"),
+        ("referer", "aws:referer"),
+        ("x-amz-acl", "s3:x-amz-acl"),
+        ("x-amz-content-sha256", "s3:x-amz-content-sha256"),
+    ] {
+        if let Some(v) = cx.headers().get(header).and_then(|v| v.to_str().ok()) {
+            c.insert(key.into(), v.to_string());
+        }
+    }
+    let query = cx.uri().query().unwrap_or("");
+    let is_list = cx.s3_op().name().starts_with("List");
+    if is_list {
+        // AWS evaluates a listing without a prefix as the empty prefix.
+        c.insert("s3:prefix".into(), String::new());
+    }
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_encoding::percent_decode_str(&v.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned();
+        let key = match k {
+            "prefix" if is_list => "s3:prefix",
+            "delimiter" if is_list => "s3:delimiter",
+            "max-keys" if is_list => "s3:max-keys",
+            "versionId" => "s3:versionid",
+            _ => continue,
+        };
+        c.insert(key.into(), v);
+    }
+    let presigned = query.contains("X-Amz-Signature=");
+    c.insert(
+        "s3:authtype".into(),
+        if presigned {
+            "REST-QUERY-STRING"
+        } else {
+            "REST-HEADER"
+        }
+        .into(),
+    );
+    c
+}
+
 fn denied() -> s3s::S3Error {
     s3_error!(AccessDenied, "Access Denied")
 }
 
-/// The S3 access hook: `inner` (the metrics recorder, which also requires a signature) runs
-/// first, then the key's permissions are checked.
+/// The S3 access hook: `inner` (the metrics recorder) runs first, then the key's permissions
+/// and the bucket's policy are checked.
 pub(crate) struct KeyAccess<A> {
     inner: A,
     keys: Option<Keys>,
     objects: ObjectService,
+    cache: Arc<AccessCache>,
 }
 
 impl<A> KeyAccess<A> {
-    pub(crate) fn new(inner: A, keys: Option<Keys>, objects: ObjectService) -> Self {
+    pub(crate) fn new(
+        inner: A,
+        keys: Option<Keys>,
+        objects: ObjectService,
+        cache: Arc<AccessCache>,
+    ) -> Self {
         Self {
             inner,
             keys,
             objects,
+            cache,
+        }
+    }
+
+    async fn bucket_access(&self, bucket: &str) -> S3Result<Arc<BucketAccess>> {
+        self.cache.get(bucket).await.map_err(|e| {
+            tracing::warn!(bucket, error = %e, "bucket settings unavailable for the access check");
+            s3_error!(
+                ServiceUnavailable,
+                "Please try again: bucket settings are unavailable"
+            )
+        })
+    }
+
+    /// The whole decision for `key` (None: anonymous) doing `action` on `bucket[/object]`.
+    #[allow(clippy::too_many_arguments)]
+    async fn decide(
+        &self,
+        key: Option<&AccessKeyRecord>,
+        access: &BucketAccess,
+        bucket: &str,
+        object: Option<&str>,
+        action: &str,
+        need: Permission,
+        context: &BTreeMap<String, String>,
+    ) -> S3Result<()> {
+        let root = key.is_some_and(|k| k.root);
+        // An operator can always repair a policy that locks everyone out.
+        let policy_op = matches!(
+            action,
+            "s3:GetBucketPolicy" | "s3:PutBucketPolicy" | "s3:DeleteBucketPolicy"
+        );
+        if access.broken && !root {
+            return Err(denied());
+        }
+        let resource = policy::resource_of(bucket, object);
+        let who = key.map_or(Who::Anonymous, |k| Who::Key(k.access_key.as_str()));
+        let decision = match &access.policy {
+            Some(p) if !(root && policy_op) => p.evaluate(&policy::Request {
+                who,
+                action,
+                resource: &resource,
+                context,
+            }),
+            _ => Decision::Silent,
+        };
+        match (decision, key) {
+            (Decision::Deny, _) => {
+                tracing::info!(bucket, action, who = ?who, "request refused by the bucket policy");
+                Err(denied())
+            }
+            (Decision::Allow, Some(_)) => Ok(()),
+            (Decision::Allow, None) if !access.block().restrict_public_buckets => Ok(()),
+            (_, None) => Err(denied()),
+            (Decision::Silent, Some(k)) => self.check_bucket(k, bucket, need).await,
         }
     }
 
@@ -103,66 +304,127 @@ impl<A> KeyAccess<A> {
 impl<A: S3Access> S3Access for KeyAccess<A> {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
         self.inner.check(cx).await?;
-        let Some(keys) = &self.keys else {
-            // Only the configured root key can have signed: it may do everything.
-            return Ok(());
+        let op = cx.s3_op().name().to_owned();
+        let op = op.as_str();
+        let (bucket, object) = match cx.s3_path() {
+            S3Path::Root => (None, None),
+            S3Path::Bucket { bucket } => (Some(bucket.to_string()), None),
+            S3Path::Object { bucket, key } => (Some(bucket.to_string()), Some(key.to_string())),
         };
-        let access_key = match cx.credentials() {
-            Some(c) => c.access_key.clone(),
-            None => return Err(s3_error!(AccessDenied, "Signature is required")),
-        };
-        let key = match keys.resolve(&access_key) {
-            Some(k) => Arc::new(k.record),
-            None => {
+        if op == "CreateBucket" {
+            let acl = cx.headers().get("x-amz-acl").and_then(|v| v.to_str().ok());
+            let grants = cx
+                .headers()
+                .keys()
+                .any(|n| n.as_str().starts_with("x-amz-grant-"));
+            if grants || acl.is_some_and(|a| !harmless_acl(a.trim())) {
                 return Err(s3_error!(
-                    InvalidAccessKeyId,
-                    "The AWS Access Key Id you provided does not exist in our records."
-                ))
-            }
-        };
-        match key.status {
-            KeyStatus::Active => {}
-            KeyStatus::Disabled => {
-                return Err(s3_error!(AccessDenied, "The access key is disabled"))
-            }
-            KeyStatus::Deleted => {
-                return Err(s3_error!(
-                    InvalidAccessKeyId,
-                    "The AWS Access Key Id you provided does not exist in our records."
-                ))
+                    InvalidBucketAclWithObjectOwnership,
+                    "Bucket cannot have ACLs set with ObjectOwnership's BucketOwnerEnforced setting"
+                ));
             }
         }
-        cx.extensions_mut().insert(Principal(key.clone()));
-        let op = cx.s3_op().name();
+        // Settings of the bucket the request acts on (not for CreateBucket: none yet).
+        let access = match &bucket {
+            Some(b) if op != "CreateBucket" => {
+                let a = self.bucket_access(b).await?;
+                check_acl_headers(cx.headers(), &a)?;
+                Some(a)
+            }
+            _ => None,
+        };
+        let Some(keys) = &self.keys else {
+            // Only the configured root key can have signed: it may do everything.
+            return match cx.credentials() {
+                Some(_) => Ok(()),
+                None => Err(s3_error!(AccessDenied, "Signature is required")),
+            };
+        };
+        let key = match cx.credentials() {
+            None => None,
+            Some(c) => {
+                let key = match keys.resolve(&c.access_key) {
+                    Some(k) => Arc::new(k.record),
+                    None => {
+                        return Err(s3_error!(
+                            InvalidAccessKeyId,
+                            "The AWS Access Key Id you provided does not exist in our records."
+                        ))
+                    }
+                };
+                match key.status {
+                    KeyStatus::Active => {}
+                    KeyStatus::Disabled => {
+                        return Err(s3_error!(AccessDenied, "The access key is disabled"))
+                    }
+                    KeyStatus::Deleted => {
+                        return Err(s3_error!(
+                            InvalidAccessKeyId,
+                            "The AWS Access Key Id you provided does not exist in our records."
+                        ))
+                    }
+                }
+                cx.extensions_mut().insert(Principal(key.clone()));
+                Some(key)
+            }
+        };
         let copy_source = cx
             .headers()
             .get("x-amz-copy-source")
             .and_then(|v| v.to_str().ok())
-            .and_then(copy_source_bucket);
-        let (bucket, on_object) = match cx.s3_path() {
-            S3Path::Root => {
-                return if op == "ListBuckets" || key.root {
+            .map(str::to_string);
+        let (Some(bucket), Some(access)) = (bucket, access) else {
+            // The service root (ListBuckets) or CreateBucket: keys only, never anonymous.
+            let Some(key) = key else {
+                return Err(s3_error!(AccessDenied, "Signature is required"));
+            };
+            if op == "CreateBucket" {
+                let bucket = match cx.s3_path() {
+                    S3Path::Bucket { bucket } => bucket.to_string(),
+                    _ => return Err(denied()),
+                };
+                return if access::may_create_bucket(&key, &bucket) {
                     Ok(())
                 } else {
+                    tracing::info!(access_key = %key.access_key, %bucket, "bucket creation refused");
                     Err(denied())
-                }
+                };
             }
-            S3Path::Bucket { bucket } => (bucket.to_string(), false),
-            S3Path::Object { bucket, .. } => (bucket.to_string(), true),
-        };
-        if op == "CreateBucket" {
-            return if access::may_create_bucket(&key, &bucket) {
+            return if op == "ListBuckets" || key.root {
                 Ok(())
             } else {
-                tracing::info!(%access_key, %bucket, "bucket creation refused");
                 Err(denied())
             };
-        }
-        self.check_bucket(&key, &bucket, needed(op, on_object))
-            .await?;
+        };
+        let conn = cx.extensions_mut().get::<ConnInfo>().copied();
+        let context = condition_context(cx, conn);
+        let action = policy::action_of(op);
+        self.decide(
+            key.as_deref(),
+            &access,
+            &bucket,
+            object.as_deref(),
+            &action,
+            needed(op, object.is_some()),
+            &context,
+        )
+        .await?;
         if matches!(op, "CopyObject" | "UploadPartCopy") {
-            if let Some(src) = copy_source {
-                self.check_bucket(&key, &src, Permission::Read).await?;
+            if let Some(header) = copy_source {
+                if let Some(src) = copy_source_bucket(&header) {
+                    let src_key = copy_source_key(&header);
+                    let src_access = self.bucket_access(&src).await?;
+                    self.decide(
+                        key.as_deref(),
+                        &src_access,
+                        &src,
+                        src_key.as_deref(),
+                        "s3:GetObject",
+                        Permission::Read,
+                        &context,
+                    )
+                    .await?;
+                }
             }
         }
         Ok(())
@@ -195,5 +457,40 @@ mod tests {
             Some("src")
         );
         assert_eq!(copy_source_bucket("/"), None);
+        assert_eq!(
+            copy_source_key("/src/a%20b.txt?versionId=1").as_deref(),
+            Some("a b.txt")
+        );
+    }
+
+    #[test]
+    fn acl_headers_follow_the_ownership_controls() {
+        use cairn_meta::bucket_config::{ObjectOwnership, PublicAccessBlock};
+        let mut h = http::HeaderMap::new();
+        let enforced = BucketAccess {
+            ownership: Some(ObjectOwnership::BucketOwnerEnforced),
+            block: Some(PublicAccessBlock::all()),
+            ..BucketAccess::default()
+        };
+        assert!(check_acl_headers(&h, &enforced).is_ok());
+        h.insert("x-amz-acl", "bucket-owner-full-control".parse().unwrap());
+        assert!(check_acl_headers(&h, &enforced).is_ok());
+        h.insert("x-amz-acl", "public-read".parse().unwrap());
+        let e = check_acl_headers(&h, &enforced).unwrap_err();
+        assert_eq!(*e.code(), s3s::S3ErrorCode::AccessControlListNotSupported);
+        let writer = BucketAccess {
+            ownership: Some(ObjectOwnership::ObjectWriter),
+            block: Some(PublicAccessBlock::all()),
+            ..BucketAccess::default()
+        };
+        let e = check_acl_headers(&h, &writer).unwrap_err();
+        assert_eq!(*e.code(), s3s::S3ErrorCode::AccessDenied);
+        let open = BucketAccess {
+            ownership: Some(ObjectOwnership::ObjectWriter),
+            block: None,
+            ..BucketAccess::default()
+        };
+        let e = check_acl_headers(&h, &open).unwrap_err();
+        assert_eq!(*e.code(), s3s::S3ErrorCode::NotImplemented);
     }
 }

@@ -2,8 +2,9 @@
 //! body byte is read and before the signature is verified):
 //!
 //! - Headers that promise a protection Cairn does not provide (server-side encryption, SSE-C,
-//!   object lock, ACL grants, canned ACLs other than `private`) are `501 NotImplemented`: a
-//!   client told 200 would believe its data is encrypted, locked or shared.
+//!   object lock) are `501 NotImplemented`: a client told 200 would believe its data is
+//!   encrypted or locked. ACL headers are checked later, in `access.rs`, against the bucket's
+//!   ownership controls (AccessControlListNotSupported under `BucketOwnerEnforced`).
 //! - HTML form uploads (`POST` with `multipart/form-data`) are `501 NotImplemented`: Cairn has
 //!   no PostObject, and s3s would read an unsigned form's file into memory (up to 5 GiB) before
 //!   the access check refuses it.
@@ -115,15 +116,6 @@ fn unimplemented_protection(headers: &HeaderMap) -> Result<(), Refusal> {
         } else if n == "x-amz-bucket-object-lock-enabled" {
             let v = value.to_str().unwrap_or("").trim();
             (!v.eq_ignore_ascii_case("false")).then_some("object lock")
-        } else if n.starts_with("x-amz-grant-") {
-            Some("ACL grants")
-        } else if n == "x-amz-acl" {
-            let v = value.to_str().unwrap_or("").trim();
-            // `bucket-owner-full-control` is what happens anyway: every object belongs to the
-            // bucket's owner.
-            (!(v.eq_ignore_ascii_case("private")
-                || v.eq_ignore_ascii_case("bucket-owner-full-control")))
-            .then_some("canned ACLs other than private")
         } else {
             None
         };
@@ -346,10 +338,6 @@ mod tests {
             ),
             ("x-amz-object-lock-legal-hold", "ON"),
             ("x-amz-bucket-object-lock-enabled", "true"),
-            ("x-amz-grant-read", "uri=x"),
-            ("x-amz-grant-full-control", "id=x"),
-            ("x-amz-acl", "public-read"),
-            ("x-amz-acl", "authenticated-read"),
         ] {
             let r = check(Method::PUT, "/b/k", &[("authorization", V4), (k, v)]).unwrap_err();
             assert_eq!(r.status, StatusCode::NOT_IMPLEMENTED, "{k}: {v}");
@@ -359,6 +347,9 @@ mod tests {
         for (k, v) in [
             ("x-amz-acl", "private"),
             ("x-amz-acl", "bucket-owner-full-control"),
+            // Decided against the bucket's ownership controls in `access.rs`.
+            ("x-amz-acl", "public-read"),
+            ("x-amz-grant-read", "uri=x"),
             ("x-amz-bucket-object-lock-enabled", "false"),
             ("x-amz-storage-class", "STANDARD"),
         ] {

@@ -15,6 +15,10 @@
 //!   operations, preflight answers and CORS response headers.
 //! - `checksum.rs` — `Content-MD5` and `x-amz-checksum-*` selection and verification.
 //! - `conditional.rs` — RFC 7232 conditional request evaluation.
+//! - `policy.rs` — bucket policy parsing and evaluation (pure); `bucket_access.rs` — the
+//!   per-bucket cache of policy, public access block and ownership controls;
+//!   `policy_http.rs` — the policy, public access block, ownership controls and ACL
+//!   operations.
 //! - `error.rs` — the one place `ObjectError` becomes an S3 error.
 //! - `validate.rs` — object key rules.
 //! - `metrics.rs` — Prometheus metrics and the per-request operation recorder.
@@ -22,6 +26,7 @@
 mod access;
 mod auth;
 mod bucket;
+mod bucket_access;
 mod checksum;
 mod conditional;
 mod consistency;
@@ -36,6 +41,8 @@ mod list;
 mod metrics;
 mod multipart;
 mod object;
+mod policy;
+mod policy_http;
 mod serve;
 mod sigv2;
 mod tagging;
@@ -92,11 +99,13 @@ pub fn build_service(
         return Err(S3SetupError::EmptyRegion);
     }
     let access_objects = objects.clone();
+    let access_cache = Arc::new(bucket_access::AccessCache::new(objects.clone()));
     let s3 = CairnS3 {
         inner: Arc::new(Inner {
             objects,
             region: settings.region.clone(),
             owner_id: owner_id(&settings.access_key),
+            access_cache: access_cache.clone(),
         }),
     };
     let mut builder = s3s::service::S3ServiceBuilder::new(s3);
@@ -109,6 +118,7 @@ pub fn build_service(
         metrics::OpRecorder::new(metrics),
         settings.keys.clone(),
         access_objects,
+        access_cache,
     ));
     builder.set_config(std::sync::Arc::new(s3s::config::StaticConfigProvider::new(
         std::sync::Arc::new(s3s_config()),
@@ -155,6 +165,8 @@ pub(crate) struct Inner {
     pub(crate) objects: ObjectService,
     pub(crate) region: String,
     pub(crate) owner_id: String,
+    /// Per-bucket policy / public access block / ownership, shared with the access hook.
+    pub(crate) access_cache: Arc<bucket_access::AccessCache>,
 }
 
 impl CairnS3 {
@@ -403,6 +415,106 @@ impl S3 for CairnS3 {
         req: S3Request<DeleteBucketCorsInput>,
     ) -> S3Result<S3Response<DeleteBucketCorsOutput>> {
         cors_http::delete_bucket_cors(self, req).await
+    }
+
+    // ---- policy, public access block, ownership controls, ACLs ----
+
+    async fn put_bucket_policy(
+        &self,
+        req: S3Request<PutBucketPolicyInput>,
+    ) -> S3Result<S3Response<PutBucketPolicyOutput>> {
+        policy_http::put_bucket_policy(self, req).await
+    }
+
+    async fn get_bucket_policy(
+        &self,
+        req: S3Request<GetBucketPolicyInput>,
+    ) -> S3Result<S3Response<GetBucketPolicyOutput>> {
+        policy_http::get_bucket_policy(self, req).await
+    }
+
+    async fn delete_bucket_policy(
+        &self,
+        req: S3Request<DeleteBucketPolicyInput>,
+    ) -> S3Result<S3Response<DeleteBucketPolicyOutput>> {
+        policy_http::delete_bucket_policy(self, req).await
+    }
+
+    async fn get_bucket_policy_status(
+        &self,
+        req: S3Request<GetBucketPolicyStatusInput>,
+    ) -> S3Result<S3Response<GetBucketPolicyStatusOutput>> {
+        policy_http::get_bucket_policy_status(self, req).await
+    }
+
+    async fn put_public_access_block(
+        &self,
+        req: S3Request<PutPublicAccessBlockInput>,
+    ) -> S3Result<S3Response<PutPublicAccessBlockOutput>> {
+        policy_http::put_public_access_block(self, req).await
+    }
+
+    async fn get_public_access_block(
+        &self,
+        req: S3Request<GetPublicAccessBlockInput>,
+    ) -> S3Result<S3Response<GetPublicAccessBlockOutput>> {
+        policy_http::get_public_access_block(self, req).await
+    }
+
+    async fn delete_public_access_block(
+        &self,
+        req: S3Request<DeletePublicAccessBlockInput>,
+    ) -> S3Result<S3Response<DeletePublicAccessBlockOutput>> {
+        policy_http::delete_public_access_block(self, req).await
+    }
+
+    async fn put_bucket_ownership_controls(
+        &self,
+        req: S3Request<PutBucketOwnershipControlsInput>,
+    ) -> S3Result<S3Response<PutBucketOwnershipControlsOutput>> {
+        policy_http::put_bucket_ownership_controls(self, req).await
+    }
+
+    async fn get_bucket_ownership_controls(
+        &self,
+        req: S3Request<GetBucketOwnershipControlsInput>,
+    ) -> S3Result<S3Response<GetBucketOwnershipControlsOutput>> {
+        policy_http::get_bucket_ownership_controls(self, req).await
+    }
+
+    async fn delete_bucket_ownership_controls(
+        &self,
+        req: S3Request<DeleteBucketOwnershipControlsInput>,
+    ) -> S3Result<S3Response<DeleteBucketOwnershipControlsOutput>> {
+        policy_http::delete_bucket_ownership_controls(self, req).await
+    }
+
+    async fn get_bucket_acl(
+        &self,
+        req: S3Request<GetBucketAclInput>,
+    ) -> S3Result<S3Response<GetBucketAclOutput>> {
+        policy_http::get_bucket_acl(self, req).await
+    }
+
+    async fn put_bucket_acl(
+        &self,
+        req: S3Request<PutBucketAclInput>,
+    ) -> S3Result<S3Response<PutBucketAclOutput>> {
+        policy_http::put_bucket_acl(self, req).await
+    }
+
+    async fn get_object_acl(
+        &self,
+        req: S3Request<GetObjectAclInput>,
+    ) -> S3Result<S3Response<GetObjectAclOutput>> {
+        policy_http::get_object_acl(self, req).await
+    }
+
+    async fn put_object_acl(
+        &self,
+        req: S3Request<PutObjectAclInput>,
+    ) -> S3Result<S3Response<PutObjectAclOutput>> {
+        policy_http::put_object_acl(self, req).await
     }
 }
 

@@ -159,7 +159,15 @@ pub async fn serve(
             tracing::debug!(error = %e, %peer, "could not set TCP_NODELAY");
         }
         let conn_shared = shared.clone();
-        let svc = hyper::service::service_fn(move |req| handle(conn_shared.clone(), req));
+        let conn = crate::access::ConnInfo {
+            peer,
+            tls: options.tls.is_some(),
+        };
+        let svc =
+            hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(conn);
+                handle(conn_shared.clone(), req)
+            });
         let watcher = graceful.watcher();
         let builder = builder.clone();
         let tls = options.tls.clone();

@@ -1,7 +1,7 @@
 //! Object tags and per-bucket S3 settings (tags, CORS): small linearizable reads and single
 //! commands, no data path. Tags given at upload time travel in `ObjectHeaders::tags` instead.
 
-use cairn_meta::bucket_config::{BucketConfig, CorsRule};
+use cairn_meta::bucket_config::{BucketConfig, CorsRule, ObjectOwnership, PublicAccessBlock};
 use cairn_meta::model::Tag;
 use cairn_meta::placement::SYSTEM_GROUP;
 use cairn_meta::{Command, Query, QueryResult};
@@ -65,6 +65,49 @@ impl ObjectService {
         let cmd = Command::SetBucketCors {
             name: name.to_string(),
             cors,
+        };
+        self.propose_ok(SYSTEM_GROUP, cmd).await?;
+        Ok(())
+    }
+
+    /// Sets (Some) or removes (None) bucket `name`'s policy (JSON checked by the caller), or
+    /// `NoSuchBucket`.
+    pub async fn set_bucket_policy(
+        &self,
+        name: &str,
+        policy: Option<String>,
+    ) -> Result<(), ObjectError> {
+        let cmd = Command::SetBucketPolicy {
+            name: name.to_string(),
+            policy,
+        };
+        self.propose_ok(SYSTEM_GROUP, cmd).await?;
+        Ok(())
+    }
+
+    /// Sets (Some) or removes (None) bucket `name`'s public access block, or `NoSuchBucket`.
+    pub async fn set_public_access_block(
+        &self,
+        name: &str,
+        block: Option<PublicAccessBlock>,
+    ) -> Result<(), ObjectError> {
+        let cmd = Command::SetPublicAccessBlock {
+            name: name.to_string(),
+            block,
+        };
+        self.propose_ok(SYSTEM_GROUP, cmd).await?;
+        Ok(())
+    }
+
+    /// Sets (Some) or removes (None) bucket `name`'s ownership controls, or `NoSuchBucket`.
+    pub async fn set_bucket_ownership(
+        &self,
+        name: &str,
+        ownership: Option<ObjectOwnership>,
+    ) -> Result<(), ObjectError> {
+        let cmd = Command::SetBucketOwnership {
+            name: name.to_string(),
+            ownership,
         };
         self.propose_ok(SYSTEM_GROUP, cmd).await?;
         Ok(())
