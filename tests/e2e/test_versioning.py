@@ -3,21 +3,33 @@ null versions, ListObjectVersions, reads/copies/deletes by version id, GC of rem
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import time
 
 import pytest
 from botocore.exceptions import ClientError
 
+import cluster_util
+from cluster_util import Cluster, cairn_bin
 from e2e_util import (
+    ACCESS_KEY,
+    REGION,
+    SECRET_KEY,
     chunk_files,
     client_error_code,
     client_error_status,
     expected_chunk_ids,
     rand_bytes,
+    require_tool,
     unique_name,
 )
 
 MiB = 1024 * 1024
+PART = 5 * MiB
+# Ports of this module's three-node cluster.
+PORT_SHIFT = 560
 
 
 @pytest.fixture(scope="module")
@@ -208,3 +220,112 @@ def test_deleting_last_version_frees_chunks(srv, s3):
         time.sleep(0.5)
     assert not (ids1 | ids2) & chunk_files(srv.storage_path)
     s3.delete_bucket(Bucket=b)
+
+
+def test_list_versions_url_encoding(s3):
+    b = versioned_bucket(s3)
+    s3.put_object(Bucket=b, Key="a b+c", Body=b"x")
+    s3.delete_object(Bucket=b, Key="a b+c")
+    # Asked for explicitly, botocore leaves the encoded keys as they came.
+    page = s3.list_object_versions(Bucket=b, EncodingType="url")
+    assert page["EncodingType"] == "url"
+    assert [v["Key"] for v in page["Versions"]] == ["a+b%2Bc"]
+    assert [m["Key"] for m in page["DeleteMarkers"]] == ["a+b%2Bc"]
+    # Left to botocore (it asks for url and decodes), keys come back as written.
+    page = s3.list_object_versions(Bucket=b)
+    assert [v["Key"] for v in page["Versions"]] == ["a b+c"]
+
+
+def test_upload_part_copy_by_version_and_complete_version_id(s3):
+    b = versioned_bucket(s3)
+    old = rand_bytes(PART, "upc-old")
+    v1 = s3.put_object(Bucket=b, Key="src", Body=old)["VersionId"]
+    s3.put_object(Bucket=b, Key="src", Body=b"newer")
+    uid = s3.create_multipart_upload(Bucket=b, Key="mp")["UploadId"]
+    part = s3.upload_part_copy(Bucket=b, Key="mp", UploadId=uid, PartNumber=1,
+                               CopySource={"Bucket": b, "Key": "src", "VersionId": v1})
+    assert part["CopySourceVersionId"] == v1
+    done = s3.complete_multipart_upload(
+        Bucket=b, Key="mp", UploadId=uid,
+        MultipartUpload={"Parts": [{"PartNumber": 1,
+                                    "ETag": part["CopyPartResult"]["ETag"]}]})
+    assert done["VersionId"] not in (None, "null")
+    got = s3.get_object(Bucket=b, Key="mp", VersionId=done["VersionId"])
+    assert got["Body"].read() == old
+
+
+def test_versioning_with_aws_cli(srv, s3, tmp_path):
+    exe = require_tool("aws")
+    creds = tmp_path / "credentials"
+    creds.write_text(
+        f"[default]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_SHARED_CREDENTIALS_FILE=str(creds), AWS_DEFAULT_REGION=REGION,
+               AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_EC2_METADATA_DISABLED="true")
+
+    def api(*args):
+        r = subprocess.run([exe, "--endpoint-url", srv.endpoint, "s3api", *args,
+                            "--output", "json"],
+                           env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout) if r.stdout.strip() else {}
+
+    b = unique_name("cli")
+    s3.create_bucket(Bucket=b)
+    api("put-bucket-versioning", "--bucket", b,
+        "--versioning-configuration", "Status=Enabled")
+    assert api("get-bucket-versioning", "--bucket", b)["Status"] == "Enabled"
+    body = tmp_path / "body"
+    ids = []
+    for i in range(2):
+        body.write_bytes(f"state {i}".encode())
+        ids.append(api("put-object", "--bucket", b, "--key", "tf", "--body",
+                       str(body))["VersionId"])
+    listed = api("list-object-versions", "--bucket", b)
+    assert [v["VersionId"] for v in listed["Versions"]] == list(reversed(ids))
+    out = tmp_path / "out"
+    api("get-object", "--bucket", b, "--key", "tf", "--version-id", ids[0], str(out))
+    assert out.read_bytes() == b"state 0"
+    d = api("delete-object", "--bucket", b, "--key", "tf")
+    assert d["DeleteMarker"] is True
+    bad = subprocess.run([exe, "--endpoint-url", srv.endpoint, "s3api", "get-object",
+                          "--bucket", b, "--key", "tf", "--version-id", d["VersionId"],
+                          str(out)], env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "MethodNotAllowed" in bad.stderr, bad.stderr
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    if not cairn_bin().exists():
+        pytest.fail(f"Cairn binary not found at {cairn_bin()}; set CAIRN_BIN", pytrace=False)
+    with cluster_util.shifted_ports(PORT_SHIFT):
+        c = Cluster(tmp_path_factory.mktemp("versioning"))
+        try:
+            c.start(3, timeout=120)
+            c.wait_partition_leaders(60)
+            yield c
+        finally:
+            problems = c.teardown()
+    if problems:
+        pytest.fail("cluster problems:\n" + "\n".join(problems), pytrace=False)
+
+
+def test_versions_across_a_cluster(cluster):
+    n1, n2, n3 = (cluster.node(n) for n in ("n1", "n2", "n3"))
+    c1, c2, c3 = (n.client(retries=5) for n in (n1, n2, n3))
+    b = unique_name("cver")
+    c1.create_bucket(Bucket=b)
+    c1.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Enabled"})
+    assert c2.get_bucket_versioning(Bucket=b)["Status"] == "Enabled"
+    big = rand_bytes(3 * MiB, "cluster-ver")
+    ids = [c1.put_object(Bucket=b, Key="k", Body=body)["VersionId"]
+           for body in (b"small one", big, b"small two")]
+    marker = c3.delete_object(Bucket=b, Key="k")["VersionId"]
+    lv = c2.list_object_versions(Bucket=b)
+    assert [v["VersionId"] for v in lv["Versions"]] == list(reversed(ids))
+    assert [m["VersionId"] for m in lv["DeleteMarkers"]] == [marker]
+    assert c3.get_object(Bucket=b, Key="k", VersionId=ids[1])["Body"].read() == big
+    expect_error(c2.get_object, "NoSuchKey", 404, Bucket=b, Key="k")
+    c2.delete_object(Bucket=b, Key="k", VersionId=marker)
+    assert c3.get_object(Bucket=b, Key="k")["Body"].read() == b"small two"
