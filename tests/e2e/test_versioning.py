@@ -189,6 +189,22 @@ def test_conditional_writes_against_current(s3):
     assert len(s3.list_object_versions(Bucket=b)["Versions"]) == 2
 
 
+def test_tagging_by_version(s3):
+    b = versioned_bucket(s3)
+    v1 = s3.put_object(Bucket=b, Key="k", Body=b"1", Tagging="gen=1")["VersionId"]
+    v2 = s3.put_object(Bucket=b, Key="k", Body=b"2", Tagging="gen=2")["VersionId"]
+    tags = s3.get_object_tagging(Bucket=b, Key="k", VersionId=v1)["TagSet"]
+    assert tags == [{"Key": "gen", "Value": "1"}]
+    s3.put_object_tagging(Bucket=b, Key="k", VersionId=v2,
+                          Tagging={"TagSet": [{"Key": "gen", "Value": "two"}]})
+    assert s3.get_object_tagging(Bucket=b, Key="k")["TagSet"] == [{"Key": "gen", "Value": "two"}]
+    # Not faked: changing a noncurrent version's tags is not supported.
+    expect_error(s3.put_object_tagging, "NotImplemented", 501, Bucket=b, Key="k", VersionId=v1,
+                 Tagging={"TagSet": []})
+    expect_error(s3.get_object_tagging, "NoSuchVersion", 404, Bucket=b, Key="k",
+                 VersionId="0" * 24)
+
+
 def test_terraform_state_history(s3):
     # Terraform's S3 backend: versioned bucket, state put repeatedly, an old one read back.
     b = versioned_bucket(s3)

@@ -446,7 +446,7 @@ impl MetaStore {
                 record,
                 condition,
             } => {
-                let mut objects = txn.open_table(OBJECTS)?;
+                let objects = txn.open_table(OBJECTS)?;
                 let k = keys::object(group, bucket, key);
                 let old: Option<ObjectRecord> = match objects.get(k.as_slice())? {
                     Some(v) => Some(decode(v.value())?),
@@ -455,6 +455,10 @@ impl MetaStore {
                 if let Err(refusal) = condition.check(old.as_ref()) {
                     return Ok(Response::Refused(refusal));
                 }
+                drop(objects);
+                // A first count must see the state before this apply (supersede's deltas).
+                self.count_usage_once(txn, group)?;
+                let mut objects = txn.open_table(OBJECTS)?;
                 objects.insert(k.as_slice(), encode(record)?.as_slice())?;
                 drop(objects);
                 let mut ops = add_ops(
@@ -560,7 +564,7 @@ impl MetaStore {
                         }
                     }
                 }
-                let mut objects = txn.open_table(OBJECTS)?;
+                let objects = txn.open_table(OBJECTS)?;
                 let ok = keys::object(group, bucket, key);
                 let old: Option<ObjectRecord> = match objects.get(ok.as_slice())? {
                     Some(v) => Some(decode(v.value())?),
@@ -569,6 +573,10 @@ impl MetaStore {
                 if let Err(refusal) = condition.check(old.as_ref()) {
                     return Ok(Response::Refused(refusal));
                 }
+                drop(objects);
+                // A first count must see the state before this apply (supersede's deltas).
+                self.count_usage_once(txn, group)?;
+                let mut objects = txn.open_table(OBJECTS)?;
                 objects.insert(ok.as_slice(), encode(record)?.as_slice())?;
                 drop(objects);
                 uploads.remove(uk.as_slice())?;

@@ -517,6 +517,7 @@ impl MetaStore {
                 key,
                 marker,
             } => {
+                self.count_usage_once(txn, group)?;
                 let mut objects = txn.open_table(OBJECTS)?;
                 let old: Option<ObjectRecord> =
                     match objects.remove(keys::object(group, bucket, key).as_slice())? {
@@ -539,6 +540,7 @@ impl MetaStore {
                 key,
                 version_id,
             } => {
+                self.count_usage_once(txn, group)?;
                 let mut objects = txn.open_table(OBJECTS)?;
                 let ok = keys::object(group, bucket, key);
                 let current: Option<ObjectRecord> = match objects.get(ok.as_slice())? {

@@ -745,14 +745,12 @@ pub(crate) async fn delete_objects(
         match res {
             Ok(done) => {
                 if !quiet {
-                    // A created marker is named by DeleteMarkerVersionId; a removed version
-                    // by VersionId (and DeleteMarker when it was a marker).
-                    let created = obj.version_id.is_none() && done.delete_marker;
+                    // DeleteMarkerVersionId names the marker created, or removed by id.
                     deleted.push(DeletedObject {
                         key: Some(obj.key),
                         version_id: obj.version_id,
                         delete_marker: done.delete_marker.then_some(true),
-                        delete_marker_version_id: if created { done.version_id } else { None },
+                        delete_marker_version_id: done.version_id.filter(|_| done.delete_marker),
                     });
                 }
             }
