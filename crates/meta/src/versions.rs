@@ -76,6 +76,8 @@ impl DeleteMarker {
 }
 
 /// One version of a key.
+// Objects are the common entry; boxing them would cost an allocation per version read.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum VersionEntry {
     Object(ObjectRecord),
