@@ -61,6 +61,7 @@ async fn ref_count(reg: &Registry, id: ChunkId) -> u64 {
 
 fn record(version: &str, chunks: &[(ChunkId, Bytes)]) -> ObjectRecord {
     ObjectRecord {
+        versioned: false,
         version: version.into(),
         size: chunks.iter().map(|(_, d)| d.len() as u64).sum(),
         etag: "e".into(),

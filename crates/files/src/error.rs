@@ -25,6 +25,7 @@ pub(crate) fn to_status(err: ObjectError, t: Target<'_>) -> Status {
     match err {
         ObjectError::NoSuchBucket => Status::not_found(format!("no such bucket `{}`", t.bucket)),
         ObjectError::NoSuchKey => Status::not_found(format!("no such file {t}")),
+        ObjectError::NoSuchVersion => Status::not_found(format!("no such version of {t}")),
         ObjectError::NoSuchUpload => Status::not_found("no such multipart upload"),
         ObjectError::BucketAlreadyExists => {
             Status::already_exists(format!("bucket `{}` already exists", t.bucket))

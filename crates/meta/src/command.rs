@@ -7,8 +7,9 @@ use crate::bucket_config::CorsRule;
 use crate::model::{
     AccessKeyRecord, BucketRecord, ChunkId, ClusterConfig, Grant, KeyStatus, LayoutRecord,
     NodeHealth, NodeRecord, NodeState, ObjectRecord, PartRecord, SealedSecret, Tag, TokenRecord,
-    UploadRecord, WriteConsistency,
+    UploadRecord, Versioning, WriteConsistency,
 };
+use crate::versions::DeleteMarker;
 
 /// A condition checked atomically with a write, inside the state machine.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -321,6 +322,29 @@ pub enum Command {
         name: String,
         ownership: Option<crate::bucket_config::ObjectOwnership>,
     },
+
+    // ---- S3 versioning (appended; see `crate::versions`) ----
+    /// System group: sets bucket `name`'s versioning state.
+    SetBucketVersioning {
+        name: String,
+        state: Versioning,
+    },
+    /// Applied in an object's partition: makes `marker` the latest version of `bucket/key`
+    /// (DELETE without a version id on a versioned bucket). The previous current version
+    /// becomes noncurrent, or is dropped when both are `null` versions.
+    PutDeleteMarker {
+        bucket: String,
+        key: String,
+        marker: DeleteMarker,
+    },
+    /// Applied in an object's partition: removes version `version_id` (as S3 shows it: an id
+    /// or `null`) of `bucket/key` for good; the next newest becomes current when it is an
+    /// object. Answers `Response::DeletedVersion`.
+    DeleteVersion {
+        bucket: String,
+        key: String,
+        version_id: String,
+    },
 }
 
 /// A change to an existing access key.
@@ -400,6 +424,11 @@ pub enum Response {
     /// DeleteObject: whether something was deleted.
     Deleted(bool),
     Refused(CommandError),
+    /// DeleteVersion (appended): whether the version existed and whether it was a marker.
+    DeletedVersion {
+        found: bool,
+        marker: bool,
+    },
 }
 
 #[cfg(test)]
@@ -409,6 +438,7 @@ mod tests {
 
     fn object(etag: &str) -> ObjectRecord {
         ObjectRecord {
+            versioned: false,
             version: "v1".into(),
             size: 1,
             etag: etag.into(),

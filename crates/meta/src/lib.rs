@@ -15,6 +15,7 @@ pub mod rebalance;
 pub mod secrets;
 pub mod store;
 pub mod usage;
+pub mod versions;
 
 pub use command::{Command, CommandError, Condition, KeyChange, RefOp, Response};
 pub use query::{Query, QueryResult};

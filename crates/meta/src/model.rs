@@ -124,6 +124,29 @@ pub struct ObjectRecord {
     /// Part sizes when the object came from a multipart upload.
     pub parts: Option<Vec<u64>>,
     pub data: ObjectData,
+    /// Written while the bucket's versioning was Enabled: S3 names it by `version`. Otherwise
+    /// (never versioned, Suspended, or written before versioning existed) it is the key's
+    /// `null` version. Appended with a default (positional msgpack).
+    #[serde(default)]
+    pub versioned: bool,
+}
+
+impl ObjectRecord {
+    /// The version id S3 shows for this record: `version`, or `null`.
+    pub fn version_id(&self) -> &str {
+        if self.versioned {
+            &self.version
+        } else {
+            crate::versions::NULL_VERSION
+        }
+    }
+}
+
+/// A bucket's S3 versioning state (None on the bucket record: never versioned).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Versioning {
+    Enabled,
+    Suspended,
 }
 
 /// A bucket, kept in the system group.
@@ -138,6 +161,10 @@ pub struct BucketRecord {
     /// keys had owners, which only root keys and grants reach.
     #[serde(default)]
     pub owner: Option<String>,
+    /// S3 versioning (None: never enabled). Kept on the record so a PUT learns it from the
+    /// bucket lookup it already makes.
+    #[serde(default)]
+    pub versioning: Option<Versioning>,
 }
 
 /// How many replicas of a chunk must be durable before a write is acknowledged.

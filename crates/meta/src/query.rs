@@ -87,6 +87,27 @@ pub enum Query {
     BucketConfig {
         name: String,
     },
+    // ---- S3 versioning (appended) ----
+    /// One version of a key by the id S3 shows (`null` included).
+    GetVersion {
+        bucket: String,
+        key: String,
+        version_id: String,
+    },
+    /// The latest version of a key: the current object, or a delete marker.
+    LatestVersion {
+        bucket: String,
+        key: String,
+    },
+    /// ListObjectVersions.
+    ListVersions {
+        bucket: String,
+        prefix: String,
+        delimiter: Option<String>,
+        key_marker: Option<String>,
+        version_id_marker: Option<String>,
+        max: usize,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -119,6 +140,9 @@ pub enum QueryResult {
     RebalancePlan(crate::rebalance::RebalancePlan),
     /// None: no such bucket.
     BucketConfig(Option<crate::bucket_config::BucketConfig>),
+    /// GetVersion / LatestVersion (appended).
+    Version(Option<crate::versions::VersionEntry>),
+    Versions(crate::versions::VersionListing),
 }
 
 impl MetaStore {
@@ -206,6 +230,30 @@ impl MetaStore {
             Query::BucketConfig { name } => {
                 QueryResult::BucketConfig(self.bucket_config(group, name)?)
             }
+            Query::GetVersion {
+                bucket,
+                key,
+                version_id,
+            } => QueryResult::Version(self.get_version(group, bucket, key, version_id)?),
+            Query::LatestVersion { bucket, key } => {
+                QueryResult::Version(self.latest_version(group, bucket, key)?)
+            }
+            Query::ListVersions {
+                bucket,
+                prefix,
+                delimiter,
+                key_marker,
+                version_id_marker,
+                max,
+            } => QueryResult::Versions(self.list_versions(
+                group,
+                bucket,
+                prefix,
+                delimiter.as_deref(),
+                key_marker.as_deref(),
+                version_id_marker.as_deref(),
+                *max,
+            )?),
         })
     }
 }

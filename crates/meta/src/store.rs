@@ -31,7 +31,7 @@ pub(crate) const TOKENS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("s
 
 /// Every state-machine table, in a fixed order (the snapshot format numbers them; new tables
 /// go at the end).
-pub(crate) const ALL_TABLES: [TableDefinition<&[u8], &[u8]>; 13] = [
+pub(crate) const ALL_TABLES: [TableDefinition<&[u8], &[u8]>; 14] = [
     OBJECTS,
     UPLOADS,
     PARTS,
@@ -45,6 +45,7 @@ pub(crate) const ALL_TABLES: [TableDefinition<&[u8], &[u8]>; 13] = [
     TOKENS,
     crate::usage::USAGE,
     crate::bucket_config::BUCKET_CONFIG,
+    crate::versions::VERSIONS,
 ];
 const SM_META_INDEX: usize = 6;
 
@@ -445,7 +446,7 @@ impl MetaStore {
                 record,
                 condition,
             } => {
-                let mut objects = txn.open_table(OBJECTS)?;
+                let objects = txn.open_table(OBJECTS)?;
                 let k = keys::object(group, bucket, key);
                 let old: Option<ObjectRecord> = match objects.get(k.as_slice())? {
                     Some(v) => Some(decode(v.value())?),
@@ -454,20 +455,26 @@ impl MetaStore {
                 if let Err(refusal) = condition.check(old.as_ref()) {
                     return Ok(Response::Refused(refusal));
                 }
+                drop(objects);
+                // A first count must see the state before this apply (supersede's deltas).
+                self.count_usage_once(txn, group)?;
+                let mut objects = txn.open_table(OBJECTS)?;
                 objects.insert(k.as_slice(), encode(record)?.as_slice())?;
                 drop(objects);
-                let old_size = old.as_ref().map(|o| o.size);
-                self.account_usage(txn, group, bucket, old_size, Some(record.size))?;
                 let mut ops = add_ops(
                     record.data.chunks(),
                     &object_owner(bucket, key, &record.version),
                 );
-                if let Some(old) = old {
-                    ops.extend(remove_ops(
-                        old.data.chunks(),
-                        &object_owner(bucket, key, &old.version),
-                    ));
-                }
+                // The old current version becomes noncurrent, or goes (null replaces null).
+                ops.extend(self.supersede(
+                    txn,
+                    group,
+                    bucket,
+                    key,
+                    old,
+                    !record.versioned,
+                    Some(record.size),
+                )?);
                 self.push_outbox(txn, group, ops)?;
                 Ok(Response::Done)
             }
@@ -479,6 +486,8 @@ impl MetaStore {
                     None => None,
                 };
                 drop(objects);
+                // A noncurrent version left by a versioned past becomes current.
+                self.promote(txn, group, bucket, key)?;
                 match old {
                     Some(old) => {
                         self.account_usage(txn, group, bucket, Some(old.size), None)?;
@@ -555,7 +564,7 @@ impl MetaStore {
                         }
                     }
                 }
-                let mut objects = txn.open_table(OBJECTS)?;
+                let objects = txn.open_table(OBJECTS)?;
                 let ok = keys::object(group, bucket, key);
                 let old: Option<ObjectRecord> = match objects.get(ok.as_slice())? {
                     Some(v) => Some(decode(v.value())?),
@@ -564,22 +573,27 @@ impl MetaStore {
                 if let Err(refusal) = condition.check(old.as_ref()) {
                     return Ok(Response::Refused(refusal));
                 }
+                drop(objects);
+                // A first count must see the state before this apply (supersede's deltas).
+                self.count_usage_once(txn, group)?;
+                let mut objects = txn.open_table(OBJECTS)?;
                 objects.insert(ok.as_slice(), encode(record)?.as_slice())?;
                 drop(objects);
                 uploads.remove(uk.as_slice())?;
                 drop(uploads);
-                let old_size = old.as_ref().map(|o| o.size);
-                self.account_usage(txn, group, bucket, old_size, Some(record.size))?;
                 let mut ops = add_ops(
                     record.data.chunks(),
                     &object_owner(bucket, key, &record.version),
                 );
-                if let Some(old) = old {
-                    ops.extend(remove_ops(
-                        old.data.chunks(),
-                        &object_owner(bucket, key, &old.version),
-                    ));
-                }
+                ops.extend(self.supersede(
+                    txn,
+                    group,
+                    bucket,
+                    key,
+                    old,
+                    !record.versioned,
+                    Some(record.size),
+                )?);
                 ops.extend(self.drop_parts(txn, group, upload_id, stored)?);
                 self.push_outbox(txn, group, ops)?;
                 Ok(Response::Done)
@@ -644,6 +658,9 @@ impl MetaStore {
             | Command::SetBucketPolicy { .. }
             | Command::SetPublicAccessBlock { .. }
             | Command::SetBucketOwnership { .. } => self.apply_bucket_config(txn, group, cmd),
+            Command::SetBucketVersioning { .. }
+            | Command::PutDeleteMarker { .. }
+            | Command::DeleteVersion { .. } => self.apply_versioning(txn, group, cmd),
             Command::SetRootKey { .. }
             | Command::CreateAccessKey { .. }
             | Command::UpdateAccessKey { .. }
@@ -936,7 +953,7 @@ impl MetaStore {
         Ok(ops)
     }
 
-    fn push_outbox(
+    pub(crate) fn push_outbox(
         &self,
         txn: &WriteTransaction,
         group: u64,
@@ -1090,12 +1107,12 @@ impl MetaStore {
         Ok((out, false))
     }
 
-    /// Whether `bucket` has any object or open upload in `group`.
+    /// Whether `bucket` has any object, version, delete marker or open upload in `group`.
     pub fn bucket_has_data(&self, group: u64, bucket: &str) -> Result<bool, MetaError> {
         let txn = self.db.begin_read()?;
         let p = keys::bucket_prefix(group, bucket);
         let end = keys::prefix_end(&p).unwrap_or_else(|| keys::group_end(group));
-        for t in [OBJECTS, UPLOADS] {
+        for t in [OBJECTS, UPLOADS, crate::versions::VERSIONS] {
             let t = txn.open_table(t)?;
             if t.range(p.as_slice()..end.as_slice())?.next().is_some() {
                 return Ok(true);

@@ -149,7 +149,11 @@ impl MetaStore {
 
     /// Counts `group`'s objects into usage rows unless that was done before (a group written
     /// before usage was kept, or a new one); returns whether it counted now.
-    fn count_usage_once(&self, txn: &WriteTransaction, group: u64) -> Result<bool, MetaError> {
+    pub(crate) fn count_usage_once(
+        &self,
+        txn: &WriteTransaction,
+        group: u64,
+    ) -> Result<bool, MetaError> {
         let mut meta = txn.open_table(SM_META)?;
         let marker = keys::sm_meta(group, USAGE_COUNTED);
         if meta.get(marker.as_slice())?.is_some() {

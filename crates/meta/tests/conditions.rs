@@ -12,6 +12,7 @@ const G: u64 = 1;
 
 fn record(version: &str, etag: &str) -> ObjectRecord {
     ObjectRecord {
+        versioned: false,
         version: version.into(),
         size: 1,
         etag: etag.into(),

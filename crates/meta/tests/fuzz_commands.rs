@@ -51,6 +51,7 @@ fn record() -> impl Strategy<Value = ObjectRecord> {
     )
         .prop_map(
             |(version, size, etag, last_modified_ms, parts, data)| ObjectRecord {
+                versioned: false,
                 version,
                 size,
                 etag,
@@ -75,6 +76,7 @@ fn command() -> impl Strategy<Value = Command> {
     prop_oneof![
         (name(), any::<i64>()).prop_map(|(name, created_ms)| Command::CreateBucket {
             record: BucketRecord {
+                versioning: None,
                 name,
                 created_ms,
                 write_consistency: None,

@@ -10,6 +10,7 @@ use proptest::prelude::*;
 
 fn tiny_record() -> ObjectRecord {
     ObjectRecord {
+        versioned: false,
         version: "v".into(),
         size: 1,
         etag: "e".into(),
@@ -200,6 +201,7 @@ fn catalog_changes_are_audited_but_heartbeats_are_not() {
         heartbeat("n1", 4, 9), // not audited
         Command::CreateBucket {
             record: BucketRecord {
+                versioning: None,
                 name: "photos".into(),
                 created_ms: 7,
                 write_consistency: None,

@@ -34,6 +34,7 @@ fn tag(k: &str, v: &str) -> Tag {
 
 fn record(version: &str, tags: Vec<Tag>) -> ObjectRecord {
     ObjectRecord {
+        versioned: false,
         version: version.into(),
         size: 3,
         etag: "e".into(),
@@ -165,6 +166,7 @@ fn bucket_settings_live_and_die_with_the_bucket() {
     );
     let create = Command::CreateBucket {
         record: BucketRecord {
+            versioning: None,
             name: "b".into(),
             created_ms: 1,
             write_consistency: None,

@@ -12,6 +12,7 @@ use proptest::prelude::*;
 
 fn record(size: u64, version: &str) -> ObjectRecord {
     ObjectRecord {
+        versioned: false,
         version: version.into(),
         size,
         etag: "e".into(),

@@ -79,6 +79,7 @@ mod tests {
 
     fn object(etag: &str) -> ObjectRecord {
         ObjectRecord {
+            versioned: false,
             version: "v".into(),
             size: 0,
             etag: etag.into(),

@@ -11,6 +11,8 @@ pub enum ObjectError {
     BucketNotEmpty,
     #[error("key does not exist")]
     NoSuchKey,
+    #[error("version does not exist")]
+    NoSuchVersion,
     #[error("multipart upload does not exist")]
     NoSuchUpload,
     #[error("precondition failed")]

@@ -23,7 +23,7 @@ pub use chunk_io::{ChunkIo, LocalChunks};
 pub use conditional::Precondition;
 pub use error::ObjectError;
 pub use service::{
-    BodyStream, ByteStream, Digests, ListMultipartPage, ListPage, ListPartsPage, ListQuery,
-    ObjectService, PartSpec, PutOptions, ReadConsistency, ServiceConfig, Verifier, MAX_PUT_SIZE,
-    MIN_PART_SIZE,
+    BodyStream, ByteStream, DeleteOutcome, Digests, ListMultipartPage, ListPage, ListPartsPage,
+    ListQuery, ObjectService, PartSpec, PutOptions, ReadConsistency, ServiceConfig, Verifier,
+    MAX_PUT_SIZE, MIN_PART_SIZE,
 };

@@ -21,6 +21,9 @@ use crate::digest::{multipart_etag, BodyDigest};
 use crate::ObjectError;
 
 mod settings;
+mod versions;
+
+pub use versions::DeleteOutcome;
 
 /// S3's limit for a single PUT, a part, and a copy source.
 pub const MAX_PUT_SIZE: u64 = 5 << 30;
@@ -161,8 +164,30 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// A new version id (also upload ids): newest-first sortable, unique per process by a
+/// strictly increasing microsecond clock and across nodes by a random salt
+/// (`cairn_meta::versions::encode_version_id`).
 fn new_version() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
+    let prev = LAST
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
+            Some(now.max(last + 1))
+        })
+        .unwrap_or(now);
+    let micros = now.max(prev + 1);
+    let r = *uuid::Uuid::new_v4().as_bytes();
+    let salt = u32::from_be_bytes([r[0], r[1], r[2], r[3]]);
+    cairn_meta::versions::encode_version_id(micros, salt)
+}
+
+/// Whether writes to `bucket` make versions S3 names by id (versioning Enabled).
+fn versioned(bucket: &BucketRecord) -> bool {
+    bucket.versioning == Some(cairn_meta::model::Versioning::Enabled)
 }
 
 impl From<cairn_raft::RaftError> for ObjectError {
@@ -366,6 +391,7 @@ impl ObjectService {
         owner: Option<&str>,
     ) -> Result<BucketRecord, ObjectError> {
         let record = BucketRecord {
+            versioning: None,
             name: name.to_string(),
             created_ms: now_ms(),
             write_consistency,
@@ -662,6 +688,7 @@ impl ObjectService {
             }
         }
         let record = ObjectRecord {
+            versioned: versioned(&bucket_record),
             version: new_version(),
             size: ingested.digests.size,
             etag: hex::encode(ingested.digests.md5),
@@ -785,7 +812,7 @@ impl ObjectService {
         headers: ObjectHeaders,
         precondition: Precondition,
     ) -> Result<ObjectRecord, ObjectError> {
-        self.head_bucket(dst_bucket).await?;
+        let dst_record = self.head_bucket(dst_bucket).await?;
         let start = self
             .condition_at_start(dst_bucket, dst_key, &precondition)
             .await?;
@@ -807,6 +834,7 @@ impl ObjectService {
             return Err(e);
         }
         let record = ObjectRecord {
+            versioned: versioned(&dst_record),
             version: new_version(),
             last_modified_ms: now_ms(),
             headers,
@@ -839,9 +867,20 @@ impl ObjectService {
         for c in src.data.chunks() {
             intent.cover(c.id).await.map_err(chunk_error)?;
         }
-        match self.head_object(src_bucket, src_key).await {
-            Ok(now) if now.version == src.version => Ok(()),
-            Ok(_) | Err(ObjectError::NoSuchKey) => Err(ObjectError::Unavailable(
+        // The source version (current or not) must still exist.
+        match self
+            .get_version(
+                src_bucket,
+                src_key,
+                src.version_id(),
+                ReadConsistency::Linearizable,
+            )
+            .await
+        {
+            Ok(cairn_meta::versions::VersionEntry::Object(now)) if now.version == src.version => {
+                Ok(())
+            }
+            Ok(_) | Err(ObjectError::NoSuchVersion) => Err(ObjectError::Unavailable(
                 "the copy source changed during the copy; retry".into(),
             )),
             Err(e) => Err(e),
@@ -1109,7 +1148,9 @@ impl ObjectService {
         for p in &chosen {
             chunks.extend_from_slice(p.data.chunks());
         }
+        let versioned = versioned(&self.head_bucket(bucket).await?);
         let record = ObjectRecord {
+            versioned,
             // The upload id names the version (an upload completes at most once, and ids are
             // drawn like versions): a repeated completion recognises the object it produced.
             version: upload_id.to_string(),

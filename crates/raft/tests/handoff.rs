@@ -44,6 +44,7 @@ async fn start(id: u64, listener: tokio::net::TcpListener) -> Node {
 fn bucket(name: &str) -> Command {
     Command::CreateBucket {
         record: BucketRecord {
+            versioning: None,
             name: name.into(),
             created_ms: 1,
             write_consistency: None,

@@ -42,6 +42,7 @@ async fn a_single_node_reports_its_groups_proposals_and_snapshots() {
     for i in 0..45 {
         let cmd = Command::CreateBucket {
             record: BucketRecord {
+                versioning: None,
                 name: format!("b{i:03}"),
                 created_ms: 1,
                 write_consistency: None,

@@ -21,6 +21,7 @@ fn config(dir: &std::path::Path, snapshot_every: u64) -> RegistryConfig {
 fn bucket(name: &str) -> Command {
     Command::CreateBucket {
         record: BucketRecord {
+            versioning: None,
             name: name.into(),
             created_ms: 1,
             write_consistency: None,

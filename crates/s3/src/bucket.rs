@@ -9,6 +9,7 @@ use crate::error::ObjectResultExt;
 use crate::list::{decode_token, encode_token};
 use crate::object::ts;
 use crate::CairnS3;
+use cairn_meta::model::Versioning;
 
 /// The region whose LocationConstraint is empty, for historical reasons.
 const US_EAST_1: &str = "us-east-1";
@@ -147,14 +148,54 @@ pub(crate) async fn get_bucket_location(
     Ok(S3Response::new(output))
 }
 
-/// Buckets are unversioned: the answer has no Status, which is what S3 says for a bucket
-/// that never had versioning enabled.
+/// No Status for a bucket that never had versioning enabled, as S3 answers.
 pub(crate) async fn get_bucket_versioning(
     s3: &CairnS3,
     req: S3Request<GetBucketVersioningInput>,
 ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
-    s3.objects().head_bucket(&req.input.bucket).await.s3()?;
-    Ok(S3Response::new(GetBucketVersioningOutput::default()))
+    let b = s3.objects().head_bucket(&req.input.bucket).await.s3()?;
+    let status = b.versioning.map(|v| match v {
+        Versioning::Enabled => BucketVersioningStatus::from_static(BucketVersioningStatus::ENABLED),
+        Versioning::Suspended => {
+            BucketVersioningStatus::from_static(BucketVersioningStatus::SUSPENDED)
+        }
+    });
+    Ok(S3Response::new(GetBucketVersioningOutput {
+        status,
+        ..Default::default()
+    }))
+}
+
+/// Enabled or Suspended; MFA Delete is not supported (501).
+pub(crate) async fn put_bucket_versioning(
+    s3: &CairnS3,
+    req: S3Request<PutBucketVersioningInput>,
+) -> S3Result<S3Response<PutBucketVersioningOutput>> {
+    let input = req.input;
+    let conf = input.versioning_configuration;
+    if input.mfa.is_some()
+        || conf
+            .mfa_delete
+            .as_ref()
+            .is_some_and(|m| m.as_str().eq_ignore_ascii_case(MFADelete::ENABLED))
+    {
+        return Err(s3_error!(NotImplemented, "MFA Delete is not supported"));
+    }
+    let state = match conf.status.as_ref().map(BucketVersioningStatus::as_str) {
+        Some(BucketVersioningStatus::ENABLED) => Versioning::Enabled,
+        Some(BucketVersioningStatus::SUSPENDED) => Versioning::Suspended,
+        _ => {
+            return Err(s3_error!(
+                MalformedXML,
+                "The XML you provided was not well-formed or did not validate against our published schema"
+            ))
+        }
+    };
+    s3.objects()
+        .set_bucket_versioning(&input.bucket, state)
+        .await
+        .s3()?;
+    Ok(S3Response::new(PutBucketVersioningOutput::default()))
 }
 
 #[cfg(test)]

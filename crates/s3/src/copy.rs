@@ -16,7 +16,7 @@ use crate::validate::validate_key;
 use crate::CairnS3;
 
 /// The bucket and key named by `x-amz-copy-source`.
-fn source_of(cs: &CopySource) -> S3Result<(&str, &str)> {
+fn source_of(cs: &CopySource) -> S3Result<(&str, &str, Option<&str>)> {
     match cs {
         CopySource::Bucket {
             bucket,
@@ -25,7 +25,7 @@ fn source_of(cs: &CopySource) -> S3Result<(&str, &str)> {
         } => {
             check_version_id(version_id.as_deref())?;
             validate_key(key)?;
-            Ok((bucket, key))
+            Ok((bucket, key, version_id.as_deref()))
         }
         _ => Err(s3_error!(
             NotImplemented,
@@ -54,9 +54,26 @@ async fn load_source(
     s3: &CairnS3,
     bucket: &str,
     key: &str,
+    version_id: Option<&str>,
     c: &Conditions<'_>,
 ) -> S3Result<ObjectRecord> {
-    let src = s3.objects().head_object(bucket, key).await.s3()?;
+    let src = match version_id {
+        None => s3.objects().head_object(bucket, key).await.s3()?,
+        Some(v) => match s3
+            .objects()
+            .get_version(bucket, key, v, cairn_object::ReadConsistency::Linearizable)
+            .await
+            .s3()?
+        {
+            cairn_meta::versions::VersionEntry::Object(r) => r,
+            cairn_meta::versions::VersionEntry::Marker(_) => {
+                return Err(s3_error!(
+                    InvalidRequest,
+                    "The source of a copy request may not specifically refer to a delete marker by version id."
+                ))
+            }
+        },
+    };
     match evaluate_copy_source(c, &src.etag, src.last_modified_ms) {
         Outcome::Proceed => Ok(src),
         Outcome::NotModified | Outcome::PreconditionFailed => Err(s3_error!(
@@ -91,9 +108,13 @@ pub(crate) async fn copy_object(
     let precondition = destination_precondition(&req.headers)?;
     let input = req.input;
     validate_key(&input.key)?;
-    let (src_bucket, src_key) = source_of(&input.copy_source)?;
+    let (src_bucket, src_key, src_version) = source_of(&input.copy_source)?;
     let directive = directive(input.metadata_directive.as_ref())?;
-    if src_bucket == input.bucket && src_key == input.key && directive == Directive::Copy {
+    if src_bucket == input.bucket
+        && src_key == input.key
+        && src_version.is_none()
+        && directive == Directive::Copy
+    {
         return Err(s3_error!(
             InvalidRequest,
             "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes."
@@ -105,7 +126,9 @@ pub(crate) async fn copy_object(
         if_modified_since: input.copy_source_if_modified_since.as_ref(),
         if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
     };
-    let src = load_source(s3, src_bucket, src_key, &conditions).await?;
+    let src = load_source(s3, src_bucket, src_key, src_version, &conditions).await?;
+    let copy_source_version_id =
+        (src.versioned || src_version.is_some()).then(|| src.version_id().to_owned());
     if src.size > MAX_PUT_SIZE {
         return Err(s3_error!(
             InvalidRequest,
@@ -156,6 +179,8 @@ pub(crate) async fn copy_object(
             checksum_sha256: sums.sha256,
             checksum_type: sums.checksum_type,
         }),
+        copy_source_version_id,
+        version_id: record.versioned.then(|| record.version.clone()),
         ..Default::default()
     };
     Ok(S3Response::new(output))
@@ -196,14 +221,16 @@ pub(crate) async fn upload_part_copy(
     let input = req.input;
     validate_key(&input.key)?;
     let part_number = part_number_u32(input.part_number)?;
-    let (src_bucket, src_key) = source_of(&input.copy_source)?;
+    let (src_bucket, src_key, src_version) = source_of(&input.copy_source)?;
     let conditions = Conditions {
         if_match: input.copy_source_if_match.as_ref(),
         if_none_match: input.copy_source_if_none_match.as_ref(),
         if_modified_since: input.copy_source_if_modified_since.as_ref(),
         if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
     };
-    let src = load_source(s3, src_bucket, src_key, &conditions).await?;
+    let src = load_source(s3, src_bucket, src_key, src_version, &conditions).await?;
+    let copy_source_version_id =
+        (src.versioned || src_version.is_some()).then(|| src.version_id().to_owned());
     let range = input
         .copy_source_range
         .as_deref()
@@ -239,6 +266,7 @@ pub(crate) async fn upload_part_copy(
             checksum_sha1: sums.sha1,
             checksum_sha256: sums.sha256,
         }),
+        copy_source_version_id,
         ..Default::default()
     };
     Ok(S3Response::new(output))
@@ -271,9 +299,9 @@ mod tests {
     #[test]
     fn copy_sources() {
         let cs = CopySource::parse("src-bucket/dir%2Fa%20b.txt").unwrap();
-        assert_eq!(source_of(&cs).unwrap(), ("src-bucket", "dir/a b.txt"));
+        assert_eq!(source_of(&cs).unwrap(), ("src-bucket", "dir/a b.txt", None));
         let cs = CopySource::parse("/src-bucket/k?versionId=null").unwrap();
-        assert_eq!(source_of(&cs).unwrap(), ("src-bucket", "k"));
+        assert_eq!(source_of(&cs).unwrap(), ("src-bucket", "k", Some("null")));
         let cs = CopySource::parse("src-bucket/k?versionId=abc").unwrap();
         assert!(source_of(&cs).is_err());
         let cs = CopySource::parse("src-bucket/a/../b").unwrap();

@@ -15,6 +15,7 @@ pub(crate) fn to_s3_error(err: ObjectError) -> S3Error {
         ),
         ObjectError::BucketNotEmpty => s3_error!(BucketNotEmpty, "The bucket you tried to delete is not empty"),
         ObjectError::NoSuchKey => s3_error!(NoSuchKey, "The specified key does not exist."),
+        ObjectError::NoSuchVersion => s3_error!(NoSuchVersion, "The specified version does not exist."),
         ObjectError::NoSuchUpload => s3_error!(
             NoSuchUpload,
             "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed."

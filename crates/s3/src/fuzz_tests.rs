@@ -19,6 +19,7 @@ use crate::object::resolve_range;
 
 fn record(size: u64, parts: Option<Vec<u64>>) -> ObjectRecord {
     ObjectRecord {
+        versioned: false,
         version: "v".into(),
         size,
         etag: "e".into(),

@@ -232,6 +232,13 @@ impl S3 for CairnS3 {
         bucket::get_bucket_versioning(self, req).await
     }
 
+    async fn put_bucket_versioning(
+        &self,
+        req: S3Request<PutBucketVersioningInput>,
+    ) -> S3Result<S3Response<PutBucketVersioningOutput>> {
+        bucket::put_bucket_versioning(self, req).await
+    }
+
     // ---- listing ----
 
     async fn list_objects(

@@ -1,7 +1,7 @@
 //! ListObjects (V1), ListObjectsV2 and ListObjectVersions.
 //!
 //! All three map onto one [`ListQuery`]: prefix, delimiter, an exclusive "after" key and a
-//! page size. Every object is version `null` and the latest.
+//! page size. ListObjectVersions lists every version and delete marker, newest first per key.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -14,6 +14,7 @@ use crate::consistency;
 use crate::error::ObjectResultExt;
 use crate::object::{etag, ts};
 use crate::CairnS3;
+use cairn_meta::versions::VersionEntry;
 
 /// S3's default and largest page.
 pub(crate) const MAX_KEYS: usize = 1000;
@@ -281,61 +282,63 @@ pub(crate) async fn list_object_versions(
             "A version-id marker cannot be specified without a key marker."
         ));
     }
-    // Each key has exactly one version, so "after (key, any version)" is "after key".
-    let query = ListQuery {
-        prefix: prefix.clone(),
-        delimiter: delimiter.clone(),
-        after: key_marker.clone(),
-        max_keys,
-    };
     let page = s3
         .objects()
-        .list_objects_with(&input.bucket, &query, read)
+        .list_versions(
+            &input.bucket,
+            &prefix,
+            delimiter.as_deref(),
+            key_marker.as_deref(),
+            version_id_marker.as_deref(),
+            max_keys,
+            read,
+        )
         .await
         .s3()?;
-
-    let next = if page.is_truncated {
-        next_marker(&page)
-    } else {
-        None
-    };
-    let next_is_key = next
-        .as_ref()
-        .is_some_and(|n| page.objects.last().is_some_and(|(k, _)| k == n));
     let owner = s3.owner();
-    let versions: Vec<ObjectVersion> = page
-        .objects
-        .into_iter()
-        .map(|(k, r)| {
-            let sums = ChecksumFields::from_stored(r.checksum.as_ref());
-            ObjectVersion {
-                key: Some(enc.s(k)),
-                version_id: Some("null".to_owned()),
-                is_latest: Some(true),
-                e_tag: Some(etag(&r.etag)),
-                size: i64::try_from(r.size).ok(),
-                last_modified: Some(ts(r.last_modified_ms)),
-                storage_class: Some(ObjectVersionStorageClass::from_static(
-                    ObjectVersionStorageClass::STANDARD,
-                )),
-                checksum_algorithm: r.checksum.as_ref().map(|(a, _)| vec![to_dto(*a)]),
-                checksum_type: sums.checksum_type,
-                owner: Some(owner.clone()),
-                ..Default::default()
+    let mut versions: Vec<ObjectVersion> = Vec::new();
+    let mut markers: Vec<DeleteMarkerEntry> = Vec::new();
+    for v in page.entries {
+        match v.entry {
+            VersionEntry::Object(r) => {
+                let sums = ChecksumFields::from_stored(r.checksum.as_ref());
+                versions.push(ObjectVersion {
+                    key: Some(enc.s(v.key)),
+                    version_id: Some(r.version_id().to_owned()),
+                    is_latest: Some(v.is_latest),
+                    e_tag: Some(etag(&r.etag)),
+                    size: i64::try_from(r.size).ok(),
+                    last_modified: Some(ts(r.last_modified_ms)),
+                    storage_class: Some(ObjectVersionStorageClass::from_static(
+                        ObjectVersionStorageClass::STANDARD,
+                    )),
+                    checksum_algorithm: r.checksum.as_ref().map(|(a, _)| vec![to_dto(*a)]),
+                    checksum_type: sums.checksum_type,
+                    owner: Some(owner.clone()),
+                    ..Default::default()
+                });
             }
-        })
-        .collect();
+            VersionEntry::Marker(m) => markers.push(DeleteMarkerEntry {
+                key: Some(enc.s(v.key)),
+                version_id: Some(m.version_id().to_owned()),
+                is_latest: Some(v.is_latest),
+                last_modified: Some(ts(m.last_modified_ms)),
+                owner: Some(owner.clone()),
+            }),
+        }
+    }
     let output = ListObjectVersionsOutput {
         name: Some(input.bucket),
         prefix: Some(enc.s(prefix)),
         delimiter: enc.opt(delimiter),
         key_marker: Some(enc.s(key_marker.unwrap_or_default())),
         version_id_marker: Some(version_id_marker.unwrap_or_default()),
-        next_version_id_marker: next_is_key.then(|| "null".to_owned()),
-        next_key_marker: enc.opt(next),
+        next_version_id_marker: page.next_version_id_marker,
+        next_key_marker: enc.opt(page.next_key_marker),
         max_keys: Some(count_i32(max_keys)),
-        is_truncated: Some(page.is_truncated),
+        is_truncated: Some(page.truncated),
         versions: (!versions.is_empty()).then_some(versions),
+        delete_markers: (!markers.is_empty()).then_some(markers),
         common_prefixes: enc.prefixes(page.common_prefixes),
         encoding_type: enc.echo(),
         ..Default::default()

@@ -179,6 +179,7 @@ pub(crate) async fn complete_multipart_upload(
         checksum_sha1: sums.sha1,
         checksum_sha256: sums.sha256,
         checksum_type: sums.checksum_type,
+        version_id: record.versioned.then(|| record.version.clone()),
         ..Default::default()
     };
     Ok(S3Response::new(output))

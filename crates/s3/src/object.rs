@@ -21,6 +21,7 @@ use crate::error::{custom_error, ObjectResultExt};
 use crate::serve::StatusOverride;
 use crate::validate::validate_key;
 use crate::CairnS3;
+use cairn_meta::versions::{is_version_id, DeleteMarker, VersionEntry, NULL_VERSION};
 
 /// The largest object a single PUT (or a copy) may create: 5 GiB, as in S3.
 pub(crate) const MAX_PUT_SIZE: u64 = 5 * 1024 * 1024 * 1024;
@@ -39,12 +40,44 @@ pub(crate) fn etag(e: &str) -> ETag {
     ETag::Strong(e.to_owned())
 }
 
-/// We keep one version per key, named `null` as S3 names versions of unversioned objects.
+/// A version id is `null` or one this store hands out; anything else is InvalidArgument.
 pub(crate) fn check_version_id(version_id: Option<&str>) -> S3Result<()> {
     match version_id {
-        None | Some("null") => Ok(()),
+        None => Ok(()),
+        Some(v) if v == NULL_VERSION || is_version_id(v) => Ok(()),
         Some(_) => Err(s3_error!(InvalidArgument, "Invalid version id specified")),
     }
+}
+
+/// `x-amz-version-id` for a record: its id on a versioned record, or `null` when the client
+/// addressed a version; omitted for objects of unversioned buckets.
+fn shown_version(record: &ObjectRecord, asked: bool) -> Option<String> {
+    (record.versioned || asked).then(|| record.version_id().to_owned())
+}
+
+/// The error for a read that reached a delete marker: 404 NoSuchKey for the key, 405
+/// MethodNotAllowed for the marker's version id, both with `x-amz-delete-marker: true`.
+fn marker_error(m: &DeleteMarker, by_version: bool) -> S3Error {
+    let mut e = if by_version {
+        s3_error!(
+            MethodNotAllowed,
+            "The specified method is not allowed against this resource."
+        )
+    } else {
+        s3_error!(NoSuchKey, "The specified key does not exist.")
+    };
+    let mut h = HeaderMap::new();
+    h.insert("x-amz-delete-marker", HeaderValue::from_static("true"));
+    if let Ok(v) = HeaderValue::from_str(m.version_id()) {
+        h.insert("x-amz-version-id", v);
+    }
+    if let Ok(d) = http_date(&ts(m.last_modified_ms)) {
+        if let Ok(v) = HeaderValue::from_str(&d) {
+            h.insert(http::header::LAST_MODIFIED, v);
+        }
+    }
+    e.set_headers(h);
+    e
 }
 
 fn http_date(t: &Timestamp) -> S3Result<String> {
@@ -380,6 +413,7 @@ pub(crate) async fn put_object(
     let sums = ChecksumFields::from_stored(record.checksum.as_ref());
     let output = PutObjectOutput {
         e_tag: Some(etag(&record.etag)),
+        version_id: shown_version(&record, false),
         checksum_crc32: sums.crc32,
         checksum_crc32c: sums.crc32c,
         checksum_crc64nvme: sums.crc64nvme,
@@ -446,11 +480,33 @@ async fn plan_read(
 ) -> S3Result<ReadPlan> {
     validate_key(key)?;
     check_version_id(version_id)?;
-    let record = s3
-        .objects()
-        .head_object_with(bucket, key, read)
-        .await
-        .s3()?;
+    let objects = s3.objects();
+    let record = match version_id {
+        Some(v) => match objects.get_version(bucket, key, v, read).await {
+            Ok(VersionEntry::Object(r)) => r,
+            Ok(VersionEntry::Marker(m)) => return Err(marker_error(&m, true)),
+            Err(cairn_object::ObjectError::NoSuchVersion) => {
+                // A missing bucket says so first.
+                objects.head_bucket_with(bucket, read).await.s3()?;
+                return Err(cairn_object::ObjectError::NoSuchVersion).s3();
+            }
+            Err(e) => return Err(e).s3(),
+        },
+        None => match objects.head_object_with(bucket, key, read).await {
+            Ok(r) => r,
+            Err(cairn_object::ObjectError::NoSuchKey) => {
+                // Only a versioned key can hide behind a delete marker: one more read, on
+                // misses only.
+                if let Ok(Some(VersionEntry::Marker(m))) =
+                    objects.latest_version(bucket, key, read).await
+                {
+                    return Err(marker_error(&m, false));
+                }
+                return Err(cairn_object::ObjectError::NoSuchKey).s3();
+            }
+            Err(e) => return Err(e).s3(),
+        },
+    };
     check_conditions(&conditions, &record)?;
     let range = resolve_range(range, part_number, &record)?;
     let parts_count = match (part_number, &record.parts) {
@@ -479,6 +535,7 @@ pub(crate) async fn get_object(
     req: S3Request<GetObjectInput>,
 ) -> S3Result<S3Response<GetObjectOutput>> {
     let input = req.input;
+    let asked_version = input.version_id.is_some();
     let conditions = Conditions {
         if_match: input.if_match.as_ref(),
         if_none_match: input.if_none_match.as_ref(),
@@ -524,6 +581,7 @@ pub(crate) async fn get_object(
         e_tag: Some(etag(&record.etag)),
         last_modified: Some(ts(record.last_modified_ms)),
         metadata: user_metadata(h),
+        version_id: shown_version(&record, asked_version),
         parts_count,
         checksum_crc32: checksums.crc32,
         checksum_crc32c: checksums.crc32c,
@@ -544,6 +602,7 @@ pub(crate) async fn head_object(
     req: S3Request<HeadObjectInput>,
 ) -> S3Result<S3Response<HeadObjectOutput>> {
     let input = req.input;
+    let asked_version = input.version_id.is_some();
     let conditions = Conditions {
         if_match: input.if_match.as_ref(),
         if_none_match: input.if_none_match.as_ref(),
@@ -585,6 +644,7 @@ pub(crate) async fn head_object(
         e_tag: Some(etag(&record.etag)),
         last_modified: Some(ts(record.last_modified_ms)),
         metadata: user_metadata(h),
+        version_id: shown_version(&record, asked_version),
         parts_count,
         checksum_crc32: checksums.crc32,
         checksum_crc32c: checksums.crc32c,
@@ -628,12 +688,14 @@ pub(crate) async fn delete_object(
             ));
         }
     }
-    s3.objects()
-        .delete_object(&input.bucket, &input.key)
+    let done = s3
+        .objects()
+        .delete_object_version(&input.bucket, &input.key, input.version_id.as_deref())
         .await
         .s3()?;
     let output = DeleteObjectOutput {
-        version_id: input.version_id,
+        version_id: done.version_id,
+        delete_marker: done.delete_marker.then_some(true),
         ..Default::default()
     };
     Ok(S3Response::new(output))
@@ -659,30 +721,36 @@ pub(crate) async fn delete_objects(
     s3.objects().head_bucket(&input.bucket).await.s3()?;
 
     let bucket = input.bucket.as_str();
-    let results: Vec<(ObjectIdentifier, S3Result<()>)> = futures::stream::iter(objects)
-        .map(|obj| async move {
-            let res = async {
-                validate_key(&obj.key)?;
-                check_version_id(obj.version_id.as_deref())?;
-                s3.objects().delete_object(bucket, &obj.key).await.s3()
-            }
+    let results: Vec<(ObjectIdentifier, S3Result<cairn_object::DeleteOutcome>)> =
+        futures::stream::iter(objects)
+            .map(|obj| async move {
+                let res = async {
+                    validate_key(&obj.key)?;
+                    check_version_id(obj.version_id.as_deref())?;
+                    s3.objects()
+                        .delete_object_version(bucket, &obj.key, obj.version_id.as_deref())
+                        .await
+                        .s3()
+                }
+                .await;
+                (obj, res)
+            })
+            .buffered(DELETE_CONCURRENCY)
+            .collect()
             .await;
-            (obj, res)
-        })
-        .buffered(DELETE_CONCURRENCY)
-        .collect()
-        .await;
 
     let mut deleted = Vec::new();
     let mut errors = Vec::new();
     for (obj, res) in results {
         match res {
-            Ok(()) => {
+            Ok(done) => {
                 if !quiet {
+                    // DeleteMarkerVersionId names the marker created, or removed by id.
                     deleted.push(DeletedObject {
                         key: Some(obj.key),
                         version_id: obj.version_id,
-                        ..Default::default()
+                        delete_marker: done.delete_marker.then_some(true),
+                        delete_marker_version_id: done.version_id.filter(|_| done.delete_marker),
                     });
                 }
             }
@@ -709,6 +777,7 @@ mod tests {
 
     fn record(size: u64, parts: Option<Vec<u64>>) -> ObjectRecord {
         ObjectRecord {
+            versioned: false,
             version: "v".into(),
             size,
             etag: "e".into(),

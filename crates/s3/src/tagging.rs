@@ -19,6 +19,7 @@ use crate::error::{custom_error, ObjectResultExt};
 use crate::object::check_version_id;
 use crate::validate::validate_key;
 use crate::CairnS3;
+use cairn_meta::versions::VersionEntry;
 
 /// AWS's limit of tags on one object.
 pub(crate) const MAX_OBJECT_TAGS: usize = 10;
@@ -198,13 +199,45 @@ pub(crate) fn count_header(h: &ObjectHeaders, out: &mut HeaderMap) {
 
 // ---------------------------------------------------------------- object tagging
 
+/// Tags of version `v` of a key: NoSuchVersion for an unknown one, 405 for a delete marker.
+async fn version_tags(s3: &CairnS3, bucket: &str, key: &str, v: &str) -> S3Result<ObjectRecord> {
+    match s3
+        .objects()
+        .get_version(bucket, key, v, cairn_object::ReadConsistency::Linearizable)
+        .await
+        .s3()?
+    {
+        VersionEntry::Object(r) => Ok(r),
+        VersionEntry::Marker(_) => Err(s3_error!(
+            MethodNotAllowed,
+            "The specified method is not allowed against this resource."
+        )),
+    }
+}
+
+/// Tags are changed on the current version only: a noncurrent version id answers 501.
+async fn check_current(s3: &CairnS3, bucket: &str, key: &str, v: Option<&str>) -> S3Result<()> {
+    check_version_id(v)?;
+    let Some(v) = v else { return Ok(()) };
+    version_tags(s3, bucket, key, v).await?;
+    let current = s3.objects().head_object(bucket, key).await.s3()?;
+    if current.version_id() == v {
+        Ok(())
+    } else {
+        Err(s3_error!(
+            NotImplemented,
+            "Changing the tags of a noncurrent version is not supported"
+        ))
+    }
+}
+
 pub(crate) async fn put_object_tagging(
     s3: &CairnS3,
     req: S3Request<PutObjectTaggingInput>,
 ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
     let input = req.input;
     validate_key(&input.key)?;
-    check_version_id(input.version_id.as_deref())?;
+    check_current(s3, &input.bucket, &input.key, input.version_id.as_deref()).await?;
     let tags = from_dto(input.tagging, Target::Object)?;
     s3.objects()
         .set_object_tags(&input.bucket, &input.key, None, tags)
@@ -222,11 +255,14 @@ pub(crate) async fn get_object_tagging(
     let input = req.input;
     validate_key(&input.key)?;
     check_version_id(input.version_id.as_deref())?;
-    let record = s3
-        .objects()
-        .head_object(&input.bucket, &input.key)
-        .await
-        .s3()?;
+    let record = match input.version_id.as_deref() {
+        Some(v) => version_tags(s3, &input.bucket, &input.key, v).await?,
+        None => s3
+            .objects()
+            .head_object(&input.bucket, &input.key)
+            .await
+            .s3()?,
+    };
     Ok(S3Response::new(GetObjectTaggingOutput {
         tag_set: to_dto(&record.headers.tags),
         version_id: input.version_id,
@@ -240,7 +276,7 @@ pub(crate) async fn delete_object_tagging(
 ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
     let input = req.input;
     validate_key(&input.key)?;
-    check_version_id(input.version_id.as_deref())?;
+    check_current(s3, &input.bucket, &input.key, input.version_id.as_deref()).await?;
     s3.objects()
         .set_object_tags(&input.bucket, &input.key, None, Vec::new())
         .await
