@@ -57,6 +57,7 @@ fn record() -> impl Strategy<Value = ObjectRecord> {
                 last_modified_ms,
                 headers: ObjectHeaders::default(),
                 checksum: None,
+                part_checksums: None,
                 parts,
                 data,
             },
@@ -134,6 +135,7 @@ fn command() -> impl Strategy<Value = Command> {
                         initiated_ms,
                         headers: ObjectHeaders::default(),
                         checksum_algo: None,
+                        checksum_kind: None,
                     },
                 }
             }

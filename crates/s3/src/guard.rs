@@ -4,9 +4,8 @@
 //! - Headers that promise a protection Cairn does not provide (server-side encryption, SSE-C,
 //!   object lock, ACL grants, canned ACLs other than `private`) are `501 NotImplemented`: a
 //!   client told 200 would believe its data is encrypted, locked or shared.
-//! - HTML form uploads (`POST` with `multipart/form-data`) are `501 NotImplemented`: Cairn has
-//!   no PostObject, and s3s would read an unsigned form's file into memory (up to 5 GiB) before
-//!   the access check refuses it.
+//! - (HTML form uploads pass: `post.rs` cuts off an unsigned form's body at its file, so s3s
+//!   never buffers an anonymous file.)
 //! - Signature V2 is refused unless enabled (`S3_ALLOW_SIGV2`). When enabled, s3s verifies it
 //!   without a date check, so the date (`x-amz-date` / `Date`) is checked here against a
 //!   15-minute window, and V2 presigned URLs are capped at 7 days like V4 ones.
@@ -72,17 +71,12 @@ impl Hygiene {
     /// Every check, in an order that gives the most useful answer first.
     pub(crate) fn check(
         &self,
-        method: &Method,
+        _method: &Method,
         uri: &Uri,
         headers: &HeaderMap,
         now: OffsetDateTime,
     ) -> Result<(), Refusal> {
         unimplemented_protection(headers)?;
-        if *method == Method::POST && is_form(headers) {
-            return Err(Refusal::not_implemented(
-                "POST object (HTML form upload) is not implemented; use PUT".into(),
-            ));
-        }
         let query = query_pairs(uri);
         let auth = classify_auth(headers, &query);
         match &auth {
@@ -136,7 +130,7 @@ fn unimplemented_protection(headers: &HeaderMap) -> Result<(), Refusal> {
     Ok(())
 }
 
-fn is_form(headers: &HeaderMap) -> bool {
+pub(crate) fn is_form(headers: &HeaderMap) -> bool {
     headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -367,14 +361,13 @@ mod tests {
     }
 
     #[test]
-    fn form_uploads_are_not_implemented() {
-        let r = check(
+    fn form_uploads_pass() {
+        assert!(check(
             Method::POST,
             "/b",
             &[("content-type", "multipart/form-data; boundary=x")],
         )
-        .unwrap_err();
-        assert_eq!(r.status, StatusCode::NOT_IMPLEMENTED);
+        .is_ok());
         // DeleteObjects is a POST too, with XML.
         assert!(check(
             Method::POST,
