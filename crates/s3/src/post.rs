@@ -427,8 +427,8 @@ fn xml_field<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
 /// Policy: ..."; s3s answers some of these as InvalidPolicyDocument or with other wording.
 /// Returns the rewritten (code, message), or None to keep the error as it is.
 pub(crate) fn aws_policy_error(code: &str, message: &str) -> Option<String> {
-    let condition_failed = message.starts_with("Policy condition")
-        || message.starts_with("Bucket in form field");
+    let condition_failed =
+        message.starts_with("Policy condition") || message.starts_with("Bucket in form field");
     let message = if code == "InvalidPolicyDocument" && condition_failed {
         format!("Invalid according to Policy: Policy Condition failed: {message}")
     } else if code == "AccessDenied" && message == "Request has expired" {
@@ -531,7 +531,7 @@ mod tests {
 
     #[test]
     fn form_fields() {
-        let body = b"--b\r\nContent-Disposition: form-data; name=\"ACL\"\r\n\r\npublic-read\r\n--b\r\nContent-Disposition: form-data; name=\"tagging\"\r\n\r\n<Tagging><TagSet><Tag><Key>a b</Key><Value>1&amp;2</Value></Tag></TagSet></Tagging>\r\n--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\r\nx";
+        let body = b"--b\r\nContent-Disposition: form-data; name=\"ACL\"\r\n\r\npublic-read\r\n--b\r\nContent-Disposition: form-data; name=\"tagging\"\r\n\r\n<Tagging><TagSet><Tag><Key>a b</Key><Value>1+2=3</Value></Tag></TagSet></Tagging>\r\n--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\r\nx";
         assert_eq!(form_field(body, "acl").as_deref(), Some("public-read"));
         assert_eq!(form_field(body, "policy"), None);
         let xml = form_field(body, "tagging").unwrap();
@@ -539,7 +539,7 @@ mod tests {
         let tags = crate::tagging::parse_header(&header).unwrap();
         assert_eq!(
             (tags[0].key.as_str(), tags[0].value.as_str()),
-            ("a b", "1&2")
+            ("a b", "1+2=3")
         );
         assert!(tagging_header("<Tagging>").is_err());
     }
