@@ -44,10 +44,11 @@ fi
 
 # cryptography: the security tests make certificates and seal gossip packets.
 # schemathesis: test_openapi_fuzz.py fuzzes the management API from its OpenAPI document.
-py_ok() { "$PY" -c 'import boto3, botocore, pytest, blake3, requests, cryptography, schemathesis' >/dev/null 2>&1; }
+# awscrt: botocore computes CRC32C and CRC64NVME checksums with it (test_checksums_post.py).
+py_ok() { "$PY" -c 'import boto3, botocore, pytest, blake3, requests, cryptography, schemathesis, awscrt' >/dev/null 2>&1; }
 if ! py_ok || ! command -v aws >/dev/null 2>&1 || ! command -v schemathesis >/dev/null 2>&1; then
     log "installing Python test dependencies (pip)"
-    pkgs=(boto3 awscli pytest blake3 requests cryptography schemathesis)
+    pkgs=(boto3 awscli pytest blake3 requests cryptography schemathesis awscrt)
     "$PY" -m pip install -q "${pkgs[@]}" \
         || "$PY" -m pip install -q --user "${pkgs[@]}" \
         || "$PY" -m pip install -q --user --break-system-packages "${pkgs[@]}" \

@@ -2,8 +2,8 @@
 
 - Headers promising protection Cairn does not provide (SSE, SSE-C, object lock, ACL grants)
   are 501 NotImplemented and store nothing.
-- HTML form uploads are 501 before the body is read: a 2 GiB unauthenticated form does not
-  grow the server's memory.
+- An unsigned HTML form upload is refused (403) as soon as its file part begins: a 2 GiB
+  unauthenticated form does not grow the server's memory.
 - SigV2 is refused by default; presigned URLs may not outlive 7 days; x-cairn-* and checksum
   headers added after signing are refused.
 - Slow clients (headers or body dribbled) are cut off; over the connection or in-flight cap a
@@ -166,12 +166,13 @@ def test_private_acl_is_still_accepted(s3, bucket):
     s3.delete_bucket(Bucket=name)
 
 
-def test_form_upload_is_not_implemented_and_stores_nothing(server, s3, bucket):
+def test_unsigned_form_upload_is_refused_and_stores_nothing(server, s3, bucket):
+    # Signed form uploads are tested in test_checksums_post.py (SSE fields there are 501).
     files = {"file": ("f.txt", b"form body")}
     data = {"key": "form-key", "x-amz-server-side-encryption": "AES256"}
     r = requests.post(f"{server.endpoint}/{bucket}", data=data, files=files, timeout=10)
-    assert r.status_code == 501, r.text
-    assert "<Code>NotImplemented</Code>" in r.text
+    assert r.status_code == 403, r.text
+    assert "<Code>AccessDenied</Code>" in r.text
     assert _missing(s3, bucket, "form-key")
 
 
@@ -211,7 +212,8 @@ def _push_until_answered(port: int, head: bytes, total: int) -> tuple[bytes, int
 
 
 def test_huge_unauthenticated_form_post_is_refused_before_reading(server, bucket):
-    """2 GiB announced, refused on the head: the answer comes at once and memory stays flat."""
+    """2 GiB announced, no policy or signature before the file: refused at the file's first
+    bytes, the answer comes at once and memory stays flat."""
     pid = server.proc.pid
     before = _rss_kib(pid)
     boundary = "xyzzy"
@@ -223,7 +225,8 @@ def test_huge_unauthenticated_form_post_is_refused_before_reading(server, bucket
         f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\r\n"
     ).encode()
     answer, sent, elapsed = _push_until_answered(server.api_port, head, 2 << 30)
-    assert answer.startswith(b"HTTP/1.1 501"), answer[:200]
+    assert answer.startswith(b"HTTP/1.1 403"), answer[:200]
+    assert b"AccessDenied" in answer
     assert elapsed < 15, elapsed
     assert sent < (1 << 30), "the server kept reading a refused body"
     grown_mib = (_rss_kib(pid) - before) / 1024

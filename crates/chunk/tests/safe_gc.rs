@@ -68,6 +68,7 @@ fn record(version: &str, chunks: &[(ChunkId, Bytes)]) -> ObjectRecord {
         last_modified_ms: 0,
         headers: Default::default(),
         checksum: None,
+        part_checksums: None,
         parts: None,
         data: ObjectData::Chunks(
             chunks

@@ -61,7 +61,8 @@ pub(crate) fn to_status(err: ObjectError, t: Target<'_>) -> Status {
         | ObjectError::InvalidPartOrder
         | ObjectError::EntityTooSmall { .. }
         | ObjectError::ChecksumMismatch { .. }
-        | ObjectError::InvalidArgument(_)) => Status::invalid_argument(format!("{t}: {e}")),
+        | ObjectError::InvalidArgument(_)
+        | ObjectError::InvalidRequest(_)) => Status::invalid_argument(format!("{t}: {e}")),
         ObjectError::Body(msg) => Status::aborted(format!(
             "the upload stream of {t} broke ({msg}); nothing was stored"
         )),

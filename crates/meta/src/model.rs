@@ -129,6 +129,11 @@ pub struct ObjectRecord {
     /// `null` version. Appended with a default (positional msgpack).
     #[serde(default)]
     pub versioned: bool,
+    /// Base64 checksums of the parts (same algorithm as `checksum`), in part order, when the
+    /// object came from a checksummed multipart upload (GetObjectAttributes' ObjectParts).
+    /// Appended with a default: older records read as having none.
+    #[serde(default)]
+    pub part_checksums: Option<Vec<String>>,
 }
 
 impl ObjectRecord {
@@ -213,6 +218,19 @@ pub struct UploadRecord {
     pub initiated_ms: i64,
     pub headers: ObjectHeaders,
     pub checksum_algo: Option<ChecksumAlgo>,
+    /// How the object's checksum is derived from the parts' (None: no checksum, or an upload
+    /// created before checksum types, which reads as composite). Appended with a default.
+    #[serde(default)]
+    pub checksum_kind: Option<ChecksumKind>,
+}
+
+/// The two multipart checksum types of S3 (`x-amz-checksum-type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChecksumKind {
+    /// The checksum of the concatenated part checksums, written `<base64>-<parts>`.
+    Composite,
+    /// The checksum of the whole object (CRC algorithms only), combined from the parts'.
+    FullObject,
 }
 
 /// One uploaded part of a multipart upload.

@@ -19,6 +19,7 @@ fn record(version: &str, etag: &str) -> ObjectRecord {
         last_modified_ms: 0,
         headers: ObjectHeaders::default(),
         checksum: None,
+        part_checksums: None,
         parts: None,
         data: ObjectData::Inline(vec![1]),
     }
@@ -114,6 +115,7 @@ fn complete_conditions_are_checked_in_the_apply_and_keep_the_upload() {
         initiated_ms: 0,
         headers: ObjectHeaders::default(),
         checksum_algo: None,
+        checksum_kind: None,
     };
     assert_eq!(
         sm.apply(Command::CreateUpload { record: upload }),

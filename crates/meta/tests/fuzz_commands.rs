@@ -58,6 +58,7 @@ fn record() -> impl Strategy<Value = ObjectRecord> {
                 last_modified_ms,
                 headers: ObjectHeaders::default(),
                 checksum: None,
+                part_checksums: None,
                 parts,
                 data,
             },
@@ -136,6 +137,7 @@ fn command() -> impl Strategy<Value = Command> {
                         initiated_ms,
                         headers: ObjectHeaders::default(),
                         checksum_algo: None,
+                        checksum_kind: None,
                     },
                 }
             }

@@ -17,6 +17,7 @@ fn tiny_record() -> ObjectRecord {
         last_modified_ms: 0,
         headers: ObjectHeaders::default(),
         checksum: None,
+        part_checksums: None,
         parts: None,
         data: ObjectData::Inline(vec![1]),
     }

@@ -44,6 +44,7 @@ fn record(version: &str, tags: Vec<Tag>) -> ObjectRecord {
             ..ObjectHeaders::default()
         },
         checksum: None,
+        part_checksums: None,
         parts: None,
         data: ObjectData::Inline(b"abc".to_vec()),
     }

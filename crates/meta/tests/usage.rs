@@ -19,6 +19,7 @@ fn record(size: u64, version: &str) -> ObjectRecord {
         last_modified_ms: 0,
         headers: ObjectHeaders::default(),
         checksum: None,
+        part_checksums: None,
         parts: None,
         data: ObjectData::Inline(Vec::new()),
     }
@@ -108,7 +109,7 @@ proptest! {
                     let upload_id = format!("u{i}");
                     apply(&db, &meta, 1, Command::CreateUpload { record: UploadRecord {
                         bucket: b.clone(), key: k.clone(), upload_id: upload_id.clone(),
-                        initiated_ms: 0, headers: ObjectHeaders::default(), checksum_algo: None,
+                        initiated_ms: 0, headers: ObjectHeaders::default(), checksum_algo: None, checksum_kind: None,
                     }});
                     apply(&db, &meta, 1, Command::CompleteUpload {
                         bucket: b.clone(), key: k.clone(), upload_id, parts: vec![],

@@ -86,6 +86,7 @@ mod tests {
             last_modified_ms: 0,
             headers: ObjectHeaders::default(),
             checksum: None,
+            part_checksums: None,
             parts: None,
             data: ObjectData::Inline(Vec::new()),
         }

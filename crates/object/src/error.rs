@@ -56,4 +56,7 @@ pub enum ObjectError {
     /// later or through another node.
     #[error("insufficient storage: {0}")]
     InsufficientStorage(String),
+    /// A request S3 refuses as InvalidRequest (checksum algorithm or type mismatches).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
 }

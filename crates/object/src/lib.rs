@@ -12,16 +12,18 @@ mod conditional;
 mod digest;
 mod error;
 pub mod keys;
+pub mod mpu_checksum;
 mod service;
 pub mod workers;
 
 pub use cairn_meta::model::{
-    BucketRecord, ChecksumAlgo, ObjectData, ObjectHeaders, ObjectRecord, PartRecord, UploadRecord,
-    WriteConsistency,
+    BucketRecord, ChecksumAlgo, ChecksumKind, ObjectData, ObjectHeaders, ObjectRecord, PartRecord,
+    UploadRecord, WriteConsistency,
 };
 pub use chunk_io::{ChunkIo, LocalChunks};
 pub use conditional::Precondition;
 pub use error::ObjectError;
+pub use mpu_checksum::CompleteChecksums;
 pub use service::{
     BodyStream, ByteStream, DeleteOutcome, Digests, ListMultipartPage, ListPage, ListPartsPage,
     ListQuery, ObjectService, PartSpec, PutOptions, ReadConsistency, ServiceConfig, Verifier,

@@ -8,8 +8,8 @@ use futures::Stream;
 
 use cairn_chunk::{ChunkPin, ChunkStore, Intent};
 use cairn_meta::model::{
-    BucketRecord, ChecksumAlgo, ChunkId, ChunkRef, ObjectData, ObjectHeaders, ObjectRecord,
-    PartRecord, UploadRecord, WriteConsistency,
+    BucketRecord, ChecksumAlgo, ChecksumKind, ChunkId, ChunkRef, ObjectData, ObjectHeaders,
+    ObjectRecord, PartRecord, UploadRecord, WriteConsistency,
 };
 use cairn_meta::placement::{bucket_partition, partition_group, SYSTEM_GROUP};
 use cairn_meta::{Command, CommandError, Query, QueryResult, Response};
@@ -18,6 +18,7 @@ use cairn_raft::{GroupId, Registry};
 use crate::chunk_io::{chunk_error, ChunkIo, LocalChunks};
 use crate::conditional::{self, AtStart, Precondition};
 use crate::digest::{multipart_etag, BodyDigest};
+use crate::mpu_checksum::{self, CompleteChecksums};
 use crate::ObjectError;
 
 mod settings;
@@ -695,6 +696,7 @@ impl ObjectService {
             last_modified_ms: now_ms(),
             headers: opts.headers,
             checksum: ingested.digests.checksum.clone(),
+            part_checksums: None,
             parts: None,
             data: ingested.data.clone(),
         };
@@ -934,6 +936,21 @@ impl ObjectService {
         headers: ObjectHeaders,
         checksum_algo: Option<ChecksumAlgo>,
     ) -> Result<UploadRecord, ObjectError> {
+        self.create_multipart_typed(bucket, key, headers, checksum_algo, None)
+            .await
+    }
+
+    /// Starts a multipart upload with a checksum type (`x-amz-checksum-type`; None: AWS's
+    /// default for the algorithm).
+    pub async fn create_multipart_typed(
+        &self,
+        bucket: &str,
+        key: &str,
+        headers: ObjectHeaders,
+        checksum_algo: Option<ChecksumAlgo>,
+        checksum_kind: Option<ChecksumKind>,
+    ) -> Result<UploadRecord, ObjectError> {
+        let checksum_kind = mpu_checksum::upload_kind(checksum_algo, checksum_kind)?;
         self.head_bucket(bucket).await?;
         let record = UploadRecord {
             upload_id: new_version(),
@@ -942,6 +959,7 @@ impl ObjectService {
             initiated_ms: now_ms(),
             headers,
             checksum_algo,
+            checksum_kind,
         };
         self.propose_ok(
             self.group_of(bucket),
@@ -996,9 +1014,22 @@ impl ObjectService {
                 "part number must be between 1 and 10000".into(),
             ));
         }
-        let bucket_record = match self.get_upload_in(bucket, key, upload_id).await {
-            Ok((b, _)) => b,
+        let (bucket_record, upload) = match self.get_upload_in(bucket, key, upload_id).await {
+            Ok(found) => found,
             Err(e) => return Err(drain_then(body, e).await),
+        };
+        // A checksummed upload checksums every part with its algorithm, whether or not the
+        // client sent one; a part checksummed with another algorithm is refused (as AWS).
+        let checksum_algo = match (upload.checksum_algo, opts.checksum_algo) {
+            (Some(want), Some(got)) if want != got => {
+                let e = ObjectError::InvalidRequest(format!(
+                    "Checksum Type mismatch occurred, expected checksum Type: {}, actual checksum Type: {}",
+                    mpu_checksum::algo_lower(want),
+                    mpu_checksum::algo_lower(got)
+                ));
+                return Err(drain_then(body, e).await);
+            }
+            (want, got) => want.or(got),
         };
         let consistency = opts.write_consistency.or(bucket_record.write_consistency);
         // Parts are always chunked so a completed object is a plain chunk list.
@@ -1007,7 +1038,7 @@ impl ObjectService {
                 self.group_of(bucket),
                 body,
                 opts.content_length,
-                opts.checksum_algo,
+                checksum_algo,
                 0,
                 consistency,
             )
@@ -1074,14 +1105,14 @@ impl ObjectService {
                 "copy range is larger than 5 GiB".into(),
             ));
         }
-        let (bucket_record, _) = self.get_upload_in(bucket, key, upload_id).await?;
+        let (bucket_record, upload) = self.get_upload_in(bucket, key, upload_id).await?;
         let body = self.read_object(src, Some((start, end)));
         let ingested = self
             .ingest(
                 self.group_of(bucket),
                 body,
                 Some(end - start),
-                None,
+                upload.checksum_algo,
                 0,
                 bucket_record.write_consistency,
             )
@@ -1098,6 +1129,29 @@ impl ObjectService {
         upload_id: &str,
         parts: Vec<PartSpec>,
         precondition: Precondition,
+    ) -> Result<ObjectRecord, ObjectError> {
+        self.complete_multipart_checked(
+            bucket,
+            key,
+            upload_id,
+            parts,
+            precondition,
+            CompleteChecksums::default(),
+        )
+        .await
+    }
+
+    /// Completes an upload, also checking the part checksums, checksum type, object checksum
+    /// and object size the client listed, and storing the object's checksum (COMPOSITE or
+    /// FULL_OBJECT, see `mpu_checksum`).
+    pub async fn complete_multipart_checked(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<PartSpec>,
+        precondition: Precondition,
+        sums: CompleteChecksums,
     ) -> Result<ObjectRecord, ObjectError> {
         let upload = match self.get_upload(bucket, key, upload_id).await {
             Ok(u) => u,
@@ -1121,7 +1175,7 @@ impl ObjectService {
         let group = self.group_of(bucket);
         let (stored, _) = self.parts(group, upload_id, 0, 10_000).await?;
         let mut chosen = Vec::with_capacity(parts.len());
-        for spec in &parts {
+        for (i, spec) in parts.iter().enumerate() {
             let etag = spec.etag.trim_matches('"');
             match stored.iter().find(|p| p.part_number == spec.part_number) {
                 Some(p) if p.etag == etag => chosen.push(p),
@@ -1130,6 +1184,15 @@ impl ObjectService {
                         "part {} was not uploaded or its ETag does not match",
                         spec.part_number
                     )))
+                }
+            }
+            // A listed part checksum must be the one stored for that part.
+            if let Some(Some(claimed)) = sums.parts.get(i) {
+                if chosen.last().and_then(|p| p.checksum.as_ref()) != Some(claimed) {
+                    return Err(ObjectError::InvalidPart(format!(
+                        "the checksum of part {} does not match",
+                        spec.part_number
+                    )));
                 }
             }
         }
@@ -1144,6 +1207,15 @@ impl ObjectService {
         let etags: Vec<String> = chosen.iter().map(|p| p.etag.clone()).collect();
         let etag = multipart_etag(&etags)
             .ok_or_else(|| ObjectError::Storage("stored part ETag is not hex".into()))?;
+        let size: u64 = chosen.iter().map(|p| p.size).sum();
+        if let Some(expected) = sums.object_size {
+            if expected != size {
+                return Err(ObjectError::InvalidRequest(format!(
+                    "The provided 'x-amz-mp-object-size' header value {expected} does not match what was computed: {size}"
+                )));
+            }
+        }
+        let (checksum, part_checksums) = object_checksum(&upload, &parts, &chosen, &sums)?;
         let mut chunks = Vec::new();
         for p in &chosen {
             chunks.extend_from_slice(p.data.chunks());
@@ -1154,11 +1226,12 @@ impl ObjectService {
             // The upload id names the version (an upload completes at most once, and ids are
             // drawn like versions): a repeated completion recognises the object it produced.
             version: upload_id.to_string(),
-            size: chosen.iter().map(|p| p.size).sum(),
+            size,
             etag,
             last_modified_ms: now_ms(),
             headers: upload.headers,
-            checksum: None,
+            checksum,
+            part_checksums,
             parts: Some(chosen.iter().map(|p| p.size).collect()),
             data: ObjectData::Chunks(chunks),
         };
@@ -1323,4 +1396,70 @@ impl ObjectService {
             next_upload_id_marker,
         })
     }
+}
+
+/// The checksum of a completed upload and its parts' checksums, checked against what the
+/// complete request claims. `(None, None)` for an upload created without a checksum.
+#[allow(clippy::type_complexity)]
+fn object_checksum(
+    upload: &UploadRecord,
+    specs: &[PartSpec],
+    chosen: &[&PartRecord],
+    sums: &CompleteChecksums,
+) -> Result<(Option<(ChecksumAlgo, String)>, Option<Vec<String>>), ObjectError> {
+    let Some(algo) = upload.checksum_algo else {
+        return Ok((None, None));
+    };
+    let kind = upload.checksum_kind.unwrap_or(ChecksumKind::Composite);
+    if sums.kind.is_some_and(|k| k != kind) {
+        return Err(mpu_checksum::kind_mismatch(kind));
+    }
+    let mut values = Vec::with_capacity(chosen.len());
+    for (i, p) in chosen.iter().enumerate() {
+        let listed = sums.parts.get(i).and_then(Option::as_ref);
+        if kind == ChecksumKind::Composite && listed.is_none() {
+            return Err(mpu_checksum::missing_part_checksum(
+                algo,
+                specs[i].part_number,
+            ));
+        }
+        match &p.checksum {
+            Some((a, v)) if *a == algo => values.push(v.clone()),
+            // Parts stored before the upload's algorithm was enforced on every part.
+            _ => {
+                return Err(ObjectError::InvalidPart(format!(
+                    "part {} has no {} checksum",
+                    p.part_number,
+                    mpu_checksum::algo_lower(algo)
+                )))
+            }
+        }
+    }
+    let value = match kind {
+        ChecksumKind::Composite => {
+            let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+            mpu_checksum::composite(algo, &refs)?
+        }
+        ChecksumKind::FullObject => {
+            let refs: Vec<(&str, u64)> = values
+                .iter()
+                .zip(chosen)
+                .map(|(v, p)| (v.as_str(), p.size))
+                .collect();
+            mpu_checksum::full_object(algo, &refs)?
+        }
+    };
+    if let Some((claimed_algo, claimed)) = &sums.whole {
+        if *claimed_algo != algo {
+            return Err(ObjectError::InvalidRequest(format!(
+                "Checksum Type mismatch occurred, expected checksum Type: {}, actual checksum Type: {}",
+                mpu_checksum::algo_lower(algo),
+                mpu_checksum::algo_lower(*claimed_algo)
+            )));
+        }
+        if !mpu_checksum::claim_matches(claimed, &value) {
+            return Err(ObjectError::ChecksumMismatch { algo });
+        }
+    }
+    Ok((Some((algo, value)), Some(values)))
 }

@@ -7,7 +7,7 @@
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use cairn_object::{ChecksumAlgo, Digests, ObjectError, Verifier};
+use cairn_object::{ChecksumAlgo, ChecksumKind, Digests, ObjectError, Verifier};
 use http::HeaderMap;
 use s3s::dto::{ChecksumAlgorithm, ChecksumType};
 use s3s::{s3_error, S3Error, TrailingHeaders};
@@ -65,6 +65,47 @@ pub(crate) fn from_dto(a: &ChecksumAlgorithm) -> Result<ChecksumAlgo, S3Error> {
 
 pub(crate) fn to_dto(a: ChecksumAlgo) -> ChecksumAlgorithm {
     ChecksumAlgorithm::from_static(algo_name(a))
+}
+
+/// `x-amz-checksum-type` → ours.
+pub(crate) fn kind_from_dto(t: &ChecksumType) -> Result<ChecksumKind, S3Error> {
+    match t.as_str() {
+        s if s.eq_ignore_ascii_case(ChecksumType::COMPOSITE) => Ok(ChecksumKind::Composite),
+        s if s.eq_ignore_ascii_case(ChecksumType::FULL_OBJECT) => Ok(ChecksumKind::FullObject),
+        _ => Err(s3_error!(
+            InvalidRequest,
+            "Value for x-amz-checksum-type header is invalid."
+        )),
+    }
+}
+
+pub(crate) fn kind_to_dto(k: ChecksumKind) -> ChecksumType {
+    ChecksumType::from_static(match k {
+        ChecksumKind::Composite => ChecksumType::COMPOSITE,
+        ChecksumKind::FullObject => ChecksumType::FULL_OBJECT,
+    })
+}
+
+/// The one checksum set among the five fields of a DTO (in `ALL` order), as `(algo, value)`;
+/// InvalidRequest when more than one is set. The value is kept as sent (a composite object
+/// checksum carries its `-N` suffix).
+pub(crate) fn one_of(
+    what: &str,
+    fields: [Option<String>; 5],
+) -> Result<Option<(ChecksumAlgo, String)>, S3Error> {
+    let mut out = None;
+    for (algo, v) in ALL.into_iter().zip(fields) {
+        if let Some(v) = v {
+            if out.is_some() {
+                return Err(s3_error!(
+                    InvalidRequest,
+                    "Expecting a single {what}. Multiple checksum Types are not allowed."
+                ));
+            }
+            out = Some((algo, v.trim().to_owned()));
+        }
+    }
+    Ok(out)
 }
 
 fn unsupported_algorithm() -> S3Error {

@@ -58,6 +58,7 @@ pub(crate) fn to_s3_error(err: ObjectError) -> S3Error {
         ),
         ObjectError::InvalidRange => s3_error!(InvalidRange, "The requested range is not satisfiable"),
         ObjectError::InvalidArgument(msg) => S3Error::with_message(S3ErrorCode::InvalidArgument, msg),
+        ObjectError::InvalidRequest(msg) => S3Error::with_message(S3ErrorCode::InvalidRequest, msg),
         ObjectError::Body(msg) => {
             // s3s reports a bad aws-chunked chunk or trailer signature as a body error.
             if msg.contains("SignatureMismatch") {

@@ -26,6 +26,7 @@ fn record(size: u64, parts: Option<Vec<u64>>) -> ObjectRecord {
         last_modified_ms: 0,
         headers: ObjectHeaders::default(),
         checksum: None,
+        part_checksums: None,
         parts,
         data: ObjectData::Inline(Vec::new()),
     }

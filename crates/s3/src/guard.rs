@@ -5,9 +5,8 @@
 //!   object lock) are `501 NotImplemented`: a client told 200 would believe its data is
 //!   encrypted or locked. ACL headers are checked later, in `access.rs`, against the bucket's
 //!   ownership controls (AccessControlListNotSupported under `BucketOwnerEnforced`).
-//! - HTML form uploads (`POST` with `multipart/form-data`) are `501 NotImplemented`: Cairn has
-//!   no PostObject, and s3s would read an unsigned form's file into memory (up to 5 GiB) before
-//!   the access check refuses it.
+//! - (HTML form uploads pass: `post.rs` cuts off an unsigned form's body at its file, so s3s
+//!   never buffers an anonymous file.)
 //! - Signature V2 is refused unless enabled (`S3_ALLOW_SIGV2`). When enabled, s3s verifies it
 //!   without a date check, so the date (`x-amz-date` / `Date`) is checked here against a
 //!   15-minute window, and V2 presigned URLs are capped at 7 days like V4 ones.
@@ -73,17 +72,12 @@ impl Hygiene {
     /// Every check, in an order that gives the most useful answer first.
     pub(crate) fn check(
         &self,
-        method: &Method,
+        _method: &Method,
         uri: &Uri,
         headers: &HeaderMap,
         now: OffsetDateTime,
     ) -> Result<(), Refusal> {
         unimplemented_protection(headers)?;
-        if *method == Method::POST && is_form(headers) {
-            return Err(Refusal::not_implemented(
-                "POST object (HTML form upload) is not implemented; use PUT".into(),
-            ));
-        }
         let query = query_pairs(uri);
         let auth = classify_auth(headers, &query);
         match &auth {
@@ -128,7 +122,7 @@ fn unimplemented_protection(headers: &HeaderMap) -> Result<(), Refusal> {
     Ok(())
 }
 
-fn is_form(headers: &HeaderMap) -> bool {
+pub(crate) fn is_form(headers: &HeaderMap) -> bool {
     headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -358,14 +352,13 @@ mod tests {
     }
 
     #[test]
-    fn form_uploads_are_not_implemented() {
-        let r = check(
+    fn form_uploads_pass() {
+        assert!(check(
             Method::POST,
             "/b",
             &[("content-type", "multipart/form-data; boundary=x")],
         )
-        .unwrap_err();
-        assert_eq!(r.status, StatusCode::NOT_IMPLEMENTED);
+        .is_ok());
         // DeleteObjects is a POST too, with XML.
         assert!(check(
             Method::POST,

@@ -13,7 +13,9 @@
 //! - `tagging.rs` — object and bucket tags, `x-amz-tagging` and `x-amz-tagging-count`.
 //! - `cors.rs` — CORS configuration checks and rule matching (pure); `cors_http.rs` — the CORS
 //!   operations, preflight answers and CORS response headers.
+//! - `post.rs` — POST Object (browser form uploads) on top of s3s's policy checks.
 //! - `checksum.rs` — `Content-MD5` and `x-amz-checksum-*` selection and verification.
+//! - `attributes.rs` — GetObjectAttributes.
 //! - `conditional.rs` — RFC 7232 conditional request evaluation.
 //! - `policy.rs` — bucket policy parsing and evaluation (pure); `bucket_access.rs` — the
 //!   per-bucket cache of policy, public access block and ownership controls;
@@ -24,6 +26,7 @@
 //! - `metrics.rs` — Prometheus metrics and the per-request operation recorder.
 
 mod access;
+mod attributes;
 mod auth;
 mod bucket;
 mod bucket_access;
@@ -43,6 +46,7 @@ mod multipart;
 mod object;
 mod policy;
 mod policy_http;
+mod post;
 mod serve;
 mod sigv2;
 mod tagging;
@@ -129,15 +133,14 @@ pub fn build_service(
     Ok(builder.build())
 }
 
-/// s3s limits. Form uploads are refused before s3s (`guard.rs`); should they reach it, the
-/// form fields it buffers before checking a signature, and the file it buffers after, stay
-/// small.
+/// s3s limits: the form fields it buffers before checking a form upload's signature stay
+/// small, and so does the file it buffers after (`post.rs`).
 fn s3s_config() -> s3s::config::S3Config {
     let mut c = s3s::config::S3Config::default();
     c.form_max_field_size = 64 << 10;
     c.form_max_fields_size = 256 << 10;
     c.form_max_parts = 100;
-    c.post_object_max_file_size = 0;
+    c.post_object_max_file_size = post::MAX_POST_FILE_SIZE;
     c
 }
 
@@ -297,6 +300,20 @@ impl S3 for CairnS3 {
         req: S3Request<DeleteObjectsInput>,
     ) -> S3Result<S3Response<DeleteObjectsOutput>> {
         object::delete_objects(self, req).await
+    }
+
+    async fn post_object(
+        &self,
+        req: S3Request<PostObjectInput>,
+    ) -> S3Result<S3Response<PostObjectOutput>> {
+        post::post_object(self, req).await
+    }
+
+    async fn get_object_attributes(
+        &self,
+        req: S3Request<GetObjectAttributesInput>,
+    ) -> S3Result<S3Response<GetObjectAttributesOutput>> {
+        attributes::get_object_attributes(self, req).await
     }
 
     async fn copy_object(

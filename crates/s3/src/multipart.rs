@@ -1,7 +1,7 @@
 //! Multipart uploads: Create, UploadPart, Complete, Abort, ListParts, ListMultipartUploads.
 //! (UploadPartCopy lives in `copy.rs`.)
 
-use cairn_object::{PartSpec, PutOptions};
+use cairn_object::{CompleteChecksums, PartSpec, PutOptions};
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
@@ -27,6 +27,11 @@ pub(crate) async fn create_multipart_upload(
         .as_ref()
         .map(from_dto)
         .transpose()?;
+    let kind = input
+        .checksum_type
+        .as_ref()
+        .map(checksum::kind_from_dto)
+        .transpose()?;
     let headers = HeaderFields {
         content_type: input.content_type,
         content_encoding: input.content_encoding,
@@ -40,7 +45,7 @@ pub(crate) async fn create_multipart_upload(
     let headers = crate::tagging::with_header_tags(headers, input.tagging.as_deref())?;
     let upload = s3
         .objects()
-        .create_multipart(&input.bucket, &input.key, headers, algo)
+        .create_multipart_typed(&input.bucket, &input.key, headers, algo, kind)
         .await
         .s3()?;
     let output = CreateMultipartUploadOutput {
@@ -48,6 +53,7 @@ pub(crate) async fn create_multipart_upload(
         key: Some(input.key),
         upload_id: Some(upload.upload_id),
         checksum_algorithm: upload.checksum_algo.map(to_dto),
+        checksum_type: upload.checksum_kind.map(checksum::kind_to_dto),
         ..Default::default()
     };
     Ok(S3Response::new(output))
@@ -146,7 +152,18 @@ pub(crate) async fn complete_multipart_upload(
         .filter(|p| !p.is_empty())
         .ok_or_else(malformed_xml)?;
     let mut specs = Vec::with_capacity(parts.len());
+    let mut sums = CompleteChecksums::default();
     for p in parts {
+        let listed = checksum::one_of(
+            "part checksum",
+            [
+                p.checksum_crc32,
+                p.checksum_crc32c,
+                p.checksum_crc64nvme,
+                p.checksum_sha1,
+                p.checksum_sha256,
+            ],
+        )?;
         let (Some(n), Some(e)) = (p.part_number, p.e_tag) else {
             return Err(malformed_xml());
         };
@@ -154,16 +171,44 @@ pub(crate) async fn complete_multipart_upload(
             part_number: part_number_u32(n)?,
             etag: e.into_value(),
         });
+        sums.parts.push(listed);
     }
+    sums.kind = input
+        .checksum_type
+        .as_ref()
+        .map(checksum::kind_from_dto)
+        .transpose()?;
+    sums.whole = checksum::one_of(
+        "checksum",
+        [
+            input.checksum_crc32,
+            input.checksum_crc32c,
+            input.checksum_crc64nvme,
+            input.checksum_sha1,
+            input.checksum_sha256,
+        ],
+    )?;
+    sums.object_size = input
+        .mpu_object_size
+        .map(|n| {
+            u64::try_from(n).map_err(|_| {
+                s3_error!(
+                    InvalidRequest,
+                    "The x-amz-mp-object-size header value is invalid."
+                )
+            })
+        })
+        .transpose()?;
     let precondition = write_precondition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
     let record = s3
         .objects()
-        .complete_multipart(
+        .complete_multipart_checked(
             &input.bucket,
             &input.key,
             &input.upload_id,
             specs,
             precondition,
+            sums,
         )
         .await
         .s3()?;
@@ -260,6 +305,11 @@ pub(crate) async fn list_parts(
             .as_ref()
             .and_then(|u| u.checksum_algo)
             .map(to_dto),
+        checksum_type: page
+            .upload
+            .as_ref()
+            .and_then(|u| u.checksum_kind)
+            .map(checksum::kind_to_dto),
         initiator: Some(Initiator {
             display_name: owner.display_name.clone(),
             id: owner.id.clone(),

@@ -517,10 +517,15 @@ async fn plan_read(
     let want_checksum =
         checksum_mode.is_some_and(|m| m.as_str().eq_ignore_ascii_case(ChecksumMode::ENABLED));
     let whole = range.is_none() || range == Some((0, record.size));
-    let checksums = if want_checksum && whole {
-        ChecksumFields::from_stored(record.checksum.as_ref())
-    } else {
-        ChecksumFields::default()
+    let checksums = match (
+        want_checksum,
+        part_number,
+        crate::attributes::part_checksum(&record, part_number),
+    ) {
+        // A part of a checksummed multipart object: that part's checksum (as AWS).
+        (true, Some(_), Some(part)) => part,
+        (true, _, _) if whole => ChecksumFields::from_stored(record.checksum.as_ref()),
+        _ => ChecksumFields::default(),
     };
     Ok(ReadPlan {
         record,
@@ -784,6 +789,7 @@ mod tests {
             last_modified_ms: 0,
             headers: ObjectHeaders::default(),
             checksum: None,
+            part_checksums: None,
             parts,
             data: ObjectData::Inline(Vec::new()),
         }

@@ -361,14 +361,20 @@ async fn handle(
         let slot = OpSlot::default();
         let idle = shared.body_idle_timeout;
         let timeouts = metrics.refused_counter("body_idle_timeout");
+        // A form upload's file name, for `${filename}` in its key (`post.rs`).
+        let form = (method == Method::POST && crate::guard::is_form(req.headers()))
+            .then(crate::post::FormFileName::default);
+        let scan = form.clone();
         let mut req = req.map(|b| {
-            Body::http_body_unsync(Counting::new(
-                IdleTimeout::new(b, idle, timeouts),
-                metrics.bytes_in(),
-                None,
+            Body::http_body_unsync(crate::post::Scanning::new(
+                Counting::new(IdleTimeout::new(b, idle, timeouts), metrics.bytes_in(), None),
+                scan,
             ))
         });
         req.extensions_mut().insert(slot.clone());
+        if let Some(form) = form.clone() {
+            req.extensions_mut().insert(form);
+        }
         let cors_request = shared
             .cors
             .as_ref()
@@ -381,13 +387,19 @@ async fn handle(
                 internal_error_response()
             }
         };
+        if let Some(form) = &form {
+            crate::post::fix_policy_error(&mut resp, form);
+        }
         if let (Some(cors), Some(r)) = (&shared.cors, cors_request) {
             Box::pin(cors.decorate(r, &mut resp)).await;
+        }
+        let op = slot.get().unwrap_or_else(|| "unknown".to_owned());
+        if op == "GetObjectAttributes" {
+            crate::attributes::unquote_etag(&mut resp);
         }
         let mut resp = finish(resp, &id, &path, &method);
         close_if_body_unsent(&mut resp, expects_continue);
         let status = resp.status();
-        let op = slot.get().unwrap_or_else(|| "unknown".to_owned());
         let elapsed = start.elapsed();
         metrics.observe(&op, method.as_str(), status.as_u16(), elapsed);
         if status.is_server_error() {
