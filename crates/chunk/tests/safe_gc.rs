@@ -77,6 +77,7 @@ fn record(version: &str, chunks: &[(ChunkId, Bytes)]) -> ObjectRecord {
                 })
                 .collect(),
         ),
+        encryption: None,
     }
 }
 

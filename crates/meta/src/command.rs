@@ -402,6 +402,7 @@ mod tests {
             checksum: None,
             parts: None,
             data: ObjectData::Inline(vec![0]),
+            encryption: None,
         }
     }
 

@@ -20,6 +20,7 @@ fn record(version: &str, etag: &str) -> ObjectRecord {
         checksum: None,
         parts: None,
         data: ObjectData::Inline(vec![1]),
+        encryption: None,
     }
 }
 

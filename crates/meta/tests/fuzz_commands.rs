@@ -59,6 +59,7 @@ fn record() -> impl Strategy<Value = ObjectRecord> {
                 checksum: None,
                 parts,
                 data,
+                encryption: None,
             },
         )
 }

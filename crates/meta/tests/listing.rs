@@ -18,6 +18,7 @@ fn tiny_record() -> ObjectRecord {
         checksum: None,
         parts: None,
         data: ObjectData::Inline(vec![1]),
+        encryption: None,
     }
 }
 

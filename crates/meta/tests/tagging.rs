@@ -45,6 +45,7 @@ fn record(version: &str, tags: Vec<Tag>) -> ObjectRecord {
         checksum: None,
         parts: None,
         data: ObjectData::Inline(b"abc".to_vec()),
+        encryption: None,
     }
 }
 

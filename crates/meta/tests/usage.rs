@@ -20,6 +20,7 @@ fn record(size: u64, version: &str) -> ObjectRecord {
         checksum: None,
         parts: None,
         data: ObjectData::Inline(Vec::new()),
+        encryption: None,
     }
 }
 

@@ -87,6 +87,7 @@ mod tests {
             checksum: None,
             parts: None,
             data: ObjectData::Inline(Vec::new()),
+            encryption: None,
         }
     }
 

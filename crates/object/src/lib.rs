@@ -13,6 +13,7 @@ mod digest;
 mod error;
 pub mod keys;
 mod service;
+pub mod sse;
 pub mod workers;
 
 pub use cairn_meta::model::{
@@ -24,6 +25,6 @@ pub use conditional::Precondition;
 pub use error::ObjectError;
 pub use service::{
     BodyStream, ByteStream, Digests, ListMultipartPage, ListPage, ListPartsPage, ListQuery,
-    ObjectService, PartSpec, PutOptions, ReadConsistency, ServiceConfig, Verifier, MAX_PUT_SIZE,
-    MIN_PART_SIZE,
+    ObjectService, PartSpec, PutOptions, ReadConsistency, ServiceConfig, SseRequest, Verifier,
+    MAX_PUT_SIZE, MIN_PART_SIZE,
 };

@@ -57,6 +57,15 @@ async fn load_source(
     c: &Conditions<'_>,
 ) -> S3Result<ObjectRecord> {
     let src = s3.objects().head_object(bucket, key).await.s3()?;
+    // Copying an SSE-C source needs its key (x-amz-copy-source-server-side-encryption-
+    // customer-*), which is not implemented: the guard answers 501 to those headers.
+    if src
+        .encryption
+        .as_ref()
+        .is_some_and(|e| e.algorithm == cairn_meta::model::SseAlgorithm::Customer)
+    {
+        return Err(cairn_object::ObjectError::CustomerKeyRequired).s3();
+    }
     match evaluate_copy_source(c, &src.etag, src.last_modified_ms) {
         Outcome::Proceed => Ok(src),
         Outcome::NotModified | Outcome::PreconditionFailed => Err(s3_error!(

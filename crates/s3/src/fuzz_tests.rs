@@ -27,6 +27,7 @@ fn record(size: u64, parts: Option<Vec<u64>>) -> ObjectRecord {
         checksum: None,
         parts,
         data: ObjectData::Inline(Vec::new()),
+        encryption: None,
     }
 }
 

@@ -38,6 +38,7 @@ mod multipart;
 mod object;
 mod serve;
 mod sigv2;
+mod sse;
 mod tagging;
 mod validate;
 
