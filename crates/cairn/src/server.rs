@@ -283,6 +283,7 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
     config_runtime.spawn(Duration::from_millis(500), shutdown_rx.clone());
     let objects =
         ObjectService::with_chunk_io(service_config, registry.clone(), chunks.clone(), io.clone());
+    objects.set_sse_key(keys.master().derive(cairn_object::sse::SSE_S3_CONTEXT));
     files.attach(objects.clone());
     workers.spawn(cairn_chunk::refs::RefSync::new(
         registry.clone(),

@@ -79,6 +79,7 @@ fn record(version: &str, chunks: &[(ChunkId, Bytes)]) -> ObjectRecord {
                 })
                 .collect(),
         ),
+        encryption: None,
     }
 }
 

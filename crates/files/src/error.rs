@@ -72,6 +72,11 @@ pub(crate) fn to_status(err: ObjectError, t: Target<'_>) -> Status {
         ObjectError::InsufficientStorage(msg) => Status::resource_exhausted(format!(
             "not enough disk space to store {t}; nothing was stored, retry later: {msg}"
         )),
+        e @ (ObjectError::CustomerKeyRequired
+        | ObjectError::WrongCustomerKey
+        | ObjectError::CustomerKeyNotApplicable) => Status::permission_denied(format!(
+            "{t}: {e} (SSE-C objects are readable through S3 only)"
+        )),
         ObjectError::DataLoss(msg) => {
             tracing::error!(target = %t, error = %msg, "data loss while serving a file");
             Status::data_loss(format!("stored data of {t} is corrupt or missing: {msg}"))

@@ -448,6 +448,7 @@ mod tests {
             part_checksums: None,
             parts: None,
             data: ObjectData::Inline(vec![0]),
+            encryption: None,
         }
     }
 

@@ -134,6 +134,32 @@ pub struct ObjectRecord {
     /// Appended with a default: older records read as having none.
     #[serde(default)]
     pub part_checksums: Option<Vec<String>>,
+    /// How the stored bytes are encrypted (None: plaintext). `size` and `etag` describe the
+    /// plaintext; `data` holds the sealed segments. Appended with a default, so records
+    /// written before encryption existed read as plaintext.
+    #[serde(default)]
+    pub encryption: Option<ObjectEncryption>,
+}
+
+/// Which server-side encryption protects an object, as S3 names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SseAlgorithm {
+    /// SSE-S3 (`AES256`): the data key is wrapped by the cluster's SSE key.
+    S3,
+    /// SSE-C: the data key is wrapped by a key derived from the customer's key, which is
+    /// never stored.
+    Customer,
+}
+
+/// The encryption of one object: its data key, wrapped, and the segment size it was sealed
+/// with (see `cairn_object::sse`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectEncryption {
+    pub algorithm: SseAlgorithm,
+    /// 12-byte nonce followed by the sealed 32-byte data key.
+    pub wrapped_key: Vec<u8>,
+    /// Plaintext bytes per sealed segment.
+    pub segment_size: u32,
 }
 
 impl ObjectRecord {

@@ -105,6 +105,12 @@ impl MasterKey {
         Ok(())
     }
 
+    /// A 32-byte key for one purpose, derived from the master key (BLAKE3 `derive_key` with
+    /// `context`): e.g. the SSE-S3 key that wraps object data keys.
+    pub fn derive(&self, context: &str) -> [u8; 32] {
+        blake3::derive_key(context, &self.0)
+    }
+
     /// A value that identifies the key without revealing it, recorded in the system group so
     /// a node with another key is refused at start instead of failing every request.
     pub fn check_value(&self) -> String {

@@ -22,6 +22,7 @@ fn record(version: &str, etag: &str) -> ObjectRecord {
         part_checksums: None,
         parts: None,
         data: ObjectData::Inline(vec![1]),
+        encryption: None,
     }
 }
 

@@ -61,6 +61,7 @@ fn record() -> impl Strategy<Value = ObjectRecord> {
                 part_checksums: None,
                 parts,
                 data,
+                encryption: None,
             },
         )
 }

@@ -20,6 +20,7 @@ fn tiny_record() -> ObjectRecord {
         part_checksums: None,
         parts: None,
         data: ObjectData::Inline(vec![1]),
+        encryption: None,
     }
 }
 

@@ -47,6 +47,7 @@ fn record(version: &str, tags: Vec<Tag>) -> ObjectRecord {
         part_checksums: None,
         parts: None,
         data: ObjectData::Inline(b"abc".to_vec()),
+        encryption: None,
     }
 }
 

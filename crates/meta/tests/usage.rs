@@ -22,6 +22,7 @@ fn record(size: u64, version: &str) -> ObjectRecord {
         part_checksums: None,
         parts: None,
         data: ObjectData::Inline(Vec::new()),
+        encryption: None,
     }
 }
 

@@ -89,6 +89,7 @@ mod tests {
             part_checksums: None,
             parts: None,
             data: ObjectData::Inline(Vec::new()),
+            encryption: None,
         }
     }
 

@@ -59,4 +59,13 @@ pub enum ObjectError {
     /// A request S3 refuses as InvalidRequest (checksum algorithm or type mismatches).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// An SSE-C object read or copied without the customer's key.
+    #[error("the object is encrypted with a customer key; send it (SSE-C headers)")]
+    CustomerKeyRequired,
+    /// An SSE-C object read with another key than it was written with.
+    #[error("the customer key does not match the object's")]
+    WrongCustomerKey,
+    /// SSE-C headers on an object that is not SSE-C encrypted.
+    #[error("the encryption parameters are not applicable to this object")]
+    CustomerKeyNotApplicable,
 }

@@ -14,6 +14,7 @@ mod error;
 pub mod keys;
 pub mod mpu_checksum;
 mod service;
+pub mod sse;
 pub mod workers;
 
 pub use cairn_meta::model::{
@@ -26,6 +27,7 @@ pub use error::ObjectError;
 pub use mpu_checksum::CompleteChecksums;
 pub use service::{
     BodyStream, ByteStream, DeleteOutcome, Digests, ListMultipartPage, ListPage, ListPartsPage,
-    ListQuery, ObjectService, PartSpec, PutOptions, ReadConsistency, ServiceConfig, Verifier,
+    ListQuery, ObjectService, PartSpec, PutOptions, ReadConsistency, ServiceConfig, SseRequest,
+    Verifier,
     MAX_PUT_SIZE, MIN_PART_SIZE,
 };

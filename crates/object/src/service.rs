@@ -19,8 +19,12 @@ use crate::chunk_io::{chunk_error, ChunkIo, LocalChunks};
 use crate::conditional::{self, AtStart, Precondition};
 use crate::digest::{multipart_etag, BodyDigest};
 use crate::mpu_checksum::{self, CompleteChecksums};
+use crate::sse::Sealer;
 use crate::ObjectError;
+pub use encryption::SseRequest;
+use encryption::{encryption_etag, sse_error};
 
+mod encryption;
 mod settings;
 mod versions;
 
@@ -64,6 +68,8 @@ pub struct PutOptions {
     /// Replicas that must have the chunks before the write is acknowledged (None: the
     /// bucket's setting, else the node default).
     pub write_consistency: Option<WriteConsistency>,
+    /// Server-side encryption to apply (None: store plaintext).
+    pub encryption: Option<SseRequest>,
 }
 
 impl Default for PutOptions {
@@ -75,6 +81,7 @@ impl Default for PutOptions {
             precondition: Precondition::None,
             verify: None,
             write_consistency: None,
+            encryption: None,
         }
     }
 }
@@ -156,6 +163,8 @@ struct Inner {
     chunks: ChunkStore,
     /// Where chunk bytes are written and read (local, or replicated across nodes).
     io: Arc<dyn ChunkIo>,
+    /// The SSE-S3 key-encryption key, set once the master key is known (see `sse`).
+    sse_key: std::sync::OnceLock<[u8; 32]>,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -283,6 +292,7 @@ impl ObjectService {
                 registry,
                 chunks,
                 io,
+                sse_key: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -527,6 +537,7 @@ impl ObjectService {
         checksum_algo: Option<ChecksumAlgo>,
         inline_limit: usize,
         consistency: Option<WriteConsistency>,
+        sealer: Option<Sealer>,
     ) -> Result<Ingested, ObjectError> {
         let intent = self.new_intent(group);
         let res = self
@@ -537,6 +548,7 @@ impl ObjectService {
                 inline_limit,
                 consistency,
                 intent.clone(),
+                sealer,
             )
             .await;
         if res.is_err() {
@@ -560,6 +572,7 @@ impl ObjectService {
         inline_limit: usize,
         consistency: Option<WriteConsistency>,
         intent: Arc<Intent>,
+        mut sealer: Option<Sealer>,
     ) -> Result<Ingested, ObjectError> {
         let chunk_size = self.inner.config.chunk_size.max(1);
         let mut digest = BodyDigest::new(checksum_algo);
@@ -570,16 +583,33 @@ impl ObjectService {
         let mut writes = FuturesOrdered::new();
         let limit = content_length.unwrap_or(MAX_PUT_SIZE);
 
-        while let Some(piece) = body.next().await {
-            let mut piece = piece?;
-            if digest.size + piece.len() as u64 > limit {
-                return Err(if content_length.is_some() {
-                    ObjectError::BodyTooLong
-                } else {
-                    ObjectError::EntityTooLarge
-                });
-            }
-            digest.update(&piece);
+        let mut body_done = false;
+        loop {
+            let mut piece = match body.next().await {
+                Some(piece) => {
+                    let piece = piece?;
+                    if digest.size + piece.len() as u64 > limit {
+                        return Err(if content_length.is_some() {
+                            ObjectError::BodyTooLong
+                        } else {
+                            ObjectError::EntityTooLarge
+                        });
+                    }
+                    // Digests describe the plaintext; the chunks hold what the sealer makes.
+                    digest.update(&piece);
+                    match sealer.as_mut() {
+                        Some(s) => s.push(&piece).map_err(sse_error)?,
+                        None => piece,
+                    }
+                }
+                None => match sealer.as_mut() {
+                    Some(s) if !body_done => {
+                        body_done = true;
+                        s.finish().map_err(sse_error)?
+                    }
+                    _ => break,
+                },
+            };
             while !piece.is_empty() {
                 let take = (chunk_size - buf.len()).min(piece.len());
                 let part = piece.split_to(take);
@@ -673,6 +703,10 @@ impl ObjectService {
         };
         let inline = self.inner.config.inline_threshold;
         let consistency = opts.write_consistency.or(bucket_record.write_consistency);
+        let (sealer, encryption) = match self.start_encryption(opts.encryption.as_ref()) {
+            Ok(v) => v,
+            Err(e) => return Err(drain_then(body, e).await),
+        };
         let ingested = self
             .ingest(
                 self.group_of(bucket),
@@ -681,6 +715,7 @@ impl ObjectService {
                 opts.checksum_algo,
                 inline,
                 consistency,
+                sealer,
             )
             .await?;
         if let Some(verify) = opts.verify {
@@ -692,13 +727,14 @@ impl ObjectService {
             versioned: versioned(&bucket_record),
             version: new_version(),
             size: ingested.digests.size,
-            etag: hex::encode(ingested.digests.md5),
+            etag: encryption_etag(&encryption, &ingested.digests.md5),
             last_modified_ms: now_ms(),
             headers: opts.headers,
             checksum: ingested.digests.checksum.clone(),
             part_checksums: None,
             parts: None,
             data: ingested.data.clone(),
+            encryption: encryption.map(|(e, _)| e),
         };
         let cmd = Command::PutObject {
             bucket: bucket.to_string(),
@@ -740,9 +776,15 @@ impl ObjectService {
     /// Streams bytes `[start, end)` of `record` (the whole object when `range` is None).
     /// The caller has already validated the range against `record.size`.
     pub fn read_object(&self, record: &ObjectRecord, range: Option<(u64, u64)>) -> ByteStream {
-        let (start, end) = range.unwrap_or((0, record.size));
-        let end = end.min(record.size);
-        match &record.data {
+        self.read_object_with_key(record, range, None)
+    }
+
+    /// Streams the stored (for an encrypted object, sealed) bytes `[start, end)` of `data`,
+    /// whose stored size is `size`.
+    fn read_stored(&self, data: &ObjectData, size: u64, range: Option<(u64, u64)>) -> ByteStream {
+        let (start, end) = range.unwrap_or((0, size));
+        let end = end.min(size);
+        match data {
             ObjectData::Inline(bytes) => {
                 let slice = if start < end {
                     Bytes::copy_from_slice(&bytes[start as usize..end as usize])
@@ -1041,6 +1083,7 @@ impl ObjectService {
                 checksum_algo,
                 0,
                 consistency,
+                None,
             )
             .await?;
         if let Some(verify) = opts.verify {
@@ -1115,6 +1158,7 @@ impl ObjectService {
                 upload.checksum_algo,
                 0,
                 bucket_record.write_consistency,
+                None,
             )
             .await?;
         self.commit_part(bucket, key, upload_id, part_number, ingested)
@@ -1234,6 +1278,7 @@ impl ObjectService {
             part_checksums,
             parts: Some(chosen.iter().map(|p| p.size).collect()),
             data: ObjectData::Chunks(chunks),
+            encryption: None,
         };
         let cmd = Command::CompleteUpload {
             bucket: bucket.to_string(),

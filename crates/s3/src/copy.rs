@@ -74,6 +74,15 @@ async fn load_source(
             }
         },
     };
+    // Copying an SSE-C source needs its key (x-amz-copy-source-server-side-encryption-
+    // customer-*), which is not implemented: the guard answers 501 to those headers.
+    if src
+        .encryption
+        .as_ref()
+        .is_some_and(|e| e.algorithm == cairn_meta::model::SseAlgorithm::Customer)
+    {
+        return Err(cairn_object::ObjectError::CustomerKeyRequired).s3();
+    }
     match evaluate_copy_source(c, &src.etag, src.last_modified_ms) {
         Outcome::Proceed => Ok(src),
         Outcome::NotModified | Outcome::PreconditionFailed => Err(s3_error!(

@@ -94,6 +94,19 @@ pub(crate) fn to_s3_error(err: ObjectError) -> S3Error {
             tracing::warn!(error = %msg, "write refused: not enough disk space");
             s3_error!(SlowDown, "Please reduce your request rate. (The storage nodes for this data are short of disk space.)")
         }
+        // As AWS answers SSE-C reads without, with a wrong, or with a needless customer key.
+        ObjectError::CustomerKeyRequired => s3_error!(
+            InvalidRequest,
+            "The object was stored using a form of Server Side Encryption. The correct parameters must be provided to retrieve the object."
+        ),
+        ObjectError::WrongCustomerKey => s3_error!(
+            AccessDenied,
+            "The provided customer key does not match the key the object was encrypted with."
+        ),
+        ObjectError::CustomerKeyNotApplicable => s3_error!(
+            InvalidRequest,
+            "The encryption parameters are not applicable to this object."
+        ),
     }
 }
 

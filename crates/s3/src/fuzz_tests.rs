@@ -29,6 +29,7 @@ fn record(size: u64, parts: Option<Vec<u64>>) -> ObjectRecord {
         part_checksums: None,
         parts,
         data: ObjectData::Inline(Vec::new()),
+        encryption: None,
     }
 }
 

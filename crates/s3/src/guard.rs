@@ -77,7 +77,7 @@ impl Hygiene {
         headers: &HeaderMap,
         now: OffsetDateTime,
     ) -> Result<(), Refusal> {
-        unimplemented_protection(headers)?;
+        unimplemented_protection(method, uri, headers)?;
         let query = query_pairs(uri);
         let auth = classify_auth(headers, &query);
         match &auth {
@@ -98,10 +98,19 @@ impl Hygiene {
 }
 
 /// A header Cairn does not implement that promises protection, or `None`.
-fn unimplemented_protection(headers: &HeaderMap) -> Result<(), Refusal> {
+fn unimplemented_protection(
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<(), Refusal> {
+    let sse_ok = |n: &str, v: &str| sse_implemented(method, uri, headers, n, v);
     for (name, value) in headers {
         let n = name.as_str(); // http lower-cases names
         let what = if n.starts_with("x-amz-server-side-encryption")
+            && sse_ok(n, value.to_str().unwrap_or(""))
+        {
+            None
+        } else if n.starts_with("x-amz-server-side-encryption")
             || n.starts_with("x-amz-copy-source-server-side-encryption")
         {
             Some("server-side encryption")
@@ -120,6 +129,42 @@ fn unimplemented_protection(headers: &HeaderMap) -> Result<(), Refusal> {
         }
     }
     Ok(())
+}
+
+/// Whether an SSE header is one Cairn implements on this request: SSE-S3 (`AES256`) and SSE-C
+/// on a plain PutObject (no query, no copy source), SSE-C on GET/HEAD of an object. Every
+/// other use (multipart, copies, KMS, bucket-key) stays 501.
+fn sse_implemented(
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    name: &str,
+    value: &str,
+) -> bool {
+    // A read may name a version (`versionId`): it decrypts the same way.
+    let reading = matches!(*method, Method::GET | Method::HEAD);
+    let plain_query = query_pairs(uri).iter().all(|(k, _)| {
+        k == "x-id"
+            || k.starts_with("X-Amz-")
+            || k.starts_with("x-amz-")
+            || (reading && k == "versionId")
+    });
+    if !plain_query {
+        return false;
+    }
+    let customer = matches!(
+        name,
+        "x-amz-server-side-encryption-customer-algorithm"
+            | "x-amz-server-side-encryption-customer-key"
+            | "x-amz-server-side-encryption-customer-key-md5"
+    );
+    match *method {
+        Method::PUT if !headers.contains_key("x-amz-copy-source") => {
+            customer || (name == "x-amz-server-side-encryption" && value.trim() == "AES256")
+        }
+        Method::GET | Method::HEAD => customer,
+        _ => false,
+    }
 }
 
 pub(crate) fn is_form(headers: &HeaderMap) -> bool {
@@ -320,10 +365,8 @@ mod tests {
     #[test]
     fn protection_headers_are_not_implemented() {
         for (k, v) in [
-            ("x-amz-server-side-encryption", "AES256"),
             ("x-amz-server-side-encryption", "aws:kms"),
             ("x-amz-server-side-encryption-aws-kms-key-id", "k"),
-            ("x-amz-server-side-encryption-customer-algorithm", "AES256"),
             ("x-amz-copy-source-server-side-encryption-customer-key", "k"),
             ("x-amz-object-lock-mode", "GOVERNANCE"),
             (
@@ -349,6 +392,18 @@ mod tests {
         ] {
             assert!(check(Method::PUT, "/b", &[("authorization", V4), (k, v)]).is_ok());
         }
+        // SSE-S3 and SSE-C on a plain PUT and on reads; not on multipart or copies.
+        let sse = ("x-amz-server-side-encryption", "AES256");
+        let ssec = ("x-amz-server-side-encryption-customer-algorithm", "AES256");
+        assert!(check(Method::PUT, "/b/k", &[("authorization", V4), sse]).is_ok());
+        assert!(check(Method::PUT, "/b/k", &[("authorization", V4), ssec]).is_ok());
+        assert!(check(Method::GET, "/b/k", &[("authorization", V4), ssec]).is_ok());
+        assert!(check(Method::GET, "/b/k", &[("authorization", V4), sse]).is_err());
+        for uri in ["/b/k?uploadId=1&partNumber=1", "/b/k?uploads"] {
+            assert!(check(Method::PUT, uri, &[("authorization", V4), sse]).is_err());
+        }
+        let copy = ("x-amz-copy-source", "/b/src");
+        assert!(check(Method::PUT, "/b/k", &[("authorization", V4), sse, copy]).is_err());
     }
 
     #[test]

@@ -49,6 +49,7 @@ mod policy_http;
 mod post;
 mod serve;
 mod sigv2;
+mod sse;
 mod tagging;
 mod validate;
 

@@ -396,6 +396,12 @@ pub(crate) async fn put_object(
     }
     .into_stored()?;
     let headers = crate::tagging::with_header_tags(headers, input.tagging.as_deref())?;
+    let customer = crate::sse::customer_key(
+        input.sse_customer_algorithm.as_deref(),
+        input.sse_customer_key.as_deref(),
+        input.sse_customer_key_md5.as_deref(),
+    )?;
+    let encryption = crate::sse::put_request(input.server_side_encryption.as_ref(), customer)?;
     let opts = PutOptions {
         headers,
         content_length,
@@ -403,6 +409,7 @@ pub(crate) async fn put_object(
         precondition: write_precondition(input.if_match.as_ref(), input.if_none_match.as_ref())?,
         verify: checksum::verifier(sums, req.trailing_headers),
         write_consistency: consistency::write(&req.headers)?,
+        encryption,
     };
     let record = s3
         .objects()
@@ -411,9 +418,13 @@ pub(crate) async fn put_object(
         .s3()?;
 
     let sums = ChecksumFields::from_stored(record.checksum.as_ref());
+    let echo = crate::sse::echo(&record, input.sse_customer_key_md5.as_deref());
     let output = PutObjectOutput {
         e_tag: Some(etag(&record.etag)),
         version_id: shown_version(&record, false),
+        server_side_encryption: echo.server_side_encryption,
+        sse_customer_algorithm: echo.sse_customer_algorithm,
+        sse_customer_key_md5: echo.sse_customer_key_md5,
         checksum_crc32: sums.crc32,
         checksum_crc32c: sums.crc32c,
         checksum_crc64nvme: sums.crc64nvme,
@@ -570,11 +581,24 @@ pub(crate) async fn get_object(
         Some((a, b)) => b - a,
         None => record.size,
     };
-    let stream = s3.objects().read_object(&record, range);
+    let customer = crate::sse::customer_key(
+        input.sse_customer_algorithm.as_deref(),
+        input.sse_customer_key.as_deref(),
+        input.sse_customer_key_md5.as_deref(),
+    )?;
+    // Checked before the answer starts, so a missing or wrong key is a clean 400/403.
+    s3.objects().data_key(&record, customer.as_ref()).s3()?;
+    let echo = crate::sse::echo(&record, input.sse_customer_key_md5.as_deref());
+    let stream = s3
+        .objects()
+        .read_object_with_key(&record, range, customer.as_ref());
     let body = StreamingBlob::new(ReadBody::new(stream, len));
     let h = &record.headers;
     let output = GetObjectOutput {
         body: Some(body),
+        server_side_encryption: echo.server_side_encryption,
+        sse_customer_algorithm: echo.sse_customer_algorithm,
+        sse_customer_key_md5: echo.sse_customer_key_md5,
         accept_ranges: Some("bytes".to_owned()),
         content_length: i64::try_from(len).ok(),
         content_range: range.map(|r| content_range(r, record.size)),
@@ -636,8 +660,18 @@ pub(crate) async fn head_object(
         Some((a, b)) => b - a,
         None => record.size,
     };
+    let customer = crate::sse::customer_key(
+        input.sse_customer_algorithm.as_deref(),
+        input.sse_customer_key.as_deref(),
+        input.sse_customer_key_md5.as_deref(),
+    )?;
+    s3.objects().data_key(&record, customer.as_ref()).s3()?;
+    let echo = crate::sse::echo(&record, input.sse_customer_key_md5.as_deref());
     let h = &record.headers;
     let output = HeadObjectOutput {
+        server_side_encryption: echo.server_side_encryption,
+        sse_customer_algorithm: echo.sse_customer_algorithm,
+        sse_customer_key_md5: echo.sse_customer_key_md5,
         accept_ranges: Some("bytes".to_owned()),
         content_length: i64::try_from(len).ok(),
         content_range: range.map(|r| content_range(r, record.size)),
@@ -792,6 +826,7 @@ mod tests {
             part_checksums: None,
             parts,
             data: ObjectData::Inline(Vec::new()),
+            encryption: None,
         }
     }
 
