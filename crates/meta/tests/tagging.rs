@@ -264,6 +264,7 @@ fn policy_block_and_ownership_are_bucket_settings() {
             created_ms: 1,
             write_consistency: None,
             owner: None,
+            versioning: None,
         },
     };
     apply(&db, &meta, SYSTEM, create.clone());

@@ -28,6 +28,8 @@ fn apply(db: &redb::Database, meta: &MetaStore, cmd: Command) -> Response {
 /// A version written at time `t` with one chunk of its own.
 fn record(t: u64, versioned: bool) -> ObjectRecord {
     ObjectRecord {
+        encryption: None,
+        part_checksums: None,
         version: encode_version_id(t, 7),
         size: 100 + t,
         etag: format!("e{t}"),

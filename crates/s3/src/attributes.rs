@@ -222,6 +222,8 @@ mod tests {
 
     fn record(parts: Option<Vec<u64>>, sums: Option<Vec<String>>) -> ObjectRecord {
         ObjectRecord {
+            encryption: None,
+            versioned: false,
             version: "v".into(),
             size: parts.as_ref().map_or(3, |p| p.iter().sum()),
             etag: "e".into(),

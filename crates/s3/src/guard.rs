@@ -72,7 +72,7 @@ impl Hygiene {
     /// Every check, in an order that gives the most useful answer first.
     pub(crate) fn check(
         &self,
-        _method: &Method,
+        method: &Method,
         uri: &Uri,
         headers: &HeaderMap,
         now: OffsetDateTime,
