@@ -501,8 +501,12 @@ def test_virtual_host_style_client(s3_vhost, s3):
     assert name not in bucket_names(s3)
 
 
-def test_unimplemented_get_bucket_policy_is_501(s3, bucket):
-    expect_error(s3.get_bucket_policy, "NotImplemented", 501, Bucket=bucket)
+def test_unimplemented_get_bucket_website_is_501(s3, bucket):
+    expect_error(s3.get_bucket_website, "NotImplemented", 501, Bucket=bucket)
+
+
+def test_get_bucket_policy_without_one_is_404(s3, bucket):
+    expect_error(s3.get_bucket_policy, "NoSuchBucketPolicy", 404, Bucket=bucket)
 
 
 def test_unimplemented_put_lifecycle_is_501(s3, bucket):
