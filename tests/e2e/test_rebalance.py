@@ -169,7 +169,9 @@ def test_join_moves_within_the_bound_pauses_resumes_and_copies_chunks(make_clust
         assert time.monotonic() < deadline, r
         cluster.assert_no_crash()
         time.sleep(0.2)
-    assert most == 1
+    # Every poll saw at most one move in flight (asserted above). A move over this little data
+    # can start and finish between two polls, so seeing one in flight is not required.
+    assert most <= 1
     assert paused_once, "the plan finished before it could be paused mid-run"
     assert p["bytes_moved"] > 0 and p["bytes_total"] >= p["bytes_moved"], p
     assert p["planned"] == 0 and p["cancelled"] == 0 and p["eta_secs"] == 0, p
