@@ -13,40 +13,16 @@ Ports: nodes on 127.0.0.11-13 on PORT_BASE+470..+472."""
 
 from __future__ import annotations
 
-import re
-import time
-
 import pytest
 import requests
 
 import cluster_util
 from cluster_util import Cluster, cairn_bin
 from e2e_util import admin_headers, chunk_files, expected_chunk_ids, rand_bytes, unique_name
+from test_disk_full import metric, reasons, wait_for
 
 PORT_SHIFT = 470
 CHUNK = int(cluster_util.DEFAULT_ENV["CHUNK_SIZE"])
-
-
-def wait_for(pred, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = pred()
-        if last:
-            return last
-        time.sleep(0.3)
-    raise AssertionError(f"{what} not seen within {timeout}s (last: {last!r})")
-
-
-def metric(node, name: str) -> float:
-    text = requests.get(f"{node.admin_url}/metrics", timeout=5).text
-    m = re.search(rf"^{name}(?:\{{[^}}]*\}})? (\S+)$", text, re.M)
-    assert m, f"{name} not in /metrics of {node.node_id}"
-    return float(m.group(1))
-
-
-def reasons(node) -> list[str]:
-    return requests.get(f"{node.admin_url}/ready", timeout=5).json()["reasons"]
 
 
 def restart(node, failpoints: str | None) -> None:
