@@ -30,8 +30,6 @@ done
 # with nftables rules inside them.
 command -v ip >/dev/null 2>&1 || missing_apt+=(iproute2)
 command -v nft >/dev/null 2>&1 || missing_apt+=(nftables)
-# The node-identity attacker tests speak raw gRPC over TLS with curl (HTTP/2, client certs).
-command -v curl >/dev/null 2>&1 || missing_apt+=(curl)
 # The chaos run skews one node's clock with libfaketime (LD_PRELOAD).
 [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || [ -e /usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1 ] \
     || missing_apt+=(faketime)
@@ -45,10 +43,11 @@ fi
 # cryptography: the security tests make certificates and seal gossip packets.
 # schemathesis: test_openapi_fuzz.py fuzzes the management API from its OpenAPI document.
 # awscrt: botocore computes CRC32C and CRC64NVME checksums with it (test_checksums_post.py).
-py_ok() { "$PY" -c 'import boto3, botocore, pytest, blake3, requests, cryptography, schemathesis, awscrt' >/dev/null 2>&1; }
+# grpcio: the node-identity attacker tests make raw gRPC calls over mutual TLS.
+py_ok() { "$PY" -c 'import boto3, botocore, pytest, blake3, requests, cryptography, schemathesis, awscrt, grpc' >/dev/null 2>&1; }
 if ! py_ok || ! command -v aws >/dev/null 2>&1 || ! command -v schemathesis >/dev/null 2>&1; then
     log "installing Python test dependencies (pip)"
-    pkgs=(boto3 awscli pytest blake3 requests cryptography schemathesis awscrt)
+    pkgs=(boto3 awscli pytest blake3 requests cryptography schemathesis awscrt grpcio)
     "$PY" -m pip install -q "${pkgs[@]}" \
         || "$PY" -m pip install -q --user "${pkgs[@]}" \
         || "$PY" -m pip install -q --user --break-system-packages "${pkgs[@]}" \

@@ -3,8 +3,9 @@
 Someone on the network who can reach every RPC port but does not have the join token cannot
 join, and cannot call Raft, chunk or control methods: not in plain text, not over TLS without a
 certificate, not with a self-signed certificate. The catalog is unchanged afterwards and the
-cluster keeps serving S3. Raw gRPC calls are made with curl (HTTP/2 over TLS), so no gRPC
-library is needed; a call with a real node certificate is the control that the method works.
+cluster keeps serving S3. Raw gRPC calls (bytes in, bytes out) are made with grpcio, so no
+generated stubs are needed; a call with a real node certificate is the control that the method
+works.
 """
 
 import datetime
@@ -12,6 +13,7 @@ import shutil
 import subprocess
 import time
 
+import grpc
 import pytest
 
 import cluster_util
@@ -25,7 +27,6 @@ NODE_ONLY = [
     "/cairn.v1.ControlService/Propose",
     "/cairn.v1.ControlService/Heartbeat",
 ]
-EMPTY_MESSAGE = b"\x00\x00\x00\x00\x00"  # gRPC frame: uncompressed, length 0
 
 
 @pytest.fixture(scope="module")
@@ -51,37 +52,32 @@ def cluster(tmp_path_factory):
         pytest.fail("cluster problems:\n" + "\n".join(problems), pytrace=False)
 
 
-def grpc_call(node, path, *, tls=True, ca=None, cert=None, key=None, body=EMPTY_MESSAGE,
-              tmp_path=None):
-    """One unary gRPC call with curl; returns (curl exit code, grpc-status or None, output)."""
-    port = cluster_util.RPC_PORT
-    body_file = tmp_path / "body.bin"
-    body_file.write_bytes(body)
-    args = ["curl", "-sS", "--max-time", "10", "-o", "/dev/null", "-D", "-",
-            "-H", "content-type: application/grpc", "-H", "te: trailers",
-            "--data-binary", f"@{body_file}"]
+def grpc_call(node, path, *, tls=True, ca=None, cert=None, key=None, body=b""):
+    """One unary gRPC call (grpcio, raw bytes in and out); returns (grpc.StatusCode, details).
+
+    A refused TLS handshake or a plain-text call to the TLS port never reaches a handler: grpcio
+    reports it as UNAVAILABLE, made up on the client side, with the connection error in the
+    details. (curl was used here before; curl 7.x reports the server's RST_STREAM(NO_ERROR),
+    sent after an early answer while the request body is still in flight, as a framing error.)
+    """
+    target = f"{node.ip}:{cluster_util.RPC_PORT}"
     if tls:
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=ca.read_bytes(),
+            private_key=key.read_bytes() if key else None,
+            certificate_chain=cert.read_bytes() if cert else None)
         # Node certificates name `cairn-node`; peers are dialled by address.
-        args += ["--resolve", f"cairn-node:{port}:{node.ip}", "--cacert", str(ca)]
-        if cert:
-            args += ["--cert", str(cert), "--key", str(key)]
-        args.append(f"https://cairn-node:{port}{path}")
+        channel = grpc.secure_channel(
+            target, creds, options=[("grpc.ssl_target_name_override", "cairn-node")])
     else:
-        args += ["--http2-prior-knowledge", f"http://{node.ip}:{port}{path}"]
-    for attempt in range(10):
-        r = subprocess.run(args, capture_output=True, timeout=30)
-        out = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
-        # curl 7.x sometimes reports the server's RST_STREAM(NO_ERROR), sent after an early
-        # answer while the request body was still in flight, as a framing error (92): retry,
-        # backing off (on a busy machine the race repeats when retried at once).
-        if r.returncode != 92:
-            break
-        time.sleep(0.1 * (attempt + 1))
-    status = None
-    for line in out.splitlines():
-        if line.lower().startswith("grpc-status:"):
-            status = int(line.split(":", 1)[1].strip())
-    return r.returncode, status, out
+        channel = grpc.insecure_channel(target)
+    with channel:
+        call = channel.unary_unary(path)
+        try:
+            call(body, timeout=10)
+            return grpc.StatusCode.OK, ""
+        except grpc.RpcError as e:
+            return e.code(), e.details() or ""
 
 
 def self_signed(tmp_path, cn="n1"):
@@ -135,20 +131,21 @@ def test_node_only_calls_are_refused_without_a_cluster_certificate(cluster, tmp_
     for path in NODE_ONLY:
         # The control: a node's own certificate gets through the gate (the call itself may
         # then fail on the empty message, but not as Unauthenticated).
-        code, status, out = grpc_call(
-            n2, path, ca=ca, cert=n1.storage_path / "tls" / "node.pem",
-            key=n1.storage_path / "tls" / "node.key", tmp_path=tmp_path)
-        assert code == 0 and status != 16, f"{path} with a node cert: {out}"
-        # Plain text (h2c): the port speaks only TLS.
-        code, status, out = grpc_call(n2, path, tls=False, tmp_path=tmp_path)
-        assert code != 0 and status is None, f"{path} in plain text: {out}"
-        # TLS without a client certificate: Unauthenticated, before the body is read.
-        code, status, out = grpc_call(n2, path, ca=ca, tmp_path=tmp_path)
-        assert status == 16, f"{path} without a client cert: {out}"
+        code, details = grpc_call(n2, path, ca=ca, cert=n1.storage_path / "tls" / "node.pem",
+                                  key=n1.storage_path / "tls" / "node.key")
+        assert code not in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.UNAVAILABLE), \
+            f"{path} with a node cert: {code} {details}"
+        # Plain text (h2c): the port speaks only TLS, no handler answers.
+        code, details = grpc_call(n2, path, tls=False)
+        assert code == grpc.StatusCode.UNAVAILABLE, f"{path} in plain text: {code} {details}"
+        # TLS without a client certificate: the gate answers Unauthenticated, before the body
+        # is read.
+        code, details = grpc_call(n2, path, ca=ca)
+        assert code == grpc.StatusCode.UNAUTHENTICATED and "node certificate" in details, \
+            f"{path} without a client cert: {code} {details}"
         # A self-signed certificate claiming to be n1: the handshake is refused.
-        code, status, out = grpc_call(n2, path, ca=ca, cert=evil_cert, key=evil_key,
-                                      tmp_path=tmp_path)
-        assert status is None and code != 0, f"{path} with a self-signed cert: {out}"
+        code, details = grpc_call(n2, path, ca=ca, cert=evil_cert, key=evil_key)
+        assert code == grpc.StatusCode.UNAVAILABLE, f"{path} with a self-signed cert: {code} {details}"
     assert catalog(cluster) == before
 
 
