@@ -482,15 +482,19 @@ def test_lock_across_a_cluster(cluster):
     assert c3.get_object_lock_configuration(Bucket=b)["ObjectLockConfiguration"]["Rule"] == {
         "DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}}
     big = rand_bytes(3 * MiB, "cluster-lock")
+    # These clients send no checksum unless asked: a lock-protected PUT needs one.
+    expect_error(c1.put_object, "InvalidRequest", 400, Bucket=b, Key="gov", Body=b"x")
     # Default retention (GOVERNANCE): refused without the bypass on every node.
-    gov = c1.put_object(Bucket=b, Key="gov", Body=big)["VersionId"]
+    gov = c1.put_object(Bucket=b, Key="gov", Body=big, ChecksumAlgorithm="CRC32")["VersionId"]
     assert c2.head_object(Bucket=b, Key="gov")["ObjectLockMode"] == "GOVERNANCE"
     expect_error(c3.delete_object, "AccessDenied", 403, Bucket=b, Key="gov", VersionId=gov)
     assert c2.delete_object(Bucket=b, Key="gov")["DeleteMarker"] is True
     # COMPLIANCE: never shortened, on any node.
     until = ahead(4)
     comp = c2.put_object(Bucket=b, Key="comp", Body=b"c", ObjectLockMode="COMPLIANCE",
-                         ObjectLockRetainUntilDate=until)["VersionId"]
+                         ObjectLockRetainUntilDate=until,
+                         ContentMD5=base64.b64encode(hashlib.md5(b"c").digest()).decode()
+                         )["VersionId"]
     expect_error(c1.put_object_retention, "AccessDenied", 403, Bucket=b, Key="comp",
                  VersionId=comp, BypassGovernanceRetention=True, Retention={})
     expect_error(c3.delete_object, "AccessDenied", 403, Bucket=b, Key="comp", VersionId=comp,
