@@ -272,6 +272,7 @@ impl MetaStore {
 
     /// Refuses a write of a `null` version (`new_versioned` false) over a locked `null`
     /// version it would replace: the current record `old`, or the noncurrent `null` version.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn check_null_replace(
         &self,
         txn: &WriteTransaction,
@@ -333,12 +334,22 @@ mod tests {
         let now = 1_000;
         assert!(VersionLock::default().check_removal(now, false).is_ok());
         // Active retention.
-        assert!(lock(Governance, 2_000, false).check_removal(now, false).is_err());
-        assert!(lock(Governance, 2_000, false).check_removal(now, true).is_ok());
-        assert!(lock(Compliance, 2_000, false).check_removal(now, true).is_err());
+        assert!(lock(Governance, 2_000, false)
+            .check_removal(now, false)
+            .is_err());
+        assert!(lock(Governance, 2_000, false)
+            .check_removal(now, true)
+            .is_ok());
+        assert!(lock(Compliance, 2_000, false)
+            .check_removal(now, true)
+            .is_err());
         // Expired (the date itself is no longer protected).
-        assert!(lock(Compliance, 1_000, false).check_removal(now, false).is_ok());
-        assert!(lock(Governance, 999, false).check_removal(now, false).is_ok());
+        assert!(lock(Compliance, 1_000, false)
+            .check_removal(now, false)
+            .is_ok());
+        assert!(lock(Governance, 999, false)
+            .check_removal(now, false)
+            .is_ok());
         // A legal hold blocks even with bypass and expired retention.
         assert!(lock(Governance, 0, true).check_removal(now, true).is_err());
         let hold = VersionLock {

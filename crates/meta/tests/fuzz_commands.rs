@@ -129,7 +129,12 @@ fn command() -> impl Strategy<Value = Command> {
                 condition,
             }
         }),
-        (name(), name()).prop_map(|(bucket, key)| Command::DeleteObject { bucket, key, at_ms: 0, bypass_governance: false }),
+        (name(), name()).prop_map(|(bucket, key)| Command::DeleteObject {
+            bucket,
+            key,
+            at_ms: 0,
+            bypass_governance: false
+        }),
         (name(), name(), name(), any::<i64>()).prop_map(
             |(upload_id, bucket, key, initiated_ms)| {
                 Command::CreateUpload {

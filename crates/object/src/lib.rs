@@ -28,6 +28,5 @@ pub use mpu_checksum::CompleteChecksums;
 pub use service::{
     BodyStream, ByteStream, DeleteOutcome, Digests, ListMultipartPage, ListPage, ListPartsPage,
     ListQuery, LockRequest, ObjectService, PartSpec, PutOptions, ReadConsistency, ServiceConfig,
-    SseRequest,
-    Verifier, MAX_PUT_SIZE, MIN_PART_SIZE,
+    SseRequest, Verifier, MAX_PUT_SIZE, MIN_PART_SIZE,
 };

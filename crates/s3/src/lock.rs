@@ -75,12 +75,10 @@ pub(crate) fn from_headers(
             }
             Some(Retention { mode, until_ms })
         }
-        _ => {
-            return Err(s3_error!(
-                InvalidArgument,
-                "x-amz-object-lock-retain-until-date and x-amz-object-lock-mode must both be supplied"
-            ))
-        }
+        _ => return Err(s3_error!(
+            InvalidArgument,
+            "x-amz-object-lock-retain-until-date and x-amz-object-lock-mode must both be supplied"
+        )),
     };
     let legal_hold = match legal_hold.map(ObjectLockLegalHoldStatus::as_str) {
         None => None,
@@ -112,9 +110,7 @@ pub(crate) fn put_request(
 ) -> S3Result<LockRequest> {
     Ok(LockRequest {
         explicit: from_headers(mode, until, legal_hold, now_ms())?,
-        integrity_checked: sums.content_md5.is_some()
-            || sums.expected.is_some()
-            || sums.in_trailer,
+        integrity_checked: sums.content_md5.is_some() || sums.expected.is_some() || sums.in_trailer,
     })
 }
 
@@ -150,7 +146,11 @@ fn legal_hold_status(on: bool) -> ObjectLockLegalHoldStatus {
 /// PutObjectLockConfiguration's body → the bucket's lock, checked as AWS does.
 pub(crate) fn bucket_lock(conf: Option<&ObjectLockConfiguration>) -> S3Result<BucketLock> {
     let conf = conf.ok_or_else(malformed)?;
-    match conf.object_lock_enabled.as_ref().map(ObjectLockEnabled::as_str) {
+    match conf
+        .object_lock_enabled
+        .as_ref()
+        .map(ObjectLockEnabled::as_str)
+    {
         Some(ObjectLockEnabled::ENABLED) => {}
         _ => return Err(malformed()),
     }
@@ -467,7 +467,10 @@ mod tests {
             (conf(Some("SOFT"), Some(1), None), "MalformedXML"),
             (conf(Some("GOVERNANCE"), Some(0), None), "InvalidArgument"),
             (conf(Some("GOVERNANCE"), None, Some(-1)), "InvalidArgument"),
-            (conf(Some("GOVERNANCE"), Some(36_501), None), "InvalidArgument"),
+            (
+                conf(Some("GOVERNANCE"), Some(36_501), None),
+                "InvalidArgument",
+            ),
             (conf(Some("GOVERNANCE"), None, Some(101)), "InvalidArgument"),
         ];
         for (c, want) in cases {
@@ -510,7 +513,10 @@ mod tests {
             mode: Some(ObjectLockRetentionMode::from_static("COMPLIANCE")),
             retain_until_date: None,
         };
-        assert_eq!(code(retention_of(Some(&half), now).unwrap_err()), "MalformedXML");
+        assert_eq!(
+            code(retention_of(Some(&half), now).unwrap_err()),
+            "MalformedXML"
+        );
         let past = ObjectLockRetention {
             mode: Some(ObjectLockRetentionMode::from_static("GOVERNANCE")),
             retain_until_date: Some(t(10)),

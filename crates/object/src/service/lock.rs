@@ -42,11 +42,9 @@ pub(crate) fn version_lock(
             None => Ok(None),
         };
     };
-    let retention = explicit.and_then(|l| l.retention).or_else(|| {
-        config
-            .default_retention
-            .map(|d| d.retention_from(at_ms))
-    });
+    let retention = explicit
+        .and_then(|l| l.retention)
+        .or_else(|| config.default_retention.map(|d| d.retention_from(at_ms)));
     let lock = VersionLock {
         retention,
         legal_hold: explicit.is_some_and(|l| l.legal_hold),
