@@ -200,6 +200,13 @@ def test_put_header_errors(server, s3):
     md5 = base64.b64encode(hashlib.md5(b"x").digest()).decode()
     bare.put_object(Bucket=d, Key="k", Body=b"x", ContentMD5=md5)
     assert s3.get_object_retention(Bucket=d, Key="k")["Retention"]["Mode"] == "GOVERNANCE"
+    # Parts of an upload that will be locked need one too.
+    uid = s3.create_multipart_upload(Bucket=d, Key="mp")["UploadId"]
+    err = expect_error(bare.upload_part, "InvalidRequest", 400, Bucket=d, Key="mp",
+                       UploadId=uid, PartNumber=1, Body=b"x")
+    assert "Put Part" in err.response["Error"]["Message"]
+    bare.upload_part(Bucket=d, Key="mp", UploadId=uid, PartNumber=1, Body=b"x", ContentMD5=md5)
+    s3.abort_multipart_upload(Bucket=d, Key="mp", UploadId=uid)
     # Object lock headers where Cairn does not implement them (UploadPart): 501.
     uid = s3.create_multipart_upload(Bucket=b, Key="mp")["UploadId"]
     odd = server.client()

@@ -72,8 +72,8 @@ pub struct PutOptions {
     pub write_consistency: Option<WriteConsistency>,
     /// Server-side encryption to apply (None: store plaintext).
     pub encryption: Option<SseRequest>,
-    /// Object lock headers of a PutObject (ignored by UploadPart: an upload's lock is given
-    /// at its creation).
+    /// Object lock headers of a PutObject (UploadPart reads only `integrity_checked`: an
+    /// upload's lock is given at its creation).
     pub lock: LockRequest,
 }
 
@@ -1111,6 +1111,13 @@ impl ObjectService {
             Ok(found) => found,
             Err(e) => return Err(drain_then(body, e).await),
         };
+        // As AWS: a part of an object that will be locked needs an integrity header.
+        if lock::upload_locked(&bucket_record, &upload) && !opts.lock.integrity_checked {
+            let e = ObjectError::InvalidRequest(
+                "Content-MD5 OR x-amz-checksum- HTTP header is required for Put Part requests with Object Lock parameters".into(),
+            );
+            return Err(drain_then(body, e).await);
+        }
         // A checksummed upload checksums every part with its algorithm, whether or not the
         // client sent one; a part checksummed with another algorithm is refused (as AWS).
         let checksum_algo = match (upload.checksum_algo, opts.checksum_algo) {

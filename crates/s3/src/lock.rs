@@ -75,10 +75,12 @@ pub(crate) fn from_headers(
             }
             Some(Retention { mode, until_ms })
         }
-        _ => return Err(s3_error!(
+        _ => {
+            return Err(s3_error!(
             InvalidArgument,
             "x-amz-object-lock-retain-until-date and x-amz-object-lock-mode must both be supplied"
-        )),
+        ))
+        }
     };
     let legal_hold = match legal_hold.map(ObjectLockLegalHoldStatus::as_str) {
         None => None,
@@ -110,8 +112,14 @@ pub(crate) fn put_request(
 ) -> S3Result<LockRequest> {
     Ok(LockRequest {
         explicit: from_headers(mode, until, legal_hold, now_ms())?,
-        integrity_checked: sums.content_md5.is_some() || sums.expected.is_some() || sums.in_trailer,
+        integrity_checked: integrity_checked(sums),
     })
+}
+
+/// Whether a write carries `Content-MD5` or an `x-amz-checksum-*` value (header or trailer),
+/// which AWS requires of writes that will be locked.
+pub(crate) fn integrity_checked(sums: &ChecksumRequest) -> bool {
+    sums.content_md5.is_some() || sums.expected.is_some() || sums.in_trailer
 }
 
 /// The lock headers of GET/HEAD for `record`: mode, retain-until date, legal hold.

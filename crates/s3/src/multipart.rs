@@ -80,7 +80,12 @@ pub(crate) async fn upload_part(
         ));
     }
     let sums = checksum::parse_request(&req.headers)?;
+    let lock = cairn_object::LockRequest {
+        explicit: None,
+        integrity_checked: crate::lock::integrity_checked(&sums),
+    };
     let opts = PutOptions {
+        lock,
         content_length,
         checksum_algo: sums.algo,
         verify: checksum::verifier(sums, req.trailing_headers),

@@ -5,7 +5,7 @@
 //! or weakens it; this file only picks the commands and their time.
 
 use cairn_meta::lock::{BucketLock, LockChange, VersionLock};
-use cairn_meta::model::{BucketRecord, Versioning, WriteConsistency};
+use cairn_meta::model::{BucketRecord, UploadRecord, Versioning, WriteConsistency};
 use cairn_meta::placement::SYSTEM_GROUP;
 use cairn_meta::versions::VersionEntry;
 use cairn_meta::Command;
@@ -50,6 +50,15 @@ pub(crate) fn version_lock(
         legal_hold: explicit.is_some_and(|l| l.legal_hold),
     };
     Ok((lock != VersionLock::default()).then_some(lock))
+}
+
+/// Whether the object `upload` completes into will be locked: it was created with lock headers,
+/// or the bucket has a default retention.
+pub(crate) fn upload_locked(bucket: &BucketRecord, upload: &UploadRecord) -> bool {
+    upload.lock.is_some()
+        || bucket
+            .object_lock
+            .is_some_and(|l| l.default_retention.is_some())
 }
 
 impl ObjectService {
