@@ -80,6 +80,7 @@ fn record(version: &str, chunks: &[(ChunkId, Bytes)]) -> ObjectRecord {
                 .collect(),
         ),
         encryption: None,
+        lock: None,
     }
 }
 
@@ -140,6 +141,8 @@ async fn intent_keeps_a_chunk_until_the_commits_reference_replaces_it() {
         Command::DeleteObject {
             bucket: "b".into(),
             key: "k".into(),
+            at_ms: 0,
+            bypass_governance: false,
         },
     )
     .await

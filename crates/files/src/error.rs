@@ -77,6 +77,10 @@ pub(crate) fn to_status(err: ObjectError, t: Target<'_>) -> Status {
         | ObjectError::CustomerKeyNotApplicable) => Status::permission_denied(format!(
             "{t}: {e} (SSE-C objects are readable through S3 only)"
         )),
+        e @ ObjectError::ObjectLocked(_) => Status::permission_denied(format!("{t}: {e}")),
+        e @ (ObjectError::InvalidBucketState(_) | ObjectError::MethodNotAllowed) => {
+            Status::failed_precondition(format!("{t}: {e}"))
+        }
         ObjectError::DataLoss(msg) => {
             tracing::error!(target = %t, error = %msg, "data loss while serving a file");
             Status::data_loss(format!("stored data of {t} is corrupt or missing: {msg}"))

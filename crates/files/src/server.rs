@@ -535,6 +535,12 @@ impl FileService for FileServer {
                 },
                 content_length: header.size,
                 verify: Some(verify),
+                // S3 asks locked writes for Content-MD5/x-amz-checksum; that is an S3 API
+                // rule, not one of FileService (the bucket's default retention still applies).
+                lock: cairn_object::LockRequest {
+                    explicit: None,
+                    integrity_checked: true,
+                },
                 ..PutOptions::default()
             };
             let record = objects

@@ -119,9 +119,19 @@ pub enum Command {
         record: ObjectRecord,
         condition: Condition,
     },
+    /// Removes the current version of `bucket/key` (a bucket that never versioned). Refused
+    /// with `ObjectLocked` while object lock protects it at `at_ms` (`crate::lock`).
     DeleteObject {
         bucket: String,
         key: String,
+        /// When the delete was asked (unix ms): object lock compares retention against it, so
+        /// every replica decides the same. Appended with a default (older logs: 0).
+        #[serde(default)]
+        at_ms: i64,
+        /// The request bypasses GOVERNANCE retention (and may: the front end checked the
+        /// `s3:BypassGovernanceRetention` permission). Appended with a default.
+        #[serde(default)]
+        bypass_governance: bool,
     },
     CreateUpload {
         record: UploadRecord,
@@ -339,11 +349,38 @@ pub enum Command {
     },
     /// Applied in an object's partition: removes version `version_id` (as S3 shows it: an id
     /// or `null`) of `bucket/key` for good; the next newest becomes current when it is an
-    /// object. Answers `Response::DeletedVersion`.
+    /// object. Answers `Response::DeletedVersion`. Refused with `ObjectLocked` while object
+    /// lock protects the version at `at_ms` (`crate::lock`).
     DeleteVersion {
         bucket: String,
         key: String,
         version_id: String,
+        /// When the delete was asked (unix ms), as in `DeleteObject`. Appended with a default.
+        #[serde(default)]
+        at_ms: i64,
+        /// As in `DeleteObject`. Appended with a default.
+        #[serde(default)]
+        bypass_governance: bool,
+    },
+
+    // ---- S3 object lock (appended; see `crate::lock`) ----
+    /// System group: enables object lock on bucket `name` (or replaces its default rule).
+    /// Refused with `InvalidBucketState` unless the bucket's versioning is Enabled.
+    SetBucketObjectLock {
+        name: String,
+        lock: crate::lock::BucketLock,
+    },
+    /// Applied in an object's partition: changes the retention or legal hold of version
+    /// `version_id` (None: the current version) of `bucket/key` in place. A retention change
+    /// is refused with `ObjectLocked` when it would weaken an active retention at `at_ms`
+    /// (GOVERNANCE may be weakened with `bypass_governance`, COMPLIANCE never).
+    SetObjectLock {
+        bucket: String,
+        key: String,
+        version_id: Option<String>,
+        change: crate::lock::LockChange,
+        bypass_governance: bool,
+        at_ms: i64,
     },
 }
 
@@ -415,6 +452,18 @@ pub enum CommandError {
     /// between nodes, older nodes number the variants above).
     #[error("key does not exist")]
     NoSuchKey,
+    /// A bucket setting that the bucket's state does not allow (object lock without
+    /// versioning, suspending versioning under object lock): S3's 409 InvalidBucketState.
+    #[error("{0}")]
+    InvalidBucketState(String),
+    /// Object lock protects the version (S3's 403 AccessDenied).
+    #[error("{0}")]
+    ObjectLocked(String),
+    #[error("version does not exist")]
+    NoSuchVersion,
+    /// The version named is a delete marker (S3's 405 MethodNotAllowed).
+    #[error("the version is a delete marker")]
+    MethodNotAllowed,
 }
 
 /// The result of applying one command.
@@ -449,6 +498,7 @@ mod tests {
             parts: None,
             data: ObjectData::Inline(vec![0]),
             encryption: None,
+            lock: None,
         }
     }
 

@@ -8,6 +8,7 @@ pub mod config_doc;
 mod config_table;
 mod key_table;
 pub mod keys;
+pub mod lock;
 pub mod model;
 pub mod placement;
 pub mod query;

@@ -139,6 +139,10 @@ pub struct ObjectRecord {
     /// written before encryption existed read as plaintext.
     #[serde(default)]
     pub encryption: Option<ObjectEncryption>,
+    /// Object lock on this version: retention and legal hold (None: never locked). Appended
+    /// with a default, so records written before object lock existed read as unlocked.
+    #[serde(default)]
+    pub lock: Option<crate::lock::VersionLock>,
 }
 
 /// Which server-side encryption protects an object, as S3 names it.
@@ -196,6 +200,10 @@ pub struct BucketRecord {
     /// bucket lookup it already makes.
     #[serde(default)]
     pub versioning: Option<Versioning>,
+    /// S3 object lock (None: not enabled; once enabled never removed). Appended with a
+    /// default; on the record so a PUT learns the default retention from its bucket lookup.
+    #[serde(default)]
+    pub object_lock: Option<crate::lock::BucketLock>,
 }
 
 /// How many replicas of a chunk must be durable before a write is acknowledged.
@@ -248,6 +256,10 @@ pub struct UploadRecord {
     /// created before checksum types, which reads as composite). Appended with a default.
     #[serde(default)]
     pub checksum_kind: Option<ChecksumKind>,
+    /// Object lock headers of CreateMultipartUpload, applied to the object at completion
+    /// (with the bucket's default retention for what they leave out). Appended with a default.
+    #[serde(default)]
+    pub lock: Option<crate::lock::VersionLock>,
 }
 
 /// The two multipart checksum types of S3 (`x-amz-checksum-type`).

@@ -456,6 +456,17 @@ impl MetaStore {
                     return Ok(Response::Refused(refusal));
                 }
                 drop(objects);
+                if let Err(e) = self.check_null_replace(
+                    txn,
+                    group,
+                    bucket,
+                    key,
+                    old.as_ref(),
+                    record.versioned,
+                    record.last_modified_ms,
+                )? {
+                    return Ok(Response::Refused(e));
+                }
                 // A first count must see the state before this apply (supersede's deltas).
                 self.count_usage_once(txn, group)?;
                 let mut objects = txn.open_table(OBJECTS)?;
@@ -478,9 +489,22 @@ impl MetaStore {
                 self.push_outbox(txn, group, ops)?;
                 Ok(Response::Done)
             }
-            Command::DeleteObject { bucket, key } => {
+            Command::DeleteObject {
+                bucket,
+                key,
+                at_ms,
+                bypass_governance,
+            } => {
                 let mut objects = txn.open_table(OBJECTS)?;
                 let k = keys::object(group, bucket, key);
+                // Object lock: a protected current version is refused before anything changes.
+                if let Some(v) = objects.get(k.as_slice())? {
+                    let current: ObjectRecord = decode(v.value())?;
+                    if let Err(e) = crate::lock::check_removal(&current, *at_ms, *bypass_governance)
+                    {
+                        return Ok(Response::Refused(e));
+                    }
+                }
                 let old: Option<ObjectRecord> = match objects.remove(k.as_slice())? {
                     Some(v) => Some(decode(v.value())?),
                     None => None,
@@ -574,6 +598,17 @@ impl MetaStore {
                     return Ok(Response::Refused(refusal));
                 }
                 drop(objects);
+                if let Err(e) = self.check_null_replace(
+                    txn,
+                    group,
+                    bucket,
+                    key,
+                    old.as_ref(),
+                    record.versioned,
+                    record.last_modified_ms,
+                )? {
+                    return Ok(Response::Refused(e));
+                }
                 // A first count must see the state before this apply (supersede's deltas).
                 self.count_usage_once(txn, group)?;
                 let mut objects = txn.open_table(OBJECTS)?;
@@ -661,6 +696,9 @@ impl MetaStore {
             Command::SetBucketVersioning { .. }
             | Command::PutDeleteMarker { .. }
             | Command::DeleteVersion { .. } => self.apply_versioning(txn, group, cmd),
+            Command::SetBucketObjectLock { .. } | Command::SetObjectLock { .. } => {
+                self.apply_lock(txn, group, cmd)
+            }
             Command::SetRootKey { .. }
             | Command::CreateAccessKey { .. }
             | Command::UpdateAccessKey { .. }

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::{Command, CommandError, RefOp, Response};
 use crate::keys;
-use crate::model::{BucketRecord, ObjectData, ObjectRecord};
+use crate::model::{BucketRecord, ObjectData, ObjectRecord, Versioning};
 use crate::store::{decode, encode, encode_named, object_owner, MetaStore, BUCKETS, OBJECTS};
 use crate::MetaError;
 
@@ -492,6 +492,75 @@ impl MetaStore {
         Ok(())
     }
 
+    /// Version `version_id` (as S3 shows it) of `bucket/key` as seen inside `txn`.
+    pub(crate) fn version_in(
+        &self,
+        txn: &WriteTransaction,
+        group: u64,
+        bucket: &str,
+        key: &str,
+        version_id: &str,
+    ) -> Result<Option<VersionEntry>, MetaError> {
+        let objects = txn.open_table(OBJECTS)?;
+        if let Some(v) = objects.get(keys::object(group, bucket, key).as_slice())? {
+            let r: ObjectRecord = decode(v.value())?;
+            if r.version_id() == version_id {
+                return Ok(Some(VersionEntry::Object(r)));
+            }
+        }
+        drop(objects);
+        let t = txn.open_table(VERSIONS)?;
+        if version_id == NULL_VERSION {
+            return Ok(find_null(&t, &key_prefix(group, bucket, key))?.map(|(_, e)| e));
+        }
+        let found = match t.get(version_key(group, bucket, key, version_id).as_slice())? {
+            Some(v) => Some(read_row(v.value())?).filter(|e| e.version_id() == version_id),
+            None => None,
+        };
+        Ok(found)
+    }
+
+    /// The newest noncurrent entry of `bucket/key` as seen inside `txn`.
+    pub(crate) fn first_version_in(
+        &self,
+        txn: &WriteTransaction,
+        group: u64,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<VersionEntry>, MetaError> {
+        let t = txn.open_table(VERSIONS)?;
+        Ok(first_version(&t, &key_prefix(group, bucket, key))?.map(|(_, e)| e))
+    }
+
+    /// Rewrites `record` (same internal version) where it lives: the current row of
+    /// `bucket/key` or its noncurrent row. Data, references and usage are unchanged.
+    pub(crate) fn replace_version(
+        &self,
+        txn: &WriteTransaction,
+        group: u64,
+        bucket: &str,
+        key: &str,
+        record: &ObjectRecord,
+    ) -> Result<(), MetaError> {
+        let mut objects = txn.open_table(OBJECTS)?;
+        let ok = keys::object(group, bucket, key);
+        let is_current = match objects.get(ok.as_slice())? {
+            Some(v) => decode::<ObjectRecord>(v.value())?.version == record.version,
+            None => false,
+        };
+        if is_current {
+            objects.insert(ok.as_slice(), encode(record)?.as_slice())?;
+            return Ok(());
+        }
+        drop(objects);
+        let mut t = txn.open_table(VERSIONS)?;
+        t.insert(
+            version_key(group, bucket, key, &record.version).as_slice(),
+            write_row(&VersionEntry::Object(record.clone()))?.as_slice(),
+        )?;
+        Ok(())
+    }
+
     /// Applies the versioning commands (`SetBucketVersioning`, `PutDeleteMarker`,
     /// `DeleteVersion`).
     pub(crate) fn apply_versioning(
@@ -508,6 +577,13 @@ impl MetaStore {
                     Some(v) => decode(v.value())?,
                     None => return Ok(Response::Refused(CommandError::NoSuchBucket)),
                 };
+                // Object lock needs versioning on for good (checked here so no lock change
+                // can race the suspension).
+                if rec.object_lock.is_some() && *state != Versioning::Enabled {
+                    return Ok(Response::Refused(CommandError::InvalidBucketState(
+                        "An Object Lock configuration is present on this bucket, so the versioning state cannot be changed.".into(),
+                    )));
+                }
                 rec.versioning = Some(*state);
                 t.insert(k.as_slice(), encode(&rec)?.as_slice())?;
                 drop(t);
@@ -519,6 +595,26 @@ impl MetaStore {
                 key,
                 marker,
             } => {
+                let current = {
+                    let objects = txn.open_table(OBJECTS)?;
+                    let v = objects.get(keys::object(group, bucket, key).as_slice())?;
+                    match v {
+                        Some(v) => Some(decode::<ObjectRecord>(v.value())?),
+                        None => None,
+                    }
+                };
+                // A `null` marker replaces the `null` version: not while that one is locked.
+                if let Err(e) = self.check_null_replace(
+                    txn,
+                    group,
+                    bucket,
+                    key,
+                    current.as_ref(),
+                    marker.versioned,
+                    marker.last_modified_ms,
+                )? {
+                    return Ok(Response::Refused(e));
+                }
                 self.count_usage_once(txn, group)?;
                 let mut objects = txn.open_table(OBJECTS)?;
                 let old: Option<ObjectRecord> =
@@ -541,7 +637,18 @@ impl MetaStore {
                 bucket,
                 key,
                 version_id,
+                at_ms,
+                bypass_governance,
             } => {
+                // Object lock: a protected version is refused before anything changes. Every
+                // removal of a version (S3, lifecycle) comes through here.
+                if let Some(VersionEntry::Object(r)) =
+                    self.version_in(txn, group, bucket, key, version_id)?
+                {
+                    if let Err(e) = crate::lock::check_removal(&r, *at_ms, *bypass_governance) {
+                        return Ok(Response::Refused(e));
+                    }
+                }
                 self.count_usage_once(txn, group)?;
                 let mut objects = txn.open_table(OBJECTS)?;
                 let ok = keys::object(group, bucket, key);

@@ -23,6 +23,7 @@ fn record(version: &str, etag: &str) -> ObjectRecord {
         parts: None,
         data: ObjectData::Inline(vec![1]),
         encryption: None,
+        lock: None,
     }
 }
 
@@ -117,6 +118,7 @@ fn complete_conditions_are_checked_in_the_apply_and_keep_the_upload() {
         headers: ObjectHeaders::default(),
         checksum_algo: None,
         checksum_kind: None,
+        lock: None,
     };
     assert_eq!(
         sm.apply(Command::CreateUpload { record: upload }),

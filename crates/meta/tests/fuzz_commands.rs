@@ -62,6 +62,7 @@ fn record() -> impl Strategy<Value = ObjectRecord> {
                 parts,
                 data,
                 encryption: None,
+                lock: None,
             },
         )
 }
@@ -79,6 +80,7 @@ fn command() -> impl Strategy<Value = Command> {
         (name(), any::<i64>()).prop_map(|(name, created_ms)| Command::CreateBucket {
             record: BucketRecord {
                 versioning: None,
+                object_lock: None,
                 name,
                 created_ms,
                 write_consistency: None,
@@ -127,7 +129,12 @@ fn command() -> impl Strategy<Value = Command> {
                 condition,
             }
         }),
-        (name(), name()).prop_map(|(bucket, key)| Command::DeleteObject { bucket, key }),
+        (name(), name()).prop_map(|(bucket, key)| Command::DeleteObject {
+            bucket,
+            key,
+            at_ms: 0,
+            bypass_governance: false
+        }),
         (name(), name(), name(), any::<i64>()).prop_map(
             |(upload_id, bucket, key, initiated_ms)| {
                 Command::CreateUpload {
@@ -139,6 +146,7 @@ fn command() -> impl Strategy<Value = Command> {
                         headers: ObjectHeaders::default(),
                         checksum_algo: None,
                         checksum_kind: None,
+                        lock: None,
                     },
                 }
             }

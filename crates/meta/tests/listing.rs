@@ -21,6 +21,7 @@ fn tiny_record() -> ObjectRecord {
         parts: None,
         data: ObjectData::Inline(vec![1]),
         encryption: None,
+        lock: None,
     }
 }
 
@@ -204,6 +205,7 @@ fn catalog_changes_are_audited_but_heartbeats_are_not() {
         Command::CreateBucket {
             record: BucketRecord {
                 versioning: None,
+                object_lock: None,
                 name: "photos".into(),
                 created_ms: 7,
                 write_consistency: None,

@@ -48,6 +48,7 @@ fn record(version: &str, tags: Vec<Tag>) -> ObjectRecord {
         parts: None,
         data: ObjectData::Inline(b"abc".to_vec()),
         encryption: None,
+        lock: None,
     }
 }
 
@@ -141,6 +142,8 @@ fn object_tags_change_in_place_and_go_with_the_object() {
         Command::DeleteObject {
             bucket: "b".into(),
             key: "k".into(),
+            at_ms: 0,
+            bypass_governance: false,
         },
     );
     assert_eq!(
@@ -169,6 +172,7 @@ fn bucket_settings_live_and_die_with_the_bucket() {
     let create = Command::CreateBucket {
         record: BucketRecord {
             versioning: None,
+            object_lock: None,
             name: "b".into(),
             created_ms: 1,
             write_consistency: None,
@@ -265,6 +269,7 @@ fn policy_block_and_ownership_are_bucket_settings() {
             write_consistency: None,
             owner: None,
             versioning: None,
+            object_lock: None,
         },
     };
     apply(&db, &meta, SYSTEM, create.clone());

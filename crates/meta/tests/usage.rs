@@ -23,6 +23,7 @@ fn record(size: u64, version: &str) -> ObjectRecord {
         parts: None,
         data: ObjectData::Inline(Vec::new()),
         encryption: None,
+        lock: None,
     }
 }
 
@@ -102,7 +103,7 @@ proptest! {
                 }
                 Op::Delete { bucket, key } => {
                     let (b, k) = (format!("b{bucket}"), format!("k{key}"));
-                    apply(&db, &meta, 1, Command::DeleteObject { bucket: b.clone(), key: k.clone() });
+                    apply(&db, &meta, 1, Command::DeleteObject { bucket: b.clone(), key: k.clone(), at_ms: 0, bypass_governance: false });
                     model.remove(&(b, k));
                 }
                 Op::Multipart { bucket, key, size } => {
@@ -110,7 +111,7 @@ proptest! {
                     let upload_id = format!("u{i}");
                     apply(&db, &meta, 1, Command::CreateUpload { record: UploadRecord {
                         bucket: b.clone(), key: k.clone(), upload_id: upload_id.clone(),
-                        initiated_ms: 0, headers: ObjectHeaders::default(), checksum_algo: None, checksum_kind: None,
+                        initiated_ms: 0, headers: ObjectHeaders::default(), checksum_algo: None, checksum_kind: None, lock: None,
                     }});
                     apply(&db, &meta, 1, Command::CompleteUpload {
                         bucket: b.clone(), key: k.clone(), upload_id, parts: vec![],

@@ -29,6 +29,7 @@ fn apply(db: &redb::Database, meta: &MetaStore, cmd: Command) -> Response {
 fn record(t: u64, versioned: bool) -> ObjectRecord {
     ObjectRecord {
         encryption: None,
+        lock: None,
         part_checksums: None,
         version: encode_version_id(t, 7),
         size: 100 + t,
@@ -79,6 +80,8 @@ fn delete_version(db: &redb::Database, meta: &MetaStore, key: &str, id: &str) ->
             bucket: "b".into(),
             key: key.into(),
             version_id: id.into(),
+            at_ms: 0,
+            bypass_governance: false,
         },
     )
 }

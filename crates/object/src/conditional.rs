@@ -90,6 +90,7 @@ mod tests {
             parts: None,
             data: ObjectData::Inline(Vec::new()),
             encryption: None,
+            lock: None,
         }
     }
 

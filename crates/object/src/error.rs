@@ -68,4 +68,14 @@ pub enum ObjectError {
     /// SSE-C headers on an object that is not SSE-C encrypted.
     #[error("the encryption parameters are not applicable to this object")]
     CustomerKeyNotApplicable,
+    /// A bucket setting the bucket's state does not allow (object lock without versioning,
+    /// suspending versioning under object lock): S3's 409 InvalidBucketState.
+    #[error("invalid bucket state: {0}")]
+    InvalidBucketState(String),
+    /// Object lock protects the version from this change or removal (S3's 403 AccessDenied).
+    #[error("object locked: {0}")]
+    ObjectLocked(String),
+    /// The version named is a delete marker, which this operation cannot act on (S3's 405).
+    #[error("the version is a delete marker")]
+    MethodNotAllowed,
 }

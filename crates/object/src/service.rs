@@ -25,9 +25,11 @@ pub use encryption::SseRequest;
 use encryption::{encryption_etag, sse_error};
 
 mod encryption;
+mod lock;
 mod settings;
 mod versions;
 
+pub use lock::LockRequest;
 pub use versions::DeleteOutcome;
 
 /// S3's limit for a single PUT, a part, and a copy source.
@@ -70,6 +72,9 @@ pub struct PutOptions {
     pub write_consistency: Option<WriteConsistency>,
     /// Server-side encryption to apply (None: store plaintext).
     pub encryption: Option<SseRequest>,
+    /// Object lock headers of a PutObject (UploadPart reads only `integrity_checked`: an
+    /// upload's lock is given at its creation).
+    pub lock: LockRequest,
 }
 
 impl Default for PutOptions {
@@ -82,6 +87,7 @@ impl Default for PutOptions {
             verify: None,
             write_consistency: None,
             encryption: None,
+            lock: LockRequest::default(),
         }
     }
 }
@@ -223,6 +229,10 @@ fn refused(e: CommandError) -> ObjectError {
         CommandError::PreconditionFailed => ObjectError::PreconditionFailed,
         CommandError::NoSuchKey => ObjectError::NoSuchKey,
         CommandError::InvalidPart(m) => ObjectError::InvalidPart(m),
+        CommandError::InvalidBucketState(m) => ObjectError::InvalidBucketState(m),
+        CommandError::ObjectLocked(m) => ObjectError::ObjectLocked(m),
+        CommandError::NoSuchVersion => ObjectError::NoSuchVersion,
+        CommandError::MethodNotAllowed => ObjectError::MethodNotAllowed,
         other => ObjectError::Storage(format!("unexpected refusal: {other}")),
     }
 }
@@ -407,6 +417,7 @@ impl ObjectService {
             created_ms: now_ms(),
             write_consistency,
             owner: owner.map(str::to_string),
+            object_lock: None,
         };
         self.propose_ok(
             SYSTEM_GROUP,
@@ -701,6 +712,18 @@ impl ObjectService {
             Ok(s) => s,
             Err(e) => return Err(drain_then(body, e).await),
         };
+        // Object lock: the version's lock is settled (and refused) before any byte is stored.
+        let lock_at = now_ms();
+        let lock = match lock::version_lock(&bucket_record, opts.lock.explicit.as_ref(), lock_at) {
+            Ok(Some(_)) if !opts.lock.integrity_checked => Err(ObjectError::InvalidRequest(
+                "Content-MD5 OR x-amz-checksum- HTTP header is required for Put Object requests with Object Lock parameters".into(),
+            )),
+            other => other,
+        };
+        let lock = match lock {
+            Ok(l) => l,
+            Err(e) => return Err(drain_then(body, e).await),
+        };
         let inline = self.inner.config.inline_threshold;
         let consistency = opts.write_consistency.or(bucket_record.write_consistency);
         let (sealer, encryption) = match self.start_encryption(opts.encryption.as_ref()) {
@@ -735,6 +758,7 @@ impl ObjectService {
             parts: None,
             data: ingested.data.clone(),
             encryption: encryption.map(|(e, _)| e),
+            lock,
         };
         let cmd = Command::PutObject {
             bucket: bucket.to_string(),
@@ -835,6 +859,8 @@ impl ObjectService {
         let cmd = Command::DeleteObject {
             bucket: bucket.to_string(),
             key: key.to_string(),
+            at_ms: now_ms(),
+            bypass_governance: false,
         };
         self.propose_ok(self.group_of(bucket), cmd).await?;
         Ok(())
@@ -855,8 +881,12 @@ impl ObjectService {
         dst_key: &str,
         headers: ObjectHeaders,
         precondition: Precondition,
+        lock: Option<cairn_meta::lock::VersionLock>,
     ) -> Result<ObjectRecord, ObjectError> {
         let dst_record = self.head_bucket(dst_bucket).await?;
+        // The copy is a new version: its lock comes from this request and the destination
+        // bucket, never from the source.
+        let lock = lock::version_lock(&dst_record, lock.as_ref(), now_ms())?;
         let start = self
             .condition_at_start(dst_bucket, dst_key, &precondition)
             .await?;
@@ -882,6 +912,7 @@ impl ObjectService {
             version: new_version(),
             last_modified_ms: now_ms(),
             headers,
+            lock,
             ..src.clone()
         };
         let cmd = Command::PutObject {
@@ -992,8 +1023,27 @@ impl ObjectService {
         checksum_algo: Option<ChecksumAlgo>,
         checksum_kind: Option<ChecksumKind>,
     ) -> Result<UploadRecord, ObjectError> {
+        self.create_multipart_locked(bucket, key, headers, checksum_algo, checksum_kind, None)
+            .await
+    }
+
+    /// Starts a multipart upload whose object gets the object lock `lock` (the request's lock
+    /// headers; the bucket's default retention fills in at completion). `InvalidRequest` when
+    /// `lock` names a bucket without object lock.
+    pub async fn create_multipart_locked(
+        &self,
+        bucket: &str,
+        key: &str,
+        headers: ObjectHeaders,
+        checksum_algo: Option<ChecksumAlgo>,
+        checksum_kind: Option<ChecksumKind>,
+        lock: Option<cairn_meta::lock::VersionLock>,
+    ) -> Result<UploadRecord, ObjectError> {
         let checksum_kind = mpu_checksum::upload_kind(checksum_algo, checksum_kind)?;
-        self.head_bucket(bucket).await?;
+        let b = self.head_bucket(bucket).await?;
+        if lock.is_some() && b.object_lock.is_none() {
+            return Err(lock::missing_lock_configuration());
+        }
         let record = UploadRecord {
             upload_id: new_version(),
             bucket: bucket.to_string(),
@@ -1002,6 +1052,7 @@ impl ObjectService {
             headers,
             checksum_algo,
             checksum_kind,
+            lock,
         };
         self.propose_ok(
             self.group_of(bucket),
@@ -1060,6 +1111,13 @@ impl ObjectService {
             Ok(found) => found,
             Err(e) => return Err(drain_then(body, e).await),
         };
+        // As AWS: a part of an object that will be locked needs an integrity header.
+        if lock::upload_locked(&bucket_record, &upload) && !opts.lock.integrity_checked {
+            let e = ObjectError::InvalidRequest(
+                "Content-MD5 OR x-amz-checksum- HTTP header is required for Put Part requests with Object Lock parameters".into(),
+            );
+            return Err(drain_then(body, e).await);
+        }
         // A checksummed upload checksums every part with its algorithm, whether or not the
         // client sent one; a part checksummed with another algorithm is refused (as AWS).
         let checksum_algo = match (upload.checksum_algo, opts.checksum_algo) {
@@ -1264,7 +1322,9 @@ impl ObjectService {
         for p in &chosen {
             chunks.extend_from_slice(p.data.chunks());
         }
-        let versioned = versioned(&self.head_bucket(bucket).await?);
+        let bucket_record = self.head_bucket(bucket).await?;
+        let versioned = versioned(&bucket_record);
+        let lock = lock::version_lock(&bucket_record, upload.lock.as_ref(), now_ms())?;
         let record = ObjectRecord {
             versioned,
             // The upload id names the version (an upload completes at most once, and ids are
@@ -1279,6 +1339,7 @@ impl ObjectService {
             parts: Some(chosen.iter().map(|p| p.size).collect()),
             data: ObjectData::Chunks(chunks),
             encryption: None,
+            lock,
         };
         let cmd = Command::CompleteUpload {
             bucket: bucket.to_string(),

@@ -274,6 +274,7 @@ async fn multipart_and_gc_keep_exactly_the_live_chunks() {
         "copy",
         Default::default(),
         Precondition::None,
+        None,
     )
     .await
     .unwrap();

@@ -45,6 +45,7 @@ fn bucket(name: &str) -> Command {
     Command::CreateBucket {
         record: BucketRecord {
             versioning: None,
+            object_lock: None,
             name: name.into(),
             created_ms: 1,
             write_consistency: None,

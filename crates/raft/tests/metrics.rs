@@ -43,6 +43,7 @@ async fn a_single_node_reports_its_groups_proposals_and_snapshots() {
         let cmd = Command::CreateBucket {
             record: BucketRecord {
                 versioning: None,
+                object_lock: None,
                 name: format!("b{i:03}"),
                 created_ms: 1,
                 write_consistency: None,

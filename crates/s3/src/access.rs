@@ -336,7 +336,10 @@ impl<A: S3Access> S3Access for KeyAccess<A> {
         let Some(keys) = &self.keys else {
             // Only the configured root key can have signed: it may do everything.
             return match cx.credentials() {
-                Some(_) => Ok(()),
+                Some(_) => {
+                    cx.extensions_mut().insert(crate::lock::BypassAllowed(true));
+                    Ok(())
+                }
                 None => Err(s3_error!(AccessDenied, "Signature is required")),
             };
         };
@@ -409,6 +412,32 @@ impl<A: S3Access> S3Access for KeyAccess<A> {
             &context,
         )
         .await?;
+        // Object lock: a request that asks to bypass GOVERNANCE retention learns here whether
+        // it may (`s3:BypassGovernanceRetention`: root, the bucket's owner or an owner grant,
+        // or a policy Allow; a policy Deny wins). Not refused here: AWS refuses only when a
+        // GOVERNANCE-locked version is actually in the way, which the state machine decides.
+        if matches!(op, "DeleteObject" | "DeleteObjects" | "PutObjectRetention")
+            && cx
+                .headers()
+                .get("x-amz-bypass-governance-retention")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+        {
+            let allowed = self
+                .decide(
+                    key.as_deref(),
+                    &access,
+                    &bucket,
+                    object.as_deref(),
+                    "s3:BypassGovernanceRetention",
+                    Permission::Owner,
+                    &context,
+                )
+                .await
+                .is_ok();
+            cx.extensions_mut()
+                .insert(crate::lock::BypassAllowed(allowed));
+        }
         if matches!(op, "CopyObject" | "UploadPartCopy") {
             if let Some(header) = copy_source {
                 if let Some(src) = copy_source_bucket(&header) {

@@ -223,6 +223,7 @@ mod tests {
     fn record(parts: Option<Vec<u64>>, sums: Option<Vec<String>>) -> ObjectRecord {
         ObjectRecord {
             encryption: None,
+            lock: None,
             versioned: false,
             version: "v".into(),
             size: parts.as_ref().map_or(3, |p| p.iter().sum()),

@@ -40,10 +40,18 @@ pub(crate) async fn create_bucket(
     check_location(constraint, s3.region())?;
     check_reserved_name(&input.bucket)?;
     let write_consistency = consistency::write(&req.headers)?;
-    s3.objects()
-        .create_bucket_owned(&input.bucket, write_consistency, owner.as_deref())
-        .await
-        .s3()?;
+    // `x-amz-bucket-object-lock-enabled: true`: lock on from the start (versioning Enabled).
+    if input.object_lock_enabled_for_bucket == Some(true) {
+        s3.objects()
+            .create_bucket_with_lock(&input.bucket, write_consistency, owner.as_deref())
+            .await
+            .s3()?;
+    } else {
+        s3.objects()
+            .create_bucket_owned(&input.bucket, write_consistency, owner.as_deref())
+            .await
+            .s3()?;
+    }
     let output = CreateBucketOutput {
         location: Some(format!("/{}", input.bucket)),
     };

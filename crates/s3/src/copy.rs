@@ -157,6 +157,12 @@ pub(crate) async fn copy_object(
         }
         .into_stored()?,
     };
+    let lock = crate::lock::from_headers(
+        input.object_lock_mode.as_ref(),
+        input.object_lock_retain_until_date.as_ref(),
+        input.object_lock_legal_hold_status.as_ref(),
+        crate::lock::now_ms(),
+    )?;
     let headers = crate::tagging::with_copy_tags(
         headers,
         input.tagging_directive.as_ref(),
@@ -173,6 +179,7 @@ pub(crate) async fn copy_object(
             &input.key,
             headers,
             precondition,
+            lock,
         )
         .await
         .s3()?;

@@ -107,6 +107,16 @@ pub(crate) fn to_s3_error(err: ObjectError) -> S3Error {
             InvalidRequest,
             "The encryption parameters are not applicable to this object."
         ),
+        ObjectError::InvalidBucketState(msg) => S3Error::with_message(S3ErrorCode::InvalidBucketState, msg),
+        // AWS answers a delete or retention change refused by object lock with 403 AccessDenied.
+        ObjectError::ObjectLocked(msg) => {
+            tracing::debug!(reason = %msg, "refused by object lock");
+            s3_error!(AccessDenied, "Access Denied because object protected by object lock.")
+        }
+        ObjectError::MethodNotAllowed => s3_error!(
+            MethodNotAllowed,
+            "The specified method is not allowed against this resource."
+        ),
     }
 }
 

@@ -30,6 +30,7 @@ fn record(size: u64, parts: Option<Vec<u64>>) -> ObjectRecord {
         parts,
         data: ObjectData::Inline(Vec::new()),
         encryption: None,
+        lock: None,
     }
 }
 

@@ -1,9 +1,10 @@
 //! Request hygiene, checked on the request head before s3s sees the request (so before any
 //! body byte is read and before the signature is verified):
 //!
-//! - Headers that promise a protection Cairn does not provide (server-side encryption, SSE-C,
-//!   object lock) are `501 NotImplemented`: a client told 200 would believe its data is
-//!   encrypted or locked. ACL headers are checked later, in `access.rs`, against the bucket's
+//! - Headers that promise a protection Cairn does not provide (server-side encryption other
+//!   than SSE-S3/SSE-C on PutObject, object lock headers outside PutObject, CopyObject,
+//!   CreateMultipartUpload and CreateBucket) are `501 NotImplemented`: a client told 200 would
+//!   believe its data is encrypted or locked. ACL headers are checked later, in `access.rs`, against the bucket's
 //!   ownership controls (AccessControlListNotSupported under `BucketOwnerEnforced`).
 //! - (HTML form uploads pass: `post.rs` cuts off an unsigned form's body at its file, so s3s
 //!   never buffers an anonymous file.)
@@ -114,11 +115,8 @@ fn unimplemented_protection(
             || n.starts_with("x-amz-copy-source-server-side-encryption")
         {
             Some("server-side encryption")
-        } else if n.starts_with("x-amz-object-lock-") {
-            Some("object lock")
-        } else if n == "x-amz-bucket-object-lock-enabled" {
-            let v = value.to_str().unwrap_or("").trim();
-            (!v.eq_ignore_ascii_case("false")).then_some("object lock")
+        } else if n.starts_with("x-amz-object-lock-") || n == "x-amz-bucket-object-lock-enabled" {
+            (!lock_implemented(method, uri)).then_some("object lock")
         } else {
             None
         };
@@ -163,6 +161,22 @@ fn sse_implemented(
             customer || (name == "x-amz-server-side-encryption" && value.trim() == "AES256")
         }
         Method::GET | Method::HEAD => customer,
+        _ => false,
+    }
+}
+
+/// Whether object lock headers are ones Cairn implements on this request: a plain PUT
+/// (PutObject, CopyObject, CreateBucket) or CreateMultipartUpload (`POST ?uploads`). Every
+/// other use (UploadPart, ...) stays 501.
+fn lock_implemented(method: &Method, uri: &Uri) -> bool {
+    let query = query_pairs(uri);
+    let signing = |k: &str| k == "x-id" || k.starts_with("X-Amz-") || k.starts_with("x-amz-");
+    match *method {
+        Method::PUT => query.iter().all(|(k, _)| signing(k)),
+        Method::POST => {
+            query.iter().any(|(k, _)| k == "uploads")
+                && query.iter().all(|(k, _)| k == "uploads" || signing(k))
+        }
         _ => false,
     }
 }
@@ -368,13 +382,6 @@ mod tests {
             ("x-amz-server-side-encryption", "aws:kms"),
             ("x-amz-server-side-encryption-aws-kms-key-id", "k"),
             ("x-amz-copy-source-server-side-encryption-customer-key", "k"),
-            ("x-amz-object-lock-mode", "GOVERNANCE"),
-            (
-                "x-amz-object-lock-retain-until-date",
-                "2030-01-01T00:00:00Z",
-            ),
-            ("x-amz-object-lock-legal-hold", "ON"),
-            ("x-amz-bucket-object-lock-enabled", "true"),
         ] {
             let r = check(Method::PUT, "/b/k", &[("authorization", V4), (k, v)]).unwrap_err();
             assert_eq!(r.status, StatusCode::NOT_IMPLEMENTED, "{k}: {v}");
@@ -404,6 +411,26 @@ mod tests {
         }
         let copy = ("x-amz-copy-source", "/b/src");
         assert!(check(Method::PUT, "/b/k", &[("authorization", V4), sse, copy]).is_err());
+    }
+
+    #[test]
+    fn lock_headers_pass_only_where_implemented() {
+        let mode = ("x-amz-object-lock-mode", "GOVERNANCE");
+        let hold = ("x-amz-object-lock-legal-hold", "ON");
+        let enabled = ("x-amz-bucket-object-lock-enabled", "true");
+        // PutObject / CopyObject / CreateBucket, CreateMultipartUpload.
+        assert!(check(Method::PUT, "/b/k", &[("authorization", V4), mode]).is_ok());
+        assert!(check(Method::PUT, "/b", &[("authorization", V4), enabled]).is_ok());
+        assert!(check(Method::POST, "/b/k?uploads", &[("authorization", V4), hold]).is_ok());
+        // UploadPart and anything else: 501.
+        for (method, uri) in [
+            (Method::PUT, "/b/k?uploadId=1&partNumber=1"),
+            (Method::POST, "/b/k?uploadId=1"),
+            (Method::GET, "/b/k"),
+        ] {
+            let r = check(method, uri, &[("authorization", V4), hold]).unwrap_err();
+            assert_eq!(r.status, StatusCode::NOT_IMPLEMENTED, "{uri}");
+        }
     }
 
     #[test]

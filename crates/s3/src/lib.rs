@@ -10,6 +10,7 @@
 //! - `sigv2.rs` — constant-time SigV2 verification ahead of s3s (when SigV2 is enabled).
 //! - `host.rs` — virtual-host-style addressing.
 //! - `bucket.rs`, `object.rs`, `list.rs`, `multipart.rs`, `copy.rs` — the operations.
+//! - `lock.rs` — object lock: bucket configuration, retention, legal hold, lock headers.
 //! - `tagging.rs` — object and bucket tags, `x-amz-tagging` and `x-amz-tagging-count`.
 //! - `cors.rs` — CORS configuration checks and rule matching (pure); `cors_http.rs` — the CORS
 //!   operations, preflight answers and CORS response headers.
@@ -41,6 +42,7 @@ mod guard;
 mod host;
 mod limit;
 mod list;
+mod lock;
 mod metrics;
 mod multipart;
 mod object;
@@ -540,6 +542,50 @@ impl S3 for CairnS3 {
         req: S3Request<PutObjectAclInput>,
     ) -> S3Result<S3Response<PutObjectAclOutput>> {
         policy_http::put_object_acl(self, req).await
+    }
+
+    // ---- object lock ----
+
+    async fn put_object_lock_configuration(
+        &self,
+        req: S3Request<PutObjectLockConfigurationInput>,
+    ) -> S3Result<S3Response<PutObjectLockConfigurationOutput>> {
+        lock::put_object_lock_configuration(self, req).await
+    }
+
+    async fn get_object_lock_configuration(
+        &self,
+        req: S3Request<GetObjectLockConfigurationInput>,
+    ) -> S3Result<S3Response<GetObjectLockConfigurationOutput>> {
+        lock::get_object_lock_configuration(self, req).await
+    }
+
+    async fn put_object_retention(
+        &self,
+        req: S3Request<PutObjectRetentionInput>,
+    ) -> S3Result<S3Response<PutObjectRetentionOutput>> {
+        lock::put_object_retention(self, req).await
+    }
+
+    async fn get_object_retention(
+        &self,
+        req: S3Request<GetObjectRetentionInput>,
+    ) -> S3Result<S3Response<GetObjectRetentionOutput>> {
+        lock::get_object_retention(self, req).await
+    }
+
+    async fn put_object_legal_hold(
+        &self,
+        req: S3Request<PutObjectLegalHoldInput>,
+    ) -> S3Result<S3Response<PutObjectLegalHoldOutput>> {
+        lock::put_object_legal_hold(self, req).await
+    }
+
+    async fn get_object_legal_hold(
+        &self,
+        req: S3Request<GetObjectLegalHoldInput>,
+    ) -> S3Result<S3Response<GetObjectLegalHoldOutput>> {
+        lock::get_object_legal_hold(self, req).await
     }
 }
 

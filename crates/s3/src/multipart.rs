@@ -43,9 +43,15 @@ pub(crate) async fn create_multipart_upload(
     }
     .into_stored()?;
     let headers = crate::tagging::with_header_tags(headers, input.tagging.as_deref())?;
+    let lock = crate::lock::from_headers(
+        input.object_lock_mode.as_ref(),
+        input.object_lock_retain_until_date.as_ref(),
+        input.object_lock_legal_hold_status.as_ref(),
+        crate::lock::now_ms(),
+    )?;
     let upload = s3
         .objects()
-        .create_multipart_typed(&input.bucket, &input.key, headers, algo, kind)
+        .create_multipart_locked(&input.bucket, &input.key, headers, algo, kind, lock)
         .await
         .s3()?;
     let output = CreateMultipartUploadOutput {
@@ -74,7 +80,12 @@ pub(crate) async fn upload_part(
         ));
     }
     let sums = checksum::parse_request(&req.headers)?;
+    let lock = cairn_object::LockRequest {
+        explicit: None,
+        integrity_checked: crate::lock::integrity_checked(&sums),
+    };
     let opts = PutOptions {
+        lock,
         content_length,
         checksum_algo: sums.algo,
         verify: checksum::verifier(sums, req.trailing_headers),

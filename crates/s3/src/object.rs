@@ -402,6 +402,12 @@ pub(crate) async fn put_object(
         input.sse_customer_key_md5.as_deref(),
     )?;
     let encryption = crate::sse::put_request(input.server_side_encryption.as_ref(), customer)?;
+    let lock = crate::lock::put_request(
+        input.object_lock_mode.as_ref(),
+        input.object_lock_retain_until_date.as_ref(),
+        input.object_lock_legal_hold_status.as_ref(),
+        &sums,
+    )?;
     let opts = PutOptions {
         headers,
         content_length,
@@ -410,6 +416,7 @@ pub(crate) async fn put_object(
         verify: checksum::verifier(sums, req.trailing_headers),
         write_consistency: consistency::write(&req.headers)?,
         encryption,
+        lock,
     };
     let record = s3
         .objects()
@@ -594,7 +601,11 @@ pub(crate) async fn get_object(
         .read_object_with_key(&record, range, customer.as_ref());
     let body = StreamingBlob::new(ReadBody::new(stream, len));
     let h = &record.headers;
+    let (lock_mode, lock_until, legal_hold) = crate::lock::read_headers(&record);
     let output = GetObjectOutput {
+        object_lock_mode: lock_mode,
+        object_lock_retain_until_date: lock_until,
+        object_lock_legal_hold_status: legal_hold,
         body: Some(body),
         server_side_encryption: echo.server_side_encryption,
         sse_customer_algorithm: echo.sse_customer_algorithm,
@@ -668,7 +679,11 @@ pub(crate) async fn head_object(
     s3.objects().data_key(&record, customer.as_ref()).s3()?;
     let echo = crate::sse::echo(&record, input.sse_customer_key_md5.as_deref());
     let h = &record.headers;
+    let (lock_mode, lock_until, legal_hold) = crate::lock::read_headers(&record);
     let output = HeadObjectOutput {
+        object_lock_mode: lock_mode,
+        object_lock_retain_until_date: lock_until,
+        object_lock_legal_hold_status: legal_hold,
         server_side_encryption: echo.server_side_encryption,
         sse_customer_algorithm: echo.sse_customer_algorithm,
         sse_customer_key_md5: echo.sse_customer_key_md5,
@@ -710,6 +725,7 @@ pub(crate) async fn delete_object(
     s3: &CairnS3,
     req: S3Request<DeleteObjectInput>,
 ) -> S3Result<S3Response<DeleteObjectOutput>> {
+    let bypass = crate::lock::bypass(req.input.bypass_governance_retention, &req.extensions);
     let input = req.input;
     validate_key(&input.key)?;
     check_version_id(input.version_id.as_deref())?;
@@ -729,7 +745,12 @@ pub(crate) async fn delete_object(
     }
     let done = s3
         .objects()
-        .delete_object_version(&input.bucket, &input.key, input.version_id.as_deref())
+        .delete_object_version(
+            &input.bucket,
+            &input.key,
+            input.version_id.as_deref(),
+            bypass,
+        )
         .await
         .s3()?;
     let output = DeleteObjectOutput {
@@ -747,6 +768,7 @@ pub(crate) async fn delete_objects(
     s3: &CairnS3,
     req: S3Request<DeleteObjectsInput>,
 ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+    let bypass = crate::lock::bypass(req.input.bypass_governance_retention, &req.extensions);
     let input = req.input;
     let objects = input.delete.objects;
     if objects.len() > 1000 {
@@ -767,7 +789,7 @@ pub(crate) async fn delete_objects(
                     validate_key(&obj.key)?;
                     check_version_id(obj.version_id.as_deref())?;
                     s3.objects()
-                        .delete_object_version(bucket, &obj.key, obj.version_id.as_deref())
+                        .delete_object_version(bucket, &obj.key, obj.version_id.as_deref(), bypass)
                         .await
                         .s3()
                 }
@@ -827,6 +849,7 @@ mod tests {
             parts,
             data: ObjectData::Inline(Vec::new()),
             encryption: None,
+            lock: None,
         }
     }
 

@@ -242,6 +242,8 @@ pub(crate) fn action_of(op: &str) -> String {
         "DeleteBucketOwnershipControls" => "PutBucketOwnershipControls",
         "PutBucketLifecycleConfiguration" | "DeleteBucketLifecycle" => "PutLifecycleConfiguration",
         "GetBucketLifecycleConfiguration" => "GetLifecycleConfiguration",
+        "PutObjectLockConfiguration" => "PutBucketObjectLockConfiguration",
+        "GetObjectLockConfiguration" => "GetBucketObjectLockConfiguration",
         other => other,
     };
     format!("s3:{name}")

@@ -72,20 +72,25 @@ impl ObjectService {
 
     /// DELETE as S3 does it: with a version id, removes that version for good; without one,
     /// removes the object (never-versioned bucket) or makes a delete marker (an id'd one when
-    /// Enabled, the `null` one when Suspended).
+    /// Enabled, the `null` one when Suspended). `bypass_governance`: the request may remove a
+    /// version under GOVERNANCE retention (the caller checked the permission).
     pub async fn delete_object_version(
         &self,
         bucket: &str,
         key: &str,
         version_id: Option<&str>,
+        bypass_governance: bool,
     ) -> Result<DeleteOutcome, ObjectError> {
         let b = self.head_bucket(bucket).await?;
         let group = self.group_of(bucket);
         if let Some(v) = version_id {
+            // Object lock may refuse this (`ObjectLocked`): decided in the apply, at `at_ms`.
             let cmd = Command::DeleteVersion {
                 bucket: bucket.to_string(),
                 key: key.to_string(),
                 version_id: v.to_string(),
+                at_ms: now_ms(),
+                bypass_governance,
             };
             let marker = match self.propose_ok(group, cmd).await? {
                 Response::DeletedVersion { marker, .. } => marker,
@@ -102,6 +107,8 @@ impl ObjectService {
                 Command::DeleteObject {
                     bucket: bucket.to_string(),
                     key: key.to_string(),
+                    at_ms: now_ms(),
+                    bypass_governance,
                 },
             )
             .await?;
