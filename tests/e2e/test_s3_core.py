@@ -29,6 +29,7 @@ from e2e_util import (
     chunk_files,
     client_error_code,
     client_error_status,
+    expect_error,
     expected_chunk_ids,
     md5_hex,
     multipart_etag,
@@ -44,14 +45,6 @@ MiB = 1024 * 1024
 PART = 5 * MiB
 # Ports of the three-node cluster of this module (see tests/e2e/README and PLAN.md).
 PORT_SHIFT = 500
-
-
-def expect_error(fn, code, status, **kwargs):
-    with pytest.raises(ClientError) as ei:
-        fn(**kwargs)
-    err = ei.value
-    assert (client_error_code(err), client_error_status(err)) == (code, status), err.response
-    return err
 
 
 def multipart(s3, bucket, key, parts):

@@ -492,8 +492,63 @@ impl MetaStore {
         Ok(())
     }
 
+    /// Applies `SetVersionTags` / `SetObjectAcl`: changes the headers of version `version_id`
+    /// (None: the current one) of `bucket/key` with `change` — the current object when it is
+    /// that version, else its entry in `sm_versions`. Headers change no data, so no reference
+    /// or usage changes.
+    fn update_version_headers(
+        &self,
+        txn: &WriteTransaction,
+        group: u64,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        change: impl FnOnce(&mut crate::model::ObjectHeaders),
+    ) -> Result<Response, MetaError> {
+        let mut objects = txn.open_table(OBJECTS)?;
+        let ok = keys::object(group, bucket, key);
+        let current: Option<ObjectRecord> = match objects.get(ok.as_slice())? {
+            Some(v) => Some(decode(v.value())?),
+            None => None,
+        };
+        if let Some(mut c) = current.filter(|c| version_id.is_none_or(|v| c.version_id() == v)) {
+            change(&mut c.headers);
+            objects.insert(ok.as_slice(), encode(&c)?.as_slice())?;
+            return Ok(Response::Done);
+        }
+        drop(objects);
+        let Some(version_id) = version_id else {
+            return Ok(Response::Refused(CommandError::NoSuchKey));
+        };
+        let mut t = txn.open_table(VERSIONS)?;
+        let found = if version_id == NULL_VERSION {
+            find_null(&t, &key_prefix(group, bucket, key))?
+        } else {
+            let vk = version_key(group, bucket, key, version_id);
+            let e = match t.get(vk.as_slice())? {
+                Some(v) => Some(read_row(v.value())?),
+                None => None,
+            };
+            e.filter(|e| e.version_id() == version_id).map(|e| (vk, e))
+        };
+        match found {
+            None => Ok(Response::Refused(CommandError::NoSuchKey)),
+            Some((_, VersionEntry::Marker(_))) => Ok(Response::Refused(CommandError::Invalid(
+                "a delete marker has no tags or ACL".into(),
+            ))),
+            Some((k, VersionEntry::Object(mut r))) => {
+                change(&mut r.headers);
+                t.insert(
+                    k.as_slice(),
+                    write_row(&VersionEntry::Object(r))?.as_slice(),
+                )?;
+                Ok(Response::Done)
+            }
+        }
+    }
+
     /// Applies the versioning commands (`SetBucketVersioning`, `PutDeleteMarker`,
-    /// `DeleteVersion`).
+    /// `DeleteVersion`, `SetVersionTags`, `SetObjectAcl`).
     pub(crate) fn apply_versioning(
         &self,
         txn: &WriteTransaction,
@@ -590,6 +645,22 @@ impl MetaStore {
                     marker,
                 })
             }
+            Command::SetVersionTags {
+                bucket,
+                key,
+                version_id,
+                tags,
+            } => self.update_version_headers(txn, group, bucket, key, Some(version_id), |h| {
+                h.tags = tags.clone()
+            }),
+            Command::SetObjectAcl {
+                bucket,
+                key,
+                version_id,
+                acl,
+            } => self.update_version_headers(txn, group, bucket, key, version_id.as_deref(), |h| {
+                h.acl = acl.clone()
+            }),
             other => Ok(Response::Refused(CommandError::Invalid(format!(
                 "not a versioning command: {other:?}"
             )))),

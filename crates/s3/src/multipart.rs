@@ -43,6 +43,7 @@ pub(crate) async fn create_multipart_upload(
     }
     .into_stored()?;
     let headers = crate::tagging::with_header_tags(headers, input.tagging.as_deref())?;
+    let headers = crate::acl::with_header_acl(headers, &req.headers, &s3.inner.owner_id)?;
     let upload = s3
         .objects()
         .create_multipart_typed(&input.bucket, &input.key, headers, algo, kind)
