@@ -16,7 +16,6 @@ version-aware policy set through one node and enforced through the others."""
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import time
 
@@ -30,6 +29,7 @@ import cluster_util
 from conftest import make_client
 from e2e_util import REGION, expect_error, unique_name, versioned_bucket
 from test_aws_cli import aws  # noqa: F401  (fixture)
+from test_encryption import ssec as sse_c
 from test_security_keys import create_key, key_client
 
 PORT_SHIFT = 770
@@ -186,7 +186,7 @@ def test_acl_refusals(s3, bucket):
          "InvalidArgument", 400),
         (dict(GrantRead='emailAddress="someone@example.com"'), "UnresolvableGrantByEmailAddress", 400),
         (dict(ACL="public-read", GrantRead=f'uri="{ALL_USERS}"'), "InvalidRequest", 400),
-        (dict(GrantWrite='uri="http://acs.amazonaws.com/groups/s3/LogDelivery"'), "NotImplemented", 501),
+        (dict(GrantReadACP='uri="http://acs.amazonaws.com/groups/s3/LogDelivery"'), "NotImplemented", 501),
         (dict(GrantRead='uri="http://example.com/not-a-group"'), "InvalidArgument", 400),
     ]
     for extra, code, status in cases:
@@ -410,9 +410,7 @@ def test_default_crc64nvme_on_put_and_copy(plain, s3, bucket):
 
 
 def test_no_default_checksum_for_sse_c(plain, bucket):
-    key = b"k" * 32
-    ssec = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": key,
-            "SSECustomerKeyMD5": base64.b64encode(hashlib.md5(key).digest()).decode()}
+    ssec = sse_c()
     put = plain.put_object(Bucket=bucket, Key="ssec", Body=b"secret", **ssec)
     assert "ChecksumCRC64NVME" not in put
     h = plain.head_object(Bucket=bucket, Key="ssec", ChecksumMode="ENABLED", **ssec)
