@@ -305,7 +305,10 @@ fn tags_and_acls_of_any_version() {
     assert_eq!(apply(&db, &meta, set_acl(None)), Response::Done);
     assert_eq!(read(&v2.version).headers.acl, vec![grant]);
     assert!(read(&v1.version).headers.acl.is_empty());
-    assert_eq!(apply(&db, &meta, set_acl(Some(&v1.version))), Response::Done);
+    assert_eq!(
+        apply(&db, &meta, set_acl(Some(&v1.version))),
+        Response::Done
+    );
     assert_eq!(read(&v1.version).headers.acl, vec![grant]);
     assert_eq!(live_refs(&meta), refs_before);
     // Unknown versions and delete markers are refused.

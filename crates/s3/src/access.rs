@@ -379,9 +379,9 @@ impl<A> KeyAccess<A> {
             Ok(r) => r,
             // Nothing to grant: refused like any request without a permission (an anonymous
             // caller learns nothing about which keys exist).
-            Err(ObjectError::NoSuchKey | ObjectError::NoSuchVersion | ObjectError::NoSuchBucket) => {
-                return Ok(false)
-            }
+            Err(
+                ObjectError::NoSuchKey | ObjectError::NoSuchVersion | ObjectError::NoSuchBucket,
+            ) => return Ok(false),
             Err(e) => {
                 tracing::warn!(bucket = t.bucket, error = %e, "object ACL unavailable for the access check");
                 return Err(s3_error!(
@@ -391,7 +391,11 @@ impl<A> KeyAccess<A> {
             }
         };
         Ok(!record.headers.acl.is_empty()
-            && allows(&crate::acl::to_policy(t.bucket, Some(object), &record.headers.acl)))
+            && allows(&crate::acl::to_policy(
+                t.bucket,
+                Some(object),
+                &record.headers.acl,
+            )))
     }
 
     /// `need` on `bucket`: by the key's grants, else as the bucket's owner (read from the
@@ -558,9 +562,7 @@ impl<A: S3Access> S3Access for KeyAccess<A> {
                 if let Some(src) = copy_source_bucket(&header) {
                     let src_key = copy_source_key(&header);
                     let src_access = self.bucket_access(&src).await?;
-                    let src_version = header
-                        .split_once('?')
-                        .and_then(|(_, q)| version_param(q));
+                    let src_version = header.split_once('?').and_then(|(_, q)| version_param(q));
                     let src_action = match src_version {
                         Some(_) => "s3:GetObjectVersion",
                         None => "s3:GetObject",

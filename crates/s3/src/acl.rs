@@ -373,8 +373,17 @@ mod tests {
             Decision::Allow
         );
         assert_eq!(eval(&p, Who::Key("K"), "s3:GetObject", k), Decision::Allow);
-        for action in ["s3:PutObject", "s3:DeleteObject", "s3:GetObjectAcl", "s3:PutObjectAcl"] {
-            assert_eq!(eval(&p, Who::Anonymous, action, k), Decision::Silent, "{action}");
+        for action in [
+            "s3:PutObject",
+            "s3:DeleteObject",
+            "s3:GetObjectAcl",
+            "s3:PutObjectAcl",
+        ] {
+            assert_eq!(
+                eval(&p, Who::Anonymous, action, k),
+                Decision::Silent,
+                "{action}"
+            );
         }
         assert_eq!(
             eval(&p, Who::Anonymous, "s3:GetObject", "arn:aws:s3:::b/other"),
@@ -386,8 +395,14 @@ mod tests {
     fn authenticated_read_needs_a_key() {
         let p = to_policy("b", Some("k"), &canned("authenticated-read").unwrap());
         let k = "arn:aws:s3:::b/k";
-        assert_eq!(eval(&p, Who::Anonymous, "s3:GetObject", k), Decision::Silent);
-        assert_eq!(eval(&p, Who::Key("ANY"), "s3:GetObject", k), Decision::Allow);
+        assert_eq!(
+            eval(&p, Who::Anonymous, "s3:GetObject", k),
+            Decision::Silent
+        );
+        assert_eq!(
+            eval(&p, Who::Key("ANY"), "s3:GetObject", k),
+            Decision::Allow
+        );
     }
 
     #[test]
@@ -395,27 +410,56 @@ mod tests {
         let p = to_policy("b", None, &canned("public-read-write").unwrap());
         let b = "arn:aws:s3:::b";
         let o = "arn:aws:s3:::b/any/key";
-        assert_eq!(eval(&p, Who::Anonymous, "s3:ListBucket", b), Decision::Allow);
+        assert_eq!(
+            eval(&p, Who::Anonymous, "s3:ListBucket", b),
+            Decision::Allow
+        );
         assert_eq!(eval(&p, Who::Anonymous, "s3:PutObject", o), Decision::Allow);
-        assert_eq!(eval(&p, Who::Anonymous, "s3:DeleteObject", o), Decision::Allow);
+        assert_eq!(
+            eval(&p, Who::Anonymous, "s3:DeleteObject", o),
+            Decision::Allow
+        );
         // A bucket's READ lists objects but does not read them.
-        assert_eq!(eval(&p, Who::Anonymous, "s3:GetObject", o), Decision::Silent);
-        assert_eq!(eval(&p, Who::Anonymous, "s3:PutBucketPolicy", b), Decision::Silent);
-        assert_eq!(eval(&p, Who::Anonymous, "s3:GetBucketAcl", b), Decision::Silent);
+        assert_eq!(
+            eval(&p, Who::Anonymous, "s3:GetObject", o),
+            Decision::Silent
+        );
+        assert_eq!(
+            eval(&p, Who::Anonymous, "s3:PutBucketPolicy", b),
+            Decision::Silent
+        );
+        assert_eq!(
+            eval(&p, Who::Anonymous, "s3:GetBucketAcl", b),
+            Decision::Silent
+        );
         let full = to_policy(
             "b",
             None,
-            &[grant(AclGroup::AuthenticatedUsers, AclPermission::FullControl)],
+            &[grant(
+                AclGroup::AuthenticatedUsers,
+                AclPermission::FullControl,
+            )],
         );
-        assert_eq!(eval(&full, Who::Key("K"), "s3:GetBucketAcl", b), Decision::Allow);
-        assert_eq!(eval(&full, Who::Key("K"), "s3:PutBucketAcl", b), Decision::Allow);
-        assert_eq!(eval(&full, Who::Anonymous, "s3:GetBucketAcl", b), Decision::Silent);
-        assert!(to_policy("b", None, &[]).evaluate(&Request {
-            who: Who::Anonymous,
-            action: "s3:ListBucket",
-            resource: b,
-            context: &BTreeMap::new(),
-        }) == Decision::Silent);
+        assert_eq!(
+            eval(&full, Who::Key("K"), "s3:GetBucketAcl", b),
+            Decision::Allow
+        );
+        assert_eq!(
+            eval(&full, Who::Key("K"), "s3:PutBucketAcl", b),
+            Decision::Allow
+        );
+        assert_eq!(
+            eval(&full, Who::Anonymous, "s3:GetBucketAcl", b),
+            Decision::Silent
+        );
+        assert!(
+            to_policy("b", None, &[]).evaluate(&Request {
+                who: Who::Anonymous,
+                action: "s3:ListBucket",
+                resource: b,
+                context: &BTreeMap::new(),
+            }) == Decision::Silent
+        );
     }
 
     #[test]
@@ -447,7 +491,10 @@ mod tests {
                 &format!("uri=\"{ALL_USERS_URI}\", id=\"{OWNER}\""),
             ),
             ("x-amz-grant-full-control", &format!("id={OWNER}")),
-            ("x-amz-grant-read-acp", &format!("uri=\"{AUTHENTICATED_USERS_URI}\"")),
+            (
+                "x-amz-grant-read-acp",
+                &format!("uri=\"{AUTHENTICATED_USERS_URI}\""),
+            ),
         ]);
         assert_eq!(
             from_headers(&h, OWNER).unwrap().unwrap(),
@@ -463,7 +510,10 @@ mod tests {
                 .as_str()
                 .to_owned()
         };
-        assert_eq!(code(&[("x-amz-grant-read", "id=\"someone-else\"")]), "InvalidArgument");
+        assert_eq!(
+            code(&[("x-amz-grant-read", "id=\"someone-else\"")]),
+            "InvalidArgument"
+        );
         assert_eq!(
             code(&[("x-amz-grant-read", "emailAddress=\"a@b.c\"")]),
             "UnresolvableGrantByEmailAddress"

@@ -56,7 +56,9 @@ pub(crate) async fn create_bucket(
         .create_bucket_owned(&input.bucket, write_consistency, owner.as_deref())
         .await
         .s3()?;
-    if let Some(o) = ownership.filter(|o| *o != cairn_meta::bucket_config::ObjectOwnership::BucketOwnerEnforced) {
+    if let Some(o) =
+        ownership.filter(|o| *o != cairn_meta::bucket_config::ObjectOwnership::BucketOwnerEnforced)
+    {
         s3.objects()
             .set_bucket_ownership(&input.bucket, Some(o))
             .await

@@ -53,7 +53,8 @@ impl BucketAccess {
                 }
             },
         };
-        let acl = (!c.acl.is_empty()).then(|| Arc::new(crate::acl::to_policy(bucket, None, &c.acl)));
+        let acl =
+            (!c.acl.is_empty()).then(|| Arc::new(crate::acl::to_policy(bucket, None, &c.acl)));
         Self {
             policy_text: c.policy,
             policy,

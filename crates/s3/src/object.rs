@@ -406,12 +406,14 @@ pub(crate) async fn put_object(
     let encryption = crate::sse::put_request(input.server_side_encryption.as_ref(), customer)?;
     // Without a checksum from the client, S3 stores its default one (not for SSE-C).
     let sse = match &encryption {
-        Some(cairn_object::SseRequest::Customer { .. }) => Some(cairn_meta::model::SseAlgorithm::Customer),
+        Some(cairn_object::SseRequest::Customer { .. }) => {
+            Some(cairn_meta::model::SseAlgorithm::Customer)
+        }
         Some(cairn_object::SseRequest::S3) => Some(cairn_meta::model::SseAlgorithm::S3),
         None => None,
     };
-    let checksum_algo = checksum_algo.or(cairn_object::default_checksum_applies(sse)
-        .then_some(cairn_object::DEFAULT_CHECKSUM));
+    let checksum_algo = checksum_algo
+        .or(cairn_object::default_checksum_applies(sse).then_some(cairn_object::DEFAULT_CHECKSUM));
     let opts = PutOptions {
         headers,
         content_length,

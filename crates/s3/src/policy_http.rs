@@ -271,7 +271,11 @@ fn requested_acl(
 /// grants while ACLs are enabled (with `BucketOwnerEnforced` AWS reports the owner alone).
 fn reported(s3: &CairnS3, access: &BucketAccess, grants: &[AclGrant]) -> (Owner, Grants) {
     let owner = s3.owner();
-    let grants = if access.acls_disabled() { &[][..] } else { grants };
+    let grants = if access.acls_disabled() {
+        &[][..]
+    } else {
+        grants
+    };
     let dto = acl::to_dto(&owner, grants);
     (owner, dto)
 }

@@ -1,8 +1,8 @@
 //! Object tags and per-bucket S3 settings (tags, CORS): small linearizable reads and single
 //! commands, no data path. Tags given at upload time travel in `ObjectHeaders::tags` instead.
 
-use cairn_meta::bucket_config::{BucketConfig, CorsRule, ObjectOwnership, PublicAccessBlock};
 use cairn_meta::acl::AclGrant;
+use cairn_meta::bucket_config::{BucketConfig, CorsRule, ObjectOwnership, PublicAccessBlock};
 use cairn_meta::model::Tag;
 use cairn_meta::placement::SYSTEM_GROUP;
 use cairn_meta::{Command, Query, QueryResult};
