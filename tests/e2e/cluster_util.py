@@ -495,9 +495,9 @@ class shifted_ports:
 
 
 @contextlib.contextmanager
-def started_cluster(workdir: Path, shift: int, nodes: int = 3):
-    """A converged ``nodes``-node cluster on ports PORT_BASE + ``shift`` (.. + 2), kept in
-    force while it runs (``shifted_ports``). Its nodes are registered with conftest so a
+def started_cluster(workdir: Path, shift: int, nodes: int = 3, timeout: float = 120):
+    """A converged ``nodes``-node cluster with a leader for every partition, on ports
+    PORT_BASE + ``shift`` (.. + 2), kept in force while it runs (``shifted_ports``). Its nodes are registered with conftest so a
     failing test gets their log tails; on exit it is torn down, its data removed, and the
     test fails if the teardown found problems (a node that died on its own, a panic)."""
     import conftest  # noqa: PLC0415 - the pytest plugin module, loaded by the time tests run
@@ -510,9 +510,10 @@ def started_cluster(workdir: Path, shift: int, nodes: int = 3):
         c = Cluster(workdir)
         try:
             try:
-                c.start(nodes)
+                c.start(nodes, timeout=timeout)
             finally:
                 conftest._RUNNING.extend(n for n in c.nodes.values() if n not in conftest._RUNNING)
+            c.wait_partition_leaders(60)
             yield c
         finally:
             problems = c.teardown()

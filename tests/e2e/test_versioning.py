@@ -11,7 +11,6 @@ import time
 import pytest
 
 import cluster_util
-from cluster_util import Cluster, cairn_bin
 from e2e_util import (
     ACCESS_KEY,
     REGION,
@@ -315,18 +314,8 @@ def test_versioning_with_aws_cli(srv, s3, tmp_path):
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    if not cairn_bin().exists():
-        pytest.fail(f"Cairn binary not found at {cairn_bin()}; set CAIRN_BIN", pytrace=False)
-    with cluster_util.shifted_ports(PORT_SHIFT):
-        c = Cluster(tmp_path_factory.mktemp("versioning"))
-        try:
-            c.start(3, timeout=120)
-            c.wait_partition_leaders(60)
-            yield c
-        finally:
-            problems = c.teardown()
-    if problems:
-        pytest.fail("cluster problems:\n" + "\n".join(problems), pytrace=False)
+    with cluster_util.started_cluster(tmp_path_factory.mktemp("versioning"), PORT_SHIFT) as c:
+        yield c
 
 
 def test_versions_across_a_cluster(cluster):
