@@ -99,11 +99,21 @@ pub(crate) fn from_headers(headers: &HeaderMap, owner_id: &str) -> S3Result<Opti
             .transpose()
     };
     let canned_acl = text("x-amz-acl")?;
+    let any_grant = GRANT_HEADERS.iter().any(|(h, _)| headers.contains_key(*h));
+    match (canned_acl, any_grant) {
+        (Some(_), true) => {
+            return Err(s3_error!(
+                InvalidRequest,
+                "Specifying both Canned ACLs and Header Grants is not allowed"
+            ))
+        }
+        (Some(c), false) => return canned(c).map(Some),
+        (None, false) => return Ok(None),
+        (None, true) => {}
+    }
     let mut grants = Vec::new();
-    let mut any_grant = false;
     for (name, permission) in GRANT_HEADERS {
         let Some(v) = text(name)? else { continue };
-        any_grant = true;
         for item in v.split(',').map(str::trim).filter(|i| !i.is_empty()) {
             let (kind, value) = item
                 .split_once('=')
@@ -114,15 +124,7 @@ pub(crate) fn from_headers(headers: &HeaderMap, owner_id: &str) -> S3Result<Opti
             }
         }
     }
-    match (canned_acl, any_grant) {
-        (Some(_), true) => Err(s3_error!(
-            InvalidRequest,
-            "Specifying both Canned ACLs and Header Grants is not allowed"
-        )),
-        (Some(c), false) => canned(c).map(Some),
-        (None, true) => Ok(Some(grants)),
-        (None, false) => Ok(None),
-    }
+    Ok(Some(grants))
 }
 
 /// `headers` of a new object (PutObject, CopyObject, CreateMultipartUpload) with the ACL of
