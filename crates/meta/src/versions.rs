@@ -169,6 +169,26 @@ fn find_null(
     Ok(None)
 }
 
+/// The noncurrent entry of `bucket/key` that S3 names `version_id` (an id, or `null`), with
+/// its table key.
+fn find_noncurrent(
+    t: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    group: u64,
+    bucket: &str,
+    key: &str,
+    version_id: &str,
+) -> Result<Option<(Vec<u8>, VersionEntry)>, MetaError> {
+    if version_id == NULL_VERSION {
+        return find_null(t, &key_prefix(group, bucket, key));
+    }
+    let vk = version_key(group, bucket, key, version_id);
+    let e = match t.get(vk.as_slice())? {
+        Some(v) => Some(read_row(v.value())?),
+        None => None,
+    };
+    Ok(e.filter(|e| e.version_id() == version_id).map(|e| (vk, e)))
+}
+
 /// The newest noncurrent entry of a key.
 fn first_version(
     t: &impl ReadableTable<&'static [u8], &'static [u8]>,
@@ -521,16 +541,7 @@ impl MetaStore {
             return Ok(Response::Refused(CommandError::NoSuchKey));
         };
         let mut t = txn.open_table(VERSIONS)?;
-        let found = if version_id == NULL_VERSION {
-            find_null(&t, &key_prefix(group, bucket, key))?
-        } else {
-            let vk = version_key(group, bucket, key, version_id);
-            let e = match t.get(vk.as_slice())? {
-                Some(v) => Some(read_row(v.value())?),
-                None => None,
-            };
-            e.filter(|e| e.version_id() == version_id).map(|e| (vk, e))
-        };
+        let found = find_noncurrent(&t, group, bucket, key, version_id)?;
         match found {
             None => Ok(Response::Refused(CommandError::NoSuchKey)),
             Some((_, VersionEntry::Marker(_))) => Ok(Response::Refused(CommandError::Invalid(
@@ -611,16 +622,7 @@ impl MetaStore {
                     }
                     _ => {
                         let mut t = txn.open_table(VERSIONS)?;
-                        let found = if version_id == NULL_VERSION {
-                            find_null(&t, &key_prefix(group, bucket, key))?
-                        } else {
-                            let vk = version_key(group, bucket, key, version_id);
-                            let e = match t.get(vk.as_slice())? {
-                                Some(v) => Some(read_row(v.value())?),
-                                None => None,
-                            };
-                            e.filter(|e| e.version_id() == version_id).map(|e| (vk, e))
-                        };
+                        let found = find_noncurrent(&t, group, bucket, key, version_id)?;
                         if let Some((k, _)) = &found {
                             t.remove(k.as_slice())?;
                         }

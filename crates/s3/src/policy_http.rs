@@ -15,7 +15,6 @@ use s3s::{s3_error, S3Request, S3Response, S3Result};
 
 use cairn_meta::acl::AclGrant;
 use cairn_meta::model::ObjectRecord;
-use cairn_meta::versions::VersionEntry;
 
 use crate::acl;
 use crate::bucket_access::BucketAccess;
@@ -290,18 +289,7 @@ async fn acl_record(
     crate::object::check_version_id(version_id)?;
     match version_id {
         None => s3.objects().head_object(bucket, key).await.s3(),
-        Some(v) => match s3
-            .objects()
-            .get_version(bucket, key, v, ReadConsistency::Linearizable)
-            .await
-            .s3()?
-        {
-            VersionEntry::Object(r) => Ok(r),
-            VersionEntry::Marker(_) => Err(s3_error!(
-                MethodNotAllowed,
-                "The specified method is not allowed against this resource."
-            )),
-        },
+        Some(v) => crate::tagging::version_record(s3, bucket, key, v).await,
     }
 }
 

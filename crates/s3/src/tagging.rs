@@ -199,8 +199,14 @@ pub(crate) fn count_header(h: &ObjectHeaders, out: &mut HeaderMap) {
 
 // ---------------------------------------------------------------- object tagging
 
-/// Tags of version `v` of a key: NoSuchVersion for an unknown one, 405 for a delete marker.
-async fn version_tags(s3: &CairnS3, bucket: &str, key: &str, v: &str) -> S3Result<ObjectRecord> {
+/// Version `v` of a key (for its tags or ACL): NoSuchVersion for an unknown one, 405 for a
+/// delete marker.
+pub(crate) async fn version_record(
+    s3: &CairnS3,
+    bucket: &str,
+    key: &str,
+    v: &str,
+) -> S3Result<ObjectRecord> {
     match s3
         .objects()
         .get_version(bucket, key, v, cairn_object::ReadConsistency::Linearizable)
@@ -227,7 +233,7 @@ async fn set_tags(
     check_version_id(v)?;
     match v {
         Some(v) => {
-            version_tags(s3, bucket, key, v).await?;
+            version_record(s3, bucket, key, v).await?;
             s3.objects()
                 .set_version_tags(bucket, key, v, tags)
                 .await
@@ -263,7 +269,7 @@ pub(crate) async fn get_object_tagging(
     validate_key(&input.key)?;
     check_version_id(input.version_id.as_deref())?;
     let record = match input.version_id.as_deref() {
-        Some(v) => version_tags(s3, &input.bucket, &input.key, v).await?,
+        Some(v) => version_record(s3, &input.bucket, &input.key, v).await?,
         None => s3
             .objects()
             .head_object(&input.bucket, &input.key)
