@@ -15,7 +15,9 @@ tails of every running node are attached to a failing test's report.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -490,3 +492,34 @@ class shifted_ports:
     def __exit__(self, *exc) -> None:
         global API_PORT, RPC_PORT, ADMIN_PORT
         API_PORT, RPC_PORT, ADMIN_PORT = self.saved
+
+
+@contextlib.contextmanager
+def started_cluster(workdir: Path, shift: int, nodes: int = 3, timeout: float = 120):
+    """A converged ``nodes``-node cluster with a leader for every partition, on ports
+    PORT_BASE + ``shift`` (.. + 2), kept in force while it runs (``shifted_ports``). Its nodes are registered with conftest so a
+    failing test gets their log tails; on exit it is torn down, its data removed, and the
+    test fails if the teardown found problems (a node that died on its own, a panic)."""
+    import conftest  # noqa: PLC0415 - the pytest plugin module, loaded by the time tests run
+    import pytest  # noqa: PLC0415
+
+    if not cairn_bin().exists():
+        pytest.fail(f"Cairn binary not found at {cairn_bin()}; set CAIRN_BIN", pytrace=False)
+    problems: list[str] = []
+    with shifted_ports(shift):
+        c = Cluster(workdir)
+        try:
+            try:
+                c.start(nodes, timeout=timeout)
+            finally:
+                conftest._RUNNING.extend(n for n in c.nodes.values() if n not in conftest._RUNNING)
+            c.wait_partition_leaders(60)
+            yield c
+        finally:
+            problems = c.teardown()
+            for n in c.nodes.values():
+                if n in conftest._RUNNING:
+                    conftest._RUNNING.remove(n)
+                shutil.rmtree(n.storage_path, ignore_errors=True)
+    if problems:
+        pytest.fail("cluster problems:\n" + "\n".join(problems), pytrace=False)

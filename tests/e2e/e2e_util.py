@@ -96,6 +96,33 @@ def client_error_status(exc) -> int:
     return exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
 
 
+def expect_error(fn, code: str, status: int | None = None, **kwargs):
+    """Calls ``fn(**kwargs)`` (a boto3 operation) and asserts it fails with S3 error ``code``
+    and, when given, HTTP ``status``; returns the ClientError. A HEAD response has no body,
+    so for Head* operations boto3's code is the status (``"404"``), which is accepted too."""
+    from botocore.exceptions import ClientError  # noqa: PLC0415
+
+    with pytest.raises(ClientError) as ei:
+        fn(**kwargs)
+    err = ei.value
+    got_code, got_status = client_error_code(err), client_error_status(err)
+    head = getattr(err, "operation_name", "").startswith("Head")
+    assert got_code == code or (head and status is not None and got_code == str(status)), (
+        f"expected {code}/{status}, got {got_code}/{got_status}: {err.response}"
+    )
+    if status is not None:
+        assert got_status == status, err.response
+    return err
+
+
+def versioned_bucket(s3, status: str = "Enabled") -> str:
+    """A new bucket with versioning ``status`` (Enabled or Suspended)."""
+    b = unique_name("ver")
+    s3.create_bucket(Bucket=b)
+    s3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": status})
+    return b
+
+
 # ---------------------------------------------------------------------------------------------
 # Chunk files on disk
 # ---------------------------------------------------------------------------------------------

@@ -7,13 +7,11 @@ import datetime as dt
 import hashlib
 
 import pytest
-from botocore.exceptions import ClientError
 
 from e2e_util import (
-    client_error_code,
-    client_error_status,
     crc32_b64,
     crc32c_b64,
+    expect_error,
     md5_hex,
     rand_bytes,
     sha1_b64,
@@ -28,19 +26,6 @@ try:
     HAVE_CRT = True
 except ImportError:
     HAVE_CRT = False
-
-
-def expect_error(fn, code: str, status: int | None = None, **kwargs):
-    with pytest.raises(ClientError) as ei:
-        fn(**kwargs)
-    got_code, got_status = client_error_code(ei.value), client_error_status(ei.value)
-    # HEAD responses carry no body, so boto3 reports the status code as the error code.
-    assert got_code == code or (status is not None and got_code == str(status)), (
-        f"expected {code}/{status}, got {got_code}/{got_status}: {ei.value.response}"
-    )
-    if status is not None:
-        assert got_status == status, ei.value.response
-    return ei.value
 
 
 def bucket_names(s3) -> set[str]:

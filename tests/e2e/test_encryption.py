@@ -13,7 +13,6 @@ import pytest
 from botocore.exceptions import ClientError
 
 import cluster_util
-from cluster_util import Cluster, cairn_bin
 from e2e_util import ACCESS_KEY, REGION, SECRET_KEY, rand_bytes, require_tool, unique_name
 
 PORT_SHIFT = 650
@@ -191,18 +190,8 @@ def test_aws_cli_sse(server, bucket, tmp_path):
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    if not cairn_bin().exists():
-        pytest.fail(f"Cairn binary not found at {cairn_bin()}; set CAIRN_BIN", pytrace=False)
-    with cluster_util.shifted_ports(PORT_SHIFT):
-        c = Cluster(tmp_path_factory.mktemp("sse"))
-        try:
-            c.start(3, timeout=120)
-            c.wait_partition_leaders(60)
-            yield c
-        finally:
-            problems = c.teardown()
-    if problems:
-        pytest.fail("cluster problems:\n" + "\n".join(problems), pytrace=False)
+    with cluster_util.started_cluster(tmp_path_factory.mktemp("sse"), PORT_SHIFT) as c:
+        yield c
 
 
 def test_cluster_write_one_node_read_another(cluster):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,6 +16,9 @@ import pytest
 import cluster_util
 from conftest import cairn_bin
 from e2e_util import ACCESS_KEY, SECRET_KEY, rand_bytes, unique_name
+
+# Ports of this module's cluster: PORT_BASE + 30 .. + 32.
+PORT_SHIFT = 30
 
 
 def cli(server, *args, env=None, input=None, check=True, cwd=None, timeout=180):
@@ -254,25 +256,10 @@ def test_bad_input_clear_messages(server, s3, bucket, tmp_path):
 # --------------------------------------------------------------------------------- a cluster
 
 @pytest.fixture
-def cluster3(tmp_path_factory, monkeypatch):
+def cluster3(tmp_path_factory):
     """A converged 3-node cluster on ports away from test_cluster.py's, so both can run."""
-    if not cluster_util.cairn_bin().exists():
-        pytest.fail(f"Cairn binary not found at {cluster_util.cairn_bin()}; set CAIRN_BIN",
-                    pytrace=False)
-    base = cluster_util.PORT_BASE + 30
-    monkeypatch.setattr(cluster_util, "API_PORT", base)
-    monkeypatch.setattr(cluster_util, "RPC_PORT", base + 1)
-    monkeypatch.setattr(cluster_util, "ADMIN_PORT", base + 2)
-    c = cluster_util.Cluster(tmp_path_factory.mktemp("files-cluster"))
-    try:
-        c.start(3)
+    with cluster_util.started_cluster(tmp_path_factory.mktemp("files-cluster"), PORT_SHIFT) as c:
         yield c
-    finally:
-        problems = c.teardown()
-        for n in c.nodes.values():
-            shutil.rmtree(n.storage_path, ignore_errors=True)
-    if problems:
-        pytest.fail("cluster problems:\n" + "\n".join(problems), pytrace=False)
 
 
 def test_files_through_every_node_of_a_cluster(cluster3, tmp_path):

@@ -16,6 +16,7 @@ from e2e_util import (
     client_error_code,
     expected_chunk_ids,
     client_error_status,
+    expect_error,
     md5_hex,
     multipart_etag,
     rand_bytes,
@@ -24,15 +25,6 @@ from e2e_util import (
 
 MiB = 1024 * 1024
 PART = 5 * MiB
-
-
-def expect_error(fn, code, status=None, **kwargs):
-    with pytest.raises(ClientError) as ei:
-        fn(**kwargs)
-    assert client_error_code(ei.value) == code, ei.value.response
-    if status is not None:
-        assert client_error_status(ei.value) == status, ei.value.response
-    return ei.value
 
 
 def upload_parts(s3, bucket, key, parts, upload_id=None):

@@ -209,14 +209,16 @@ def test_ownership_controls(s3, bucket):
     s3.put_bucket_ownership_controls(Bucket=bucket, OwnershipControls={"Rules": [{"ObjectOwnership": "ObjectWriter"}]})
     rules = s3.get_bucket_ownership_controls(Bucket=bucket)["OwnershipControls"]["Rules"]
     assert rules == [{"ObjectOwnership": "ObjectWriter"}]
-    # ACLs enabled, but public ones blocked by BlockPublicAcls; others are not implemented.
+    # ACLs enabled, but public ones blocked by BlockPublicAcls (test_acl_versions.py has the
+    # rest).
     with pytest.raises(ClientError) as e:
         s3.put_object(Bucket=bucket, Key="k", Body=b"v", ACL="public-read")
     assert err(e.value) == ("AccessDenied", 403)
     s3.delete_public_access_block(Bucket=bucket)
-    with pytest.raises(ClientError) as e:
-        s3.put_object(Bucket=bucket, Key="k", Body=b"v", ACL="public-read")
-    assert err(e.value) == ("NotImplemented", 501)
+    s3.put_object(Bucket=bucket, Key="k", Body=b"v", ACL="public-read")
+    grants = s3.get_object_acl(Bucket=bucket, Key="k")["Grants"]
+    assert {"Grantee": {"Type": "Group", "URI": "http://acs.amazonaws.com/groups/global/AllUsers"},
+            "Permission": "READ"} in grants
     s3.delete_bucket_ownership_controls(Bucket=bucket)
     with pytest.raises(ClientError) as e:
         s3.get_bucket_ownership_controls(Bucket=bucket)

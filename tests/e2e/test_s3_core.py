@@ -21,7 +21,6 @@ import requests
 from botocore.exceptions import ClientError
 
 import cluster_util
-from cluster_util import cairn_bin
 from e2e_util import (
     ACCESS_KEY,
     REGION,
@@ -29,6 +28,7 @@ from e2e_util import (
     chunk_files,
     client_error_code,
     client_error_status,
+    expect_error,
     expected_chunk_ids,
     md5_hex,
     multipart_etag,
@@ -44,14 +44,6 @@ MiB = 1024 * 1024
 PART = 5 * MiB
 # Ports of the three-node cluster of this module (see tests/e2e/README and PLAN.md).
 PORT_SHIFT = 500
-
-
-def expect_error(fn, code, status, **kwargs):
-    with pytest.raises(ClientError) as ei:
-        fn(**kwargs)
-    err = ei.value
-    assert (client_error_code(err), client_error_status(err)) == (code, status), err.response
-    return err
 
 
 def multipart(s3, bucket, key, parts):
@@ -437,18 +429,8 @@ def test_presigned_expiry_over_seven_days_is_refused(s3, bucket):
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    from test_cluster import ReportedCluster, _finish  # noqa: PLC0415
-
-    if not cairn_bin().exists():
-        pytest.fail(f"Cairn binary not found at {cairn_bin()}; set CAIRN_BIN", pytrace=False)
-    with cluster_util.shifted_ports(PORT_SHIFT):
-        c = ReportedCluster(tmp_path_factory.mktemp("s3core-cluster"))
-        try:
-            c.start(3)
-            c.wait_partition_leaders()
-            yield c
-        finally:
-            _finish(c)
+    with cluster_util.started_cluster(tmp_path_factory.mktemp("s3core-cluster"), PORT_SHIFT) as c:
+        yield c
 
 
 def _race(clients, fn):

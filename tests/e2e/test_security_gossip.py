@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import random
 import re
-import shutil
 import socket
 import struct
 import time
@@ -31,10 +30,10 @@ import requests
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 import cluster_util
-import conftest
-from cluster_util import JOIN_TOKEN, Cluster, cairn_bin
+from cluster_util import JOIN_TOKEN, Cluster
 
-PORT_BASE = 23710
+# Ports of this module's clusters: PORT_BASE + 2710 .. + 2712 (23710.. by default).
+PORT_SHIFT = 2710
 FORMAT_V1 = 0xC1
 CHITCHAT_MAGIC = 45_139
 NODE_TIMEOUT = float(cluster_util.DEFAULT_ENV["NODE_TIMEOUT_SECS"])
@@ -122,27 +121,10 @@ def chitchat_syn(cluster: str, node_id: str, generation: int, addr: tuple[str, i
 # ---------------------------------------------------------------------------------------------
 
 @pytest.fixture
-def cluster(tmp_path_factory, request, monkeypatch):
-    if not cairn_bin().exists():
-        pytest.fail(f"Cairn binary not found at {cairn_bin()}; set CAIRN_BIN", pytrace=False)
-    monkeypatch.setattr(cluster_util, "API_PORT", PORT_BASE)
-    monkeypatch.setattr(cluster_util, "RPC_PORT", PORT_BASE + 1)
-    monkeypatch.setattr(cluster_util, "ADMIN_PORT", PORT_BASE + 2)
+def cluster(tmp_path_factory, request):
     wd = tmp_path_factory.mktemp("gossip-" + request.node.name[:40])
-    c = Cluster(wd)
-    try:
-        c.start(3)
-        for n in c.nodes.values():
-            conftest._RUNNING.append(n)
+    with cluster_util.started_cluster(wd, PORT_SHIFT) as c:
         yield c
-    finally:
-        problems = c.teardown()
-        for n in c.nodes.values():
-            if n in conftest._RUNNING:
-                conftest._RUNNING.remove(n)
-            shutil.rmtree(n.storage_path, ignore_errors=True)
-    if problems:
-        pytest.fail("cluster problems:\n" + "\n".join(problems), pytrace=False)
 
 
 def dropped(node) -> dict[str, float]:

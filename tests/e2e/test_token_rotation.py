@@ -18,44 +18,25 @@ Ports: nodes on 127.0.0.11-13 like the other cluster tests, on ports PORT_BASE+9
 from __future__ import annotations
 
 import re
-import shutil
 import time
 
 import pytest
 import requests
 
 import cluster_util
-import conftest
-from cluster_util import JOIN_TOKEN, Cluster, cairn_bin
+from cluster_util import JOIN_TOKEN, Cluster
 from e2e_util import unique_name
 
 OLD = JOIN_TOKEN
 NEW = "cairn-e2e-rotated-token"
 NODE_TIMEOUT = float(cluster_util.DEFAULT_ENV["NODE_TIMEOUT_SECS"])
+PORT_SHIFT = 90
 
 
 @pytest.fixture
-def cluster(tmp_path_factory, monkeypatch):
-    if not cairn_bin().exists():
-        pytest.fail(f"Cairn binary not found at {cairn_bin()}; set CAIRN_BIN", pytrace=False)
-    base = cluster_util.PORT_BASE + 90
-    monkeypatch.setattr(cluster_util, "API_PORT", base)
-    monkeypatch.setattr(cluster_util, "RPC_PORT", base + 1)
-    monkeypatch.setattr(cluster_util, "ADMIN_PORT", base + 2)
-    c = Cluster(tmp_path_factory.mktemp("rotate-cluster"))
-    try:
-        c.start(3)
-        for n in c.nodes.values():
-            conftest._RUNNING.append(n)
+def cluster(tmp_path_factory):
+    with cluster_util.started_cluster(tmp_path_factory.mktemp("rotate-cluster"), PORT_SHIFT) as c:
         yield c
-    finally:
-        problems = c.teardown()
-        for n in c.nodes.values():
-            if n in conftest._RUNNING:
-                conftest._RUNNING.remove(n)
-            shutil.rmtree(n.storage_path, ignore_errors=True)
-    if problems:
-        pytest.fail("cluster problems:\n" + "\n".join(problems), pytrace=False)
 
 
 def unauthenticated_drops(node) -> float:

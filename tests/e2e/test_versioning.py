@@ -9,21 +9,19 @@ import subprocess
 import time
 
 import pytest
-from botocore.exceptions import ClientError
 
 import cluster_util
-from cluster_util import Cluster, cairn_bin
 from e2e_util import (
     ACCESS_KEY,
     REGION,
     SECRET_KEY,
     chunk_files,
-    client_error_code,
-    client_error_status,
+    expect_error,
     expected_chunk_ids,
     rand_bytes,
     require_tool,
     unique_name,
+    versioned_bucket,
 )
 
 MiB = 1024 * 1024
@@ -42,21 +40,6 @@ def srv(server_factory):
 @pytest.fixture(scope="module")
 def s3(srv):
     return srv.client()
-
-
-def expect_error(fn, code, status, **kwargs):
-    with pytest.raises(ClientError) as ei:
-        fn(**kwargs)
-    err = ei.value
-    assert (client_error_code(err), client_error_status(err)) == (code, status), err.response
-    return err
-
-
-def versioned_bucket(s3, status="Enabled"):
-    b = unique_name("ver")
-    s3.create_bucket(Bucket=b)
-    s3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": status})
-    return b
 
 
 def test_bucket_versioning_state(s3):
@@ -198,9 +181,27 @@ def test_tagging_by_version(s3):
     s3.put_object_tagging(Bucket=b, Key="k", VersionId=v2,
                           Tagging={"TagSet": [{"Key": "gen", "Value": "two"}]})
     assert s3.get_object_tagging(Bucket=b, Key="k")["TagSet"] == [{"Key": "gen", "Value": "two"}]
-    # Not faked: changing a noncurrent version's tags is not supported.
-    expect_error(s3.put_object_tagging, "NotImplemented", 501, Bucket=b, Key="k", VersionId=v1,
-                 Tagging={"TagSet": []})
+    # A noncurrent version's tags change in place; the current version's stay.
+    out = s3.put_object_tagging(Bucket=b, Key="k", VersionId=v1,
+                                Tagging={"TagSet": [{"Key": "gen", "Value": "one"}]})
+    assert out["VersionId"] == v1
+    assert s3.get_object_tagging(Bucket=b, Key="k", VersionId=v1)["TagSet"] == \
+        [{"Key": "gen", "Value": "one"}]
+    assert s3.get_object_tagging(Bucket=b, Key="k")["TagSet"] == [{"Key": "gen", "Value": "two"}]
+    s3.delete_object_tagging(Bucket=b, Key="k", VersionId=v1)
+    assert s3.get_object_tagging(Bucket=b, Key="k", VersionId=v1)["TagSet"] == []
+    assert s3.get_object(Bucket=b, Key="k", VersionId=v1)["Body"].read() == b"1"
+    assert "TagCount" not in s3.get_object(Bucket=b, Key="k", VersionId=v1)
+    # A delete marker has no tags (405, as AWS); an unknown version is NoSuchVersion.
+    marker = s3.delete_object(Bucket=b, Key="k")["VersionId"]
+    expect_error(s3.put_object_tagging, "MethodNotAllowed", 405, Bucket=b, Key="k",
+                 VersionId=marker, Tagging={"TagSet": []})
+    expect_error(s3.put_object_tagging, "NoSuchVersion", 404, Bucket=b, Key="k",
+                 VersionId="0" * 24, Tagging={"TagSet": []})
+    s3.put_object_tagging(Bucket=b, Key="k", VersionId=v2,
+                          Tagging={"TagSet": [{"Key": "gen", "Value": "2b"}]})
+    assert s3.get_object_tagging(Bucket=b, Key="k", VersionId=v2)["TagSet"] == \
+        [{"Key": "gen", "Value": "2b"}]
     expect_error(s3.get_object_tagging, "NoSuchVersion", 404, Bucket=b, Key="k",
                  VersionId="0" * 24)
 
@@ -313,18 +314,8 @@ def test_versioning_with_aws_cli(srv, s3, tmp_path):
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    if not cairn_bin().exists():
-        pytest.fail(f"Cairn binary not found at {cairn_bin()}; set CAIRN_BIN", pytrace=False)
-    with cluster_util.shifted_ports(PORT_SHIFT):
-        c = Cluster(tmp_path_factory.mktemp("versioning"))
-        try:
-            c.start(3, timeout=120)
-            c.wait_partition_leaders(60)
-            yield c
-        finally:
-            problems = c.teardown()
-    if problems:
-        pytest.fail("cluster problems:\n" + "\n".join(problems), pytrace=False)
+    with cluster_util.started_cluster(tmp_path_factory.mktemp("versioning"), PORT_SHIFT) as c:
+        yield c
 
 
 def test_versions_across_a_cluster(cluster):

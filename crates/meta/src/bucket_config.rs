@@ -45,6 +45,10 @@ pub struct BucketConfig {
     /// Object ownership controls; None after DeleteBucketOwnershipControls.
     #[serde(default = "default_ownership")]
     pub ownership: Option<ObjectOwnership>,
+    /// The bucket's ACL grants beyond the owner's (empty: private), enforced only while
+    /// ownership is not `BucketOwnerEnforced`.
+    #[serde(default)]
+    pub acl: Vec<crate::acl::AclGrant>,
 }
 
 impl Default for BucketConfig {
@@ -55,6 +59,7 @@ impl Default for BucketConfig {
             policy: None,
             public_access_block: default_public_access_block(),
             ownership: default_ownership(),
+            acl: Vec::new(),
         }
     }
 }
@@ -203,6 +208,7 @@ impl MetaStore {
             Command::SetBucketOwnership { name, ownership } => {
                 (name, format!("ownership {ownership:?}"))
             }
+            Command::SetBucketAcl { name, acl } => (name, format!("ACL {} grants", acl.len())),
             other => {
                 return Ok(Response::Refused(CommandError::Invalid(format!(
                     "not a bucket setting: {other:?}"
@@ -224,6 +230,7 @@ impl MetaStore {
             Command::SetBucketPolicy { policy, .. } => config.policy = policy.clone(),
             Command::SetPublicAccessBlock { block, .. } => config.public_access_block = *block,
             Command::SetBucketOwnership { ownership, .. } => config.ownership = *ownership,
+            Command::SetBucketAcl { acl, .. } => config.acl = acl.clone(),
             _ => {}
         }
         if config.is_empty() {
@@ -273,6 +280,10 @@ mod tests {
             policy: Some("{}".into()),
             public_access_block: None,
             ownership: Some(ObjectOwnership::ObjectWriter),
+            acl: vec![crate::acl::AclGrant {
+                group: crate::acl::AclGroup::AllUsers,
+                permission: crate::acl::AclPermission::Read,
+            }],
         };
         let b = encode_named(&Row::V1(c.clone())).unwrap();
         assert_eq!(read_row(&b).unwrap(), c);

@@ -382,6 +382,33 @@ pub enum Command {
         bypass_governance: bool,
         at_ms: i64,
     },
+
+    // ---- S3 tagging of any version (appended) ----
+    /// Applied in an object's partition: replaces the tags of version `version_id` (as S3
+    /// shows it: an id or `null`) of `bucket/key`, current or noncurrent, in place (same
+    /// version, data and references). Refused with `NoSuchKey` when there is no such version,
+    /// and `Invalid` when it is a delete marker.
+    SetVersionTags {
+        bucket: String,
+        key: String,
+        version_id: String,
+        tags: Vec<Tag>,
+    },
+
+    // ---- S3 ACLs (appended; see `crate::acl`) ----
+    /// System group: replaces bucket `name`'s ACL grants (empty: private).
+    SetBucketAcl {
+        name: String,
+        acl: Vec<crate::acl::AclGrant>,
+    },
+    /// Applied in an object's partition: replaces the ACL grants of version `version_id` of
+    /// `bucket/key` (None: the current version), in place. Refused like `SetVersionTags`.
+    SetObjectAcl {
+        bucket: String,
+        key: String,
+        version_id: Option<String>,
+        acl: Vec<crate::acl::AclGrant>,
+    },
 }
 
 /// A change to an existing access key.

@@ -2,6 +2,7 @@
 //! and the deterministic state machine over redb (`store`).
 
 pub mod access;
+pub mod acl;
 pub mod bucket_config;
 pub mod command;
 pub mod config_doc;

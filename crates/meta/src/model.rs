@@ -99,6 +99,11 @@ pub struct ObjectHeaders {
     /// Appended with a default, so records written before tags existed read as untagged.
     #[serde(default)]
     pub tags: Vec<Tag>,
+    /// The version's ACL grants beyond the owner's (empty: private), set by `x-amz-acl` /
+    /// `x-amz-grant-*` at upload or by PutObjectAcl. Enforced only while the bucket's ACLs
+    /// are enabled. Appended with a default: older records read as private.
+    #[serde(default)]
+    pub acl: Vec<crate::acl::AclGrant>,
 }
 
 /// One S3 tag (object or bucket).

@@ -692,10 +692,13 @@ impl MetaStore {
             | Command::SetBucketCors { .. }
             | Command::SetBucketPolicy { .. }
             | Command::SetPublicAccessBlock { .. }
-            | Command::SetBucketOwnership { .. } => self.apply_bucket_config(txn, group, cmd),
+            | Command::SetBucketOwnership { .. }
+            | Command::SetBucketAcl { .. } => self.apply_bucket_config(txn, group, cmd),
             Command::SetBucketVersioning { .. }
             | Command::PutDeleteMarker { .. }
-            | Command::DeleteVersion { .. } => self.apply_versioning(txn, group, cmd),
+            | Command::DeleteVersion { .. }
+            | Command::SetVersionTags { .. }
+            | Command::SetObjectAcl { .. } => self.apply_versioning(txn, group, cmd),
             Command::SetBucketObjectLock { .. } | Command::SetObjectLock { .. } => {
                 self.apply_lock(txn, group, cmd)
             }

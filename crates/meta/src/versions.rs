@@ -169,6 +169,26 @@ fn find_null(
     Ok(None)
 }
 
+/// The noncurrent entry of `bucket/key` that S3 names `version_id` (an id, or `null`), with
+/// its table key.
+fn find_noncurrent(
+    t: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    group: u64,
+    bucket: &str,
+    key: &str,
+    version_id: &str,
+) -> Result<Option<(Vec<u8>, VersionEntry)>, MetaError> {
+    if version_id == NULL_VERSION {
+        return find_null(t, &key_prefix(group, bucket, key));
+    }
+    let vk = version_key(group, bucket, key, version_id);
+    let e = match t.get(vk.as_slice())? {
+        Some(v) => Some(read_row(v.value())?),
+        None => None,
+    };
+    Ok(e.filter(|e| e.version_id() == version_id).map(|e| (vk, e)))
+}
+
 /// The newest noncurrent entry of a key.
 fn first_version(
     t: &impl ReadableTable<&'static [u8], &'static [u8]>,
@@ -561,8 +581,54 @@ impl MetaStore {
         Ok(())
     }
 
+    /// Applies `SetVersionTags` / `SetObjectAcl`: changes the headers of version `version_id`
+    /// (None: the current one) of `bucket/key` with `change` — the current object when it is
+    /// that version, else its entry in `sm_versions`. Headers change no data, so no reference
+    /// or usage changes.
+    fn update_version_headers(
+        &self,
+        txn: &WriteTransaction,
+        group: u64,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        change: impl FnOnce(&mut crate::model::ObjectHeaders),
+    ) -> Result<Response, MetaError> {
+        let mut objects = txn.open_table(OBJECTS)?;
+        let ok = keys::object(group, bucket, key);
+        let current: Option<ObjectRecord> = match objects.get(ok.as_slice())? {
+            Some(v) => Some(decode(v.value())?),
+            None => None,
+        };
+        if let Some(mut c) = current.filter(|c| version_id.is_none_or(|v| c.version_id() == v)) {
+            change(&mut c.headers);
+            objects.insert(ok.as_slice(), encode(&c)?.as_slice())?;
+            return Ok(Response::Done);
+        }
+        drop(objects);
+        let Some(version_id) = version_id else {
+            return Ok(Response::Refused(CommandError::NoSuchKey));
+        };
+        let mut t = txn.open_table(VERSIONS)?;
+        let found = find_noncurrent(&t, group, bucket, key, version_id)?;
+        match found {
+            None => Ok(Response::Refused(CommandError::NoSuchKey)),
+            Some((_, VersionEntry::Marker(_))) => Ok(Response::Refused(CommandError::Invalid(
+                "a delete marker has no tags or ACL".into(),
+            ))),
+            Some((k, VersionEntry::Object(mut r))) => {
+                change(&mut r.headers);
+                t.insert(
+                    k.as_slice(),
+                    write_row(&VersionEntry::Object(r))?.as_slice(),
+                )?;
+                Ok(Response::Done)
+            }
+        }
+    }
+
     /// Applies the versioning commands (`SetBucketVersioning`, `PutDeleteMarker`,
-    /// `DeleteVersion`).
+    /// `DeleteVersion`, `SetVersionTags`, `SetObjectAcl`).
     pub(crate) fn apply_versioning(
         &self,
         txn: &WriteTransaction,
@@ -663,16 +729,7 @@ impl MetaStore {
                     }
                     _ => {
                         let mut t = txn.open_table(VERSIONS)?;
-                        let found = if version_id == NULL_VERSION {
-                            find_null(&t, &key_prefix(group, bucket, key))?
-                        } else {
-                            let vk = version_key(group, bucket, key, version_id);
-                            let e = match t.get(vk.as_slice())? {
-                                Some(v) => Some(read_row(v.value())?),
-                                None => None,
-                            };
-                            e.filter(|e| e.version_id() == version_id).map(|e| (vk, e))
-                        };
+                        let found = find_noncurrent(&t, group, bucket, key, version_id)?;
                         if let Some((k, _)) = &found {
                             t.remove(k.as_slice())?;
                         }
@@ -697,6 +754,22 @@ impl MetaStore {
                     marker,
                 })
             }
+            Command::SetVersionTags {
+                bucket,
+                key,
+                version_id,
+                tags,
+            } => self.update_version_headers(txn, group, bucket, key, Some(version_id), |h| {
+                h.tags = tags.clone()
+            }),
+            Command::SetObjectAcl {
+                bucket,
+                key,
+                version_id,
+                acl,
+            } => self.update_version_headers(txn, group, bucket, key, version_id.as_deref(), |h| {
+                h.acl = acl.clone()
+            }),
             other => Ok(Response::Refused(CommandError::Invalid(format!(
                 "not a versioning command: {other:?}"
             )))),

@@ -264,3 +264,83 @@ fn snapshots_carry_versions() {
     txn.commit().unwrap();
     assert_eq!(listing(&meta2), before);
 }
+
+/// Tags and ACLs change on any version in place — current, noncurrent or `null` — and never
+/// on a delete marker; references and usage do not move.
+#[test]
+fn tags_and_acls_of_any_version() {
+    use cairn_meta::acl::{AclGrant, AclGroup, AclPermission};
+    use cairn_meta::model::Tag;
+    use cairn_meta::CommandError;
+    let (_d, db, meta) = store();
+    let v1 = record(1, true);
+    let v2 = record(2, true);
+    put(&db, &meta, "k", &v1);
+    put(&db, &meta, "k", &v2);
+    let refs_before = live_refs(&meta);
+    let tags = vec![Tag {
+        key: "old".into(),
+        value: "yes".into(),
+    }];
+    let set_tags = |id: &str| Command::SetVersionTags {
+        bucket: "b".into(),
+        key: "k".into(),
+        version_id: id.into(),
+        tags: tags.clone(),
+    };
+    assert_eq!(apply(&db, &meta, set_tags(&v1.version)), Response::Done);
+    let read = |id: &str| match meta.get_version(G, "b", "k", id).unwrap() {
+        Some(VersionEntry::Object(r)) => r,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(read(&v1.version).headers.tags, tags);
+    assert!(read(&v2.version).headers.tags.is_empty());
+    let grant = AclGrant {
+        group: AclGroup::AllUsers,
+        permission: AclPermission::Read,
+    };
+    let set_acl = |id: Option<&str>| Command::SetObjectAcl {
+        bucket: "b".into(),
+        key: "k".into(),
+        version_id: id.map(str::to_string),
+        acl: vec![grant],
+    };
+    assert_eq!(apply(&db, &meta, set_acl(None)), Response::Done);
+    assert_eq!(read(&v2.version).headers.acl, vec![grant]);
+    assert!(read(&v1.version).headers.acl.is_empty());
+    assert_eq!(
+        apply(&db, &meta, set_acl(Some(&v1.version))),
+        Response::Done
+    );
+    assert_eq!(read(&v1.version).headers.acl, vec![grant]);
+    assert_eq!(live_refs(&meta), refs_before);
+    // Unknown versions and delete markers are refused.
+    assert_eq!(
+        apply(&db, &meta, set_tags(&encode_version_id(99, 7))),
+        Response::Refused(CommandError::NoSuchKey)
+    );
+    let m = marker(&db, &meta, "k", 3, true);
+    assert!(matches!(
+        apply(&db, &meta, set_tags(&m)),
+        Response::Refused(CommandError::Invalid(_))
+    ));
+    // No current object (a marker is latest): only by version id.
+    assert_eq!(
+        apply(&db, &meta, set_acl(None)),
+        Response::Refused(CommandError::NoSuchKey)
+    );
+    // The `null` version, noncurrent.
+    put(&db, &meta, "n", &record(10, false));
+    put(&db, &meta, "n", &record(11, true));
+    let null_tags = Command::SetVersionTags {
+        bucket: "b".into(),
+        key: "n".into(),
+        version_id: NULL_VERSION.into(),
+        tags: tags.clone(),
+    };
+    assert_eq!(apply(&db, &meta, null_tags), Response::Done);
+    match meta.get_version(G, "b", "n", NULL_VERSION).unwrap() {
+        Some(VersionEntry::Object(r)) => assert_eq!(r.headers.tags, tags),
+        other => panic!("{other:?}"),
+    }
+}

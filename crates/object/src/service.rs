@@ -24,12 +24,14 @@ use crate::ObjectError;
 pub use encryption::SseRequest;
 use encryption::{encryption_etag, sse_error};
 
+mod default_checksum;
 mod encryption;
 mod lock;
 mod settings;
 mod versions;
 
 pub use lock::LockRequest;
+pub use default_checksum::{default_checksum_applies, DEFAULT_CHECKSUM};
 pub use versions::DeleteOutcome;
 
 /// S3's limit for a single PUT, a part, and a copy source.

@@ -17,9 +17,15 @@
 //!
 //! ACL headers (`x-amz-acl`, `x-amz-grant-*`) are checked here, where the bucket's ownership
 //! controls are known: under `BucketOwnerEnforced` only `private` and
-//! `bucket-owner-full-control` pass (they change nothing); other ACLs are
-//! AccessControlListNotSupported, or NotImplemented when ACLs are enabled (Cairn stores no
-//! object ACLs, so it never claims a sharing it would not enforce).
+//! `bucket-owner-full-control` pass (they change nothing), other ACLs are
+//! AccessControlListNotSupported; with ACLs enabled a public ACL is AccessDenied while
+//! BlockPublicAcls is on. Stored ACLs (`acl.rs`) are evaluated as Allow statements after the
+//! policy and the key's grants, while ACLs are enabled and IgnorePublicAcls is off: the
+//! bucket's ACL, then the ACL of the object version a read or ACL request names.
+//!
+//! A request that names a version (`?versionId=`, or a copy source with one) is authorized
+//! as AWS names it: `s3:GetObjectVersion`, `s3:DeleteObjectVersion`,
+//! `s3:Get/Put/DeleteObjectVersionTagging`, `s3:Get/PutObjectVersionAcl`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -28,7 +34,8 @@ use std::sync::Arc;
 use cairn_meta::access;
 use cairn_meta::model::{AccessKeyRecord, BucketRecord, KeyStatus, Permission};
 use cairn_meta::secrets::Keys;
-use cairn_object::ObjectService;
+use cairn_meta::versions::VersionEntry;
+use cairn_object::{ObjectError, ObjectService, ReadConsistency};
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::path::S3Path;
 use s3s::{s3_error, S3Result};
@@ -90,6 +97,18 @@ fn copy_source_key(header: &str) -> Option<String> {
     )
 }
 
+/// The (decoded) `versionId` of a query string, if it names one.
+fn version_param(query: &str) -> Option<String> {
+    query.split('&').find_map(|p| {
+        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        (k == "versionId").then(|| {
+            percent_encoding::percent_decode_str(v)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+    })
+}
+
 /// Canned ACLs that change nothing: the bucket's owner holds every object anyway.
 fn harmless_acl(v: &str) -> bool {
     v.eq_ignore_ascii_case("private") || v.eq_ignore_ascii_case("bucket-owner-full-control")
@@ -99,7 +118,10 @@ fn public_acl(v: &str) -> bool {
     v.starts_with("public-") || v == "authenticated-read"
 }
 
-/// Checks the ACL headers of a request against the bucket's ownership controls.
+/// Checks the ACL headers of a request against the bucket's ownership controls and public
+/// access block: under `BucketOwnerEnforced` only ACLs that change nothing pass
+/// (AccessControlListNotSupported); a public ACL is AccessDenied under BlockPublicAcls. The
+/// operation parses and stores the ACL (and refuses grantees Cairn cannot enforce).
 fn check_acl_headers(headers: &http::HeaderMap, access: &BucketAccess) -> S3Result<()> {
     let canned = headers
         .get("x-amz-acl")
@@ -116,13 +138,26 @@ fn check_acl_headers(headers: &http::HeaderMap, access: &BucketAccess) -> S3Resu
             "The bucket does not allow ACLs"
         ));
     }
-    if access.block().block_public_acls && (grants || canned.as_deref().is_some_and(public_acl)) {
+    if access.block().block_public_acls && public_acl_headers(headers) {
         return Err(denied());
     }
-    Err(s3_error!(
-        NotImplemented,
-        "ACLs other than private are not implemented; nothing was stored"
-    ))
+    Ok(())
+}
+
+/// Whether a request's ACL headers grant anything to a group (public in AWS's sense).
+fn public_acl_headers(headers: &http::HeaderMap) -> bool {
+    let canned = headers
+        .get("x-amz-acl")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| public_acl(v.trim()));
+    let groups = headers
+        .iter()
+        .filter(|(n, _)| n.as_str().starts_with("x-amz-grant-"))
+        .any(|(_, v)| {
+            let v = v.to_str().unwrap_or("");
+            v.contains(crate::acl::ALL_USERS_URI) || v.contains(crate::acl::AUTHENTICATED_USERS_URI)
+        });
+    canned || groups
 }
 
 /// The condition keys of a request (`policy.rs` names them in lower case).
@@ -196,6 +231,14 @@ fn denied() -> s3s::S3Error {
     s3_error!(AccessDenied, "Access Denied")
 }
 
+/// What an ACL is asked about: the request's bucket, object and version, and its action.
+struct AclTarget<'a> {
+    bucket: &'a str,
+    object: Option<&'a str>,
+    version: Option<&'a str>,
+    action: &'a str,
+}
+
 /// The S3 access hook: `inner` (the metrics recorder) runs first, then the key's permissions
 /// and the bucket's policy are checked.
 pub(crate) struct KeyAccess<A> {
@@ -238,6 +281,7 @@ impl<A> KeyAccess<A> {
         access: &BucketAccess,
         bucket: &str,
         object: Option<&str>,
+        version: Option<&str>,
         action: &str,
         need: Permission,
         context: &BTreeMap<String, String>,
@@ -262,6 +306,12 @@ impl<A> KeyAccess<A> {
             }),
             _ => Decision::Silent,
         };
+        let target = AclTarget {
+            bucket,
+            object,
+            version,
+            action,
+        };
         match (decision, key) {
             (Decision::Deny, _) => {
                 tracing::info!(bucket, action, who = ?who, "request refused by the bucket policy");
@@ -269,9 +319,83 @@ impl<A> KeyAccess<A> {
             }
             (Decision::Allow, Some(_)) => Ok(()),
             (Decision::Allow, None) if !access.block().restrict_public_buckets => Ok(()),
-            (_, None) => Err(denied()),
-            (Decision::Silent, Some(k)) => self.check_bucket(k, bucket, need).await,
+            (_, None) => match self.acl_allows(access, who, &target, context).await? {
+                true => Ok(()),
+                false => Err(denied()),
+            },
+            (Decision::Silent, Some(k)) => match self.check_bucket(k, bucket, need).await {
+                Ok(()) => Ok(()),
+                Err(e) => match self.acl_allows(access, who, &target, context).await? {
+                    true => Ok(()),
+                    false => Err(e),
+                },
+            },
         }
+    }
+
+    /// Whether the ACLs allow `who` the request: the bucket's ACL, then (for the actions an
+    /// object ACL can allow) the ACL of the object version it names. Only consulted when
+    /// neither the policy nor the key's grants allow it, so allowed requests pay no lookup.
+    async fn acl_allows(
+        &self,
+        access: &BucketAccess,
+        who: Who<'_>,
+        t: &AclTarget<'_>,
+        context: &BTreeMap<String, String>,
+    ) -> S3Result<bool> {
+        if !access.acls_in_effect() {
+            return Ok(false);
+        }
+        let resource = policy::resource_of(t.bucket, t.object);
+        let allows = |p: &policy::Policy| {
+            p.evaluate(&policy::Request {
+                who,
+                action: t.action,
+                resource: &resource,
+                context,
+            }) == Decision::Allow
+        };
+        if access.acl.as_deref().is_some_and(allows) {
+            return Ok(true);
+        }
+        let Some(object) = t.object else {
+            return Ok(false);
+        };
+        if !crate::acl::object_acl_applies(t.action) {
+            return Ok(false);
+        }
+        let record = match t.version {
+            None => self.objects.head_object(t.bucket, object).await,
+            Some(v) => self
+                .objects
+                .get_version(t.bucket, object, v, ReadConsistency::Linearizable)
+                .await
+                .and_then(|e| match e {
+                    VersionEntry::Object(r) => Ok(r),
+                    VersionEntry::Marker(_) => Err(ObjectError::NoSuchVersion),
+                }),
+        };
+        let record = match record {
+            Ok(r) => r,
+            // Nothing to grant: refused like any request without a permission (an anonymous
+            // caller learns nothing about which keys exist).
+            Err(
+                ObjectError::NoSuchKey | ObjectError::NoSuchVersion | ObjectError::NoSuchBucket,
+            ) => return Ok(false),
+            Err(e) => {
+                tracing::warn!(bucket = t.bucket, error = %e, "object ACL unavailable for the access check");
+                return Err(s3_error!(
+                    ServiceUnavailable,
+                    "Please try again: the object's ACL is unavailable"
+                ));
+            }
+        };
+        Ok(!record.headers.acl.is_empty()
+            && allows(&crate::acl::to_policy(
+                t.bucket,
+                Some(object),
+                &record.headers.acl,
+            )))
     }
 
     /// `need` on `bucket`: by the key's grants, else as the bucket's owner (read from the
@@ -317,11 +441,27 @@ impl<A: S3Access> S3Access for KeyAccess<A> {
                 .headers()
                 .keys()
                 .any(|n| n.as_str().starts_with("x-amz-grant-"));
+            // ACLs need ownership other than the default BucketOwnerEnforced, and a new bucket
+            // blocks public ACLs (AWS: set the ACL after removing the block).
+            let enforced = cx
+                .headers()
+                .get("x-amz-object-ownership")
+                .and_then(|v| v.to_str().ok())
+                .is_none_or(|o| o.trim() == "BucketOwnerEnforced");
             if grants || acl.is_some_and(|a| !harmless_acl(a.trim())) {
-                return Err(s3_error!(
-                    InvalidBucketAclWithObjectOwnership,
-                    "Bucket cannot have ACLs set with ObjectOwnership's BucketOwnerEnforced setting"
-                ));
+                if enforced {
+                    return Err(s3_error!(
+                        InvalidBucketAclWithObjectOwnership,
+                        "Bucket cannot have ACLs set with ObjectOwnership's BucketOwnerEnforced setting"
+                    ));
+                }
+                if public_acl_headers(cx.headers()) {
+                    return Err(crate::error::custom_error(
+                        "InvalidBucketAclWithBlockPublicAccessError",
+                        "Bucket cannot have public ACLs set with BlockPublicAccess enabled",
+                        http::StatusCode::BAD_REQUEST,
+                    ));
+                }
             }
         }
         // Settings of the bucket the request acts on (not for CreateBucket: none yet).
@@ -401,12 +541,20 @@ impl<A: S3Access> S3Access for KeyAccess<A> {
         };
         let conn = cx.extensions_mut().get::<ConnInfo>().copied();
         let context = condition_context(cx, conn);
-        let action = policy::action_of(op);
+        // A request naming a version is authorized as AWS names it (s3:GetObjectVersion...).
+        let version = object
+            .as_ref()
+            .and_then(|_| version_param(cx.uri().query().unwrap_or("")));
+        let action = match version {
+            Some(_) => policy::versioned_action(&policy::action_of(op)),
+            None => policy::action_of(op),
+        };
         self.decide(
             key.as_deref(),
             &access,
             &bucket,
             object.as_deref(),
+            version.as_deref(),
             &action,
             needed(op, object.is_some()),
             &context,
@@ -429,6 +577,7 @@ impl<A: S3Access> S3Access for KeyAccess<A> {
                     &access,
                     &bucket,
                     object.as_deref(),
+                    version.as_deref(),
                     "s3:BypassGovernanceRetention",
                     Permission::Owner,
                     &context,
@@ -443,12 +592,18 @@ impl<A: S3Access> S3Access for KeyAccess<A> {
                 if let Some(src) = copy_source_bucket(&header) {
                     let src_key = copy_source_key(&header);
                     let src_access = self.bucket_access(&src).await?;
+                    let src_version = header.split_once('?').and_then(|(_, q)| version_param(q));
+                    let src_action = match src_version {
+                        Some(_) => "s3:GetObjectVersion",
+                        None => "s3:GetObject",
+                    };
                     self.decide(
                         key.as_deref(),
                         &src_access,
                         &src,
                         src_key.as_deref(),
-                        "s3:GetObject",
+                        src_version.as_deref(),
+                        src_action,
                         Permission::Read,
                         &context,
                     )
@@ -486,6 +641,8 @@ mod tests {
             Some("src")
         );
         assert_eq!(copy_source_bucket("/"), None);
+        assert_eq!(version_param("versionId=1&x=2").as_deref(), Some("1"));
+        assert_eq!(version_param("x-id=GetObject"), None);
         assert_eq!(
             copy_source_key("/src/a%20b.txt?versionId=1").as_deref(),
             Some("a b.txt")
@@ -519,7 +676,29 @@ mod tests {
             block: None,
             ..BucketAccess::default()
         };
-        let e = check_acl_headers(&h, &open).unwrap_err();
-        assert_eq!(*e.code(), s3s::S3ErrorCode::NotImplemented);
+        assert!(check_acl_headers(&h, &open).is_ok());
+        // IgnorePublicAcls alone lets the ACL be stored (it then has no effect).
+        let ignored = BucketAccess {
+            ownership: Some(ObjectOwnership::BucketOwnerPreferred),
+            block: Some(PublicAccessBlock {
+                ignore_public_acls: true,
+                ..PublicAccessBlock::default()
+            }),
+            ..BucketAccess::default()
+        };
+        assert!(check_acl_headers(&h, &ignored).is_ok());
+        assert!(!ignored.acls_in_effect());
+        assert!(open.acls_in_effect());
+        assert!(!enforced.acls_in_effect());
+        let mut g = http::HeaderMap::new();
+        g.insert(
+            "x-amz-grant-read",
+            format!("uri=\"{}\"", crate::acl::AUTHENTICATED_USERS_URI)
+                .parse()
+                .unwrap(),
+        );
+        assert!(public_acl_headers(&g));
+        let e = check_acl_headers(&g, &writer).unwrap_err();
+        assert_eq!(*e.code(), s3s::S3ErrorCode::AccessDenied);
     }
 }

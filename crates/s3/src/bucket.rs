@@ -40,6 +40,18 @@ pub(crate) async fn create_bucket(
     check_location(constraint, s3.region())?;
     check_reserved_name(&input.bucket)?;
     let write_consistency = consistency::write(&req.headers)?;
+    // `x-amz-object-ownership` (ACLs stay disabled by default). A new bucket blocks public
+    // ACLs, and every ACL Cairn stores is public, so the ACL headers can only be checked here
+    // (the access hook refused the public ones): nothing is left to store.
+    let ownership = match input.object_ownership.as_ref() {
+        None => None,
+        Some(o) => Some(
+            cairn_meta::bucket_config::ObjectOwnership::parse(o.as_str()).ok_or_else(|| {
+                s3_error!(InvalidArgument, "Invalid x-amz-object-ownership header")
+            })?,
+        ),
+    };
+    crate::acl::from_headers(&req.headers, &s3.inner.owner_id)?;
     // `x-amz-bucket-object-lock-enabled: true`: lock on from the start (versioning Enabled).
     if input.object_lock_enabled_for_bucket == Some(true) {
         s3.objects()
@@ -51,6 +63,15 @@ pub(crate) async fn create_bucket(
             .create_bucket_owned(&input.bucket, write_consistency, owner.as_deref())
             .await
             .s3()?;
+    }
+    if let Some(o) =
+        ownership.filter(|o| *o != cairn_meta::bucket_config::ObjectOwnership::BucketOwnerEnforced)
+    {
+        s3.objects()
+            .set_bucket_ownership(&input.bucket, Some(o))
+            .await
+            .s3()?;
+        s3.inner.access_cache.invalidate(&input.bucket);
     }
     let output = CreateBucketOutput {
         location: Some(format!("/{}", input.bucket)),

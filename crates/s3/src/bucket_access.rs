@@ -32,6 +32,8 @@ pub(crate) struct BucketAccess {
     pub broken: bool,
     pub block: Option<PublicAccessBlock>,
     pub ownership: Option<ObjectOwnership>,
+    /// The bucket's ACL as allow statements (`acl.rs`); empty when it is private.
+    pub acl: Option<Arc<Policy>>,
 }
 
 impl BucketAccess {
@@ -51,18 +53,27 @@ impl BucketAccess {
                 }
             },
         };
+        let acl =
+            (!c.acl.is_empty()).then(|| Arc::new(crate::acl::to_policy(bucket, None, &c.acl)));
         Self {
             policy_text: c.policy,
             policy,
             broken,
             block: c.public_access_block,
             ownership: c.ownership,
+            acl,
         }
     }
 
     /// Whether object ACLs are disabled (ownership `BucketOwnerEnforced`).
     pub(crate) fn acls_disabled(&self) -> bool {
         self.ownership == Some(ObjectOwnership::BucketOwnerEnforced)
+    }
+
+    /// Whether ACL grants take part in access decisions: ACLs are enabled and public ones
+    /// (every grant Cairn stores is to a group, so public) are not ignored.
+    pub(crate) fn acls_in_effect(&self) -> bool {
+        !self.acls_disabled() && !self.block().ignore_public_acls
     }
 
     pub(crate) fn block(&self) -> PublicAccessBlock {

@@ -144,6 +144,8 @@ pub(crate) async fn copy_object(
             "The specified copy source is larger than the maximum allowable size for a copy source: {MAX_PUT_SIZE}"
         ));
     }
+    // The copy gets a full-object checksum, as every new object in S3.
+    let src = s3.objects().with_default_checksum(src).await.s3()?;
     let headers = match directive {
         Directive::Copy => src.headers.clone(),
         Directive::Replace => HeaderFields {
@@ -169,6 +171,7 @@ pub(crate) async fn copy_object(
         input.tagging.as_deref(),
         &src,
     )?;
+    let headers = crate::acl::with_header_acl(headers, &req.headers, &s3.inner.owner_id)?;
     let record = s3
         .objects()
         .copy_object(

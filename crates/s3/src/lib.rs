@@ -27,6 +27,7 @@
 //! - `metrics.rs` — Prometheus metrics and the per-request operation recorder.
 
 mod access;
+mod acl;
 mod attributes;
 mod auth;
 mod bucket;

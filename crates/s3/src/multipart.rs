@@ -49,6 +49,7 @@ pub(crate) async fn create_multipart_upload(
         input.object_lock_legal_hold_status.as_ref(),
         crate::lock::now_ms(),
     )?;
+    let headers = crate::acl::with_header_acl(headers, &req.headers, &s3.inner.owner_id)?;
     let upload = s3
         .objects()
         .create_multipart_locked(&input.bucket, &input.key, headers, algo, kind, lock)

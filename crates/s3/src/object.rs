@@ -123,6 +123,7 @@ impl HeaderFields {
             expires: self.expires.as_ref().map(http_date).transpose()?,
             user,
             tags: Vec::new(),
+            acl: Vec::new(),
         })
     }
 }
@@ -396,6 +397,7 @@ pub(crate) async fn put_object(
     }
     .into_stored()?;
     let headers = crate::tagging::with_header_tags(headers, input.tagging.as_deref())?;
+    let headers = crate::acl::with_header_acl(headers, &req.headers, &s3.inner.owner_id)?;
     let customer = crate::sse::customer_key(
         input.sse_customer_algorithm.as_deref(),
         input.sse_customer_key.as_deref(),
@@ -408,6 +410,16 @@ pub(crate) async fn put_object(
         input.object_lock_legal_hold_status.as_ref(),
         &sums,
     )?;
+    // Without a checksum from the client, S3 stores its default one (not for SSE-C).
+    let sse = match &encryption {
+        Some(cairn_object::SseRequest::Customer { .. }) => {
+            Some(cairn_meta::model::SseAlgorithm::Customer)
+        }
+        Some(cairn_object::SseRequest::S3) => Some(cairn_meta::model::SseAlgorithm::S3),
+        None => None,
+    };
+    let checksum_algo = checksum_algo
+        .or(cairn_object::default_checksum_applies(sse).then_some(cairn_object::DEFAULT_CHECKSUM));
     let opts = PutOptions {
         headers,
         content_length,

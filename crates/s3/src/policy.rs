@@ -187,6 +187,7 @@ const ACTIONS: &[&str] = &[
     "GetObjectTagging",
     "GetObjectVersion",
     "GetObjectVersionAcl",
+    "GetObjectVersionAttributes",
     "GetObjectVersionTagging",
     "ListAllMyBuckets",
     "ListBucket",
@@ -247,6 +248,25 @@ pub(crate) fn action_of(op: &str) -> String {
         other => other,
     };
     format!("s3:{name}")
+}
+
+/// The action AWS names for an object request that names a version (`?versionId=`, or a copy
+/// source with one): `s3:GetObject` becomes `s3:GetObjectVersion`, and so on. Actions without a
+/// version form (PutObject, bucket actions) are returned unchanged.
+pub(crate) fn versioned_action(action: &str) -> String {
+    let name = action.strip_prefix("s3:").unwrap_or(action);
+    let versioned = match name {
+        "GetObject" => "GetObjectVersion",
+        "DeleteObject" => "DeleteObjectVersion",
+        "GetObjectTagging" => "GetObjectVersionTagging",
+        "PutObjectTagging" => "PutObjectVersionTagging",
+        "DeleteObjectTagging" => "DeleteObjectVersionTagging",
+        "GetObjectAcl" => "GetObjectVersionAcl",
+        "PutObjectAcl" => "PutObjectVersionAcl",
+        "GetObjectAttributes" => "GetObjectVersionAttributes",
+        _ => return action.to_owned(),
+    };
+    format!("s3:{versioned}")
 }
 
 /// The resource ARN of a bucket, or of an object in it.
@@ -521,6 +541,33 @@ impl Policy {
             .map(|s| statement(s, bucket))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self { statements })
+    }
+
+    /// A policy of Allow statements only, one per `(everyone, actions, resource)`: for
+    /// `everyone` anonymous requests and every key, else every key of the cluster. This is
+    /// how ACL grants are evaluated (`acl.rs` maps each grant onto such a statement).
+    pub(crate) fn from_allows(allows: Vec<(bool, Vec<&str>, String)>) -> Self {
+        let statements = allows
+            .into_iter()
+            .map(|(everyone, actions, resource)| Statement {
+                allow: true,
+                principals: (
+                    false,
+                    vec![if everyone {
+                        Principal::Everyone
+                    } else {
+                        Principal::AnyKey
+                    }],
+                ),
+                actions: (
+                    false,
+                    actions.iter().map(|a| a.to_ascii_lowercase()).collect(),
+                ),
+                resources: (false, vec![resource]),
+                conditions: Vec::new(),
+            })
+            .collect();
+        Self { statements }
     }
 
     /// What the policy says about `req`.
@@ -973,6 +1020,42 @@ mod tests {
         ] {
             let a = action_of(op);
             assert!(check_action(&a).is_ok(), "{op} -> {a}");
+            let v = versioned_action(&a);
+            assert!(check_action(&v).is_ok(), "{op} -> {v}");
         }
+    }
+
+    #[test]
+    fn requests_naming_a_version_need_the_version_actions() {
+        for (op, want) in [
+            ("GetObject", "s3:GetObjectVersion"),
+            ("HeadObject", "s3:GetObjectVersion"),
+            ("DeleteObject", "s3:DeleteObjectVersion"),
+            ("GetObjectTagging", "s3:GetObjectVersionTagging"),
+            ("PutObjectTagging", "s3:PutObjectVersionTagging"),
+            ("DeleteObjectTagging", "s3:DeleteObjectVersionTagging"),
+            ("GetObjectAcl", "s3:GetObjectVersionAcl"),
+            ("PutObjectAcl", "s3:PutObjectVersionAcl"),
+            ("GetObjectAttributes", "s3:GetObjectVersionAttributes"),
+            ("PutObject", "s3:PutObject"),
+            ("ListObjectVersions", "s3:ListBucketVersions"),
+        ] {
+            assert_eq!(versioned_action(&action_of(op)), want, "{op}");
+        }
+        // A policy allowing GetObject does not allow GetObjectVersion.
+        let p = Policy::parse(
+            r#"{"Statement":{"Effect":"Allow","Principal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::b/*"}}"#,
+            "b",
+        )
+        .unwrap();
+        let ctx = BTreeMap::new();
+        let req = |action| Request {
+            who: Who::Key("K"),
+            action,
+            resource: "arn:aws:s3:::b/x",
+            context: &ctx,
+        };
+        assert_eq!(p.evaluate(&req("s3:GetObject")), Decision::Allow);
+        assert_eq!(p.evaluate(&req("s3:GetObjectVersion")), Decision::Silent);
     }
 }

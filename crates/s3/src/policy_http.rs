@@ -2,17 +2,22 @@
 //! are stored in the bucket's `sm_bucket_config` row; each change drops this node's cached
 //! copy (`bucket_access.rs`) so it is enforced here at once, and elsewhere within its TTL.
 //!
-//! ACLs: every bucket's objects belong to its owner, so GetBucketAcl / GetObjectAcl answer the
-//! owner with FULL_CONTROL. PutBucketAcl / PutObjectAcl accept what changes nothing (`private`,
-//! `bucket-owner-full-control`, or a body granting only the owner FULL_CONTROL); anything else
-//! is AccessControlListNotSupported under `BucketOwnerEnforced` (as AWS), or NotImplemented
-//! when ACLs are enabled (Cairn stores no ACLs). Canned ACL headers are checked in `access.rs`.
+//! ACLs (`acl.rs`): PutBucketAcl / PutObjectAcl take a canned ACL, grant headers or an
+//! AccessControlPolicy body, and store the group grants on the bucket's settings or in the
+//! object version's record (by version id too). Under `BucketOwnerEnforced` only ACLs that
+//! change nothing are accepted (AccessControlListNotSupported otherwise, as AWS) and reads
+//! report the owner alone; BlockPublicAcls refuses public ones with AccessDenied.
 
 use cairn_meta::bucket_config::{ObjectOwnership as Stored, PublicAccessBlock};
 use cairn_object::ReadConsistency;
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
+use cairn_meta::acl::AclGrant;
+use cairn_meta::model::ObjectRecord;
+
+use crate::acl;
+use crate::bucket_access::BucketAccess;
 use crate::error::{custom_error, ObjectResultExt};
 use crate::policy::Policy as Compiled;
 use crate::CairnS3;
@@ -222,52 +227,69 @@ pub(crate) async fn delete_bucket_ownership_controls(
     Ok(no_content(DeleteBucketOwnershipControlsOutput::default()))
 }
 
-/// The only ACL Cairn has: the owner with FULL_CONTROL.
-fn owner_grants(s3: &CairnS3) -> (Owner, Grants) {
-    let owner = s3.owner();
-    let grant = Grant {
-        grantee: Some(Grantee {
-            display_name: owner.display_name.clone(),
-            email_address: None,
-            id: owner.id.clone(),
-            type_: Type::from(Type::CANONICAL_USER.to_owned()),
-            uri: None,
-        }),
-        permission: Some(Permission::from(Permission::FULL_CONTROL.to_owned())),
-    };
-    (owner, vec![grant])
+/// The ACL a PutBucketAcl / PutObjectAcl asks for, from its headers or its body (not both),
+/// checked against the bucket's ownership controls and public access block. (The hook in
+/// `access.rs` already checked headers the same way.)
+fn requested_acl(
+    s3: &CairnS3,
+    headers: &http::HeaderMap,
+    body: Option<&AccessControlPolicy>,
+    access: &BucketAccess,
+) -> S3Result<Vec<AclGrant>> {
+    let owner_id = &s3.inner.owner_id;
+    match (acl::from_headers(headers, owner_id)?, body) {
+        (Some(_), Some(_)) => Err(custom_error(
+            "UnexpectedContent",
+            "This request does not support content",
+            http::StatusCode::BAD_REQUEST,
+        )),
+        (Some(grants), None) => Ok(grants),
+        (None, Some(body)) => {
+            if access.acls_disabled() && acl::body_grants_others(body, owner_id) {
+                return Err(s3_error!(
+                    AccessControlListNotSupported,
+                    "The bucket does not allow ACLs"
+                ));
+            }
+            let grants = acl::from_body(body, owner_id)?;
+            if access.block().block_public_acls && acl::is_public(&grants) {
+                tracing::info!("public ACL refused: BlockPublicAcls is on");
+                return Err(s3_error!(AccessDenied, "Access Denied"));
+            }
+            Ok(grants)
+        }
+        (None, None) => Err(custom_error(
+            "MissingSecurityHeader",
+            "Your request was missing a required header",
+            http::StatusCode::BAD_REQUEST,
+        )),
+    }
 }
 
-/// Checks a PutBucketAcl / PutObjectAcl body: only the owner's FULL_CONTROL changes nothing.
-async fn check_acl_body(
+/// The ACL GetBucketAcl / GetObjectAcl report: the owner's FULL_CONTROL, plus the stored
+/// grants while ACLs are enabled (with `BucketOwnerEnforced` AWS reports the owner alone).
+fn reported(s3: &CairnS3, access: &BucketAccess, grants: &[AclGrant]) -> (Owner, Grants) {
+    let owner = s3.owner();
+    let grants = if access.acls_disabled() {
+        &[][..]
+    } else {
+        grants
+    };
+    let dto = acl::to_dto(&owner, grants);
+    (owner, dto)
+}
+
+/// The object version an ACL request names (the current one without a version id).
+async fn acl_record(
     s3: &CairnS3,
     bucket: &str,
-    body: Option<&AccessControlPolicy>,
-) -> S3Result<()> {
-    let Some(body) = body else {
-        return Ok(());
-    };
-    let owner_id = s3.owner().id;
-    let only_owner = body.grants.as_deref().unwrap_or_default().iter().all(|g| {
-        g.permission.as_ref().map(Permission::as_str) == Some(Permission::FULL_CONTROL)
-            && g.grantee
-                .as_ref()
-                .is_some_and(|e| e.id == owner_id && e.uri.is_none())
-    });
-    if only_owner {
-        return Ok(());
-    }
-    let access = s3.inner.access_cache.get(bucket).await.s3()?;
-    if access.acls_disabled() {
-        Err(s3_error!(
-            AccessControlListNotSupported,
-            "The bucket does not allow ACLs"
-        ))
-    } else {
-        Err(s3_error!(
-            NotImplemented,
-            "ACLs other than private are not implemented; nothing was stored"
-        ))
+    key: &str,
+    version_id: Option<&str>,
+) -> S3Result<ObjectRecord> {
+    crate::object::check_version_id(version_id)?;
+    match version_id {
+        None => s3.objects().head_object(bucket, key).await.s3(),
+        Some(v) => crate::tagging::version_record(s3, bucket, key, v).await,
     }
 }
 
@@ -275,8 +297,14 @@ pub(crate) async fn get_bucket_acl(
     s3: &CairnS3,
     req: S3Request<GetBucketAclInput>,
 ) -> S3Result<S3Response<GetBucketAclOutput>> {
-    s3.objects().head_bucket(&req.input.bucket).await.s3()?;
-    let (owner, grants) = owner_grants(s3);
+    let bucket = &req.input.bucket;
+    let config = s3
+        .objects()
+        .bucket_config(bucket, ReadConsistency::Linearizable)
+        .await
+        .s3()?;
+    let access = s3.inner.access_cache.get(bucket).await.s3()?;
+    let (owner, grants) = reported(s3, &access, &config.acl);
     Ok(S3Response::new(GetBucketAclOutput {
         owner: Some(owner),
         grants: Some(grants),
@@ -289,7 +317,11 @@ pub(crate) async fn put_bucket_acl(
 ) -> S3Result<S3Response<PutBucketAclOutput>> {
     let bucket = &req.input.bucket;
     s3.objects().head_bucket(bucket).await.s3()?;
-    check_acl_body(s3, bucket, req.input.access_control_policy.as_ref()).await?;
+    let access = s3.inner.access_cache.get(bucket).await.s3()?;
+    let body = req.input.access_control_policy.as_ref();
+    let grants = requested_acl(s3, &req.headers, body, &access)?;
+    s3.objects().set_bucket_acl(bucket, grants).await.s3()?;
+    s3.inner.access_cache.invalidate(bucket);
     Ok(S3Response::new(PutBucketAclOutput::default()))
 }
 
@@ -297,11 +329,11 @@ pub(crate) async fn get_object_acl(
     s3: &CairnS3,
     req: S3Request<GetObjectAclInput>,
 ) -> S3Result<S3Response<GetObjectAclOutput>> {
-    s3.objects()
-        .head_object(&req.input.bucket, &req.input.key)
-        .await
-        .s3()?;
-    let (owner, grants) = owner_grants(s3);
+    let input = &req.input;
+    let version = input.version_id.as_deref();
+    let record = acl_record(s3, &input.bucket, &input.key, version).await?;
+    let access = s3.inner.access_cache.get(&input.bucket).await.s3()?;
+    let (owner, grants) = reported(s3, &access, &record.headers.acl);
     Ok(S3Response::new(GetObjectAclOutput {
         owner: Some(owner),
         grants: Some(grants),
@@ -313,12 +345,17 @@ pub(crate) async fn put_object_acl(
     s3: &CairnS3,
     req: S3Request<PutObjectAclInput>,
 ) -> S3Result<S3Response<PutObjectAclOutput>> {
-    let bucket = &req.input.bucket;
+    let input = &req.input;
+    let (bucket, key) = (&input.bucket, &input.key);
+    let version = input.version_id.as_deref();
+    acl_record(s3, bucket, key, version).await?;
+    let access = s3.inner.access_cache.get(bucket).await.s3()?;
+    let body = input.access_control_policy.as_ref();
+    let grants = requested_acl(s3, &req.headers, body, &access)?;
     s3.objects()
-        .head_object(bucket, &req.input.key)
+        .set_object_acl(bucket, key, version, grants)
         .await
         .s3()?;
-    check_acl_body(s3, bucket, req.input.access_control_policy.as_ref()).await?;
     Ok(S3Response::new(PutObjectAclOutput::default()))
 }
 

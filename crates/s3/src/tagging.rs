@@ -199,8 +199,14 @@ pub(crate) fn count_header(h: &ObjectHeaders, out: &mut HeaderMap) {
 
 // ---------------------------------------------------------------- object tagging
 
-/// Tags of version `v` of a key: NoSuchVersion for an unknown one, 405 for a delete marker.
-async fn version_tags(s3: &CairnS3, bucket: &str, key: &str, v: &str) -> S3Result<ObjectRecord> {
+/// Version `v` of a key (for its tags or ACL): NoSuchVersion for an unknown one, 405 for a
+/// delete marker.
+pub(crate) async fn version_record(
+    s3: &CairnS3,
+    bucket: &str,
+    key: &str,
+    v: &str,
+) -> S3Result<ObjectRecord> {
     match s3
         .objects()
         .get_version(bucket, key, v, cairn_object::ReadConsistency::Linearizable)
@@ -215,19 +221,29 @@ async fn version_tags(s3: &CairnS3, bucket: &str, key: &str, v: &str) -> S3Resul
     }
 }
 
-/// Tags are changed on the current version only: a noncurrent version id answers 501.
-async fn check_current(s3: &CairnS3, bucket: &str, key: &str, v: Option<&str>) -> S3Result<()> {
+/// Sets the tags of `bucket/key`: of version `v` when given (current or noncurrent:
+/// NoSuchVersion for an unknown one, 405 for a delete marker), else of the current version.
+async fn set_tags(
+    s3: &CairnS3,
+    bucket: &str,
+    key: &str,
+    v: Option<&str>,
+    tags: Vec<StoredTag>,
+) -> S3Result<()> {
     check_version_id(v)?;
-    let Some(v) = v else { return Ok(()) };
-    version_tags(s3, bucket, key, v).await?;
-    let current = s3.objects().head_object(bucket, key).await.s3()?;
-    if current.version_id() == v {
-        Ok(())
-    } else {
-        Err(s3_error!(
-            NotImplemented,
-            "Changing the tags of a noncurrent version is not supported"
-        ))
+    match v {
+        Some(v) => {
+            version_record(s3, bucket, key, v).await?;
+            s3.objects()
+                .set_version_tags(bucket, key, v, tags)
+                .await
+                .s3()
+        }
+        None => s3
+            .objects()
+            .set_object_tags(bucket, key, None, tags)
+            .await
+            .s3(),
     }
 }
 
@@ -237,12 +253,9 @@ pub(crate) async fn put_object_tagging(
 ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
     let input = req.input;
     validate_key(&input.key)?;
-    check_current(s3, &input.bucket, &input.key, input.version_id.as_deref()).await?;
     let tags = from_dto(input.tagging, Target::Object)?;
-    s3.objects()
-        .set_object_tags(&input.bucket, &input.key, None, tags)
-        .await
-        .s3()?;
+    let v = input.version_id.as_deref();
+    set_tags(s3, &input.bucket, &input.key, v, tags).await?;
     Ok(S3Response::new(PutObjectTaggingOutput {
         version_id: input.version_id,
     }))
@@ -256,7 +269,7 @@ pub(crate) async fn get_object_tagging(
     validate_key(&input.key)?;
     check_version_id(input.version_id.as_deref())?;
     let record = match input.version_id.as_deref() {
-        Some(v) => version_tags(s3, &input.bucket, &input.key, v).await?,
+        Some(v) => version_record(s3, &input.bucket, &input.key, v).await?,
         None => s3
             .objects()
             .head_object(&input.bucket, &input.key)
@@ -276,11 +289,8 @@ pub(crate) async fn delete_object_tagging(
 ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
     let input = req.input;
     validate_key(&input.key)?;
-    check_current(s3, &input.bucket, &input.key, input.version_id.as_deref()).await?;
-    s3.objects()
-        .set_object_tags(&input.bucket, &input.key, None, Vec::new())
-        .await
-        .s3()?;
+    let v = input.version_id.as_deref();
+    set_tags(s3, &input.bucket, &input.key, v, Vec::new()).await?;
     Ok(S3Response::new(DeleteObjectTaggingOutput {
         version_id: input.version_id,
     }))

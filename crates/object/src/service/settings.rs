@@ -1,6 +1,7 @@
 //! Object tags and per-bucket S3 settings (tags, CORS): small linearizable reads and single
 //! commands, no data path. Tags given at upload time travel in `ObjectHeaders::tags` instead.
 
+use cairn_meta::acl::AclGrant;
 use cairn_meta::bucket_config::{BucketConfig, CorsRule, ObjectOwnership, PublicAccessBlock};
 use cairn_meta::model::Tag;
 use cairn_meta::placement::SYSTEM_GROUP;
@@ -28,6 +29,63 @@ impl ObjectService {
         };
         self.propose_ok(self.group_of(bucket), cmd).await?;
         Ok(())
+    }
+
+    /// Replaces the tags of version `version_id` (as S3 shows it: an id or `null`) of
+    /// `bucket/key`, current or noncurrent. `NoSuchVersion` when there is no such version,
+    /// `InvalidArgument` for a delete marker.
+    pub async fn set_version_tags(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: &str,
+        tags: Vec<Tag>,
+    ) -> Result<(), ObjectError> {
+        self.head_bucket(bucket).await?;
+        let cmd = Command::SetVersionTags {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            version_id: version_id.to_string(),
+            tags,
+        };
+        match self.propose_ok(self.group_of(bucket), cmd).await {
+            Ok(_) => Ok(()),
+            Err(ObjectError::NoSuchKey) => Err(ObjectError::NoSuchVersion),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Replaces bucket `name`'s ACL grants (empty: private), or `NoSuchBucket`.
+    pub async fn set_bucket_acl(&self, name: &str, acl: Vec<AclGrant>) -> Result<(), ObjectError> {
+        let cmd = Command::SetBucketAcl {
+            name: name.to_string(),
+            acl,
+        };
+        self.propose_ok(SYSTEM_GROUP, cmd).await?;
+        Ok(())
+    }
+
+    /// Replaces the ACL grants of version `version_id` (None: the current version) of
+    /// `bucket/key`. `NoSuchKey` / `NoSuchVersion` when there is no such object or version.
+    pub async fn set_object_acl(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        acl: Vec<AclGrant>,
+    ) -> Result<(), ObjectError> {
+        self.head_bucket(bucket).await?;
+        let cmd = Command::SetObjectAcl {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            version_id: version_id.map(str::to_string),
+            acl,
+        };
+        match self.propose_ok(self.group_of(bucket), cmd).await {
+            Ok(_) => Ok(()),
+            Err(ObjectError::NoSuchKey) if version_id.is_some() => Err(ObjectError::NoSuchVersion),
+            Err(e) => Err(e),
+        }
     }
 
     /// Bucket `name`'s S3 settings (linearizable, or this node's replica with `Stale`), or
