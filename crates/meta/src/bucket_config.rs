@@ -1,5 +1,5 @@
 //! Per-bucket settings made through the S3 API: the bucket's tags, its CORS configuration, its
-//! bucket policy, public access block and object ownership controls (system group, table
+//! bucket policy, public access block, object ownership controls and lifecycle rules (system group, table
 //! `sm_bucket_config`, one row per bucket whose settings differ from the defaults).
 //!
 //! They live in their own table rather than in [`crate::model::BucketRecord`] so the bucket
@@ -45,6 +45,10 @@ pub struct BucketConfig {
     /// Object ownership controls; None after DeleteBucketOwnershipControls.
     #[serde(default = "default_ownership")]
     pub ownership: Option<ObjectOwnership>,
+    /// Lifecycle rules (PutBucketLifecycleConfiguration, validated by the S3 layer); None: no
+    /// lifecycle configuration (NoSuchLifecycleConfiguration).
+    #[serde(default)]
+    pub lifecycle: Option<Vec<crate::lifecycle::LifecycleRule>>,
 }
 
 impl Default for BucketConfig {
@@ -55,6 +59,7 @@ impl Default for BucketConfig {
             policy: None,
             public_access_block: default_public_access_block(),
             ownership: default_ownership(),
+            lifecycle: None,
         }
     }
 }
@@ -203,6 +208,13 @@ impl MetaStore {
             Command::SetBucketOwnership { name, ownership } => {
                 (name, format!("ownership {ownership:?}"))
             }
+            Command::SetBucketLifecycle { name, rules } => (
+                name,
+                match rules {
+                    Some(rules) => format!("lifecycle {} rules", rules.len()),
+                    None => "lifecycle removed".to_owned(),
+                },
+            ),
             other => {
                 return Ok(Response::Refused(CommandError::Invalid(format!(
                     "not a bucket setting: {other:?}"
@@ -224,6 +236,7 @@ impl MetaStore {
             Command::SetBucketPolicy { policy, .. } => config.policy = policy.clone(),
             Command::SetPublicAccessBlock { block, .. } => config.public_access_block = *block,
             Command::SetBucketOwnership { ownership, .. } => config.ownership = *ownership,
+            Command::SetBucketLifecycle { rules, .. } => config.lifecycle = rules.clone(),
             _ => {}
         }
         if config.is_empty() {
@@ -273,6 +286,11 @@ mod tests {
             policy: Some("{}".into()),
             public_access_block: None,
             ownership: Some(ObjectOwnership::ObjectWriter),
+            lifecycle: Some(vec![crate::lifecycle::LifecycleRule {
+                id: "r".into(),
+                enabled: true,
+                ..Default::default()
+            }]),
         };
         let b = encode_named(&Row::V1(c.clone())).unwrap();
         assert_eq!(read_row(&b).unwrap(), c);

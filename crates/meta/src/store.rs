@@ -657,7 +657,14 @@ impl MetaStore {
             | Command::SetBucketCors { .. }
             | Command::SetBucketPolicy { .. }
             | Command::SetPublicAccessBlock { .. }
-            | Command::SetBucketOwnership { .. } => self.apply_bucket_config(txn, group, cmd),
+            | Command::SetBucketOwnership { .. }
+            | Command::SetBucketLifecycle { .. } => self.apply_bucket_config(txn, group, cmd),
+            Command::LifecycleExpire {
+                bucket,
+                key,
+                target,
+                command,
+            } => self.apply_lifecycle_expire(txn, group, bucket, key, target, command),
             Command::SetBucketVersioning { .. }
             | Command::PutDeleteMarker { .. }
             | Command::DeleteVersion { .. } => self.apply_versioning(txn, group, cmd),

@@ -25,6 +25,7 @@ pub use encryption::SseRequest;
 use encryption::{encryption_etag, sse_error};
 
 mod encryption;
+mod lifecycle;
 mod settings;
 mod versions;
 
@@ -165,6 +166,8 @@ struct Inner {
     io: Arc<dyn ChunkIo>,
     /// The SSE-S3 key-encryption key, set once the master key is known (see `sse`).
     sse_key: std::sync::OnceLock<[u8; 32]>,
+    /// Milliseconds in one lifecycle day (`LIFECYCLE_DAY_SECS`; see `lifecycle`).
+    lifecycle_day_ms: std::sync::atomic::AtomicI64,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -293,6 +296,7 @@ impl ObjectService {
                 chunks,
                 io,
                 sse_key: std::sync::OnceLock::new(),
+                lifecycle_day_ms: std::sync::atomic::AtomicI64::new(86_400_000),
             }),
         }
     }

@@ -419,7 +419,10 @@ pub(crate) async fn put_object(
 
     let sums = ChecksumFields::from_stored(record.checksum.as_ref());
     let echo = crate::sse::echo(&record, input.sse_customer_key_md5.as_deref());
+    let expiration =
+        crate::lifecycle::expiration_header(s3, &input.bucket, &input.key, &record).await;
     let output = PutObjectOutput {
+        expiration,
         e_tag: Some(etag(&record.etag)),
         version_id: shown_version(&record, false),
         server_side_encryption: echo.server_side_encryption,
@@ -593,8 +596,13 @@ pub(crate) async fn get_object(
         .objects()
         .read_object_with_key(&record, range, customer.as_ref());
     let body = StreamingBlob::new(ReadBody::new(stream, len));
+    let expiration = match asked_version {
+        true => None,
+        false => crate::lifecycle::expiration_header(s3, &input.bucket, &input.key, &record).await,
+    };
     let h = &record.headers;
     let output = GetObjectOutput {
+        expiration,
         body: Some(body),
         server_side_encryption: echo.server_side_encryption,
         sse_customer_algorithm: echo.sse_customer_algorithm,
@@ -667,8 +675,13 @@ pub(crate) async fn head_object(
     )?;
     s3.objects().data_key(&record, customer.as_ref()).s3()?;
     let echo = crate::sse::echo(&record, input.sse_customer_key_md5.as_deref());
+    let expiration = match asked_version {
+        true => None,
+        false => crate::lifecycle::expiration_header(s3, &input.bucket, &input.key, &record).await,
+    };
     let h = &record.headers;
     let output = HeadObjectOutput {
+        expiration,
         server_side_encryption: echo.server_side_encryption,
         sse_customer_algorithm: echo.sse_customer_algorithm,
         sse_customer_key_md5: echo.sse_customer_key_md5,
