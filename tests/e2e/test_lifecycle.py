@@ -70,7 +70,7 @@ def wait_for(pred, what: str, timeout: float = WAIT):
 
 def metric(admin_url: str, name: str) -> float:
     text = requests.get(f"{admin_url}/metrics", timeout=5).text
-    m = re.search(rf"^{name}(?:\{{[^}}]*\}})? (\S+)$", text, re.M)
+    m = re.search(rf"^{re.escape(name)}(?:\{{[^}}]*\}})? (\S+)$", text, re.M)
     assert m, f"{name} not in {admin_url}/metrics"
     return float(m.group(1))
 
@@ -374,6 +374,16 @@ def test_lifecycle_with_aws_cli(srv, s3, tmp_path):
     api("delete-bucket-lifecycle", "--bucket", b)
     r = api("get-bucket-lifecycle-configuration", "--bucket", b, ok=False)
     assert r.returncode != 0 and "NoSuchLifecycleConfiguration" in r.stderr, r.stderr
+
+
+def test_the_worker_runs_under_the_common_runner(srv):
+    # Same shape as every worker: a state, items (actions taken) and no failed steps.
+    text = requests.get(f"{srv.admin_url}/metrics", timeout=5).text
+    states = [float(v) for v in re.findall(
+        r'^cairn_worker_state\{worker="lifecycle",state="[a-z]+"\} (\S+)$', text, re.M)]
+    assert len(states) == 5 and sum(states) == 1, states
+    assert metric(srv.admin_url, 'cairn_worker_errors_total{worker="lifecycle"}') == 0
+    assert metric(srv.admin_url, 'cairn_worker_items_total{worker="lifecycle"}') >= 1
 
 
 # ------------------------------------------------------------------------- a cluster

@@ -750,7 +750,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (c.lifecycle_day_secs, c.lifecycle_interval_secs, c.lifecycle_rate),
+            (
+                c.lifecycle_day_secs,
+                c.lifecycle_interval_secs,
+                c.lifecycle_rate
+            ),
             (2, 1, 0)
         );
         assert_eq!(Config::default().lifecycle_day_secs, 86_400);

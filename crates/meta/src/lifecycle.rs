@@ -105,19 +105,17 @@ impl LifecycleFilter {
     /// Whether an object `key` of `size` bytes with `tags` is one this filter selects.
     pub fn matches(&self, key: &str, size: u64, tags: &[Tag]) -> bool {
         self.prefix.as_deref().is_none_or(|p| key.starts_with(p))
-            && self
-                .tags
-                .iter()
-                .all(|want| tags.iter().any(|t| t.key == want.key && t.value == want.value))
+            && self.tags.iter().all(|want| {
+                tags.iter()
+                    .any(|t| t.key == want.key && t.value == want.value)
+            })
             && self.size_greater_than.is_none_or(|n| size > n)
             && self.size_less_than.is_none_or(|n| size < n)
     }
 
     /// Whether it selects delete markers (no size, no tags): only prefix conditions can hold.
     fn matches_marker(&self, key: &str) -> bool {
-        self.tags.is_empty()
-            && self.size_greater_than.is_none()
-            && self.matches(key, 0, &[])
+        self.tags.is_empty() && self.size_greater_than.is_none() && self.matches(key, 0, &[])
     }
 
     /// Whether it selects an upload to `key` (AWS allows only prefix filters on this action).
@@ -374,8 +372,8 @@ mod tests {
         });
         assert!(decide(std::slice::from_ref(&r), &k, 6999, DAY).is_empty());
         assert_eq!(decide(std::slice::from_ref(&r), &k, 7000, DAY).len(), 1);
-        let (at, id) = expiry_of(std::slice::from_ref(&r), "k", &obj("v", 1, 0, vec![]), DAY)
-            .unwrap();
+        let (at, id) =
+            expiry_of(std::slice::from_ref(&r), "k", &obj("v", 1, 0, vec![]), DAY).unwrap();
         assert_eq!((at, id), (7000, "r"));
     }
 
@@ -456,7 +454,12 @@ mod tests {
             checksum_kind: None,
         };
         assert!(abort_due(std::slice::from_ref(&r), &u("tmp/a"), DAY, DAY));
-        assert!(!abort_due(std::slice::from_ref(&r), &u("tmp/a"), DAY - 1, DAY));
+        assert!(!abort_due(
+            std::slice::from_ref(&r),
+            &u("tmp/a"),
+            DAY - 1,
+            DAY
+        ));
         assert!(!abort_due(std::slice::from_ref(&r), &u("keep/a"), DAY, DAY));
     }
 

@@ -83,7 +83,10 @@ impl MetaStore {
             Some(a) => Bound::Excluded(keys::object(group, bucket, a)),
             None => Bound::Included(base.clone()),
         };
-        for item in objects.range::<&[u8]>(range_from(&obj_lo, &hi))?.take(max + 1) {
+        for item in objects
+            .range::<&[u8]>(range_from(&obj_lo, &hi))?
+            .take(max + 1)
+        {
             let (k, _) = item?;
             found.insert(key_of(k.value())?);
         }
@@ -175,20 +178,18 @@ impl MetaStore {
                     current.is_some_and(|c| c.version == *version)
                 }
                 LifecycleTarget::Noncurrent { version } => {
-                    let stored = match versions
-                        .get(version_key(group, bucket, key, version).as_slice())?
-                    {
-                        Some(v) => Some(read_row(v.value())?),
-                        None => None,
-                    };
+                    let stored =
+                        match versions.get(version_key(group, bucket, key, version).as_slice())? {
+                            Some(v) => Some(read_row(v.value())?),
+                            None => None,
+                        };
                     let newest = first_version(&versions, &prefix)?.map(|(_, e)| e);
                     stored.is_some_and(|e| e.version() == version.as_str())
                         && (current.is_some()
                             || newest.is_some_and(|n| n.version() != version.as_str()))
                 }
                 LifecycleTarget::LoneMarker { version } => {
-                    let end = keys::prefix_end(&prefix)
-                        .unwrap_or_else(|| keys::group_end(group));
+                    let end = keys::prefix_end(&prefix).unwrap_or_else(|| keys::group_end(group));
                     let mut it = versions.range(prefix.as_slice()..end.as_slice())?;
                     let first = match it.next() {
                         Some(item) => Some(read_row(item?.1.value())?),

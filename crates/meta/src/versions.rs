@@ -196,7 +196,10 @@ fn remove_refs(bucket: &str, key: &str, r: &ObjectRecord) -> Vec<RefOp> {
         .collect()
 }
 
-pub(crate) fn range_from<'a>(lo: &'a Bound<Vec<u8>>, hi: &'a [u8]) -> (Bound<&'a [u8]>, Bound<&'a [u8]>) {
+pub(crate) fn range_from<'a>(
+    lo: &'a Bound<Vec<u8>>,
+    hi: &'a [u8],
+) -> (Bound<&'a [u8]>, Bound<&'a [u8]>) {
     let lo = match lo {
         Bound::Included(v) => Bound::Included(v.as_slice()),
         Bound::Excluded(v) => Bound::Excluded(v.as_slice()),

@@ -176,7 +176,8 @@ impl LifecycleWorker {
             | Response::Deleted(false)
             | Response::DeletedVersion { found: false, .. } => Ok(false),
             Response::Refused(e) => {
-                tracing::info!(error = %e, "lifecycle action refused by the state machine");
+                // Debug: a protected object is refused again at every pass.
+                tracing::debug!(error = %e, "lifecycle action refused by the state machine");
                 Ok(false)
             }
             _ => Ok(true),

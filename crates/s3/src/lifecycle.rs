@@ -66,8 +66,9 @@ fn positive(v: i32, field: &str, action: &str) -> Result<u32, ConfigError> {
 }
 
 fn size(v: i64, what: &str) -> Result<u64, ConfigError> {
-    u64::try_from(v)
-        .map_err(|_| ConfigError::InvalidArgument(format!("'{what}' must be a non-negative integer")))
+    u64::try_from(v).map_err(|_| {
+        ConfigError::InvalidArgument(format!("'{what}' must be a non-negative integer"))
+    })
 }
 
 fn tags(set: Vec<Tag>) -> Result<Vec<StoredTag>, ConfigError> {
@@ -77,17 +78,24 @@ fn tags(set: Vec<Tag>) -> Result<Vec<StoredTag>, ConfigError> {
             return Err(ConfigError::Malformed("a Tag needs a Key and a Value"));
         };
         if out.iter().any(|o: &StoredTag| o.key == key) {
-            return Err(ConfigError::InvalidRequest("Duplicate Tag Keys are not allowed."));
+            return Err(ConfigError::InvalidRequest(
+                "Duplicate Tag Keys are not allowed.",
+            ));
         }
         out.push(StoredTag { key, value });
     }
     Ok(out)
 }
 
-fn filter(f: Option<LifecycleRuleFilter>, prefix: Option<String>) -> Result<LifecycleFilter, ConfigError> {
+fn filter(
+    f: Option<LifecycleRuleFilter>,
+    prefix: Option<String>,
+) -> Result<LifecycleFilter, ConfigError> {
     let f = match (f, prefix) {
         (Some(_), Some(_)) => {
-            return Err(ConfigError::Malformed("a Rule has either a Filter or a Prefix, not both"))
+            return Err(ConfigError::Malformed(
+                "a Rule has either a Filter or a Prefix, not both",
+            ))
         }
         (None, None) => return Err(ConfigError::Malformed("a Rule needs a Filter or a Prefix")),
         (None, Some(p)) => {
@@ -156,18 +164,28 @@ fn filter(f: Option<LifecycleRuleFilter>, prefix: Option<String>) -> Result<Life
 fn date_ms(d: Timestamp) -> Result<i64, ConfigError> {
     let t = time::OffsetDateTime::from(d).to_offset(time::UtcOffset::UTC);
     if t.time() != time::Time::MIDNIGHT {
-        return Err(ConfigError::InvalidArgument("'Date' must be at midnight GMT".into()));
+        return Err(ConfigError::InvalidArgument(
+            "'Date' must be at midnight GMT".into(),
+        ));
     }
     Ok((t.unix_timestamp_nanos() / 1_000_000) as i64)
 }
 
 fn expiration(e: LifecycleExpiration, f: &LifecycleFilter) -> Result<Expiration, ConfigError> {
-    let given = [e.days.is_some(), e.date.is_some(), e.expired_object_delete_marker.is_some()]
-        .into_iter()
-        .filter(|b| *b)
-        .count();
+    let given = [
+        e.days.is_some(),
+        e.date.is_some(),
+        e.expired_object_delete_marker.is_some(),
+    ]
+    .into_iter()
+    .filter(|b| *b)
+    .count();
     match given {
-        0 => return Err(ConfigError::Malformed("Expiration needs Days, Date or ExpiredObjectDeleteMarker")),
+        0 => {
+            return Err(ConfigError::Malformed(
+                "Expiration needs Days, Date or ExpiredObjectDeleteMarker",
+            ))
+        }
         1 => {}
         _ => {
             return Err(ConfigError::Malformed(
@@ -176,7 +194,8 @@ fn expiration(e: LifecycleExpiration, f: &LifecycleFilter) -> Result<Expiration,
         }
     }
     let marker = e.expired_object_delete_marker.unwrap_or(false);
-    if marker && (!f.tags.is_empty() || f.size_greater_than.is_some() || f.size_less_than.is_some()) {
+    if marker && (!f.tags.is_empty() || f.size_greater_than.is_some() || f.size_less_than.is_some())
+    {
         return Err(ConfigError::InvalidRequest(
             "ExpiredObjectDeleteMarker cannot be specified with Tags or object size filters.",
         ));
@@ -283,12 +302,20 @@ fn rule(r: LifecycleRule) -> Result<StoredRule, ConfigError> {
 /// one, as AWS gives them).
 pub(crate) fn from_dto(c: BucketLifecycleConfiguration) -> Result<Vec<StoredRule>, ConfigError> {
     if c.rules.is_empty() {
-        return Err(ConfigError::Malformed("a lifecycle configuration needs a Rule"));
+        return Err(ConfigError::Malformed(
+            "a lifecycle configuration needs a Rule",
+        ));
     }
     if c.rules.len() > MAX_RULES {
-        return Err(ConfigError::Malformed("a lifecycle configuration holds at most 1000 rules"));
+        return Err(ConfigError::Malformed(
+            "a lifecycle configuration holds at most 1000 rules",
+        ));
     }
-    let mut rules = c.rules.into_iter().map(rule).collect::<Result<Vec<_>, _>>()?;
+    let mut rules = c
+        .rules
+        .into_iter()
+        .map(rule)
+        .collect::<Result<Vec<_>, _>>()?;
     let mut seen = HashSet::new();
     for r in rules.iter().filter(|r| !r.id.is_empty()) {
         if !seen.insert(r.id.clone()) {
@@ -335,7 +362,8 @@ pub(crate) fn to_dto(rules: &[StoredRule]) -> LifecycleRules {
                     Some(LifecycleRuleFilter {
                         and: Some(LifecycleRuleAndOperator {
                             prefix: f.prefix.clone(),
-                            tags: (!f.tags.is_empty()).then(|| f.tags.iter().map(tag_dto).collect()),
+                            tags: (!f.tags.is_empty())
+                                .then(|| f.tags.iter().map(tag_dto).collect()),
                             object_size_greater_than: f.size_greater_than.map(|v| v as i64),
                             object_size_less_than: f.size_less_than.map(|v| v as i64),
                         }),
@@ -399,7 +427,9 @@ pub(crate) async fn put_bucket_lifecycle_configuration(
         .set_bucket_lifecycle(&input.bucket, Some(rules))
         .await
         .s3()?;
-    Ok(S3Response::new(PutBucketLifecycleConfigurationOutput::default()))
+    Ok(S3Response::new(
+        PutBucketLifecycleConfigurationOutput::default(),
+    ))
 }
 
 pub(crate) async fn get_bucket_lifecycle_configuration(
@@ -544,8 +574,14 @@ mod tests {
             })
             .collect();
         assert_eq!(kind(check(many)), "MalformedXML");
-        assert_eq!(kind(check(vec![base_rule(), base_rule()])), "InvalidArgument");
-        assert_eq!(with(&|r| r.status = ExpirationStatus::from("On".to_owned())), "MalformedXML");
+        assert_eq!(
+            kind(check(vec![base_rule(), base_rule()])),
+            "InvalidArgument"
+        );
+        assert_eq!(
+            with(&|r| r.status = ExpirationStatus::from("On".to_owned())),
+            "MalformedXML"
+        );
         assert_eq!(with(&|r| r.id = Some("x".repeat(256))), "InvalidArgument");
         assert_eq!(with(&|r| r.prefix = Some("p".into())), "MalformedXML");
         assert_eq!(with(&|r| { r.filter = None }), "MalformedXML");
@@ -554,7 +590,10 @@ mod tests {
             "MalformedXML"
         );
         assert_eq!(with(&|r| r.expiration = None), "InvalidRequest");
-        assert_eq!(with(&|r| r.expiration.as_mut().unwrap().days = Some(0)), "InvalidArgument");
+        assert_eq!(
+            with(&|r| r.expiration.as_mut().unwrap().days = Some(0)),
+            "InvalidArgument"
+        );
         assert_eq!(
             with(&|r| r.expiration.as_mut().unwrap().expired_object_delete_marker = Some(true)),
             "MalformedXML"
