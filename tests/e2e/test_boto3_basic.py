@@ -494,7 +494,8 @@ def test_get_bucket_policy_without_one_is_404(s3, bucket):
     expect_error(s3.get_bucket_policy, "NoSuchBucketPolicy", 404, Bucket=bucket)
 
 
-def test_unimplemented_put_lifecycle_is_501(s3, bucket):
+def test_unimplemented_lifecycle_transition_is_501(s3, bucket):
+    # Lifecycle expiration is implemented (test_lifecycle.py); transitions need storage classes.
     expect_error(
         s3.put_bucket_lifecycle_configuration,
         "NotImplemented",
@@ -502,7 +503,7 @@ def test_unimplemented_put_lifecycle_is_501(s3, bucket):
         Bucket=bucket,
         LifecycleConfiguration={
             "Rules": [{"ID": "r", "Status": "Enabled", "Filter": {"Prefix": ""},
-                       "Expiration": {"Days": 1}}]
+                       "Transitions": [{"Days": 30, "StorageClass": "GLACIER"}]}]
         },
     )
     # Server still serves normally afterwards.

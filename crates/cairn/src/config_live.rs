@@ -33,6 +33,8 @@ pub struct Effective {
     /// Chunk-sync and scrub rates in MB/s (0: unlimited); live.
     pub repair_rate_mbps: u64,
     pub scrub_rate_mbps: u64,
+    /// Lifecycle worker rate in object versions per second (0: unlimited); live.
+    pub lifecycle_rate: u64,
 }
 
 impl Effective {
@@ -51,6 +53,7 @@ impl Effective {
             s3_max_inflight: cfg.s3_max_inflight,
             repair_rate_mbps: cfg.repair_rate_mbps,
             scrub_rate_mbps: cfg.scrub_rate_mbps,
+            lifecycle_rate: cfg.lifecycle_rate,
         };
         match doc {
             Some(d) => node.overridden_by(d),
@@ -68,6 +71,7 @@ impl Effective {
             s3_max_inflight: d.s3_max_inflight.unwrap_or(self.s3_max_inflight),
             repair_rate_mbps: d.repair_rate_mbps.unwrap_or(self.repair_rate_mbps),
             scrub_rate_mbps: d.scrub_rate_mbps.unwrap_or(self.scrub_rate_mbps),
+            lifecycle_rate: d.lifecycle_rate.unwrap_or(self.lifecycle_rate),
         }
     }
 
@@ -102,6 +106,8 @@ pub struct WorkerRates {
     pub repair: cairn_worker::RateLimit,
     /// The scrubber's (`scrub.rate_mbps`).
     pub scrub: cairn_worker::RateLimit,
+    /// The lifecycle worker's (`lifecycle.rate`, object versions per second).
+    pub lifecycle: cairn_worker::RateLimit,
 }
 
 impl WorkerRates {
@@ -115,6 +121,7 @@ impl WorkerRates {
     fn apply(&self, e: &Effective) {
         self.repair.set(mbps(e.repair_rate_mbps));
         self.scrub.set(mbps(e.scrub_rate_mbps));
+        self.lifecycle.set(e.lifecycle_rate);
     }
 }
 
@@ -239,6 +246,7 @@ impl ConfigRuntime {
             s3_max_inflight = wanted.s3_max_inflight,
             repair_rate_mbps = wanted.repair_rate_mbps,
             scrub_rate_mbps = wanted.scrub_rate_mbps,
+            lifecycle_rate = wanted.lifecycle_rate,
             restart_required = ?applied.restart_required,
             "applied cluster configuration"
         );
@@ -329,6 +337,7 @@ mod tests {
             s3_max_inflight: 256,
             repair_rate_mbps: 0,
             scrub_rate_mbps: 8,
+            lifecycle_rate: 1000,
         }
     }
 
@@ -357,6 +366,7 @@ mod tests {
         let doc = ClusterConfig {
             repair_rate_mbps: Some(1),
             scrub_rate_mbps: Some(2),
+            lifecycle_rate: Some(5),
             ..Default::default()
         };
         let wanted = node().overridden_by(&doc);
@@ -368,5 +378,6 @@ mod tests {
             (shared.repair.get(), shared.scrub.get()),
             (1_000_000, 2_000_000)
         );
+        assert_eq!(shared.lifecycle.get(), 5);
     }
 }

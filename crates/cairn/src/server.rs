@@ -332,6 +332,15 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
     );
     let scrub_metrics = scrub.metrics();
     workers.spawn(scrub)?;
+    // Bucket lifecycle rules, applied by each partition's leader (LIFECYCLE_* settings).
+    objects.set_lifecycle_day(Duration::from_secs(cfg.lifecycle_day_secs));
+    let lifecycle = cairn_object::lifecycle::LifecycleWorker::new(
+        objects.clone(),
+        Duration::from_secs(cfg.lifecycle_interval_secs),
+        rates.lifecycle.clone(),
+    );
+    let lifecycle_metrics = lifecycle.metrics();
+    workers.spawn(lifecycle)?;
     workers.spawn(cairn_object::workers::UploadReaper::new(
         objects.clone(),
         Duration::from_secs(effective.upload_expiry_secs),
@@ -360,6 +369,7 @@ pub async fn run(flags: ServerFlags) -> anyhow::Result<()> {
     files.metrics().register(&mut metrics);
     chunks.metrics().register(&mut metrics);
     scrub_metrics.register(&mut metrics);
+    lifecycle_metrics.register(&mut metrics);
     sync_metrics.register(&mut metrics);
     workers.register_metrics(&mut metrics);
     view.moves().register_metrics(&mut metrics);

@@ -140,6 +140,14 @@ pub struct Config {
     /// Chunk-sync (anti-entropy) fetch rate in megabytes (10^6 bytes) per second (0:
     /// unlimited); the cluster setting `repair.rate_mbps` overrides it live.
     pub repair_rate_mbps: u64,
+    /// How many seconds count as one day in lifecycle rules (86400; shorter for tests and
+    /// demos: with 2, `Days=1` expires an object 2-4 s after it was written).
+    pub lifecycle_day_secs: u64,
+    /// Time between passes of the lifecycle worker.
+    pub lifecycle_interval_secs: u64,
+    /// Object versions the lifecycle worker examines per second (0: unlimited); the cluster
+    /// setting `lifecycle.rate` overrides it live.
+    pub lifecycle_rate: u64,
 }
 
 impl Default for Config {
@@ -197,6 +205,9 @@ impl Default for Config {
             handback_interval_secs: 60,
             repair_grace_secs: 600,
             repair_rate_mbps: 0,
+            lifecycle_day_secs: 86_400,
+            lifecycle_interval_secs: 3600,
+            lifecycle_rate: 1000,
         }
     }
 }
@@ -291,6 +302,9 @@ pub const SETTINGS: &[&str] = &[
     "handback_interval_secs",
     "repair_grace_secs",
     "repair_rate_mbps",
+    "lifecycle_day_secs",
+    "lifecycle_interval_secs",
+    "lifecycle_rate",
 ];
 
 /// Flags of `cairn server`; each overrides the file and the environment.
@@ -533,6 +547,12 @@ impl Config {
                 "must be at most 1000000 (0 means unlimited)",
             ));
         }
+        if self.lifecycle_day_secs == 0 {
+            return Err(invalid("lifecycle_day_secs", "must be at least 1"));
+        }
+        if self.lifecycle_interval_secs == 0 {
+            return Err(invalid("lifecycle_interval_secs", "must be at least 1"));
+        }
         if self.multipart_expiry_secs == 0 {
             return Err(invalid("multipart_expiry_secs", "must be at least 1"));
         }
@@ -716,6 +736,30 @@ mod tests {
             Ok(())
         });
         result.unwrap_or_else(|| Ok(Config::default()))
+    }
+
+    #[test]
+    fn lifecycle_settings_are_read_and_checked() {
+        let c = load_with(
+            &[
+                ("LIFECYCLE_DAY_SECS", "2"),
+                ("LIFECYCLE_INTERVAL_SECS", "1"),
+                ("LIFECYCLE_RATE", "0"),
+            ],
+            &ServerFlags::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.lifecycle_day_secs,
+                c.lifecycle_interval_secs,
+                c.lifecycle_rate
+            ),
+            (2, 1, 0)
+        );
+        assert_eq!(Config::default().lifecycle_day_secs, 86_400);
+        let e = load_with(&[("LIFECYCLE_DAY_SECS", "0")], &ServerFlags::default()).unwrap_err();
+        assert!(e.to_string().contains("LIFECYCLE_DAY_SECS"), "{e}");
     }
 
     #[test]

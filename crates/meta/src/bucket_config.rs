@@ -1,5 +1,5 @@
 //! Per-bucket settings made through the S3 API: the bucket's tags, its CORS configuration, its
-//! bucket policy, public access block and object ownership controls (system group, table
+//! bucket policy, public access block, object ownership controls and lifecycle rules (system group, table
 //! `sm_bucket_config`, one row per bucket whose settings differ from the defaults).
 //!
 //! They live in their own table rather than in [`crate::model::BucketRecord`] so the bucket
@@ -49,6 +49,10 @@ pub struct BucketConfig {
     /// ownership is not `BucketOwnerEnforced`.
     #[serde(default)]
     pub acl: Vec<crate::acl::AclGrant>,
+    /// Lifecycle rules (PutBucketLifecycleConfiguration, validated by the S3 layer); None: no
+    /// lifecycle configuration (NoSuchLifecycleConfiguration).
+    #[serde(default)]
+    pub lifecycle: Option<Vec<crate::lifecycle::LifecycleRule>>,
 }
 
 impl Default for BucketConfig {
@@ -60,6 +64,7 @@ impl Default for BucketConfig {
             public_access_block: default_public_access_block(),
             ownership: default_ownership(),
             acl: Vec::new(),
+            lifecycle: None,
         }
     }
 }
@@ -209,6 +214,13 @@ impl MetaStore {
                 (name, format!("ownership {ownership:?}"))
             }
             Command::SetBucketAcl { name, acl } => (name, format!("ACL {} grants", acl.len())),
+            Command::SetBucketLifecycle { name, rules } => (
+                name,
+                match rules {
+                    Some(rules) => format!("lifecycle {} rules", rules.len()),
+                    None => "lifecycle removed".to_owned(),
+                },
+            ),
             other => {
                 return Ok(Response::Refused(CommandError::Invalid(format!(
                     "not a bucket setting: {other:?}"
@@ -231,6 +243,7 @@ impl MetaStore {
             Command::SetPublicAccessBlock { block, .. } => config.public_access_block = *block,
             Command::SetBucketOwnership { ownership, .. } => config.ownership = *ownership,
             Command::SetBucketAcl { acl, .. } => config.acl = acl.clone(),
+            Command::SetBucketLifecycle { rules, .. } => config.lifecycle = rules.clone(),
             _ => {}
         }
         if config.is_empty() {
@@ -284,6 +297,11 @@ mod tests {
                 group: crate::acl::AclGroup::AllUsers,
                 permission: crate::acl::AclPermission::Read,
             }],
+            lifecycle: Some(vec![crate::lifecycle::LifecycleRule {
+                id: "r".into(),
+                enabled: true,
+                ..Default::default()
+            }]),
         };
         let b = encode_named(&Row::V1(c.clone())).unwrap();
         assert_eq!(read_row(&b).unwrap(), c);

@@ -409,6 +409,23 @@ pub enum Command {
         version_id: Option<String>,
         acl: Vec<crate::acl::AclGrant>,
     },
+
+    // ---- S3 bucket lifecycle (appended; see `crate::lifecycle`) ----
+    /// System group: sets (Some) or removes (None) bucket `name`'s lifecycle rules.
+    SetBucketLifecycle {
+        name: String,
+        rules: Option<Vec<crate::lifecycle::LifecycleRule>>,
+    },
+    /// Applied in an object's partition by the lifecycle worker of its leader: `command` (the
+    /// `DeleteObject`, `PutDeleteMarker` or `DeleteVersion` of `bucket/key` a user's DELETE
+    /// would propose) if `target` still holds when it applies, else refused with
+    /// `PreconditionFailed` (the key changed since the scan, or the action was already taken).
+    LifecycleExpire {
+        bucket: String,
+        key: String,
+        target: crate::lifecycle_sm::LifecycleTarget,
+        command: Box<Command>,
+    },
 }
 
 /// A change to an existing access key.

@@ -156,6 +156,13 @@ pub const SETTINGS: &[Setting] = &[
         kind: Kind::Count,
     },
     Setting {
+        name: "lifecycle.rate",
+        apply: ApplyMode::Live,
+        optional: true,
+        help: "object versions the lifecycle worker examines per second per node (unset: LIFECYCLE_RATE of each node, 0 = unlimited)",
+        kind: Kind::Count,
+    },
+    Setting {
         name: "rebalance.max_moves",
         apply: ApplyMode::Cluster,
         optional: true,
@@ -266,6 +273,7 @@ pub fn get(c: &ClusterConfig, name: &str) -> Result<Option<ConfigValue>, ConfigE
         "limits.s3_max_inflight" => int(c.s3_max_inflight),
         "repair.rate_mbps" => int(c.repair_rate_mbps),
         "scrub.rate_mbps" => int(c.scrub_rate_mbps),
+        "lifecycle.rate" => int(c.lifecycle_rate),
         "rebalance.max_moves" => int(c.rebalance_max_moves),
         other => unreachable_setting(other)?,
     })
@@ -365,6 +373,7 @@ pub fn set(
             "limits.s3_max_inflight" => c.s3_max_inflight = None,
             "repair.rate_mbps" => c.repair_rate_mbps = None,
             "scrub.rate_mbps" => c.scrub_rate_mbps = None,
+            "lifecycle.rate" => c.lifecycle_rate = None,
             "rebalance.max_moves" => c.rebalance_max_moves = None,
             other => return unreachable_setting(other),
         }
@@ -383,6 +392,7 @@ pub fn set(
                 "limits.s3_max_inflight" => c.s3_max_inflight = Some(narrow(name, n)?),
                 "repair.rate_mbps" => c.repair_rate_mbps = Some(n),
                 "scrub.rate_mbps" => c.scrub_rate_mbps = Some(n),
+                "lifecycle.rate" => c.lifecycle_rate = Some(n),
                 "rebalance.max_moves" => c.rebalance_max_moves = Some(narrow(name, n)?),
                 other => return unreachable_setting(other),
             }

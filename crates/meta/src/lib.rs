@@ -9,6 +9,8 @@ pub mod config_doc;
 mod config_table;
 mod key_table;
 pub mod keys;
+pub mod lifecycle;
+pub mod lifecycle_sm;
 pub mod lock;
 pub mod model;
 pub mod placement;

@@ -411,6 +411,10 @@ pub struct ClusterConfig {
     /// by the partition leaders as they claim moves.
     #[serde(default)]
     pub rebalance_max_moves: Option<u32>,
+    /// Object versions the lifecycle worker examines per second on each node (None: each
+    /// node's `LIFECYCLE_RATE`; 0: unlimited). Applied live.
+    #[serde(default)]
+    pub lifecycle_rate: Option<u64>,
 }
 
 impl ClusterConfig {

@@ -693,7 +693,14 @@ impl MetaStore {
             | Command::SetBucketPolicy { .. }
             | Command::SetPublicAccessBlock { .. }
             | Command::SetBucketOwnership { .. }
-            | Command::SetBucketAcl { .. } => self.apply_bucket_config(txn, group, cmd),
+            | Command::SetBucketAcl { .. }
+            | Command::SetBucketLifecycle { .. } => self.apply_bucket_config(txn, group, cmd),
+            Command::LifecycleExpire {
+                bucket,
+                key,
+                target,
+                command,
+            } => self.apply_lifecycle_expire(txn, group, bucket, key, target, command),
             Command::SetBucketVersioning { .. }
             | Command::PutDeleteMarker { .. }
             | Command::DeleteVersion { .. }

@@ -111,7 +111,7 @@ enum Row {
     V1(VersionEntry),
 }
 
-fn read_row(b: &[u8]) -> Result<VersionEntry, MetaError> {
+pub(crate) fn read_row(b: &[u8]) -> Result<VersionEntry, MetaError> {
     match decode::<Row>(b)? {
         Row::V1(e) => Ok(e),
     }
@@ -122,13 +122,13 @@ fn write_row(e: &VersionEntry) -> Result<Vec<u8>, MetaError> {
 }
 
 /// `g | bucket | 0 | key | 0` — the prefix of a key's noncurrent versions.
-fn key_prefix(group: u64, bucket: &str, key: &str) -> Vec<u8> {
+pub(crate) fn key_prefix(group: u64, bucket: &str, key: &str) -> Vec<u8> {
     let mut k = keys::object(group, bucket, key);
     k.push(keys::SEP);
     k
 }
 
-fn version_key(group: u64, bucket: &str, key: &str, version: &str) -> Vec<u8> {
+pub(crate) fn version_key(group: u64, bucket: &str, key: &str, version: &str) -> Vec<u8> {
     let mut k = key_prefix(group, bucket, key);
     k.extend_from_slice(sort_key(version).as_bytes());
     k
@@ -190,7 +190,7 @@ fn find_noncurrent(
 }
 
 /// The newest noncurrent entry of a key.
-fn first_version(
+pub(crate) fn first_version(
     t: &impl ReadableTable<&'static [u8], &'static [u8]>,
     prefix: &[u8],
 ) -> Result<Option<(Vec<u8>, VersionEntry)>, MetaError> {
@@ -216,7 +216,10 @@ fn remove_refs(bucket: &str, key: &str, r: &ObjectRecord) -> Vec<RefOp> {
         .collect()
 }
 
-fn range_from<'a>(lo: &'a Bound<Vec<u8>>, hi: &'a [u8]) -> (Bound<&'a [u8]>, Bound<&'a [u8]>) {
+pub(crate) fn range_from<'a>(
+    lo: &'a Bound<Vec<u8>>,
+    hi: &'a [u8],
+) -> (Bound<&'a [u8]>, Bound<&'a [u8]>) {
     let lo = match lo {
         Bound::Included(v) => Bound::Included(v.as_slice()),
         Bound::Excluded(v) => Bound::Excluded(v.as_slice()),

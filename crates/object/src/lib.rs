@@ -12,6 +12,7 @@ mod conditional;
 mod digest;
 mod error;
 pub mod keys;
+pub mod lifecycle;
 pub mod mpu_checksum;
 mod service;
 pub mod sse;

@@ -26,12 +26,13 @@ use encryption::{encryption_etag, sse_error};
 
 mod default_checksum;
 mod encryption;
+mod lifecycle;
 mod lock;
 mod settings;
 mod versions;
 
-pub use lock::LockRequest;
 pub use default_checksum::{default_checksum_applies, DEFAULT_CHECKSUM};
+pub use lock::LockRequest;
 pub use versions::DeleteOutcome;
 
 /// S3's limit for a single PUT, a part, and a copy source.
@@ -173,6 +174,8 @@ struct Inner {
     io: Arc<dyn ChunkIo>,
     /// The SSE-S3 key-encryption key, set once the master key is known (see `sse`).
     sse_key: std::sync::OnceLock<[u8; 32]>,
+    /// Milliseconds in one lifecycle day (`LIFECYCLE_DAY_SECS`; see `lifecycle`).
+    lifecycle_day_ms: std::sync::atomic::AtomicI64,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -305,6 +308,7 @@ impl ObjectService {
                 chunks,
                 io,
                 sse_key: std::sync::OnceLock::new(),
+                lifecycle_day_ms: std::sync::atomic::AtomicI64::new(86_400_000),
             }),
         }
     }

@@ -12,6 +12,7 @@
 //! - `bucket.rs`, `object.rs`, `list.rs`, `multipart.rs`, `copy.rs` — the operations.
 //! - `lock.rs` — object lock: bucket configuration, retention, legal hold, lock headers.
 //! - `tagging.rs` — object and bucket tags, `x-amz-tagging` and `x-amz-tagging-count`.
+//! - `lifecycle.rs` — bucket lifecycle configuration checks and operations, `x-amz-expiration`.
 //! - `cors.rs` — CORS configuration checks and rule matching (pure); `cors_http.rs` — the CORS
 //!   operations, preflight answers and CORS response headers.
 //! - `post.rs` — POST Object (browser form uploads) on top of s3s's policy checks.
@@ -41,6 +42,7 @@ mod cors_http;
 mod error;
 mod guard;
 mod host;
+mod lifecycle;
 mod limit;
 mod list;
 mod lock;
@@ -443,6 +445,29 @@ impl S3 for CairnS3 {
         req: S3Request<DeleteBucketCorsInput>,
     ) -> S3Result<S3Response<DeleteBucketCorsOutput>> {
         cors_http::delete_bucket_cors(self, req).await
+    }
+
+    // ---- lifecycle ----
+
+    async fn put_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<PutBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<PutBucketLifecycleConfigurationOutput>> {
+        lifecycle::put_bucket_lifecycle_configuration(self, req).await
+    }
+
+    async fn get_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<GetBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<GetBucketLifecycleConfigurationOutput>> {
+        lifecycle::get_bucket_lifecycle_configuration(self, req).await
+    }
+
+    async fn delete_bucket_lifecycle(
+        &self,
+        req: S3Request<DeleteBucketLifecycleInput>,
+    ) -> S3Result<S3Response<DeleteBucketLifecycleOutput>> {
+        lifecycle::delete_bucket_lifecycle(self, req).await
     }
 
     // ---- policy, public access block, ownership controls, ACLs ----

@@ -438,7 +438,10 @@ pub(crate) async fn put_object(
 
     let sums = ChecksumFields::from_stored(record.checksum.as_ref());
     let echo = crate::sse::echo(&record, input.sse_customer_key_md5.as_deref());
+    let expiration =
+        crate::lifecycle::expiration_header(s3, &input.bucket, &input.key, &record).await;
     let output = PutObjectOutput {
+        expiration,
         e_tag: Some(etag(&record.etag)),
         version_id: shown_version(&record, false),
         server_side_encryption: echo.server_side_encryption,
@@ -612,12 +615,17 @@ pub(crate) async fn get_object(
         .objects()
         .read_object_with_key(&record, range, customer.as_ref());
     let body = StreamingBlob::new(ReadBody::new(stream, len));
+    let expiration = match asked_version {
+        true => None,
+        false => crate::lifecycle::expiration_header(s3, &input.bucket, &input.key, &record).await,
+    };
     let h = &record.headers;
     let (lock_mode, lock_until, legal_hold) = crate::lock::read_headers(&record);
     let output = GetObjectOutput {
         object_lock_mode: lock_mode,
         object_lock_retain_until_date: lock_until,
         object_lock_legal_hold_status: legal_hold,
+        expiration,
         body: Some(body),
         server_side_encryption: echo.server_side_encryption,
         sse_customer_algorithm: echo.sse_customer_algorithm,
@@ -690,12 +698,17 @@ pub(crate) async fn head_object(
     )?;
     s3.objects().data_key(&record, customer.as_ref()).s3()?;
     let echo = crate::sse::echo(&record, input.sse_customer_key_md5.as_deref());
+    let expiration = match asked_version {
+        true => None,
+        false => crate::lifecycle::expiration_header(s3, &input.bucket, &input.key, &record).await,
+    };
     let h = &record.headers;
     let (lock_mode, lock_until, legal_hold) = crate::lock::read_headers(&record);
     let output = HeadObjectOutput {
         object_lock_mode: lock_mode,
         object_lock_retain_until_date: lock_until,
         object_lock_legal_hold_status: legal_hold,
+        expiration,
         server_side_encryption: echo.server_side_encryption,
         sse_customer_algorithm: echo.sse_customer_algorithm,
         sse_customer_key_md5: echo.sse_customer_key_md5,
