@@ -45,6 +45,23 @@ pub struct BucketConfig {
     /// Object ownership controls; None after DeleteBucketOwnershipControls.
     #[serde(default = "default_ownership")]
     pub ownership: Option<ObjectOwnership>,
+    /// Default encryption (PutBucketEncryption), applied to writes that ask for none; None:
+    /// no configuration (ServerSideEncryptionConfigurationNotFoundError). Appended.
+    #[serde(default)]
+    pub encryption: Option<BucketEncryption>,
+}
+
+/// A bucket's default encryption: SSE-S3, or SSE-KMS with a key of the key store (None: the
+/// default key).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketEncryption {
+    /// `S3` or `Kms` (SSE-C cannot be a default).
+    pub algorithm: crate::model::SseAlgorithm,
+    #[serde(default)]
+    pub kms_key_id: Option<String>,
+    /// Echoed as given (Cairn has no per-bucket KMS key cache to turn on).
+    #[serde(default)]
+    pub bucket_key_enabled: bool,
 }
 
 impl Default for BucketConfig {
@@ -55,6 +72,7 @@ impl Default for BucketConfig {
             policy: None,
             public_access_block: default_public_access_block(),
             ownership: default_ownership(),
+            encryption: None,
         }
     }
 }
@@ -203,6 +221,9 @@ impl MetaStore {
             Command::SetBucketOwnership { name, ownership } => {
                 (name, format!("ownership {ownership:?}"))
             }
+            Command::SetBucketEncryption { name, encryption } => {
+                (name, format!("default encryption {encryption:?}"))
+            }
             other => {
                 return Ok(Response::Refused(CommandError::Invalid(format!(
                     "not a bucket setting: {other:?}"
@@ -224,6 +245,9 @@ impl MetaStore {
             Command::SetBucketPolicy { policy, .. } => config.policy = policy.clone(),
             Command::SetPublicAccessBlock { block, .. } => config.public_access_block = *block,
             Command::SetBucketOwnership { ownership, .. } => config.ownership = *ownership,
+            Command::SetBucketEncryption { encryption, .. } => {
+                config.encryption = encryption.clone()
+            }
             _ => {}
         }
         if config.is_empty() {
@@ -273,6 +297,11 @@ mod tests {
             policy: Some("{}".into()),
             public_access_block: None,
             ownership: Some(ObjectOwnership::ObjectWriter),
+            encryption: Some(BucketEncryption {
+                algorithm: crate::model::SseAlgorithm::Kms,
+                kms_key_id: Some("app".into()),
+                bucket_key_enabled: true,
+            }),
         };
         let b = encode_named(&Row::V1(c.clone())).unwrap();
         assert_eq!(read_row(&b).unwrap(), c);

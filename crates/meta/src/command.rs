@@ -345,6 +345,26 @@ pub enum Command {
         key: String,
         version_id: String,
     },
+
+    // ---- SSE-KMS key store (appended; see `crate::kms`) ----
+    /// System group: adds a key to the store. Refused with `KmsKeyExists` when the name is
+    /// taken, unless `if_absent` (the default key's creation on first use), which then keeps
+    /// the existing key.
+    CreateKmsKey {
+        record: crate::kms::KmsKeyRecord,
+        if_absent: bool,
+    },
+    /// System group: enables or disables key `name`.
+    SetKmsKeyEnabled {
+        name: String,
+        enabled: bool,
+        at_ms: i64,
+    },
+    /// System group: sets (Some) or removes (None) bucket `name`'s default encryption.
+    SetBucketEncryption {
+        name: String,
+        encryption: Option<crate::bucket_config::BucketEncryption>,
+    },
 }
 
 /// A change to an existing access key.
@@ -415,6 +435,12 @@ pub enum CommandError {
     /// between nodes, older nodes number the variants above).
     #[error("key does not exist")]
     NoSuchKey,
+    /// (appended) A KMS key of this name exists.
+    #[error("a KMS key named {0} exists")]
+    KmsKeyExists(String),
+    /// (appended) No KMS key of this name.
+    #[error("no KMS key named {0}")]
+    NoSuchKmsKey(String),
 }
 
 /// The result of applying one command.

@@ -7,6 +7,7 @@ pub mod command;
 pub mod config_doc;
 mod config_table;
 mod key_table;
+pub mod kms;
 pub mod keys;
 pub mod model;
 pub mod placement;

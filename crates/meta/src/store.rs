@@ -657,10 +657,14 @@ impl MetaStore {
             | Command::SetBucketCors { .. }
             | Command::SetBucketPolicy { .. }
             | Command::SetPublicAccessBlock { .. }
-            | Command::SetBucketOwnership { .. } => self.apply_bucket_config(txn, group, cmd),
+            | Command::SetBucketOwnership { .. }
+            | Command::SetBucketEncryption { .. } => self.apply_bucket_config(txn, group, cmd),
             Command::SetBucketVersioning { .. }
             | Command::PutDeleteMarker { .. }
             | Command::DeleteVersion { .. } => self.apply_versioning(txn, group, cmd),
+            Command::CreateKmsKey { .. } | Command::SetKmsKeyEnabled { .. } => {
+                self.apply_kms_command(txn, group, cmd)
+            }
             Command::SetRootKey { .. }
             | Command::CreateAccessKey { .. }
             | Command::UpdateAccessKey { .. }

@@ -139,6 +139,7 @@ fn command() -> impl Strategy<Value = Command> {
                         headers: ObjectHeaders::default(),
                         checksum_algo: None,
                         checksum_kind: None,
+                        encryption: None,
                     },
                 }
             }
@@ -165,6 +166,7 @@ fn command() -> impl Strategy<Value = Command> {
                         last_modified_ms: 0,
                         checksum: None,
                         data,
+                        sse_salt: Vec::new(),
                     },
                 }
             ),

@@ -401,7 +401,12 @@ pub(crate) async fn put_object(
         input.sse_customer_key.as_deref(),
         input.sse_customer_key_md5.as_deref(),
     )?;
-    let encryption = crate::sse::put_request(input.server_side_encryption.as_ref(), customer)?;
+    let encryption = crate::sse::put_request(
+        input.server_side_encryption.as_ref(),
+        input.ssekms_key_id.as_deref(),
+        customer,
+    )?;
+    let encryption = crate::sse::with_bucket_default(s3, &input.bucket, encryption).await?;
     let opts = PutOptions {
         headers,
         content_length,
@@ -425,6 +430,7 @@ pub(crate) async fn put_object(
         server_side_encryption: echo.server_side_encryption,
         sse_customer_algorithm: echo.sse_customer_algorithm,
         sse_customer_key_md5: echo.sse_customer_key_md5,
+        ssekms_key_id: echo.ssekms_key_id,
         checksum_crc32: sums.crc32,
         checksum_crc32c: sums.crc32c,
         checksum_crc64nvme: sums.crc64nvme,
@@ -587,7 +593,7 @@ pub(crate) async fn get_object(
         input.sse_customer_key_md5.as_deref(),
     )?;
     // Checked before the answer starts, so a missing or wrong key is a clean 400/403.
-    s3.objects().data_key(&record, customer.as_ref()).s3()?;
+    s3.objects().data_key(&record, customer.as_ref()).await.s3()?;
     let echo = crate::sse::echo(&record, input.sse_customer_key_md5.as_deref());
     let stream = s3
         .objects()
@@ -599,6 +605,7 @@ pub(crate) async fn get_object(
         server_side_encryption: echo.server_side_encryption,
         sse_customer_algorithm: echo.sse_customer_algorithm,
         sse_customer_key_md5: echo.sse_customer_key_md5,
+        ssekms_key_id: echo.ssekms_key_id,
         accept_ranges: Some("bytes".to_owned()),
         content_length: i64::try_from(len).ok(),
         content_range: range.map(|r| content_range(r, record.size)),
@@ -665,13 +672,14 @@ pub(crate) async fn head_object(
         input.sse_customer_key.as_deref(),
         input.sse_customer_key_md5.as_deref(),
     )?;
-    s3.objects().data_key(&record, customer.as_ref()).s3()?;
+    s3.objects().data_key(&record, customer.as_ref()).await.s3()?;
     let echo = crate::sse::echo(&record, input.sse_customer_key_md5.as_deref());
     let h = &record.headers;
     let output = HeadObjectOutput {
         server_side_encryption: echo.server_side_encryption,
         sse_customer_algorithm: echo.sse_customer_algorithm,
         sse_customer_key_md5: echo.sse_customer_key_md5,
+        ssekms_key_id: echo.ssekms_key_id,
         accept_ranges: Some("bytes".to_owned()),
         content_length: i64::try_from(len).ok(),
         content_range: range.map(|r| content_range(r, record.size)),
