@@ -545,9 +545,14 @@ def test_cluster_kms_multipart_default_and_disable(cluster):
     c3.put_object(Bucket=b, Key="d", Body=b"default")
     h = c1.head_object(Bucket=b, Key="d")
     assert h["ServerSideEncryption"] == "aws:kms" and h["SSEKMSKeyId"] == name
-    # A copy through n1 of an SSE-C object into the default (KMS) encryption.
-    c1.copy_object(Bucket=b, Key="c-copy", CopySource={"Bucket": b, "Key": "c"}, **copy_ssec())
-    assert c2.get_object(Bucket=b, Key="c-copy")["Body"].read() == data
+    # A copy through n1 of an SSE-C object into the default (KMS) encryption (small: a
+    # copy answers only when done, and debug builds seal slowly).
+    small = rand_bytes(600_000, "cluster-copy")
+    c3.put_object(Bucket=b, Key="small-c", Body=small, **ssec())
+    c1.copy_object(Bucket=b, Key="c-copy", CopySource={"Bucket": b, "Key": "small-c"},
+                   **copy_ssec())
+    g = c2.get_object(Bucket=b, Key="c-copy")
+    assert g["Body"].read() == small and g["SSEKMSKeyId"] == name
     # Disabled through n3: refused everywhere at once.
     cli(n3.admin_url, "kms", "disable", name)
     for c in (c1, c2, c3):
