@@ -69,7 +69,11 @@ fn bad(msg: impl Into<String>) -> Response {
 }
 
 fn unavailable(e: impl ToString) -> Response {
-    error(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", e.to_string())
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Unavailable",
+        e.to_string(),
+    )
 }
 
 async fn propose(s: &AdminState, actor: &Actor, cmd: Command) -> Result<(), Response> {

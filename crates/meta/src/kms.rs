@@ -180,13 +180,21 @@ mod tests {
             }),
             Response::Done
         );
-        assert_eq!(store.kms_key(0, "app").unwrap().unwrap().wrapped, vec![1, 2, 3]);
+        assert_eq!(
+            store.kms_key(0, "app").unwrap().unwrap().wrapped,
+            vec![1, 2, 3]
+        );
         assert_eq!(apply(create(DEFAULT_KEY, true)), Response::Done);
         assert!(matches!(
             apply(create("/bad", false)),
             Response::Refused(CommandError::Invalid(_))
         ));
-        let names: Vec<String> = store.kms_keys(0).unwrap().into_iter().map(|k| k.name).collect();
+        let names: Vec<String> = store
+            .kms_keys(0)
+            .unwrap()
+            .into_iter()
+            .map(|k| k.name)
+            .collect();
         assert_eq!(names, vec!["app".to_string(), DEFAULT_KEY.to_string()]);
         assert_eq!(
             apply(Command::SetKmsKeyEnabled {

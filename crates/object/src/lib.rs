@@ -26,8 +26,7 @@ pub use conditional::Precondition;
 pub use error::ObjectError;
 pub use mpu_checksum::CompleteChecksums;
 pub use service::{
-    BodyStream, ByteStream, DeleteOutcome, Digests, ListMultipartPage, ListPage, ListPartsPage,
-    kms_key_name, ListQuery, ObjectService, PartSpec, PutOptions, ReadConsistency, ServiceConfig,
-    SseRequest,
-    Verifier, MAX_PUT_SIZE, MIN_PART_SIZE,
+    kms_key_name, BodyStream, ByteStream, DeleteOutcome, Digests, ListMultipartPage, ListPage,
+    ListPartsPage, ListQuery, ObjectService, PartSpec, PutOptions, ReadConsistency, ServiceConfig,
+    SseRequest, Verifier, MAX_PUT_SIZE, MIN_PART_SIZE,
 };

@@ -22,8 +22,8 @@ use crate::mpu_checksum::{self, CompleteChecksums};
 use crate::sse::Sealer;
 use crate::ObjectError;
 pub use encryption::SseRequest;
-pub use kms::kms_key_name;
 use encryption::{encryption_etag, sse_error};
+pub use kms::kms_key_name;
 
 mod encryption;
 mod kms;
@@ -705,7 +705,14 @@ impl ObjectService {
         };
         let inline = self.inner.config.inline_threshold;
         let consistency = opts.write_consistency.or(bucket_record.write_consistency);
-        let (sealer, encryption) = match self.start_encryption(opts.encryption.as_ref()).await {
+        let requested = match self
+            .or_bucket_default(bucket, opts.encryption.clone())
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return Err(drain_then(body, e).await),
+        };
+        let (sealer, encryption) = match self.start_encryption(requested.as_ref()).await {
             Ok(v) => v,
             Err(e) => return Err(drain_then(body, e).await),
         };
@@ -1011,6 +1018,7 @@ impl ObjectService {
     ) -> Result<UploadRecord, ObjectError> {
         let checksum_kind = mpu_checksum::upload_kind(checksum_algo, checksum_kind)?;
         self.head_bucket(bucket).await?;
+        let sse = self.or_bucket_default(bucket, sse).await?;
         let encryption = self.start_upload_encryption(sse.as_ref()).await?;
         let record = UploadRecord {
             upload_id: new_version(),
@@ -1135,7 +1143,15 @@ impl ObjectService {
             }
         }
         let part = self
-            .commit_part(bucket, key, upload_id, part_number, ingested, &upload, sealed)
+            .commit_part(
+                bucket,
+                key,
+                upload_id,
+                part_number,
+                ingested,
+                &upload,
+                sealed,
+            )
             .await?;
         Ok((part, upload.encryption))
     }
@@ -1242,7 +1258,15 @@ impl ObjectService {
             )
             .await?;
         let part = self
-            .commit_part(bucket, key, upload_id, part_number, ingested, &upload, sealed)
+            .commit_part(
+                bucket,
+                key,
+                upload_id,
+                part_number,
+                ingested,
+                &upload,
+                sealed,
+            )
             .await?;
         Ok((part, upload.encryption))
     }

@@ -115,11 +115,19 @@ fn kms_aad(name: &str) -> Vec<u8> {
 /// Key material for a new key-store key named `name`: a fresh random 256-bit key, wrapped
 /// (bound to its name) so it can be proposed to the cluster without revealing it.
 pub fn new_kms_key(sse_s3_key: &[u8; 32], name: &str) -> Result<Vec<u8>, SseError> {
-    wrap_with(&kms_store_kek(sse_s3_key), &DataKey::generate(), &kms_aad(name))
+    wrap_with(
+        &kms_store_kek(sse_s3_key),
+        &DataKey::generate(),
+        &kms_aad(name),
+    )
 }
 
 /// Opens the key-store key `name` from its wrapped material.
-pub fn open_kms_key(sse_s3_key: &[u8; 32], name: &str, wrapped: &[u8]) -> Result<DataKey, SseError> {
+pub fn open_kms_key(
+    sse_s3_key: &[u8; 32],
+    name: &str,
+    wrapped: &[u8],
+) -> Result<DataKey, SseError> {
     unwrap_with(&kms_store_kek(sse_s3_key), wrapped, &kms_aad(name))
 }
 
@@ -149,10 +157,7 @@ pub fn wrap_with(kek: &[u8; 32], dk: &DataKey, aad: &[u8]) -> Result<Vec<u8>, Ss
     let cipher = ChaCha20Poly1305::new(Key::from_slice(kek));
     let nonce = ChaCha20Poly1305::generate_nonce(&mut OsRng);
     let sealed = cipher
-        .encrypt(
-            &nonce,
-            Payload { msg: &dk.0, aad },
-        )
+        .encrypt(&nonce, Payload { msg: &dk.0, aad })
         .map_err(|_| SseError::Seal)?;
     let mut out = nonce.to_vec();
     out.extend_from_slice(&sealed);

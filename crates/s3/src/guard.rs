@@ -432,7 +432,11 @@ mod tests {
         assert!(ok(Method::PUT, "/b/k", &[sse, copy, copy_c]));
         assert!(ok(Method::POST, "/b/k?uploads", &[kms]));
         assert!(ok(Method::PUT, "/b/k?uploadId=1&partNumber=1", &[ssec]));
-        assert!(ok(Method::PUT, "/b/k?uploadId=1&partNumber=1", &[ssec, copy, copy_c]));
+        assert!(ok(
+            Method::PUT,
+            "/b/k?uploadId=1&partNumber=1",
+            &[ssec, copy, copy_c]
+        ));
         assert!(ok(Method::GET, "/b/k", &[ssec]));
         assert!(!ok(Method::GET, "/b/k", &[sse]));
         assert!(!ok(Method::PUT, "/b/k?uploadId=1&partNumber=1", &[sse]));

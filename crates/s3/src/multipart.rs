@@ -53,7 +53,6 @@ pub(crate) async fn create_multipart_upload(
         input.ssekms_key_id.as_deref(),
         customer,
     )?;
-    let sse = crate::sse::with_bucket_default(s3, &input.bucket, sse).await?;
     let upload = s3
         .objects()
         .create_multipart_encrypted(&input.bucket, &input.key, headers, algo, kind, sse)

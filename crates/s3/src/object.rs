@@ -406,7 +406,6 @@ pub(crate) async fn put_object(
         input.ssekms_key_id.as_deref(),
         customer,
     )?;
-    let encryption = crate::sse::with_bucket_default(s3, &input.bucket, encryption).await?;
     let opts = PutOptions {
         headers,
         content_length,
@@ -593,7 +592,10 @@ pub(crate) async fn get_object(
         input.sse_customer_key_md5.as_deref(),
     )?;
     // Checked before the answer starts, so a missing or wrong key is a clean 400/403.
-    s3.objects().data_key(&record, customer.as_ref()).await.s3()?;
+    s3.objects()
+        .data_key(&record, customer.as_ref())
+        .await
+        .s3()?;
     let echo = crate::sse::echo(&record, input.sse_customer_key_md5.as_deref());
     let stream = s3
         .objects()
@@ -672,7 +674,10 @@ pub(crate) async fn head_object(
         input.sse_customer_key.as_deref(),
         input.sse_customer_key_md5.as_deref(),
     )?;
-    s3.objects().data_key(&record, customer.as_ref()).await.s3()?;
+    s3.objects()
+        .data_key(&record, customer.as_ref())
+        .await
+        .s3()?;
     let echo = crate::sse::echo(&record, input.sse_customer_key_md5.as_deref());
     let h = &record.headers;
     let output = HeadObjectOutput {

@@ -103,6 +103,34 @@ impl ObjectService {
         Ok(self.start_encryption(req).await?.1.map(|(e, _)| e))
     }
 
+    /// `req`, else bucket `bucket`'s default encryption (read linearizably, so a default set
+    /// through any node applies to every write that starts after it was acknowledged). Done
+    /// here rather than in a front end so S3 and FileService writes alike honour it.
+    pub(super) async fn or_bucket_default(
+        &self,
+        bucket: &str,
+        req: Option<SseRequest>,
+    ) -> Result<Option<SseRequest>, ObjectError> {
+        if req.is_some() {
+            return Ok(req);
+        }
+        let config = match self
+            .bucket_config(bucket, super::ReadConsistency::Linearizable)
+            .await
+        {
+            Ok(c) => c,
+            // The write itself answers NoSuchBucket.
+            Err(ObjectError::NoSuchBucket) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(config.encryption.map(|d| match d.algorithm {
+            SseAlgorithm::Kms => SseRequest::Kms {
+                key_id: d.kms_key_id,
+            },
+            _ => SseRequest::S3,
+        }))
+    }
+
     /// CopyObject where the source or the destination is encrypted: the source is read
     /// (decrypted with `src_key` for SSE-C) and written again as a new object under `dst_sse`
     /// (None: plaintext), with a fresh data key — chunks are never shared across keys, so an
