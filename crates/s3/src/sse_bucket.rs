@@ -68,7 +68,6 @@ fn to_dto(e: BucketEncryption) -> ServerSideEncryptionConfiguration {
                 sse_algorithm: ServerSideEncryption::from_static(algorithm),
             }),
             bucket_key_enabled: Some(e.bucket_key_enabled),
-            ..Default::default()
         }],
     }
 }
@@ -129,7 +128,7 @@ mod tests {
                     kms_master_key_id: key.map(str::to_string),
                     sse_algorithm: ServerSideEncryption::from_static(algo),
                 }),
-                ..Default::default()
+                bucket_key_enabled: None,
             }],
         }
     }
