@@ -67,7 +67,9 @@ SSE_C = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": "k" * 32}
 
 PUT_CASES = {
     "sse-s3": {"ServerSideEncryption": "AES256"},
-    "sse-kms": {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "alias/x"},
+    # SSE-KMS is implemented (test_encryption_more.py); its encryption context is not.
+    "sse-kms-context": {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "alias/x",
+                        "SSEKMSEncryptionContext": "e30="},
     "sse-c": SSE_C,
     "lock-mode": {
         "ObjectLockMode": "GOVERNANCE",
@@ -87,8 +89,8 @@ def _expected(case: str) -> tuple[int, str]:
     return (400, "AccessControlListNotSupported") if case in ACL_CASES else (501, "NotImplemented")
 
 
-# SSE-S3 and SSE-C on a plain PutObject are implemented (test_encryption.py); on multipart
-# uploads and copies they are not (below).
+# SSE-S3, SSE-KMS and SSE-C are implemented on PutObject, multipart uploads and copies
+# (test_encryption.py, test_encryption_more.py); the KMS encryption context is not.
 SSE_IMPLEMENTED_ON_PUT = {"sse-s3", "sse-c"}
 
 
@@ -101,7 +103,7 @@ def test_put_object_protection_headers_are_not_implemented(s3, bucket, case):
     assert _missing(s3, bucket, key)
 
 
-@pytest.mark.parametrize("case", ["sse-s3", "sse-c", "lock-mode", "grant", "acl-public"])
+@pytest.mark.parametrize("case", ["sse-kms-context", "lock-mode", "grant", "acl-public"])
 def test_create_multipart_upload_protection_headers_are_not_implemented(s3, bucket, case):
     with pytest.raises(ClientError) as ei:
         s3.create_multipart_upload(Bucket=bucket, Key=f"mpu-{case}", **PUT_CASES[case])
@@ -113,9 +115,7 @@ def test_copy_and_upload_part_protection_headers_are_not_implemented(s3, bucket)
     s3.put_object(Bucket=bucket, Key="src", Body=b"x" * 100)
     src = {"Bucket": bucket, "Key": "src"}
     for extra in (
-        {"ServerSideEncryption": "AES256"},
-        SSE_C,
-        {"CopySourceSSECustomerAlgorithm": "AES256", "CopySourceSSECustomerKey": "k" * 32},
+        PUT_CASES["sse-kms-context"],
         {"ACL": "public-read-write"},
         {"ObjectLockLegalHoldStatus": "ON"},
     ):
@@ -127,15 +127,16 @@ def test_copy_and_upload_part_protection_headers_are_not_implemented(s3, bucket)
 
     up = s3.create_multipart_upload(Bucket=bucket, Key="parts")["UploadId"]
     try:
+        # SSE-C keys on a part of a plaintext upload, or for a plaintext copy source: 400.
         with pytest.raises(ClientError) as ei:
             s3.upload_part(Bucket=bucket, Key="parts", UploadId=up, PartNumber=1, Body=b"p" * 10,
                            **SSE_C)
-        assert _error(ei.value) == (501, "NotImplemented")
+        assert _error(ei.value) == (400, "InvalidRequest")
         with pytest.raises(ClientError) as ei:
             s3.upload_part_copy(Bucket=bucket, Key="parts", UploadId=up, PartNumber=1,
                                 CopySource=src, CopySourceSSECustomerAlgorithm="AES256",
                                 CopySourceSSECustomerKey="k" * 32)
-        assert _error(ei.value) == (501, "NotImplemented")
+        assert _error(ei.value) == (400, "InvalidRequest")
         assert s3.list_parts(Bucket=bucket, Key="parts", UploadId=up).get("Parts", []) == []
     finally:
         s3.abort_multipart_upload(Bucket=bucket, Key="parts", UploadId=up)

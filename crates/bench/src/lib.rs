@@ -117,6 +117,22 @@ pub struct BenchArgs {
     /// Per-request timeout in seconds (a timeout counts as an error).
     #[arg(long, default_value_t = 120, value_parser = parse_positive_u64)]
     pub timeout: u64,
+
+    /// Server-side encryption of the PUTs: `s3` (SSE-S3) or `kms` (SSE-KMS; the key of
+    /// --sse-kms-key-id, else the default key `aws/s3`). GETs decrypt transparently.
+    #[arg(long, value_enum)]
+    pub sse: Option<Sse>,
+
+    /// The KMS key for `--sse kms` (create one with `cairn kms create-key NAME`).
+    #[arg(long, requires = "sse")]
+    pub sse_kms_key_id: Option<String>,
+}
+
+/// `--sse`: how PUTs are encrypted.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sse {
+    S3,
+    Kms,
 }
 
 fn parse_positive(s: &str) -> Result<usize, String> {
@@ -195,7 +211,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| format!("bench-{}/", run_id()));
     let concurrency = args.concurrency;
-    let s3 = Arc::new(S3::new(
+    let s3 = S3::new(
         &args.endpoint,
         &args.region,
         &args.bucket,
@@ -204,7 +220,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         concurrency,
         Duration::from_secs(args.timeout),
         args.ca_file.as_deref(),
-    )?);
+    )?;
+    let s3 = Arc::new(match args.sse {
+        None => s3,
+        Some(Sse::S3) => s3.with_sse("AES256", None),
+        Some(Sse::Kms) => s3.with_sse("aws:kms", args.sse_kms_key_id.as_deref()),
+    });
 
     let ops_str: Vec<&str> = plan.ops.iter().map(|o| o.name()).collect();
     let sizes_str: Vec<String> = plan
@@ -218,6 +239,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     println!("  concurrency: {concurrency}");
     println!("  sizes:       {}", sizes_str.join(", "));
     println!("  ops:         {}", ops_str.join(","));
+    if let Some(sse) = args.sse {
+        println!("  encryption:  {sse:?}");
+    }
     if let Some(max) = plan.sizes.iter().map(|(s, _)| *s).max() {
         let peak = max.saturating_mul(concurrency as u64);
         if peak > 4 * size::GIB {

@@ -24,6 +24,8 @@ pub struct S3 {
     bucket: Bucket,
     creds: Credentials,
     timeout: Duration,
+    /// Headers every PUT carries (signed): server-side encryption (`--sse`).
+    put_headers: Vec<(&'static str, String)>,
 }
 
 pub struct Response {
@@ -77,17 +79,44 @@ impl S3 {
             bucket,
             creds,
             timeout,
+            put_headers: Vec::new(),
         })
+    }
+
+    /// PUTs ask for server-side encryption: `x-amz-server-side-encryption: <algorithm>`, and
+    /// the KMS key id when given.
+    pub fn with_sse(mut self, algorithm: &str, kms_key_id: Option<&str>) -> Self {
+        self.put_headers
+            .push(("x-amz-server-side-encryption", algorithm.to_string()));
+        if let Some(k) = kms_key_id {
+            self.put_headers
+                .push(("x-amz-server-side-encryption-aws-kms-key-id", k.to_string()));
+        }
+        self
     }
 
     /// Send one request and read the whole response body (so the connection
     /// goes back to the pool). Bounded by the per-request timeout.
     async fn send(&self, method: Method, url: Url, body: Bytes) -> anyhow::Result<Response> {
+        self.send_with(method, url, body, &[]).await
+    }
+
+    /// `send` with extra headers (those the presigned URL signed).
+    async fn send_with(
+        &self,
+        method: Method,
+        url: Url,
+        body: Bytes,
+        headers: &[(&'static str, String)],
+    ) -> anyhow::Result<Response> {
         let uri: Uri = url
             .as_str()
             .parse()
             .with_context(|| format!("invalid request URI {url}"))?;
         let mut builder = Request::builder().method(method.clone()).uri(uri);
+        for (k, v) in headers {
+            builder = builder.header(*k, v.as_str());
+        }
         if method == Method::PUT || method == Method::POST {
             // hyper omits `Content-Length: 0` for empty bodies, but S3 answers
             // 411 MissingContentLength to a PUT without it
@@ -117,11 +146,14 @@ impl S3 {
     }
 
     pub async fn put_object(&self, key: &str, body: Bytes) -> anyhow::Result<()> {
-        let url = self
-            .bucket
-            .put_object(Some(&self.creds), key)
-            .sign(SIGN_TTL);
-        let r = self.send(Method::PUT, url, body).await?;
+        let mut action = self.bucket.put_object(Some(&self.creds), key);
+        for (k, v) in &self.put_headers {
+            action.headers_mut().insert(*k, v.as_str());
+        }
+        let url = action.sign(SIGN_TTL);
+        let r = self
+            .send_with(Method::PUT, url, body, &self.put_headers)
+            .await?;
         expect_status(&r, &[StatusCode::OK], "PUT")
     }
 

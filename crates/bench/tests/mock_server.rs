@@ -192,6 +192,8 @@ fn args(endpoint: String) -> BenchArgs {
         keep: false,
         prefix: None,
         timeout: 30,
+        sse: None,
+        sse_kms_key_id: None,
     }
 }
 

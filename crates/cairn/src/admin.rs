@@ -55,6 +55,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/cluster/status", get(cluster_status))
         .route("/cluster/audit", get(cluster_audit))
         .merge(crate::admin_keys::routes())
+        .merge(crate::admin_kms::routes())
         .merge(crate::node_admin::routes())
         .merge(crate::admin_config::routes())
         .merge(crate::admin_cluster::routes())

@@ -6,11 +6,13 @@ mod admin_cluster;
 mod admin_config;
 mod admin_heal;
 mod admin_keys;
+mod admin_kms;
 mod admin_rebalance;
 mod admin_workers;
 mod cli;
 mod cli_cluster;
 mod cli_config;
+mod cli_kms;
 mod cli_node;
 mod cli_rebalance;
 mod config_live;
@@ -81,6 +83,9 @@ enum Command {
     Rm(files::RmArgs),
     /// Drive an S3 endpoint with concurrent PUT/GET/LIST/DELETE and print throughput and latency.
     Bench(cairn_bench::BenchArgs),
+    /// The SSE-KMS key store: create-key, list, disable, enable.
+    #[command(subcommand)]
+    Kms(cli_kms::KmsCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -105,6 +110,7 @@ fn main() -> anyhow::Result<()> {
         Command::Cp(a) => user_facing(runtime.block_on(files::cp(a))),
         Command::Ls(a) => user_facing(runtime.block_on(files::ls(a))),
         Command::Rm(a) => user_facing(runtime.block_on(files::rm(a))),
+        Command::Kms(cmd) => user_facing(runtime.block_on(cli_kms::kms(cmd))),
     }
 }
 

@@ -52,6 +52,7 @@ pub struct ApiErrorDetail {
         (name = "buckets", description = "Buckets and their usage"),
         (name = "keys", description = "S3 access keys and their bucket grants (admin scope)"),
         (name = "tokens", description = "Operator tokens of the management API (admin scope)"),
+        (name = "kms", description = "The SSE-KMS key store: named keys, created, listed, disabled (admin scope)"),
     )
 )]
 struct Root;
@@ -99,6 +100,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     for part in [
         crate::admin::Api::openapi(),
         crate::admin_keys::Api::openapi(),
+        crate::admin_kms::Api::openapi(),
         crate::node_admin::Api::openapi(),
         crate::admin_config::Api::openapi(),
         crate::admin_cluster::Api::openapi(),

@@ -74,7 +74,11 @@ pub(crate) fn to_status(err: ObjectError, t: Target<'_>) -> Status {
         )),
         e @ (ObjectError::CustomerKeyRequired
         | ObjectError::WrongCustomerKey
-        | ObjectError::CustomerKeyNotApplicable) => Status::permission_denied(format!(
+        | ObjectError::CustomerKeyNotApplicable
+        | ObjectError::PartCustomerKeyRequired
+        | ObjectError::PartCustomerKeyMismatch
+        | ObjectError::KmsKeyNotFound(_)
+        | ObjectError::KmsKeyDisabled(_)) => Status::permission_denied(format!(
             "{t}: {e} (SSE-C objects are readable through S3 only)"
         )),
         e @ ObjectError::ObjectLocked(_) => Status::permission_denied(format!("{t}: {e}")),

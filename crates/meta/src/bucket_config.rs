@@ -53,6 +53,23 @@ pub struct BucketConfig {
     /// lifecycle configuration (NoSuchLifecycleConfiguration).
     #[serde(default)]
     pub lifecycle: Option<Vec<crate::lifecycle::LifecycleRule>>,
+    /// Default encryption (PutBucketEncryption), applied to writes that ask for none; None:
+    /// no configuration (ServerSideEncryptionConfigurationNotFoundError). Appended.
+    #[serde(default)]
+    pub encryption: Option<BucketEncryption>,
+}
+
+/// A bucket's default encryption: SSE-S3, or SSE-KMS with a key of the key store (None: the
+/// default key).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketEncryption {
+    /// `S3` or `Kms` (SSE-C cannot be a default).
+    pub algorithm: crate::model::SseAlgorithm,
+    #[serde(default)]
+    pub kms_key_id: Option<String>,
+    /// Echoed as given (Cairn has no per-bucket KMS key cache to turn on).
+    #[serde(default)]
+    pub bucket_key_enabled: bool,
 }
 
 impl Default for BucketConfig {
@@ -65,6 +82,7 @@ impl Default for BucketConfig {
             ownership: default_ownership(),
             acl: Vec::new(),
             lifecycle: None,
+            encryption: None,
         }
     }
 }
@@ -221,6 +239,9 @@ impl MetaStore {
                     None => "lifecycle removed".to_owned(),
                 },
             ),
+            Command::SetBucketEncryption { name, encryption } => {
+                (name, format!("default encryption {encryption:?}"))
+            }
             other => {
                 return Ok(Response::Refused(CommandError::Invalid(format!(
                     "not a bucket setting: {other:?}"
@@ -244,6 +265,9 @@ impl MetaStore {
             Command::SetBucketOwnership { ownership, .. } => config.ownership = *ownership,
             Command::SetBucketAcl { acl, .. } => config.acl = acl.clone(),
             Command::SetBucketLifecycle { rules, .. } => config.lifecycle = rules.clone(),
+            Command::SetBucketEncryption { encryption, .. } => {
+                config.encryption = encryption.clone()
+            }
             _ => {}
         }
         if config.is_empty() {
@@ -302,6 +326,11 @@ mod tests {
                 enabled: true,
                 ..Default::default()
             }]),
+            encryption: Some(BucketEncryption {
+                algorithm: crate::model::SseAlgorithm::Kms,
+                kms_key_id: Some("app".into()),
+                bucket_key_enabled: true,
+            }),
         };
         let b = encode_named(&Row::V1(c.clone())).unwrap();
         assert_eq!(read_row(&b).unwrap(), c);

@@ -426,6 +426,26 @@ pub enum Command {
         target: crate::lifecycle_sm::LifecycleTarget,
         command: Box<Command>,
     },
+
+    // ---- SSE-KMS key store (appended; see `crate::kms`) ----
+    /// System group: adds a key to the store. Refused with `KmsKeyExists` when the name is
+    /// taken, unless `if_absent` (the default key's creation on first use), which then keeps
+    /// the existing key.
+    CreateKmsKey {
+        record: crate::kms::KmsKeyRecord,
+        if_absent: bool,
+    },
+    /// System group: enables or disables key `name`.
+    SetKmsKeyEnabled {
+        name: String,
+        enabled: bool,
+        at_ms: i64,
+    },
+    /// System group: sets (Some) or removes (None) bucket `name`'s default encryption.
+    SetBucketEncryption {
+        name: String,
+        encryption: Option<crate::bucket_config::BucketEncryption>,
+    },
 }
 
 /// A change to an existing access key.
@@ -508,6 +528,12 @@ pub enum CommandError {
     /// The version named is a delete marker (S3's 405 MethodNotAllowed).
     #[error("the version is a delete marker")]
     MethodNotAllowed,
+    /// (appended) A KMS key of this name exists.
+    #[error("a KMS key named {0} exists")]
+    KmsKeyExists(String),
+    /// (appended) No KMS key of this name.
+    #[error("no KMS key named {0}")]
+    NoSuchKmsKey(String),
 }
 
 /// The result of applying one command.

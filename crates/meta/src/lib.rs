@@ -9,6 +9,7 @@ pub mod config_doc;
 mod config_table;
 mod key_table;
 pub mod keys;
+pub mod kms;
 pub mod lifecycle;
 pub mod lifecycle_sm;
 pub mod lock;

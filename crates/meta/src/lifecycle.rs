@@ -454,6 +454,7 @@ mod tests {
             checksum_algo: None,
             checksum_kind: None,
             lock: None,
+            encryption: None,
         };
         assert!(abort_due(std::slice::from_ref(&r), &u("tmp/a"), DAY, DAY));
         assert!(!abort_due(

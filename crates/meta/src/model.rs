@@ -158,6 +158,9 @@ pub enum SseAlgorithm {
     /// SSE-C: the data key is wrapped by a key derived from the customer's key, which is
     /// never stored.
     Customer,
+    /// SSE-KMS (`aws:kms`): the data key is wrapped by a named key of the built-in key store
+    /// (`ObjectEncryption::kms_key_id`).
+    Kms,
 }
 
 /// The encryption of one object: its data key, wrapped, and the segment size it was sealed
@@ -169,6 +172,15 @@ pub struct ObjectEncryption {
     pub wrapped_key: Vec<u8>,
     /// Plaintext bytes per sealed segment.
     pub segment_size: u32,
+    /// For an object completed from a multipart upload: the random salt of each part, in
+    /// order (the part's key is derived from the upload's data key and its salt, see
+    /// `cairn_object::sse::DataKey::for_part`); empty for a single-PUT object, whose segments
+    /// are sealed with the data key itself. Appended with a default.
+    #[serde(default)]
+    pub part_salts: Vec<Vec<u8>>,
+    /// The key-store key that wraps the data key, for SSE-KMS. Appended with a default.
+    #[serde(default)]
+    pub kms_key_id: Option<String>,
 }
 
 impl ObjectRecord {
@@ -265,6 +277,10 @@ pub struct UploadRecord {
     /// (with the bucket's default retention for what they leave out). Appended with a default.
     #[serde(default)]
     pub lock: Option<crate::lock::VersionLock>,
+    /// The upload's encryption: its one data key (wrapped) that every part's key derives
+    /// from. None: parts are stored in plaintext. Appended with a default.
+    #[serde(default)]
+    pub encryption: Option<ObjectEncryption>,
 }
 
 /// The two multipart checksum types of S3 (`x-amz-checksum-type`).
@@ -288,6 +304,11 @@ pub struct PartRecord {
     pub last_modified_ms: i64,
     pub checksum: Option<(ChecksumAlgo, String)>,
     pub data: ObjectData,
+    /// For a part of an encrypted upload: the random salt its key derives from (a new one
+    /// for every upload of the part, so a replaced part never reuses a key). Empty for a
+    /// plaintext part. Appended with a default.
+    #[serde(default)]
+    pub sse_salt: Vec<u8>,
 }
 
 /// Serialises `Vec<u8>` as a msgpack binary rather than an array of integers.

@@ -108,6 +108,11 @@ pub enum Query {
         version_id_marker: Option<String>,
         max: usize,
     },
+    // ---- SSE-KMS key store (appended; system group) ----
+    KmsKey {
+        name: String,
+    },
+    ListKmsKeys,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -143,6 +148,9 @@ pub enum QueryResult {
     /// GetVersion / LatestVersion (appended).
     Version(Option<crate::versions::VersionEntry>),
     Versions(crate::versions::VersionListing),
+    /// (appended) One key of the SSE-KMS store; None: no such key.
+    KmsKey(Option<crate::kms::KmsKeyRecord>),
+    KmsKeys(Vec<crate::kms::KmsKeyRecord>),
 }
 
 impl MetaStore {
@@ -238,6 +246,8 @@ impl MetaStore {
             Query::LatestVersion { bucket, key } => {
                 QueryResult::Version(self.latest_version(group, bucket, key)?)
             }
+            Query::KmsKey { name } => QueryResult::KmsKey(self.kms_key(group, name)?),
+            Query::ListKmsKeys => QueryResult::KmsKeys(self.kms_keys(group)?),
             Query::ListVersions {
                 bucket,
                 prefix,

@@ -694,7 +694,8 @@ impl MetaStore {
             | Command::SetPublicAccessBlock { .. }
             | Command::SetBucketOwnership { .. }
             | Command::SetBucketAcl { .. }
-            | Command::SetBucketLifecycle { .. } => self.apply_bucket_config(txn, group, cmd),
+            | Command::SetBucketLifecycle { .. }
+            | Command::SetBucketEncryption { .. } => self.apply_bucket_config(txn, group, cmd),
             Command::LifecycleExpire {
                 bucket,
                 key,
@@ -708,6 +709,9 @@ impl MetaStore {
             | Command::SetObjectAcl { .. } => self.apply_versioning(txn, group, cmd),
             Command::SetBucketObjectLock { .. } | Command::SetObjectLock { .. } => {
                 self.apply_lock(txn, group, cmd)
+            }
+            Command::CreateKmsKey { .. } | Command::SetKmsKeyEnabled { .. } => {
+                self.apply_kms_command(txn, group, cmd)
             }
             Command::SetRootKey { .. }
             | Command::CreateAccessKey { .. }

@@ -119,6 +119,7 @@ fn complete_conditions_are_checked_in_the_apply_and_keep_the_upload() {
         checksum_algo: None,
         checksum_kind: None,
         lock: None,
+        encryption: None,
     };
     assert_eq!(
         sm.apply(Command::CreateUpload { record: upload }),
@@ -132,6 +133,7 @@ fn complete_conditions_are_checked_in_the_apply_and_keep_the_upload() {
         last_modified_ms: 0,
         checksum: None,
         data: ObjectData::Inline(vec![1]),
+        sse_salt: Vec::new(),
     };
     let put_part = Command::PutPart {
         bucket: "b".into(),

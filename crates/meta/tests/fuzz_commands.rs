@@ -147,6 +147,7 @@ fn command() -> impl Strategy<Value = Command> {
                         checksum_algo: None,
                         checksum_kind: None,
                         lock: None,
+                        encryption: None,
                     },
                 }
             }
@@ -173,6 +174,7 @@ fn command() -> impl Strategy<Value = Command> {
                         last_modified_ms: 0,
                         checksum: None,
                         data,
+                        sse_salt: Vec::new(),
                     },
                 }
             ),

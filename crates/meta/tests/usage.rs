@@ -111,7 +111,7 @@ proptest! {
                     let upload_id = format!("u{i}");
                     apply(&db, &meta, 1, Command::CreateUpload { record: UploadRecord {
                         bucket: b.clone(), key: k.clone(), upload_id: upload_id.clone(),
-                        initiated_ms: 0, headers: ObjectHeaders::default(), checksum_algo: None, checksum_kind: None, lock: None,
+                        initiated_ms: 0, headers: ObjectHeaders::default(), checksum_algo: None, checksum_kind: None, lock: None, encryption: None,
                     }});
                     apply(&db, &meta, 1, Command::CompleteUpload {
                         bucket: b.clone(), key: k.clone(), upload_id, parts: vec![],

@@ -78,4 +78,16 @@ pub enum ObjectError {
     /// The version named is a delete marker, which this operation cannot act on (S3's 405).
     #[error("the version is a delete marker")]
     MethodNotAllowed,
+    /// A part of an SSE-C multipart upload sent without the upload's customer key.
+    #[error("the multipart upload requested encryption; each part must send its customer key")]
+    PartCustomerKeyRequired,
+    /// A part of an SSE-C multipart upload sent with another customer key.
+    #[error("the customer key differs from the one the multipart upload was started with")]
+    PartCustomerKeyMismatch,
+    /// SSE-KMS named a key the key store does not hold.
+    #[error("KMS key {0} does not exist")]
+    KmsKeyNotFound(String),
+    /// SSE-KMS named (or an object is encrypted with) a disabled key.
+    #[error("KMS key {0} is disabled")]
+    KmsKeyDisabled(String),
 }

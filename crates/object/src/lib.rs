@@ -27,8 +27,8 @@ pub use conditional::Precondition;
 pub use error::ObjectError;
 pub use mpu_checksum::CompleteChecksums;
 pub use service::{
-    default_checksum_applies, BodyStream, ByteStream, DeleteOutcome, Digests, ListMultipartPage,
-    ListPage, ListPartsPage, ListQuery, LockRequest, ObjectService, PartSpec, PutOptions,
-    ReadConsistency, ServiceConfig, SseRequest, Verifier, DEFAULT_CHECKSUM, MAX_PUT_SIZE,
-    MIN_PART_SIZE,
+    default_checksum_applies, kms_key_name, BodyStream, ByteStream, DeleteOutcome, Digests,
+    ListMultipartPage, ListPage, ListPartsPage, ListQuery, LockRequest, ObjectService, PartSpec,
+    PutOptions, ReadConsistency, ServiceConfig, SseRequest, Verifier, DEFAULT_CHECKSUM,
+    MAX_PUT_SIZE, MIN_PART_SIZE,
 };

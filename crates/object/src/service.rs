@@ -23,9 +23,11 @@ use crate::sse::Sealer;
 use crate::ObjectError;
 pub use encryption::SseRequest;
 use encryption::{encryption_etag, sse_error};
+pub use kms::kms_key_name;
 
 mod default_checksum;
 mod encryption;
+mod kms;
 mod lifecycle;
 mod lock;
 mod settings;
@@ -732,7 +734,14 @@ impl ObjectService {
         };
         let inline = self.inner.config.inline_threshold;
         let consistency = opts.write_consistency.or(bucket_record.write_consistency);
-        let (sealer, encryption) = match self.start_encryption(opts.encryption.as_ref()) {
+        let requested = match self
+            .or_bucket_default(bucket, opts.encryption.clone())
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return Err(drain_then(body, e).await),
+        };
+        let (sealer, encryption) = match self.start_encryption(requested.as_ref()).await {
             Ok(v) => v,
             Err(e) => return Err(drain_then(body, e).await),
         };
@@ -1029,14 +1038,25 @@ impl ObjectService {
         checksum_algo: Option<ChecksumAlgo>,
         checksum_kind: Option<ChecksumKind>,
     ) -> Result<UploadRecord, ObjectError> {
-        self.create_multipart_locked(bucket, key, headers, checksum_algo, checksum_kind, None)
-            .await
+        self.create_multipart_with(
+            bucket,
+            key,
+            headers,
+            checksum_algo,
+            checksum_kind,
+            None,
+            None,
+        )
+        .await
     }
 
     /// Starts a multipart upload whose object gets the object lock `lock` (the request's lock
-    /// headers; the bucket's default retention fills in at completion). `InvalidRequest` when
-    /// `lock` names a bucket without object lock.
-    pub async fn create_multipart_locked(
+    /// headers; the bucket's default retention fills in at completion; `InvalidRequest` when
+    /// `lock` names a bucket without object lock) and the server-side encryption `sse` (else
+    /// the bucket's default): the upload gets one data key, wrapped on its record, that every
+    /// part's key derives from.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create_multipart_with(
         &self,
         bucket: &str,
         key: &str,
@@ -1044,12 +1064,15 @@ impl ObjectService {
         checksum_algo: Option<ChecksumAlgo>,
         checksum_kind: Option<ChecksumKind>,
         lock: Option<cairn_meta::lock::VersionLock>,
+        sse: Option<SseRequest>,
     ) -> Result<UploadRecord, ObjectError> {
         let checksum_kind = mpu_checksum::upload_kind(checksum_algo, checksum_kind)?;
         let b = self.head_bucket(bucket).await?;
         if lock.is_some() && b.object_lock.is_none() {
             return Err(lock::missing_lock_configuration());
         }
+        let sse = self.or_bucket_default(bucket, sse).await?;
+        let encryption = self.start_upload_encryption(sse.as_ref()).await?;
         let record = UploadRecord {
             upload_id: new_version(),
             bucket: bucket.to_string(),
@@ -1059,6 +1082,7 @@ impl ObjectService {
             checksum_algo,
             checksum_kind,
             lock,
+            encryption,
         };
         self.propose_ok(
             self.group_of(bucket),
@@ -1108,6 +1132,22 @@ impl ObjectService {
         body: BodyStream,
         opts: PutOptions,
     ) -> Result<PartRecord, ObjectError> {
+        self.upload_part_sse(bucket, key, upload_id, part_number, body, opts)
+            .await
+            .map(|(part, _)| part)
+    }
+
+    /// `upload_part`, also returning the upload's encryption (for the response headers).
+    /// `opts.encryption` carries the SSE-C key a part of an SSE-C upload must repeat.
+    pub async fn upload_part_sse(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        body: BodyStream,
+        opts: PutOptions,
+    ) -> Result<(PartRecord, Option<cairn_meta::model::ObjectEncryption>), ObjectError> {
         if !(1..=10_000).contains(&part_number) {
             return Err(ObjectError::InvalidArgument(
                 "part number must be between 1 and 10000".into(),
@@ -1138,6 +1178,14 @@ impl ObjectService {
             (want, got) => want.or(got),
         };
         let consistency = opts.write_consistency.or(bucket_record.write_consistency);
+        let sealing = match self
+            .start_part_encryption(&upload, opts.encryption.as_ref())
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => return Err(drain_then(body, e).await),
+        };
+        let (sealer, sealed) = split_sealing(sealing);
         // Parts are always chunked so a completed object is a plain chunk list.
         let ingested = self
             .ingest(
@@ -1147,7 +1195,7 @@ impl ObjectService {
                 checksum_algo,
                 0,
                 consistency,
-                None,
+                sealer,
             )
             .await?;
         if let Some(verify) = opts.verify {
@@ -1155,10 +1203,21 @@ impl ObjectService {
                 return Err(self.abandon(ingested, e).await);
             }
         }
-        self.commit_part(bucket, key, upload_id, part_number, ingested)
-            .await
+        let part = self
+            .commit_part(
+                bucket,
+                key,
+                upload_id,
+                part_number,
+                ingested,
+                &upload,
+                sealed,
+            )
+            .await?;
+        Ok((part, upload.encryption))
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn commit_part(
         &self,
         bucket: &str,
@@ -1166,15 +1225,23 @@ impl ObjectService {
         upload_id: &str,
         part_number: u32,
         ingested: Ingested,
+        upload: &UploadRecord,
+        sealed: Option<(Vec<u8>, crate::sse::DataKey)>,
     ) -> Result<PartRecord, ObjectError> {
+        let (sse_salt, dk) = match sealed {
+            Some((salt, dk)) => (salt, Some(dk)),
+            None => (Vec::new(), None),
+        };
+        let enc = upload.encryption.clone().zip(dk);
         let part = PartRecord {
             part_number,
             version: new_version(),
             size: ingested.digests.size,
-            etag: hex::encode(ingested.digests.md5),
+            etag: encryption_etag(&enc, &ingested.digests.md5),
             last_modified_ms: now_ms(),
             checksum: ingested.digests.checksum.clone(),
             data: ingested.data.clone(),
+            sse_salt,
         };
         let cmd = Command::PutPart {
             bucket: bucket.to_string(),
@@ -1198,6 +1265,26 @@ impl ObjectService {
         src: &ObjectRecord,
         range: Option<(u64, u64)>,
     ) -> Result<PartRecord, ObjectError> {
+        self.upload_part_copy_with(bucket, key, upload_id, part_number, src, range, None, None)
+            .await
+            .map(|(part, _)| part)
+    }
+
+    /// `upload_part_copy` from a source that may be encrypted (`src_key`: its SSE-C key)
+    /// into an upload that may be (`part_sse`: the upload's SSE-C key, for an SSE-C upload).
+    /// The bytes are decrypted and sealed again under the part's key.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn upload_part_copy_with(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        src: &ObjectRecord,
+        range: Option<(u64, u64)>,
+        src_key: Option<[u8; 32]>,
+        part_sse: Option<SseRequest>,
+    ) -> Result<(PartRecord, Option<cairn_meta::model::ObjectEncryption>), ObjectError> {
         if !(1..=10_000).contains(&part_number) {
             return Err(ObjectError::InvalidArgument(
                 "part number must be between 1 and 10000".into(),
@@ -1213,7 +1300,13 @@ impl ObjectService {
             ));
         }
         let (bucket_record, upload) = self.get_upload_in(bucket, key, upload_id).await?;
-        let body = self.read_object(src, Some((start, end)));
+        // Key checks first, so a wrong key answers before any byte is copied.
+        self.data_key(src, src_key.as_ref()).await?;
+        let sealing = self
+            .start_part_encryption(&upload, part_sse.as_ref())
+            .await?;
+        let (sealer, sealed) = split_sealing(sealing);
+        let body = self.read_object_with_key(src, Some((start, end)), src_key.as_ref());
         let ingested = self
             .ingest(
                 self.group_of(bucket),
@@ -1222,11 +1315,21 @@ impl ObjectService {
                 upload.checksum_algo,
                 0,
                 bucket_record.write_consistency,
-                None,
+                sealer,
             )
             .await?;
-        self.commit_part(bucket, key, upload_id, part_number, ingested)
-            .await
+        let part = self
+            .commit_part(
+                bucket,
+                key,
+                upload_id,
+                part_number,
+                ingested,
+                &upload,
+                sealed,
+            )
+            .await?;
+        Ok((part, upload.encryption))
     }
 
     /// Completes an upload from the listed parts (ascending, each but the last ≥ 5 MiB).
@@ -1331,6 +1434,19 @@ impl ObjectService {
         let bucket_record = self.head_bucket(bucket).await?;
         let versioned = versioned(&bucket_record);
         let lock = lock::version_lock(&bucket_record, upload.lock.as_ref(), now_ms())?;
+        let encryption = match upload.encryption.clone() {
+            None => None,
+            Some(mut enc) => {
+                // Every part of an encrypted upload was sealed under its own salt.
+                if chosen.iter().any(|p| p.sse_salt.is_empty()) {
+                    return Err(ObjectError::Storage(
+                        "a part of an encrypted upload has no key salt".into(),
+                    ));
+                }
+                enc.part_salts = chosen.iter().map(|p| p.sse_salt.clone()).collect();
+                Some(enc)
+            }
+        };
         let record = ObjectRecord {
             versioned,
             // The upload id names the version (an upload completes at most once, and ids are
@@ -1344,7 +1460,7 @@ impl ObjectService {
             part_checksums,
             parts: Some(chosen.iter().map(|p| p.size).collect()),
             data: ObjectData::Chunks(chunks),
-            encryption: None,
+            encryption,
             lock,
         };
         let cmd = Command::CompleteUpload {
@@ -1507,6 +1623,18 @@ impl ObjectService {
             next_key_marker,
             next_upload_id_marker,
         })
+    }
+}
+
+/// Splits a part's sealing state into the sealer `ingest` takes and what `commit_part`
+/// records (salt, and the upload's data key for the ETag).
+#[allow(clippy::type_complexity)]
+fn split_sealing(
+    sealing: Option<(Sealer, Vec<u8>, crate::sse::DataKey)>,
+) -> (Option<Sealer>, Option<(Vec<u8>, crate::sse::DataKey)>) {
+    match sealing {
+        Some((sealer, salt, dk)) => (Some(sealer), Some((salt, dk))),
+        None => (None, None),
     }
 }
 

@@ -11,6 +11,15 @@
 //! customer's key, which is never stored — opening the wrapped key is the check that a GET
 //! brought the right one.
 //!
+//! A multipart upload has one data key (wrapped on its upload record); each uploaded part is
+//! sealed as its own segment stream under a *part key* derived from the data key and a fresh
+//! random 128-bit salt (`DataKey::for_part`). The nonce stays the segment index within the
+//! part, so (key, nonce) pairs never repeat: two parts — or two uploads of the same part
+//! number, or a part and its replacement — have different salts and hence different keys,
+//! and within one part the index is unique. The completed object keeps the salts in order,
+//! which also binds each part's segments to their place (a part moved elsewhere opens with the
+//! wrong key and fails authentication).
+//!
 //! Because chunks hold ciphertext under per-object keys, equal plaintexts in two objects give
 //! different chunks: content addressing never reveals equality across encrypted objects.
 
@@ -24,6 +33,9 @@ pub const SEGMENT_SIZE: u32 = 64 * 1024;
 pub const TAG_LEN: u64 = 16;
 const SEGMENT_AAD: &[u8] = b"cairn sse segment v1";
 const WRAP_AAD: &[u8] = b"cairn sse data key v1";
+const PART_CONTEXT: &str = "cairn 2026 sse part key v1";
+/// Bytes of a part's salt.
+pub const SALT_LEN: usize = 16;
 /// Context of the SSE-S3 key derived from the cluster master key.
 pub const SSE_S3_CONTEXT: &str = "cairn 2026 sse-s3 wrapping key v1";
 const CUSTOMER_CONTEXT: &str = "cairn 2026 sse-c wrapping key v1";
@@ -55,6 +67,25 @@ impl DataKey {
         Self(ChaCha20Poly1305::generate_key(&mut OsRng).into())
     }
 
+    /// The key of one uploaded part: BLAKE3 key derivation from this (upload) data key and the
+    /// part's random salt (see the module comment for why nonces then never repeat).
+    pub fn for_part(&self, salt: &[u8]) -> DataKey {
+        let mut h = blake3::Hasher::new_derive_key(PART_CONTEXT);
+        h.update(&self.0);
+        h.update(salt);
+        DataKey(*h.finalize().as_bytes())
+    }
+
+    /// Raw key bytes, for keys that are themselves wrapping keys (the key store's keys).
+    pub fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// A key from raw bytes (a key-store key opened from its record).
+    pub fn from_bytes(k: [u8; 32]) -> Self {
+        Self(k)
+    }
+
     fn cipher(&self) -> ChaCha20Poly1305 {
         ChaCha20Poly1305::new(Key::from_slice(&self.0))
     }
@@ -69,6 +100,43 @@ impl DataKey {
     }
 }
 
+/// Context of the key that wraps the key store's keys (SSE-KMS), derived from the SSE-S3
+/// key (itself derived from the cluster master key).
+const KMS_STORE_CONTEXT: &str = "cairn 2026 kms key store wrapping v1";
+
+fn kms_store_kek(sse_s3_key: &[u8; 32]) -> [u8; 32] {
+    blake3::derive_key(KMS_STORE_CONTEXT, sse_s3_key)
+}
+
+fn kms_aad(name: &str) -> Vec<u8> {
+    format!("cairn kms key v1\0{name}").into_bytes()
+}
+
+/// Key material for a new key-store key named `name`: a fresh random 256-bit key, wrapped
+/// (bound to its name) so it can be proposed to the cluster without revealing it.
+pub fn new_kms_key(sse_s3_key: &[u8; 32], name: &str) -> Result<Vec<u8>, SseError> {
+    wrap_with(
+        &kms_store_kek(sse_s3_key),
+        &DataKey::generate(),
+        &kms_aad(name),
+    )
+}
+
+/// Opens the key-store key `name` from its wrapped material.
+pub fn open_kms_key(
+    sse_s3_key: &[u8; 32],
+    name: &str,
+    wrapped: &[u8],
+) -> Result<DataKey, SseError> {
+    unwrap_with(&kms_store_kek(sse_s3_key), wrapped, &kms_aad(name))
+}
+
+/// A fresh random salt for a part key.
+pub fn new_salt() -> Vec<u8> {
+    let k = ChaCha20Poly1305::generate_key(&mut OsRng);
+    k[..SALT_LEN].to_vec()
+}
+
 /// The key-encryption key of an SSE-C object, derived from the customer's key.
 pub fn customer_kek(customer_key: &[u8; 32]) -> [u8; 32] {
     blake3::derive_key(CUSTOMER_CONTEXT, customer_key)
@@ -76,24 +144,28 @@ pub fn customer_kek(customer_key: &[u8; 32]) -> [u8; 32] {
 
 /// Wraps `dk` with `kek`: 12-byte random nonce followed by the sealed key.
 pub fn wrap(kek: &[u8; 32], dk: &DataKey) -> Result<Vec<u8>, SseError> {
+    wrap_with(kek, dk, WRAP_AAD)
+}
+
+/// Unwraps a data key; `WrongKey` when `kek` is not the one it was wrapped with.
+pub fn unwrap(kek: &[u8; 32], wrapped: &[u8]) -> Result<DataKey, SseError> {
+    unwrap_with(kek, wrapped, WRAP_AAD)
+}
+
+/// `wrap` with other associated data (e.g. a key-store key bound to its name).
+pub fn wrap_with(kek: &[u8; 32], dk: &DataKey, aad: &[u8]) -> Result<Vec<u8>, SseError> {
     let cipher = ChaCha20Poly1305::new(Key::from_slice(kek));
     let nonce = ChaCha20Poly1305::generate_nonce(&mut OsRng);
     let sealed = cipher
-        .encrypt(
-            &nonce,
-            Payload {
-                msg: &dk.0,
-                aad: WRAP_AAD,
-            },
-        )
+        .encrypt(&nonce, Payload { msg: &dk.0, aad })
         .map_err(|_| SseError::Seal)?;
     let mut out = nonce.to_vec();
     out.extend_from_slice(&sealed);
     Ok(out)
 }
 
-/// Unwraps a data key; `WrongKey` when `kek` is not the one it was wrapped with.
-pub fn unwrap(kek: &[u8; 32], wrapped: &[u8]) -> Result<DataKey, SseError> {
+/// `unwrap` with other associated data (see `wrap_with`).
+pub fn unwrap_with(kek: &[u8; 32], wrapped: &[u8], aad: &[u8]) -> Result<DataKey, SseError> {
     if wrapped.len() != 12 + 32 + TAG_LEN as usize {
         return Err(SseError::WrongKey);
     }
@@ -103,7 +175,7 @@ pub fn unwrap(kek: &[u8; 32], wrapped: &[u8]) -> Result<DataKey, SseError> {
             Nonce::from_slice(&wrapped[..12]),
             Payload {
                 msg: &wrapped[12..],
-                aad: WRAP_AAD,
+                aad,
             },
         )
         .map_err(|_| SseError::WrongKey)?;
@@ -363,6 +435,52 @@ mod tests {
         let a = seal_all(&DataKey::generate(), 16, &plain, 3);
         let b = seal_all(&DataKey::generate(), 16, &plain, 3);
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn part_keys_differ_per_salt_and_never_share_a_keystream() {
+        let dk = DataKey::generate();
+        let (s1, s2) = (new_salt(), new_salt());
+        assert_eq!(s1.len(), SALT_LEN);
+        assert_ne!(s1, s2);
+        // Same data key and salt: the same part key (reads re-derive it).
+        assert_eq!(dk.for_part(&s1).0, dk.for_part(&s1).0);
+        assert_ne!(dk.for_part(&s1).0, dk.for_part(&s2).0);
+        assert_ne!(dk.for_part(&s1).0, dk.0);
+        // Two parts (or a part and its re-upload under the same number) with equal
+        // plaintext: segment 0 of each uses nonce 0, but under different keys, so the
+        // ciphertexts (hence the keystreams) differ.
+        let plain = vec![0u8; 40];
+        let a = seal_all(&dk.for_part(&s1), 16, &plain, 40);
+        let b = seal_all(&dk.for_part(&s2), 16, &plain, 40);
+        assert_ne!(a[..16], b[..16]);
+        // A part's segments do not open under another part's key (moved parts fail).
+        let s = 16 + TAG_LEN as usize;
+        assert!(open_segment(&dk.for_part(&s2), 0, false, &a[..s]).is_err());
+        assert!(open_segment(&dk.for_part(&s1), 0, false, &a[..s]).is_ok());
+    }
+
+    #[test]
+    fn wrapping_binds_the_associated_data() {
+        let kek = [4u8; 32];
+        let dk = DataKey::generate();
+        let w = wrap_with(&kek, &dk, b"key a").unwrap();
+        assert_eq!(unwrap_with(&kek, &w, b"key a").unwrap().0, dk.0);
+        assert!(unwrap_with(&kek, &w, b"key b").is_err());
+        assert!(unwrap(&kek, &w).is_err());
+    }
+
+    #[test]
+    fn kms_keys_open_only_under_their_name_and_cluster() {
+        let cluster = [5u8; 32];
+        let w = new_kms_key(&cluster, "app").unwrap();
+        let k = open_kms_key(&cluster, "app", &w).unwrap();
+        assert_eq!(open_kms_key(&cluster, "app", &w).unwrap().0, k.0);
+        assert!(open_kms_key(&cluster, "other", &w).is_err());
+        assert!(open_kms_key(&[6u8; 32], "app", &w).is_err());
+        // Two keys of one name are different keys.
+        let w2 = new_kms_key(&cluster, "app").unwrap();
+        assert_ne!(open_kms_key(&cluster, "app", &w2).unwrap().0, k.0);
     }
 
     proptest! {

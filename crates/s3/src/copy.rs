@@ -74,15 +74,8 @@ async fn load_source(
             }
         },
     };
-    // Copying an SSE-C source needs its key (x-amz-copy-source-server-side-encryption-
-    // customer-*), which is not implemented: the guard answers 501 to those headers.
-    if src
-        .encryption
-        .as_ref()
-        .is_some_and(|e| e.algorithm == cairn_meta::model::SseAlgorithm::Customer)
-    {
-        return Err(cairn_object::ObjectError::CustomerKeyRequired).s3();
-    }
+    // An SSE-C source's key (x-amz-copy-source-server-side-encryption-customer-*) is
+    // checked by the object service before any byte is copied.
     match evaluate_copy_source(c, &src.etag, src.last_modified_ms) {
         Outcome::Proceed => Ok(src),
         Outcome::NotModified | Outcome::PreconditionFailed => Err(s3_error!(
@@ -123,6 +116,8 @@ pub(crate) async fn copy_object(
         && src_key == input.key
         && src_version.is_none()
         && directive == Directive::Copy
+        && input.server_side_encryption.is_none()
+        && input.sse_customer_algorithm.is_none()
     {
         return Err(s3_error!(
             InvalidRequest,
@@ -172,9 +167,28 @@ pub(crate) async fn copy_object(
         &src,
     )?;
     let headers = crate::acl::with_header_acl(headers, &req.headers, &s3.inner.owner_id)?;
+    let src_customer = crate::sse::customer_key(
+        input.copy_source_sse_customer_algorithm.as_deref(),
+        input.copy_source_sse_customer_key.as_deref(),
+        input.copy_source_sse_customer_key_md5.as_deref(),
+    )?;
+    let dst_customer = crate::sse::customer_key(
+        input.sse_customer_algorithm.as_deref(),
+        input.sse_customer_key.as_deref(),
+        input.sse_customer_key_md5.as_deref(),
+    )?;
+    // The destination's encryption is what this request asks for, else the bucket default,
+    // else the source's protection kept (`sse::inherited`): a copy never decrypts silently.
+    let dst_sse = crate::sse::put_request(
+        input.server_side_encryption.as_ref(),
+        input.ssekms_key_id.as_deref(),
+        dst_customer,
+    )?;
+    let dst_sse = crate::sse::with_bucket_default(s3, &input.bucket, dst_sse).await?;
+    let dst_sse = dst_sse.or_else(|| crate::sse::inherited(&src));
     let record = s3
         .objects()
-        .copy_object(
+        .copy_object_encrypted(
             src_bucket,
             src_key,
             &src,
@@ -183,11 +197,19 @@ pub(crate) async fn copy_object(
             headers,
             precondition,
             lock,
+            src_customer,
+            dst_sse,
         )
         .await
         .s3()?;
     let sums = ChecksumFields::from_stored(record.checksum.as_ref());
+    let echo = crate::sse::echo(&record, input.sse_customer_key_md5.as_deref());
     let output = CopyObjectOutput {
+        server_side_encryption: echo.server_side_encryption,
+        sse_customer_algorithm: echo.sse_customer_algorithm,
+        sse_customer_key_md5: echo.sse_customer_key_md5,
+        ssekms_key_id: echo.ssekms_key_id,
+        bucket_key_enabled: input.bucket_key_enabled,
         copy_object_result: Some(CopyObjectResult {
             e_tag: Some(etag(&record.etag)),
             last_modified: Some(ts(record.last_modified_ms)),
@@ -262,20 +284,38 @@ pub(crate) async fn upload_part_copy(
             "The specified copy range is larger than the maximum allowable size for a part: {MAX_PUT_SIZE}"
         ));
     }
-    let part = s3
+    let src_customer = crate::sse::customer_key(
+        input.copy_source_sse_customer_algorithm.as_deref(),
+        input.copy_source_sse_customer_key.as_deref(),
+        input.copy_source_sse_customer_key_md5.as_deref(),
+    )?;
+    let part_customer = crate::sse::customer_key(
+        input.sse_customer_algorithm.as_deref(),
+        input.sse_customer_key.as_deref(),
+        input.sse_customer_key_md5.as_deref(),
+    )?;
+    let (part, encryption) = s3
         .objects()
-        .upload_part_copy(
+        .upload_part_copy_with(
             &input.bucket,
             &input.key,
             &input.upload_id,
             part_number,
             &src,
             range,
+            src_customer,
+            part_customer.map(|key| cairn_object::SseRequest::Customer { key }),
         )
         .await
         .s3()?;
     let sums = ChecksumFields::from_stored(part.checksum.as_ref());
+    let echo =
+        crate::sse::echo_encryption(encryption.as_ref(), input.sse_customer_key_md5.as_deref());
     let output = UploadPartCopyOutput {
+        server_side_encryption: echo.server_side_encryption,
+        sse_customer_algorithm: echo.sse_customer_algorithm,
+        sse_customer_key_md5: echo.sse_customer_key_md5,
+        ssekms_key_id: echo.ssekms_key_id,
         copy_part_result: Some(CopyPartResult {
             e_tag: Some(etag(&part.etag)),
             last_modified: Some(ts(part.last_modified_ms)),

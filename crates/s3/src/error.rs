@@ -117,6 +117,22 @@ pub(crate) fn to_s3_error(err: ObjectError) -> S3Error {
             MethodNotAllowed,
             "The specified method is not allowed against this resource."
         ),
+        ObjectError::PartCustomerKeyRequired => s3_error!(
+            InvalidRequest,
+            "The multipart upload initiate requested encryption. Subsequent part requests must include the appropriate encryption parameters."
+        ),
+        ObjectError::PartCustomerKeyMismatch => s3_error!(
+            InvalidArgument,
+            "The provided encryption parameters did not match the ones used originally."
+        ),
+        ObjectError::KmsKeyNotFound(id) => crate::sse::kms_error(
+            "KMS.NotFoundException",
+            format!("Invalid keyId {id}"),
+        ),
+        ObjectError::KmsKeyDisabled(id) => crate::sse::kms_error(
+            "KMS.DisabledException",
+            format!("{id} is disabled."),
+        ),
     }
 }
 

@@ -107,9 +107,9 @@ fn unimplemented_protection(
     let sse_ok = |n: &str, v: &str| sse_implemented(method, uri, headers, n, v);
     for (name, value) in headers {
         let n = name.as_str(); // http lower-cases names
-        let what = if n.starts_with("x-amz-server-side-encryption")
-            && sse_ok(n, value.to_str().unwrap_or(""))
-        {
+        let sse_header = n.starts_with("x-amz-server-side-encryption")
+            || n.starts_with("x-amz-copy-source-server-side-encryption");
+        let what = if sse_header && sse_ok(n, value.to_str().unwrap_or("")) {
             None
         } else if n.starts_with("x-amz-server-side-encryption")
             || n.starts_with("x-amz-copy-source-server-side-encryption")
@@ -129,9 +129,11 @@ fn unimplemented_protection(
     Ok(())
 }
 
-/// Whether an SSE header is one Cairn implements on this request: SSE-S3 (`AES256`) and SSE-C
-/// on a plain PutObject (no query, no copy source), SSE-C on GET/HEAD of an object. Every
-/// other use (multipart, copies, KMS, bucket-key) stays 501.
+/// Whether an SSE header is one Cairn implements on this request: SSE-S3 (`AES256`),
+/// SSE-KMS (`aws:kms`, key id, bucket-key flag) and SSE-C on PutObject, CopyObject and
+/// CreateMultipartUpload; SSE-C on UploadPart, CompleteMultipartUpload and GET/HEAD; the
+/// copy-source SSE-C headers on CopyObject and UploadPartCopy. Everything else (the KMS
+/// encryption context, DSSE, SSE headers on other operations) stays 501.
 fn sse_implemented(
     method: &Method,
     uri: &Uri,
@@ -139,15 +141,17 @@ fn sse_implemented(
     name: &str,
     value: &str,
 ) -> bool {
-    // A read may name a version (`versionId`): it decrypts the same way.
-    let reading = matches!(*method, Method::GET | Method::HEAD);
-    let plain_query = query_pairs(uri).iter().all(|(k, _)| {
-        k == "x-id"
+    let query = query_pairs(uri);
+    let has = |k: &str| query.iter().any(|(n, _)| n == k);
+    let other_query = query.iter().any(|(k, _)| {
+        !(k == "x-id"
             || k.starts_with("X-Amz-")
             || k.starts_with("x-amz-")
-            || (reading && k == "versionId")
+            || k == "uploads"
+            || k == "uploadId"
+            || k == "partNumber")
     });
-    if !plain_query {
+    if other_query {
         return false;
     }
     let customer = matches!(
@@ -156,10 +160,26 @@ fn sse_implemented(
             | "x-amz-server-side-encryption-customer-key"
             | "x-amz-server-side-encryption-customer-key-md5"
     );
+    let copy_customer = headers.contains_key("x-amz-copy-source")
+        && matches!(
+            name,
+            "x-amz-copy-source-server-side-encryption-customer-algorithm"
+                | "x-amz-copy-source-server-side-encryption-customer-key"
+                | "x-amz-copy-source-server-side-encryption-customer-key-md5"
+        );
+    let object_level = (name == "x-amz-server-side-encryption"
+        && matches!(value.trim(), "AES256" | "aws:kms"))
+        || name == "x-amz-server-side-encryption-aws-kms-key-id"
+        || name == "x-amz-server-side-encryption-bucket-key-enabled";
     match *method {
-        Method::PUT if !headers.contains_key("x-amz-copy-source") => {
-            customer || (name == "x-amz-server-side-encryption" && value.trim() == "AES256")
-        }
+        // UploadPart / UploadPartCopy.
+        Method::PUT if has("uploadId") => customer || copy_customer,
+        // PutObject / CopyObject.
+        Method::PUT => customer || object_level || copy_customer,
+        // CreateMultipartUpload.
+        Method::POST if has("uploads") => customer || object_level,
+        // CompleteMultipartUpload.
+        Method::POST if has("uploadId") => customer,
         Method::GET | Method::HEAD => customer,
         _ => false,
     }
@@ -379,8 +399,7 @@ mod tests {
     #[test]
     fn protection_headers_are_not_implemented() {
         for (k, v) in [
-            ("x-amz-server-side-encryption", "aws:kms"),
-            ("x-amz-server-side-encryption-aws-kms-key-id", "k"),
+            ("x-amz-server-side-encryption-context", "e30="),
             ("x-amz-copy-source-server-side-encryption-customer-key", "k"),
         ] {
             let r = check(Method::PUT, "/b/k", &[("authorization", V4), (k, v)]).unwrap_err();
@@ -399,18 +418,47 @@ mod tests {
         ] {
             assert!(check(Method::PUT, "/b", &[("authorization", V4), (k, v)]).is_ok());
         }
-        // SSE-S3 and SSE-C on a plain PUT and on reads; not on multipart or copies.
+        // SSE on PUT, copies, multipart and reads where implemented; the KMS context and
+        // SSE on other operations stay 501.
         let sse = ("x-amz-server-side-encryption", "AES256");
+        let kms = ("x-amz-server-side-encryption", "aws:kms");
         let ssec = ("x-amz-server-side-encryption-customer-algorithm", "AES256");
-        assert!(check(Method::PUT, "/b/k", &[("authorization", V4), sse]).is_ok());
-        assert!(check(Method::PUT, "/b/k", &[("authorization", V4), ssec]).is_ok());
-        assert!(check(Method::GET, "/b/k", &[("authorization", V4), ssec]).is_ok());
-        assert!(check(Method::GET, "/b/k", &[("authorization", V4), sse]).is_err());
-        for uri in ["/b/k?uploadId=1&partNumber=1", "/b/k?uploads"] {
-            assert!(check(Method::PUT, uri, &[("authorization", V4), sse]).is_err());
-        }
         let copy = ("x-amz-copy-source", "/b/src");
-        assert!(check(Method::PUT, "/b/k", &[("authorization", V4), sse, copy]).is_err());
+        let copy_c = (
+            "x-amz-copy-source-server-side-encryption-customer-algorithm",
+            "AES256",
+        );
+        let ok = |m: Method, uri: &str, h: &[(&str, &str)]| {
+            let mut all = vec![("authorization", V4)];
+            all.extend_from_slice(h);
+            check(m, uri, &all).is_ok()
+        };
+        assert!(ok(Method::PUT, "/b/k", &[sse]));
+        assert!(ok(Method::PUT, "/b/k", &[kms]));
+        assert!(ok(Method::PUT, "/b/k", &[ssec]));
+        assert!(ok(Method::PUT, "/b/k", &[sse, copy, copy_c]));
+        assert!(ok(Method::POST, "/b/k?uploads", &[kms]));
+        assert!(ok(Method::PUT, "/b/k?uploadId=1&partNumber=1", &[ssec]));
+        assert!(ok(
+            Method::PUT,
+            "/b/k?uploadId=1&partNumber=1",
+            &[ssec, copy, copy_c]
+        ));
+        assert!(ok(Method::GET, "/b/k", &[ssec]));
+        assert!(!ok(Method::GET, "/b/k", &[sse]));
+        assert!(!ok(Method::PUT, "/b/k?uploadId=1&partNumber=1", &[sse]));
+        assert!(!ok(Method::PUT, "/b/k", &[copy_c]));
+        assert!(!ok(Method::PUT, "/b/k?tagging", &[sse]));
+        assert!(!ok(
+            Method::PUT,
+            "/b/k",
+            &[kms, ("x-amz-server-side-encryption-context", "e30=")]
+        ));
+        assert!(!ok(
+            Method::PUT,
+            "/b/k",
+            &[("x-amz-server-side-encryption", "aws:kms:dsse")]
+        ));
     }
 
     #[test]

@@ -50,12 +50,31 @@ pub(crate) async fn create_multipart_upload(
         crate::lock::now_ms(),
     )?;
     let headers = crate::acl::with_header_acl(headers, &req.headers, &s3.inner.owner_id)?;
+    let customer = crate::sse::customer_key(
+        input.sse_customer_algorithm.as_deref(),
+        input.sse_customer_key.as_deref(),
+        input.sse_customer_key_md5.as_deref(),
+    )?;
+    let sse = crate::sse::put_request(
+        input.server_side_encryption.as_ref(),
+        input.ssekms_key_id.as_deref(),
+        customer,
+    )?;
     let upload = s3
         .objects()
-        .create_multipart_locked(&input.bucket, &input.key, headers, algo, kind, lock)
+        .create_multipart_with(&input.bucket, &input.key, headers, algo, kind, lock, sse)
         .await
         .s3()?;
+    let echo = crate::sse::echo_encryption(
+        upload.encryption.as_ref(),
+        input.sse_customer_key_md5.as_deref(),
+    );
     let output = CreateMultipartUploadOutput {
+        server_side_encryption: echo.server_side_encryption,
+        sse_customer_algorithm: echo.sse_customer_algorithm,
+        sse_customer_key_md5: echo.sse_customer_key_md5,
+        ssekms_key_id: echo.ssekms_key_id,
+        bucket_key_enabled: input.bucket_key_enabled,
         bucket: Some(input.bucket),
         key: Some(input.key),
         upload_id: Some(upload.upload_id),
@@ -85,17 +104,23 @@ pub(crate) async fn upload_part(
         explicit: None,
         integrity_checked: crate::lock::integrity_checked(&sums),
     };
+    let customer = crate::sse::customer_key(
+        input.sse_customer_algorithm.as_deref(),
+        input.sse_customer_key.as_deref(),
+        input.sse_customer_key_md5.as_deref(),
+    )?;
     let opts = PutOptions {
         lock,
         content_length,
         checksum_algo: sums.algo,
         verify: checksum::verifier(sums, req.trailing_headers),
         write_consistency: consistency::write(&req.headers)?,
+        encryption: customer.map(|key| cairn_object::SseRequest::Customer { key }),
         ..Default::default()
     };
-    let part = s3
+    let (part, encryption) = s3
         .objects()
-        .upload_part(
+        .upload_part_sse(
             &input.bucket,
             &input.key,
             &input.upload_id,
@@ -106,7 +131,13 @@ pub(crate) async fn upload_part(
         .await
         .s3()?;
     let sums = ChecksumFields::from_stored(part.checksum.as_ref());
+    let echo =
+        crate::sse::echo_encryption(encryption.as_ref(), input.sse_customer_key_md5.as_deref());
     let output = UploadPartOutput {
+        server_side_encryption: echo.server_side_encryption,
+        sse_customer_algorithm: echo.sse_customer_algorithm,
+        sse_customer_key_md5: echo.sse_customer_key_md5,
+        ssekms_key_id: echo.ssekms_key_id,
         e_tag: Some(etag(&part.etag)),
         checksum_crc32: sums.crc32,
         checksum_crc32c: sums.crc32c,
@@ -225,7 +256,10 @@ pub(crate) async fn complete_multipart_upload(
         .await
         .s3()?;
     let sums = ChecksumFields::from_stored(record.checksum.as_ref());
+    let echo = crate::sse::echo(&record, None);
     let output = CompleteMultipartUploadOutput {
+        server_side_encryption: echo.server_side_encryption,
+        ssekms_key_id: echo.ssekms_key_id,
         location: Some(location(&req.headers, &input.bucket, &input.key)),
         bucket: Some(input.bucket),
         key: Some(input.key),

@@ -403,7 +403,11 @@ pub(crate) async fn put_object(
         input.sse_customer_key.as_deref(),
         input.sse_customer_key_md5.as_deref(),
     )?;
-    let encryption = crate::sse::put_request(input.server_side_encryption.as_ref(), customer)?;
+    let encryption = crate::sse::put_request(
+        input.server_side_encryption.as_ref(),
+        input.ssekms_key_id.as_deref(),
+        customer,
+    )?;
     let lock = crate::lock::put_request(
         input.object_lock_mode.as_ref(),
         input.object_lock_retain_until_date.as_ref(),
@@ -416,6 +420,7 @@ pub(crate) async fn put_object(
             Some(cairn_meta::model::SseAlgorithm::Customer)
         }
         Some(cairn_object::SseRequest::S3) => Some(cairn_meta::model::SseAlgorithm::S3),
+        Some(cairn_object::SseRequest::Kms { .. }) => Some(cairn_meta::model::SseAlgorithm::Kms),
         None => None,
     };
     let checksum_algo = checksum_algo
@@ -447,6 +452,7 @@ pub(crate) async fn put_object(
         server_side_encryption: echo.server_side_encryption,
         sse_customer_algorithm: echo.sse_customer_algorithm,
         sse_customer_key_md5: echo.sse_customer_key_md5,
+        ssekms_key_id: echo.ssekms_key_id,
         checksum_crc32: sums.crc32,
         checksum_crc32c: sums.crc32c,
         checksum_crc64nvme: sums.crc64nvme,
@@ -609,7 +615,10 @@ pub(crate) async fn get_object(
         input.sse_customer_key_md5.as_deref(),
     )?;
     // Checked before the answer starts, so a missing or wrong key is a clean 400/403.
-    s3.objects().data_key(&record, customer.as_ref()).s3()?;
+    s3.objects()
+        .data_key(&record, customer.as_ref())
+        .await
+        .s3()?;
     let echo = crate::sse::echo(&record, input.sse_customer_key_md5.as_deref());
     let stream = s3
         .objects()
@@ -630,6 +639,7 @@ pub(crate) async fn get_object(
         server_side_encryption: echo.server_side_encryption,
         sse_customer_algorithm: echo.sse_customer_algorithm,
         sse_customer_key_md5: echo.sse_customer_key_md5,
+        ssekms_key_id: echo.ssekms_key_id,
         accept_ranges: Some("bytes".to_owned()),
         content_length: i64::try_from(len).ok(),
         content_range: range.map(|r| content_range(r, record.size)),
@@ -696,7 +706,10 @@ pub(crate) async fn head_object(
         input.sse_customer_key.as_deref(),
         input.sse_customer_key_md5.as_deref(),
     )?;
-    s3.objects().data_key(&record, customer.as_ref()).s3()?;
+    s3.objects()
+        .data_key(&record, customer.as_ref())
+        .await
+        .s3()?;
     let echo = crate::sse::echo(&record, input.sse_customer_key_md5.as_deref());
     let expiration = match asked_version {
         true => None,
@@ -712,6 +725,7 @@ pub(crate) async fn head_object(
         server_side_encryption: echo.server_side_encryption,
         sse_customer_algorithm: echo.sse_customer_algorithm,
         sse_customer_key_md5: echo.sse_customer_key_md5,
+        ssekms_key_id: echo.ssekms_key_id,
         accept_ranges: Some("bytes".to_owned()),
         content_length: i64::try_from(len).ok(),
         content_range: range.map(|r| content_range(r, record.size)),

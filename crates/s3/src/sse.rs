@@ -1,10 +1,13 @@
 //! SSE request headers and the headers S3 echoes: SSE-S3 (`x-amz-server-side-encryption:
-//! AES256`) and SSE-C (`x-amz-server-side-encryption-customer-*`). The guard lets these
-//! through only where they are implemented (plain PutObject, GET/HEAD); the data path is in
-//! `cairn_object::sse`.
+//! AES256`), SSE-KMS (`aws:kms` with `-aws-kms-key-id`), SSE-C
+//! (`x-amz-server-side-encryption-customer-*`, and `x-amz-copy-source-…` for a copy's
+//! source), and a bucket's default encryption applied to writes that ask for none. The guard
+//! lets these through only where they are implemented (`guard::sse_implemented`); the data
+//! path is in `cairn_object::sse`.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use cairn_meta::bucket_config::BucketEncryption;
 use cairn_meta::model::SseAlgorithm;
 use cairn_object::{ObjectRecord, SseRequest};
 use md5::{Digest, Md5};
@@ -63,19 +66,34 @@ pub(crate) fn customer_key(
     Ok(Some(k))
 }
 
-/// What a PUT asks for: SSE-S3, SSE-C, or neither (both at once is refused, as by S3).
+/// What a write asks for: SSE-S3, SSE-KMS, SSE-C, or none (SSE-C with another method, or
+/// a KMS key id without `aws:kms`, is refused as by S3).
 pub(crate) fn put_request(
     sse: Option<&ServerSideEncryption>,
+    kms_key_id: Option<&str>,
     customer: Option<[u8; 32]>,
 ) -> S3Result<Option<SseRequest>> {
-    match (sse.map(|s| s.as_str()), customer) {
+    let incompatible = || {
+        s3_error!(
+            InvalidArgument,
+            "Server Side Encryption with Customer provided key is incompatible with the encryption method specified"
+        )
+    };
+    let sse = sse.map(|s| s.as_str());
+    if kms_key_id.is_some() && sse != Some("aws:kms") {
+        return Err(s3_error!(
+            InvalidArgument,
+            "Server Side Encryption with AWS KMS managed key requires HTTP header x-amz-server-side-encryption : aws:kms"
+        ));
+    }
+    match (sse, customer) {
         (None, None) => Ok(None),
         (None, Some(key)) => Ok(Some(SseRequest::Customer { key })),
         (Some("AES256"), None) => Ok(Some(SseRequest::S3)),
-        (Some("AES256"), Some(_)) => Err(s3_error!(
-            InvalidArgument,
-            "Server Side Encryption with Customer provided key is incompatible with the encryption method specified"
-        )),
+        (Some("aws:kms"), None) => Ok(Some(SseRequest::Kms {
+            key_id: kms_key_id.map(str::to_string),
+        })),
+        (Some("AES256" | "aws:kms"), Some(_)) => Err(incompatible()),
         // The guard answers 501 for every other value before this point.
         (Some(other), _) => Err(s3_error!(
             NotImplemented,
@@ -84,39 +102,136 @@ pub(crate) fn put_request(
     }
 }
 
-/// The SSE headers S3 returns for `record`: the algorithm for SSE-S3; the customer
-/// algorithm and the key MD5 the client sent for SSE-C.
+/// A write's encryption: what it asked for, else the bucket's default encryption.
+pub(crate) fn or_default(
+    asked: Option<SseRequest>,
+    default: Option<&BucketEncryption>,
+) -> Option<SseRequest> {
+    asked.or_else(|| match default {
+        Some(d) if d.algorithm == SseAlgorithm::Kms => Some(SseRequest::Kms {
+            key_id: d.kms_key_id.clone(),
+        }),
+        Some(_) => Some(SseRequest::S3),
+        None => None,
+    })
+}
+
+/// `or_default` with bucket `bucket`'s default encryption, read linearizably (a default set
+/// anywhere applies to every write that starts after it is acknowledged).
+pub(crate) async fn with_bucket_default(
+    s3: &crate::CairnS3,
+    bucket: &str,
+    asked: Option<SseRequest>,
+) -> S3Result<Option<SseRequest>> {
+    use crate::error::ObjectResultExt;
+    if asked.is_some() {
+        return Ok(asked);
+    }
+    match s3
+        .objects()
+        .bucket_config(bucket, cairn_object::ReadConsistency::Linearizable)
+        .await
+    {
+        Ok(c) => Ok(or_default(None, c.encryption.as_ref())),
+        // The write itself answers NoSuchBucket.
+        Err(cairn_object::ObjectError::NoSuchBucket) => Ok(None),
+        Err(e) => Err(e).s3(),
+    }
+}
+
+/// The encryption a copy of `src` keeps when neither the request nor the destination
+/// bucket asks for one: SSE-S3 and SSE-KMS (same key) carry over, under a new data key; an
+/// SSE-C source becomes SSE-S3 (its key cannot be reused without the headers — AWS likewise
+/// gives such a copy its bucket's default, SSE-S3); a plaintext source stays plaintext.
+pub(crate) fn inherited(src: &ObjectRecord) -> Option<SseRequest> {
+    let enc = src.encryption.as_ref()?;
+    Some(match enc.algorithm {
+        SseAlgorithm::Kms => SseRequest::Kms {
+            key_id: enc.kms_key_id.clone(),
+        },
+        SseAlgorithm::S3 | SseAlgorithm::Customer => SseRequest::S3,
+    })
+}
+
+/// The SSE headers S3 returns for `record`: the algorithm for SSE-S3; `aws:kms` and the key
+/// id for SSE-KMS; the customer algorithm and the key MD5 the client sent for SSE-C.
+#[derive(Default)]
 pub(crate) struct Echo {
     pub server_side_encryption: Option<ServerSideEncryption>,
     pub sse_customer_algorithm: Option<String>,
     pub sse_customer_key_md5: Option<String>,
+    pub ssekms_key_id: Option<String>,
 }
 
 pub(crate) fn echo(record: &ObjectRecord, key_md5: Option<&str>) -> Echo {
-    match record.encryption.as_ref().map(|e| e.algorithm) {
-        Some(SseAlgorithm::S3) => Echo {
+    echo_encryption(record.encryption.as_ref(), key_md5)
+}
+
+/// `echo` for an object's (or an upload's) encryption.
+pub(crate) fn echo_encryption(
+    enc: Option<&cairn_meta::model::ObjectEncryption>,
+    key_md5: Option<&str>,
+) -> Echo {
+    match enc.map(|e| (e.algorithm, e)) {
+        Some((SseAlgorithm::S3, _)) => Echo {
             server_side_encryption: Some(ServerSideEncryption::from_static(
                 ServerSideEncryption::AES256,
             )),
-            sse_customer_algorithm: None,
-            sse_customer_key_md5: None,
+            ..Echo::default()
         },
-        Some(SseAlgorithm::Customer) => Echo {
-            server_side_encryption: None,
+        Some((SseAlgorithm::Kms, e)) => Echo {
+            server_side_encryption: Some(ServerSideEncryption::from_static(
+                ServerSideEncryption::AWS_KMS,
+            )),
+            ssekms_key_id: e.kms_key_id.clone(),
+            ..Echo::default()
+        },
+        Some((SseAlgorithm::Customer, _)) => Echo {
             sse_customer_algorithm: Some("AES256".into()),
             sse_customer_key_md5: key_md5.map(str::to_string),
+            ..Echo::default()
         },
-        None => Echo {
-            server_side_encryption: None,
-            sse_customer_algorithm: None,
-            sse_customer_key_md5: None,
-        },
+        None => Echo::default(),
     }
+}
+
+/// An SSE-KMS error as AWS words it (`KMS.NotFoundException`, `KMS.DisabledException`): 400.
+pub(crate) fn kms_error(code: &'static str, message: String) -> s3s::S3Error {
+    let mut e = s3s::S3Error::with_message(s3s::S3ErrorCode::Custom(code.into()), message);
+    e.set_status_code(http::StatusCode::BAD_REQUEST);
+    e
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn write_requests_and_defaults() {
+        let kms = ServerSideEncryption::from_static(ServerSideEncryption::AWS_KMS);
+        let aes = ServerSideEncryption::from_static(ServerSideEncryption::AES256);
+        assert!(matches!(
+            put_request(Some(&kms), Some("k"), None).unwrap(),
+            Some(SseRequest::Kms { key_id: Some(k) }) if k == "k"
+        ));
+        assert!(put_request(Some(&aes), Some("k"), None).is_err());
+        assert!(put_request(None, Some("k"), None).is_err());
+        assert!(put_request(Some(&kms), None, Some([1; 32])).is_err());
+        let d = BucketEncryption {
+            algorithm: SseAlgorithm::Kms,
+            kms_key_id: Some("app".into()),
+            bucket_key_enabled: false,
+        };
+        assert!(matches!(
+            or_default(None, Some(&d)),
+            Some(SseRequest::Kms { key_id: Some(k) }) if k == "app"
+        ));
+        assert!(matches!(
+            or_default(Some(SseRequest::S3), Some(&d)),
+            Some(SseRequest::S3)
+        ));
+        assert!(or_default(None, None).is_none());
+    }
 
     #[test]
     fn customer_key_checks() {

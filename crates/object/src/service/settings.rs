@@ -104,6 +104,20 @@ impl ObjectService {
         }
     }
 
+    /// Sets (Some) or removes (None) bucket `name`'s default encryption, or `NoSuchBucket`.
+    pub async fn set_bucket_encryption(
+        &self,
+        name: &str,
+        encryption: Option<cairn_meta::bucket_config::BucketEncryption>,
+    ) -> Result<(), ObjectError> {
+        let cmd = Command::SetBucketEncryption {
+            name: name.to_string(),
+            encryption,
+        };
+        self.propose_ok(SYSTEM_GROUP, cmd).await?;
+        Ok(())
+    }
+
     /// Replaces bucket `name`'s tags (empty: removes them), or `NoSuchBucket`.
     pub async fn set_bucket_tags(&self, name: &str, tags: Vec<Tag>) -> Result<(), ObjectError> {
         let cmd = Command::SetBucketTags {
