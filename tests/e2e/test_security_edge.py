@@ -1,7 +1,8 @@
 """Attacks on the S3 and management listeners of one node (issue 10, items 3, 6 and 7).
 
-- Headers promising protection Cairn does not provide (SSE, SSE-C, object lock, ACL grants)
-  are 501 NotImplemented and store nothing.
+- Headers promising protection never pass silently: what Cairn does not provide (the KMS
+  encryption context) is 501 NotImplemented, lock headers on a bucket without object lock and
+  ACLs on a bucket that disables them are refused as AWS refuses them; nothing is stored.
 - An unsigned HTML form upload is refused (403) as soon as its file part begins: a 2 GiB
   unauthenticated form does not grow the server's memory.
 - SigV2 is refused by default; presigned URLs may not outlive 7 days; x-cairn-* and checksum
@@ -85,8 +86,17 @@ PUT_CASES = {
 ACL_CASES = {"grant", "acl-public"}
 
 
+# Object lock is implemented (test_object_lock.py): on a bucket created without it, lock
+# headers are refused as AWS refuses them, "Bucket is missing Object Lock Configuration".
+LOCK_CASES = {"lock-mode", "legal-hold"}
+
+
 def _expected(case: str) -> tuple[int, str]:
-    return (400, "AccessControlListNotSupported") if case in ACL_CASES else (501, "NotImplemented")
+    if case in ACL_CASES:
+        return (400, "AccessControlListNotSupported")
+    if case in LOCK_CASES:
+        return (400, "InvalidRequest")
+    return (501, "NotImplemented")
 
 
 # SSE-S3, SSE-KMS and SSE-C are implemented on PutObject, multipart uploads and copies
@@ -95,7 +105,7 @@ SSE_IMPLEMENTED_ON_PUT = {"sse-s3", "sse-c"}
 
 
 @pytest.mark.parametrize("case", sorted(set(PUT_CASES) - SSE_IMPLEMENTED_ON_PUT))
-def test_put_object_protection_headers_are_not_implemented(s3, bucket, case):
+def test_put_object_protection_headers_never_pass_silently(s3, bucket, case):
     key = f"put-{case}"
     with pytest.raises(ClientError) as ei:
         s3.put_object(Bucket=bucket, Key=key, Body=b"secret", **PUT_CASES[case])
@@ -104,14 +114,14 @@ def test_put_object_protection_headers_are_not_implemented(s3, bucket, case):
 
 
 @pytest.mark.parametrize("case", ["sse-kms-context", "lock-mode", "grant", "acl-public"])
-def test_create_multipart_upload_protection_headers_are_not_implemented(s3, bucket, case):
+def test_create_multipart_upload_protection_headers_never_pass_silently(s3, bucket, case):
     with pytest.raises(ClientError) as ei:
         s3.create_multipart_upload(Bucket=bucket, Key=f"mpu-{case}", **PUT_CASES[case])
     assert _error(ei.value) == _expected(case)
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
 
-def test_copy_and_upload_part_protection_headers_are_not_implemented(s3, bucket):
+def test_copy_and_upload_part_protection_headers_never_pass_silently(s3, bucket):
     s3.put_object(Bucket=bucket, Key="src", Body=b"x" * 100)
     src = {"Bucket": bucket, "Key": "src"}
     for extra in (
@@ -121,7 +131,12 @@ def test_copy_and_upload_part_protection_headers_are_not_implemented(s3, bucket)
     ):
         with pytest.raises(ClientError) as ei:
             s3.copy_object(Bucket=bucket, Key="dst", CopySource=src, **extra)
-        want = _expected("acl-public") if "ACL" in extra else (501, "NotImplemented")
+        if "ACL" in extra:
+            want = _expected("acl-public")
+        elif "ObjectLockLegalHoldStatus" in extra:
+            want = _expected("legal-hold")
+        else:
+            want = (501, "NotImplemented")
         assert _error(ei.value) == want, extra
     assert _missing(s3, bucket, "dst")
 
@@ -145,20 +160,16 @@ def test_copy_and_upload_part_protection_headers_are_not_implemented(s3, bucket)
 @pytest.mark.parametrize(
     "extra",
     [
-        {"ObjectLockEnabledForBucket": True},
         {"ACL": "public-read"},
         {"GrantFullControl": "id=someone"},
     ],
-    ids=["object-lock", "acl", "grant"],
+    ids=["acl", "grant"],
 )
-def test_create_bucket_protection_headers_are_not_implemented(s3, extra):
+def test_create_bucket_acl_headers_are_refused(s3, extra):
     name = unique_name("lock")
     with pytest.raises(ClientError) as ei:
         s3.create_bucket(Bucket=name, **extra)
-    if "ObjectLockEnabledForBucket" in extra:
-        assert _error(ei.value) == (501, "NotImplemented")
-    else:
-        assert _error(ei.value) == (400, "InvalidBucketAclWithObjectOwnership")
+    assert _error(ei.value) == (400, "InvalidBucketAclWithObjectOwnership")
     with pytest.raises(ClientError) as ei:
         s3.head_bucket(Bucket=name)
     assert _error(ei.value)[0] == 404
