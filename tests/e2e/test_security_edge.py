@@ -28,7 +28,6 @@ import ssl
 import stat
 import subprocess
 import time
-import uuid
 from pathlib import Path
 
 import boto3
