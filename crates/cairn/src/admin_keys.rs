@@ -178,12 +178,21 @@ fn random_hex(n: usize) -> String {
     s
 }
 
-fn bad(msg: impl Into<String>) -> Response {
+pub(crate) fn bad(msg: impl Into<String>) -> Response {
     error(StatusCode::BAD_REQUEST, "InvalidArgument", msg)
 }
 
-/// Proposes `cmd` on behalf of `actor`; maps refusals to HTTP answers.
-async fn propose(s: &AdminState, actor: &Actor, cmd: Command) -> Result<(), Response> {
+pub(crate) fn unavailable(e: impl ToString) -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Unavailable",
+        e.to_string(),
+    )
+}
+
+/// Proposes `cmd` to the system group on behalf of `actor` (audited); maps refusals to HTTP
+/// answers. Shared by the key, token and KMS key endpoints.
+pub(crate) async fn propose(s: &AdminState, actor: &Actor, cmd: Command) -> Result<(), Response> {
     let cmd = Command::Audited {
         actor: actor.name.clone(),
         command: Box::new(cmd),
@@ -196,18 +205,19 @@ async fn propose(s: &AdminState, actor: &Actor, cmd: Command) -> Result<(), Resp
             CommandError::NoSuchToken(_) => {
                 error(StatusCode::NOT_FOUND, "NoSuchToken", e.to_string())
             }
-            CommandError::AccessKeyExists | CommandError::TokenExists(_) => {
+            CommandError::NoSuchKmsKey(_) => {
+                error(StatusCode::NOT_FOUND, "NoSuchKmsKey", e.to_string())
+            }
+            CommandError::AccessKeyExists
+            | CommandError::TokenExists(_)
+            | CommandError::KmsKeyExists(_) => {
                 error(StatusCode::CONFLICT, "AlreadyExists", e.to_string())
             }
             CommandError::Invalid(_) => bad(e.to_string()),
             _ => error(StatusCode::CONFLICT, "Refused", e.to_string()),
         }),
         Ok(_) => Ok(()),
-        Err(e) => Err(error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Unavailable",
-            e.to_string(),
-        )),
+        Err(e) => Err(unavailable(e)),
     }
 }
 

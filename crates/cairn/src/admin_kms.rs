@@ -14,11 +14,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use cairn_meta::kms::{valid_name, KmsKeyRecord};
 use cairn_meta::placement::SYSTEM_GROUP;
-use cairn_meta::{Command, CommandError, Query, QueryResult};
+use cairn_meta::{Command, Query, QueryResult};
 use serde::{Deserialize, Serialize};
 
 use crate::admin::AdminState;
 use crate::admin_auth::{error, now_ms, Actor, AdminScope};
+use crate::admin_keys::{bad, propose, unavailable};
 use crate::openapi::ApiError;
 
 /// The OpenAPI paths of this module (merged by `openapi::document`).
@@ -62,39 +63,6 @@ pub struct CreateKmsKey {
     pub name: String,
     #[serde(default)]
     pub description: String,
-}
-
-fn bad(msg: impl Into<String>) -> Response {
-    error(StatusCode::BAD_REQUEST, "InvalidArgument", msg)
-}
-
-fn unavailable(e: impl ToString) -> Response {
-    error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "Unavailable",
-        e.to_string(),
-    )
-}
-
-async fn propose(s: &AdminState, actor: &Actor, cmd: Command) -> Result<(), Response> {
-    let cmd = Command::Audited {
-        actor: actor.name.clone(),
-        command: Box::new(cmd),
-    };
-    match s.cluster.registry.propose(SYSTEM_GROUP, cmd).await {
-        Ok(cairn_meta::Response::Refused(e)) => Err(match &e {
-            CommandError::NoSuchKmsKey(_) => {
-                error(StatusCode::NOT_FOUND, "NoSuchKmsKey", e.to_string())
-            }
-            CommandError::KmsKeyExists(_) => {
-                error(StatusCode::CONFLICT, "AlreadyExists", e.to_string())
-            }
-            CommandError::Invalid(_) => bad(e.to_string()),
-            _ => error(StatusCode::CONFLICT, "Refused", e.to_string()),
-        }),
-        Ok(_) => Ok(()),
-        Err(e) => Err(unavailable(e)),
-    }
 }
 
 async fn key(s: &AdminState, name: &str) -> Result<KmsKeyRecord, Response> {

@@ -1,5 +1,6 @@
-//! The access settings of each bucket as the per-request check needs them: the compiled
-//! policy, the public access block and the ownership controls, cached per bucket.
+//! The settings of each bucket that every request needs: the compiled policy, the public
+//! access block, the ownership controls and ACL (access), and the lifecycle rules (the
+//! `x-amz-expiration` header), cached per bucket.
 //!
 //! Staleness bound: an entry is read from this node's replica of the system group (no leader
 //! round trip) and kept for [`TTL`]; a change made through this node drops the entry at once.
@@ -34,6 +35,8 @@ pub(crate) struct BucketAccess {
     pub ownership: Option<ObjectOwnership>,
     /// The bucket's ACL as allow statements (`acl.rs`); empty when it is private.
     pub acl: Option<Arc<Policy>>,
+    /// Lifecycle rules, for the advisory `x-amz-expiration` header (`lifecycle.rs`).
+    pub lifecycle: Option<Vec<cairn_meta::lifecycle::LifecycleRule>>,
 }
 
 impl BucketAccess {
@@ -62,6 +65,7 @@ impl BucketAccess {
             block: c.public_access_block,
             ownership: c.ownership,
             acl,
+            lifecycle: c.lifecycle,
         }
     }
 

@@ -427,6 +427,7 @@ pub(crate) async fn put_bucket_lifecycle_configuration(
         .set_bucket_lifecycle(&input.bucket, Some(rules))
         .await
         .s3()?;
+    s3.inner.access_cache.invalidate(&input.bucket);
     Ok(S3Response::new(
         PutBucketLifecycleConfigurationOutput::default(),
     ))
@@ -462,6 +463,7 @@ pub(crate) async fn delete_bucket_lifecycle(
         .set_bucket_lifecycle(&req.input.bucket, None)
         .await
         .s3()?;
+    s3.inner.access_cache.invalidate(&req.input.bucket);
     Ok(S3Response::new(DeleteBucketLifecycleOutput::default()))
 }
 
@@ -474,14 +476,12 @@ pub(crate) async fn expiration_header(
     key: &str,
     r: &ObjectRecord,
 ) -> Option<String> {
-    let config = s3
-        .objects()
-        .bucket_config(bucket, ReadConsistency::Stale)
-        .await
-        .ok()?;
-    let rules = config.lifecycle?;
+    // From the per-bucket settings cache (one local read per bucket per second), not a read
+    // per request: the header is advisory, and a change through this node drops the entry.
+    let access = s3.inner.access_cache.get(bucket).await.ok()?;
+    let rules = access.lifecycle.as_deref()?;
     let day_ms = s3.objects().lifecycle_day_ms();
-    let (at, id) = cairn_meta::lifecycle::expiry_of(&rules, key, r, day_ms)?;
+    let (at, id) = cairn_meta::lifecycle::expiry_of(rules, key, r, day_ms)?;
     let when = std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(at).ok()?);
     Some(format!(
         "expiry-date=\"{}\", rule-id=\"{}\"",
